@@ -1,0 +1,504 @@
+"""GLIDE's text-conditional UNets, written for romlib and checkpoint-compatible with the official
+``base_inpaint.pt`` (64×64) and ``upsample_inpaint.pt`` (64→256) files (``strict=True``).
+
+Architecture (Nichol et al. 2021, "GLIDE"; Dhariwal & Nichol 2021, ADM UNet):
+
+* a text transformer (width 512, 16 layers) reads the 128 BPE tokens; its last token, projected,
+  is added to the timestep embedding, and every attention layer of the UNet also attends to all
+  token outputs (``encoder_kv``);
+* an ADM UNet: residual blocks with scale-shift norm (FiLM) on the timestep embedding, residual
+  up/down-sampling, multi-head self-attention at the resolutions in ``attention_resolutions``;
+* inpainting: the input also holds the known image and the mask (1 = keep, 0 = edit, GLIDE's
+  convention) as extra channels; the upsampler also gets the 64×64 sample, bilinearly upsampled.
+
+Output: 6 channels, ε (3) and the learned-range variance value v (3), see :mod:`romlib.diffusion`.
+
+One deliberate choice: the official model multiplies ``inpaint_image`` by the mask itself, so the
+original pixels under the mask can never reach it. The paper's CCF feeds the *original* image
+(the authors removed that multiplication in their copy). ``GlideConfig.mask_inpaint_input``
+says which: ``True`` (the official code, used by the golden tests) or ``False`` (the authors'
+ROM code; :func:`create_model` uses it, and :mod:`romlib.guidance` masks the image itself for CF).
+
+Speed: the text transformer runs once per sampling call (:meth:`GlideUNet.encode_text`, then
+``text_emb=`` on every step); attention uses ``scaled_dot_product_attention``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["GlideConfig", "GlideUNet", "build_model", "create_model", "load_model", "official_config", "timestep_embedding"]
+
+log = logging.getLogger(__name__)
+
+ModelName = Literal["base-inpaint", "upsample-inpaint"]
+
+
+@dataclass
+class GlideConfig:
+    """The reference constructor's arguments (``Text2ImUNet`` and friends), plus ``n_vocab`` and
+    the class flags ``inpaint`` / ``super_res``. ``attention_resolutions`` are downsampling
+    rates (2 = attention at half resolution); ``in_channels`` counts image channels only."""
+
+    text_ctx: int = 128
+    xf_width: int = 512
+    xf_layers: int = 16
+    xf_heads: int = 8
+    xf_final_ln: bool = True
+    xf_padding: bool = True
+    in_channels: int = 3
+    model_channels: int = 192
+    out_channels: int = 6
+    num_res_blocks: int = 3
+    attention_resolutions: tuple[int, ...] = (2, 4, 8)
+    dropout: float = 0.0
+    channel_mult: tuple[int, ...] = (1, 2, 3, 4)
+    use_fp16: bool = False
+    num_heads: int = 1
+    num_head_channels: int = 64
+    num_heads_upsample: int = -1
+    use_scale_shift_norm: bool = True
+    resblock_updown: bool = True
+    cache_text_emb: bool = False  # accepted for compatibility; romlib passes text_emb= instead
+    n_vocab: int = 50257
+    inpaint: bool = True
+    super_res: bool = False
+    mask_inpaint_input: bool = True  # True: official (image * mask inside); False: the ROM authors' copy
+    image_size: int | None = None  # informational
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        self.attention_resolutions = tuple(int(a) for a in self.attention_resolutions)
+        self.channel_mult = tuple(self.channel_mult)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides) -> "GlideConfig":
+        """Build from a reference ``config`` dict (unknown keys are kept in ``extra``)."""
+        names = {f.name for f in fields(cls)}
+        d = {**d, **overrides}
+        known = {k: v for k, v in d.items() if k in names}
+        known["extra"] = {k: v for k, v in d.items() if k not in names}
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        return d
+
+    @property
+    def input_channels(self) -> int:
+        """Channels of the first convolution: x, [image, mask], [low_res]."""
+        c = self.in_channels
+        if self.inpaint:
+            c += self.in_channels + 1
+        if self.super_res:
+            c += self.in_channels
+        return c
+
+
+# ----------------------------------------------------------------------------- building blocks
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> torch.Tensor:
+    """Sinusoidal embedding [cos(t·f_i), sin(t·f_i)], f_i = max_period^(−i/half)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t[:, None].float() * freqs[None]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+class GroupNorm32(nn.GroupNorm):
+    """GroupNorm(32) computed in float32, optionally followed by SiLU."""
+
+    def __init__(self, channels: int, silu: bool):
+        super().__init__(32, channels)
+        self.silu = silu
+
+    def forward(self, x):
+        y = super().forward(x.float()).to(x.dtype)
+        return F.silu(y) if self.silu else y
+
+
+class LayerNorm32(nn.LayerNorm):
+    """LayerNorm computed in float32 (fp16 inputs, fp32 gains)."""
+
+    def forward(self, x):
+        return super().forward(x.float()).to(x.dtype)
+
+
+def _attention(q, k, v):
+    """Softmax attention on [B, heads, T, ch]; float32 softmax for half inputs on the CPU."""
+    if q.dtype == torch.float16 and q.device.type == "cpu":
+        return F.scaled_dot_product_attention(q.float(), k.float(), v.float()).to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, FiLM by the embedding (scale-shift norm), GroupNorm-SiLU-dropout-conv,
+    plus the skip; optionally up- or down-samples (nearest ×2 / average pool) on the way."""
+
+    def __init__(self, channels, emb_channels, dropout, out_channels=None, use_scale_shift_norm=True, up=False, down=False):
+        super().__init__()
+        out_channels = out_channels or channels
+        self.use_scale_shift_norm = use_scale_shift_norm
+        self.in_layers = nn.Sequential(GroupNorm32(channels, True), nn.Identity(), nn.Conv2d(channels, out_channels, 3, padding=1))
+        self.up, self.down = up, down
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(out_channels, not use_scale_shift_norm),
+            nn.SiLU() if use_scale_shift_norm else nn.Identity(),
+            nn.Dropout(dropout),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
+        )
+        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+
+    def _resample(self, x):
+        if self.up:
+            return F.interpolate(x, scale_factor=2, mode="nearest")
+        if self.down:
+            return F.avg_pool2d(x, 2)
+        return x
+
+    def forward(self, x, emb):
+        h = self.in_layers[0](x)
+        h = self.in_layers[2](self._resample(h))
+        x = self._resample(x)
+        emb_out = self.emb_layers(emb).to(h.dtype)[..., None, None]
+        if self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = self.out_layers[3](self.out_layers[2](self.out_layers[1](h)))
+        else:
+            h = self.out_layers(h + emb_out)
+        return self.skip_connection(x) + h
+
+
+class AttentionBlock(nn.Module):
+    """Multi-head self-attention over the pixels, whose keys and values also include the text
+    tokens (``encoder_kv``), as in GLIDE. Per head, the channels are laid out [q, k, v]."""
+
+    def __init__(self, channels, num_heads=1, num_head_channels=-1, encoder_channels=None):
+        super().__init__()
+        if num_head_channels != -1:
+            if channels % num_head_channels:
+                raise ValueError(f"channels {channels} not divisible by num_head_channels {num_head_channels}")
+            num_heads = channels // num_head_channels
+        self.num_heads = num_heads
+        self.norm = GroupNorm32(channels, False)
+        self.qkv = nn.Conv1d(channels, channels * 3, 1)
+        if encoder_channels is not None:
+            self.encoder_kv = nn.Conv1d(encoder_channels, channels * 2, 1)
+        self.proj_out = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x, encoder_out=None):
+        b, c, hgt, wid = x.shape
+        n = self.num_heads
+        ch = c // n
+        qkv = self.qkv(self.norm(x).reshape(b, c, -1))  # [b, n*3*ch, T]
+        q, k, v = qkv.reshape(b, n, 3 * ch, -1).transpose(2, 3).contiguous().split(ch, dim=-1)  # [b, n, T, ch]
+        if encoder_out is not None:
+            ekv = self.encoder_kv(encoder_out)  # [b, n*2*ch, L]
+            ek, ev = ekv.reshape(b, n, 2 * ch, -1).transpose(2, 3).contiguous().split(ch, dim=-1)
+            k = torch.cat([ek, k], dim=2)
+            v = torch.cat([ev, v], dim=2)
+        h = _attention(q, k, v)  # [b, n, T, ch]
+        h = h.transpose(2, 3).reshape(b, c, -1)
+        return x + self.proj_out(h).reshape(b, c, hgt, wid)
+
+
+class Downsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    def __init__(self, channels):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class TimestepSequential(nn.Sequential):
+    """Runs its layers, giving residual blocks the embedding and attention the text tokens."""
+
+    def forward(self, x, emb, encoder_out=None):
+        for layer in self:
+            if isinstance(layer, ResBlock):
+                x = layer(x, emb)
+            elif isinstance(layer, AttentionBlock):
+                x = layer(x, encoder_out)
+            else:
+                x = layer(x)
+        return x
+
+
+class MultiheadAttention(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.c_qkv = nn.Linear(width, width * 3)
+        self.c_proj = nn.Linear(width, width)
+
+    def forward(self, x):
+        bs, n_ctx, width = x.shape
+        ch = width // self.heads
+        qkv = self.c_qkv(x).view(bs, n_ctx, self.heads, 3 * ch).transpose(1, 2)  # [b, h, T, 3ch]
+        q, k, v = qkv.split(ch, dim=-1)
+        out = _attention(q, k, v).transpose(1, 2).reshape(bs, n_ctx, width)
+        return self.c_proj(out)
+
+
+class MLP(nn.Module):
+    def __init__(self, width):
+        super().__init__()
+        self.c_fc = nn.Linear(width, width * 4)
+        self.c_proj = nn.Linear(width * 4, width)
+
+    def forward(self, x):
+        return self.c_proj(F.gelu(self.c_fc(x)))
+
+
+class ResidualAttentionBlock(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.attn = MultiheadAttention(width, heads)
+        self.ln_1 = LayerNorm32(width)
+        self.mlp = MLP(width)
+        self.ln_2 = LayerNorm32(width)
+
+    def forward(self, x):
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, width, layers, heads):
+        super().__init__()
+        self.resblocks = nn.ModuleList([ResidualAttentionBlock(width, heads) for _ in range(layers)])
+
+    def forward(self, x):
+        for block in self.resblocks:
+            x = block(x)
+        return x
+
+
+# ----------------------------------------------------------------------------- the model
+class GlideUNet(nn.Module):
+    """GLIDE's text-conditional (inpainting / super-resolution) UNet.
+
+    ``model(x_t, t, tokens=, mask=, inpaint_image=, inpaint_mask=, low_res=, text_emb=)`` → [B, 6, H, W].
+    ``inpaint_mask`` uses GLIDE's convention, 1 = keep, 0 = edit.
+    """
+
+    def __init__(self, cfg: GlideConfig):
+        super().__init__()
+        self.cfg = cfg
+        mc = cfg.model_channels
+        emb_dim = mc * 4
+        enc_ch = cfg.xf_width or None
+        heads_up = cfg.num_heads if cfg.num_heads_upsample == -1 else cfg.num_heads_upsample
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+
+        def res(ch_in, ch_out=None, **kw):
+            return ResBlock(ch_in, emb_dim, cfg.dropout, ch_out, cfg.use_scale_shift_norm, **kw)
+
+        def attn(ch, heads):
+            return AttentionBlock(ch, heads, cfg.num_head_channels, enc_ch)
+
+        ch = input_ch = int(cfg.channel_mult[0] * mc)
+        self.input_blocks = nn.ModuleList([TimestepSequential(nn.Conv2d(cfg.input_channels, ch, 3, padding=1))])
+        skip_chans, ds = [ch], 1
+        for level, mult in enumerate(cfg.channel_mult):
+            for _ in range(cfg.num_res_blocks):
+                layers = [res(ch, int(mult * mc))]
+                ch = int(mult * mc)
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch, cfg.num_heads))
+                self.input_blocks.append(TimestepSequential(*layers))
+                skip_chans.append(ch)
+            if level != len(cfg.channel_mult) - 1:
+                self.input_blocks.append(TimestepSequential(res(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch)))
+                skip_chans.append(ch)
+                ds *= 2
+        self.middle_block = TimestepSequential(res(ch), attn(ch, cfg.num_heads), res(ch))
+        self.output_blocks = nn.ModuleList()
+        for level, mult in list(enumerate(cfg.channel_mult))[::-1]:
+            for i in range(cfg.num_res_blocks + 1):
+                layers = [res(ch + skip_chans.pop(), int(mc * mult))]
+                ch = int(mc * mult)
+                if ds in cfg.attention_resolutions:
+                    layers.append(attn(ch, heads_up))
+                if level and i == cfg.num_res_blocks:
+                    layers.append(res(ch, ch, up=True) if cfg.resblock_updown else Upsample(ch))
+                    ds //= 2
+                self.output_blocks.append(TimestepSequential(*layers))
+        self.out = nn.Sequential(GroupNorm32(ch, True), nn.Identity(), nn.Conv2d(input_ch, cfg.out_channels, 3, padding=1))
+
+        if cfg.xf_width:
+            self.transformer = Transformer(cfg.xf_width, cfg.xf_layers, cfg.xf_heads)
+            self.final_ln = LayerNorm32(cfg.xf_width) if cfg.xf_final_ln else None
+            self.token_embedding = nn.Embedding(cfg.n_vocab, cfg.xf_width)
+            self.positional_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
+            self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
+            if cfg.xf_padding:
+                self.padding_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
+        self.dtype = torch.float32
+        self.nan_guard = True
+        if cfg.use_fp16:
+            self.convert_to_fp16()
+
+    # -- precision ---------------------------------------------------------------------------
+    def _half_modules(self):
+        """The layers the reference runs in float16: the UNet torso's convolutions and the text
+        transformer's linear layers, its projection and the token embedding. Norms, the
+        timestep MLP, the FiLM linears and the output head stay in float32."""
+        for part in (self.input_blocks, self.middle_block, self.output_blocks):
+            yield from (m for m in part.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d)))
+        if self.cfg.xf_width:
+            yield from (m for m in self.transformer.modules() if isinstance(m, nn.Linear))
+            yield self.transformer_proj
+            yield self.token_embedding
+
+    def convert_to_fp16(self):
+        """Run the torso and the text transformer in half precision, as the reference does."""
+        for m in self._half_modules():
+            m.half()
+        self.dtype = torch.float16
+        return self
+
+    def convert_to_fp32(self):
+        for m in self._half_modules():
+            m.float()
+        self.dtype = torch.float32
+        return self
+
+    # -- text ----------------------------------------------------------------------------------
+    def encode_text(self, tokens: torch.Tensor, mask: torch.Tensor | None = None) -> dict:
+        """Run the text transformer once: ``{"xf_proj": [B, 4C], "xf_out": [B, width, L]}``.
+        Pass the result as ``text_emb=`` to every sampling step (it does not change)."""
+        if not self.cfg.xf_width:
+            return {"xf_proj": None, "xf_out": None}
+        if tokens.shape[-1] != self.cfg.text_ctx:
+            raise ValueError(f"tokens must have length text_ctx={self.cfg.text_ctx}, got {tokens.shape[-1]}")
+        xf_in = self.token_embedding(tokens.long()) + self.positional_embedding[None]
+        if self.cfg.xf_padding:
+            if mask is None:
+                raise ValueError("this model pads with a learned embedding: pass the token mask")
+            xf_in = torch.where(mask[..., None], xf_in, self.padding_embedding[None])
+        xf_out = self.transformer(xf_in.to(self.dtype))
+        if self.final_ln is not None:
+            xf_out = self.final_ln(xf_out)
+        xf_proj = self.transformer_proj(xf_out[:, -1])
+        return {"xf_proj": xf_proj, "xf_out": xf_out.permute(0, 2, 1)}
+
+    # -- forward ---------------------------------------------------------------------------------
+    def _inputs(self, x, inpaint_image, inpaint_mask, low_res):
+        parts = [x]
+        if self.cfg.inpaint:
+            if inpaint_image is None:
+                inpaint_image = torch.zeros_like(x)
+            if inpaint_mask is None:
+                inpaint_mask = torch.zeros_like(x[:, :1])
+            inpaint_mask = inpaint_mask.to(x.dtype)
+            image = inpaint_image * inpaint_mask if self.cfg.mask_inpaint_input else inpaint_image
+            parts += [image.to(x.dtype), inpaint_mask.expand(x.shape[0], 1, *x.shape[2:])]
+        if self.cfg.super_res:
+            if low_res is None:
+                raise ValueError("the upsampler needs low_res= (the 64×64 sample in [-1, 1])")
+            parts.append(F.interpolate(low_res.to(x.dtype), x.shape[2:], mode="bilinear", align_corners=False))
+        return torch.cat(parts, dim=1)
+
+    def _forward(self, x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, text_emb):
+        emb = self.time_embed(timestep_embedding(timesteps, self.cfg.model_channels))
+        xf_out = None
+        if self.cfg.xf_width:
+            if text_emb is None:
+                if tokens is None:
+                    raise ValueError("pass tokens= (and mask=) or a precomputed text_emb=")
+                text_emb = self.encode_text(tokens, mask)
+            xf_out = text_emb["xf_out"]
+            emb = emb + text_emb["xf_proj"].to(emb)
+        h = self._inputs(x, inpaint_image, inpaint_mask, low_res).to(self.dtype)
+        skips = []
+        for block in self.input_blocks:
+            h = block(h, emb, xf_out)
+            skips.append(h)
+        h = self.middle_block(h, emb, xf_out)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, skips.pop()], dim=1), emb, xf_out)
+        return self.out(h.to(x.dtype))
+
+    def forward(self, x, timesteps, tokens=None, mask=None, inpaint_image=None, inpaint_mask=None, low_res=None, text_emb=None):
+        out = self._forward(x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, text_emb)
+        if self.dtype == torch.float16 and self.nan_guard and not torch.isfinite(out).all():
+            # glide-text2im #31: some GPUs give NaN / black images in half precision
+            log.warning("GLIDE produced non-finite values in float16 (glide-text2im #31); "
+                        "switching this model to float32 for the rest of the run")
+            self.convert_to_fp32()
+            if text_emb is not None and tokens is None:
+                raise FloatingPointError("non-finite fp16 output with a precomputed text_emb; "
+                                         "re-encode the text after the switch to float32")
+            out = self._forward(x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, None)
+        return out
+
+
+def build_model(cfg: GlideConfig | dict, **overrides) -> GlideUNet:
+    """A GLIDE UNet from a :class:`GlideConfig` or a reference ``config`` dict."""
+    if isinstance(cfg, dict):
+        cfg = GlideConfig.from_dict(cfg, **overrides)
+    elif overrides:
+        cfg = GlideConfig(**{**cfg.to_dict(), **overrides})
+    return GlideUNet(cfg)
+
+
+def official_config(name: ModelName) -> GlideConfig:
+    """The published sizes: ``base-inpaint`` (64×64, 385 M parameters) and ``upsample-inpaint``
+    (64→256, 398 M); attention at 32, 16 and 8 pixels; ROM input convention."""
+    common = dict(model_channels=192, num_heads=1, num_head_channels=64, text_ctx=128, xf_width=512, xf_layers=16,
+                  xf_heads=8, xf_final_ln=True, xf_padding=True, use_scale_shift_norm=True, resblock_updown=True,
+                  dropout=0.0, inpaint=True, mask_inpaint_input=False)
+    if name == "base-inpaint":
+        return GlideConfig(**common, image_size=64, num_res_blocks=3, channel_mult=(1, 2, 3, 4),
+                           attention_resolutions=(64 // 32, 64 // 16, 64 // 8))
+    if name == "upsample-inpaint":
+        return GlideConfig(**common, image_size=256, num_res_blocks=2, channel_mult=(1, 1, 2, 2, 4, 4),
+                           attention_resolutions=(256 // 32, 256 // 16, 256 // 8), super_res=True)
+    raise ValueError(f"unknown GLIDE model {name!r}; expected 'base-inpaint' or 'upsample-inpaint'")
+
+
+def create_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = None) -> GlideUNet:
+    """An official-size model with uninitialised weights; ``device="meta"`` costs no memory.
+    ``dtype=torch.float16`` runs the layers the reference runs in half."""
+    with torch.device(device):
+        model = GlideUNet(official_config(name))
+    if dtype == torch.float16:
+        model.convert_to_fp16()
+    elif dtype not in (None, torch.float32):
+        raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
+    return model.eval().requires_grad_(False)
+
+
+def load_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> GlideUNet:
+    """Download (once) and load the official GLIDE weights strictly."""
+    from . import hub
+
+    state = hub.load_checkpoint(f"glide/{name}", progress=progress)
+    model = create_model(name, device="meta", dtype=None)
+    model.load_state_dict(state, strict=True, assign=True)
+    model.float()  # whatever the file's dtype, norms and heads run in float32
+    if dtype == torch.float16:
+        model.convert_to_fp16()
+    return model.to(device).eval().requires_grad_(False)

@@ -1,0 +1,106 @@
+"""Masks and boxes between the segmenter and GLIDE.
+
+Two conventions meet here, and this module is the one place that converts between them:
+
+* an **edit mask** (what the segmenter returns, what users draw): 1 / True = the object to edit;
+* a **keep mask** (what GLIDE takes as ``inpaint_mask``): 1 = keep the pixel, 0 = edit it.
+
+:func:`to_keep_mask` / :func:`to_edit_mask` convert; every other function says which it takes.
+
+The authors' recipe (``build_glide_input``): the mask logits are resized bilinearly to 64×64,
+thresholded at 0.5 after the sigmoid, dilated by a k×k all-ones kernel (clamped to 1), and the
+256×256 mask is the 64×64 one upsampled by nearest neighbour. The ranking box is the detected
+box enlarged ×1.3 about its centre and clipped to the image.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
+           "enlarge_box", "box_to_pixels", "feather", "check_dilation"]
+
+
+def to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
+    """Edit mask (1 = edit) → GLIDE keep mask (1 = keep), as float."""
+    return 1.0 - edit_mask.float()
+
+
+def to_edit_mask(keep_mask: torch.Tensor) -> torch.Tensor:
+    """GLIDE keep mask (1 = keep) → edit mask (1 = edit), as float."""
+    return 1.0 - keep_mask.float()
+
+
+def check_dilation(k: int) -> int:
+    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+        raise ValueError(f"dilation must be an odd integer >= 1 (1 = no dilation), got {k!r}")
+    return k
+
+
+def dilate(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Dilate an edit mask [..., H, W] by a k×k all-ones kernel, clamped to 1 (k odd; 1 = no-op)."""
+    check_dilation(k)
+    m = edit_mask.float()
+    if k == 1:
+        return m
+    shape = m.shape
+    m4 = m.reshape(-1, 1, *shape[-2:])
+    kernel = torch.ones(1, 1, k, k, dtype=m.dtype, device=m.device)
+    return F.conv2d(m4, kernel, padding=k // 2).clamp(0, 1).reshape(shape)
+
+
+def resize_edit_mask(edit_mask: torch.Tensor, size: int | tuple[int, int], threshold: float = 0.5) -> torch.Tensor:
+    """Resize an edit mask (bool or [0, 1]) [..., H, W] to ``size`` bilinearly and threshold it."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    m = edit_mask.float()
+    shape = m.shape
+    m4 = F.interpolate(m.reshape(-1, 1, *shape[-2:]), size=size, mode="bilinear", align_corners=False)
+    return (m4 > threshold).float().reshape(*shape[:-2], *size)
+
+
+def logits_to_edit_mask(logits: torch.Tensor, size: int = 64, threshold: float = 0.5) -> torch.Tensor:
+    """MDETR mask logits [..., h, w] → binary edit mask at ``size``: bilinear resize, then sigmoid > threshold."""
+    shape = logits.shape
+    l4 = F.interpolate(logits.float().reshape(-1, 1, *shape[-2:]), size=(size, size), mode="bilinear", align_corners=False)
+    return (l4.sigmoid() > threshold).float().reshape(*shape[:-2], size, size)
+
+
+def prepare_masks(edit_mask_64: torch.Tensor, dilation: int = 3, out_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Binary 64×64 edit mask → GLIDE keep masks ``(keep_64, keep_256)``, each [1, 1, S, S].
+
+    The mask is dilated at 64×64; the 256×256 mask is its nearest-neighbour upsampling.
+    Raises if nothing is left to edit.
+    """
+    m = edit_mask_64.float().reshape(1, 1, *edit_mask_64.shape[-2:])
+    m = dilate(m, dilation)
+    if m.sum() == 0:
+        raise ValueError("the mask has nothing to edit (all pixels are kept)")
+    keep_64 = to_keep_mask(m)
+    keep_256 = F.interpolate(keep_64, size=(out_size, out_size), mode="nearest")
+    return keep_64, keep_256
+
+
+def enlarge_box(box: tuple[float, float, float, float], scale: float = 1.3, width: float = 1.0, height: float = 1.0) -> tuple[float, float, float, float]:
+    """Enlarge an (x0, y0, x1, y1) box ×``scale`` about its centre and clip it to [0, width]×[0, height]."""
+    x0, y0, x1, y1 = box
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * scale, (y1 - y0) * scale
+    return (max(0.0, cx - w / 2), max(0.0, cy - h / 2), min(float(width), cx + w / 2), min(float(height), cy + h / 2))
+
+
+def box_to_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    """Integer pixel box as the authors index it: ``img[:, :, y0:y1 + 1, x0:x1 + 1]``."""
+    return tuple(int(v) for v in box)  # type: ignore[return-value]
+
+
+def feather(edit_mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """Soft edit mask in [0, 1]: 1 inside the mask, falling to 0 over ``radius`` pixels outside it
+    (so pixels farther than ``radius`` from the mask stay exactly the original)."""
+    m = edit_mask.float().reshape(1, 1, *edit_mask.shape[-2:])
+    if radius <= 0:
+        return m.reshape(edit_mask.shape)
+    acc = m.clone()
+    cur = m
+    for i in range(1, radius + 1):
+        cur = F.max_pool2d(cur, 3, stride=1, padding=1)
+        acc = torch.maximum(acc, cur * (1 - i / (radius + 1)))
+    return acc.reshape(edit_mask.shape)

@@ -1,0 +1,32 @@
+"""romlib: Referring Object Manipulation (MDETR + GLIDE + CCF guidance), notebook-first."""
+from setuptools import find_packages, setup
+
+setup(
+    name="romlib",
+    version="0.1.0",
+    description="Referring Object Manipulation with conditional classifier-free guidance: "
+    "MDETR masks, GLIDE inpainting, CLIP ranking, notebooks and an offline ShapesWorld backend.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["romlib", "romlib.*"]),
+    package_data={"romlib": ["assets/*", "shapes/weights/*"]},
+    include_package_data=True,
+    install_requires=[
+        "torch>=2.1",
+        "torchvision",
+        "numpy",
+        "pillow",
+        "tqdm",
+        "filelock",
+        "timm>=0.9",
+        "transformers>=4.40",
+        "open_clip_torch>=2.20",
+        "matplotlib",
+    ],
+    extras_require={
+        "test": ["pytest>=7", "nbval>=0.11", "ipykernel", "ipywidgets>=8", "matplotlib"],
+        "notebooks": ["ipywidgets>=8", "matplotlib"],
+    },
+    entry_points={"console_scripts": ["romlib=romlib.cli:main"]},
+)

@@ -1,0 +1,36 @@
+import os
+
+import pytest
+import torch
+
+from romlib.testing import reference_dir
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: real weights or long runs; opt in with RUN_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("RUN_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow test: set RUN_SLOW=1 (needs real weights / a GPU)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ref():
+    d = reference_dir()
+    if d is None:
+        pytest.skip("../shared/reference is not available")
+    return d
+
+
+@pytest.fixture(scope="session")
+def gpt2_tokenizer(ref):
+    from romlib.testing import reference_tokenizer
+
+    return reference_tokenizer()
