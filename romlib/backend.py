@@ -1,0 +1,94 @@
+"""The contracts between pipeline stages, so that real models, tiny test models and the
+embedded ShapesWorld models plug into the same :class:`romlib.pipeline.ROMPipeline`.
+
+* a **segmenter** has ``segment(image, text, *, threshold=0.5, min_score=None, best_anyway=False) -> Segmentation``;
+* a **ranker** (CLIP or a learned analogue) has ``image_size``, ``encode_image(images in [0, 1]) -> [B, D]``
+  and ``encode_text(texts) -> [N, D]``;
+* a **Backend** bundles them with the GLIDE-family models, their tokenizer and step counts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+__all__ = ["Segmentation", "NoObjectFound", "Segmenter", "Ranker", "Backend"]
+
+
+@dataclass
+class Segmentation:
+    """The referred object, as a segmenter found it.
+
+    ``mask``: bool [H, W] at the input image's resolution (True = the object, i.e. an *edit* mask).
+    ``box``: (x0, y0, x1, y1) in pixels of the input image. ``score``: the chosen query's score
+    (MDETR: 1 − p(no-object)). ``scores`` [Q] and ``boxes`` [Q, 4] (xyxy pixels): every query,
+    for inspection. ``mask_logits``: the chosen query's low-resolution mask logits covering the
+    whole image (the authors resize these to 64×64 before thresholding), or ``None``.
+    """
+
+    mask: torch.Tensor
+    box: tuple[float, float, float, float]
+    score: float
+    scores: torch.Tensor | None = None
+    boxes: torch.Tensor | None = None
+    mask_logits: torch.Tensor | None = None
+    index: int = 0
+    text: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """(width, height) of the image the mask belongs to."""
+        return int(self.mask.shape[-1]), int(self.mask.shape[-2])
+
+
+class NoObjectFound(RuntimeError):
+    """No query scored above ``min_score``; carries the best score and box."""
+
+    def __init__(self, text: str, best_score: float, best_box, min_score: float):
+        self.text, self.best_score, self.best_box, self.min_score = text, best_score, best_box, min_score
+        box = tuple(round(float(v), 1) for v in best_box) if best_box is not None else None
+        super().__init__(
+            f"no object found for {text!r}: the best query scored {best_score:.3f} (box {box}), below "
+            f"min_score={min_score}; lower min_score, pass best_anyway=True, or give a mask yourself"
+        )
+
+
+@runtime_checkable
+class Segmenter(Protocol):
+    def segment(self, image, text: str, *, threshold: float = 0.5, min_score: float | None = None,
+                best_anyway: bool = False) -> Segmentation: ...
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    image_size: int
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor: ...
+
+
+@dataclass
+class Backend:
+    """Everything :class:`~romlib.pipeline.ROMPipeline` needs.
+
+    ``base_model`` is a GLIDE-family inpainting UNet (:class:`romlib.glide.GlideUNet`) at
+    ``base_model.cfg.image_size``; ``upsampler`` the optional super-resolution inpainting UNet;
+    ``tokenizer`` a :class:`romlib.tokenizer.TextTokenizer` for both. ``base_schedule`` and
+    ``upsample_schedule`` are ``(noise_schedule, diffusion_steps)`` of the trained models,
+    ``base_steps`` / ``upsample_steps`` the default respacing.
+    """
+
+    name: str
+    segmenter: Any
+    base_model: Any
+    tokenizer: Any
+    ranker: Any = None
+    upsampler: Any = None
+    base_schedule: tuple[str, int] = ("squaredcos_cap_v2", 1000)
+    upsample_schedule: tuple[str, int] = ("linear", 1000)
+    base_steps: str = "100"
+    upsample_steps: str = "fast27"
+    extras: dict = field(default_factory=dict)  # e.g. noised CLIP, ADM for the baselines
