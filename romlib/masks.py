@@ -93,14 +93,12 @@ def box_to_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int
 
 
 def feather(edit_mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Soft edit mask in [0, 1]: 1 inside the mask, falling to 0 over ``radius`` pixels outside it
-    (so pixels farther than ``radius`` from the mask stay exactly the original)."""
+    """Soft edit mask in [0, 1]: 0 outside the mask, rising to 1 over ``radius`` pixels inside it
+    (the mean of the mask and its 1..radius-fold erosions), so that blending with it never
+    touches a pixel outside the mask. The image border does not erode the mask."""
     m = edit_mask.float().reshape(1, 1, *edit_mask.shape[-2:])
-    if radius <= 0:
-        return m.reshape(edit_mask.shape)
-    acc = m.clone()
-    cur = m
-    for i in range(1, radius + 1):
-        cur = F.max_pool2d(cur, 3, stride=1, padding=1)
-        acc = torch.maximum(acc, cur * (1 - i / (radius + 1)))
-    return acc.reshape(edit_mask.shape)
+    acc, cur = m.clone(), m
+    for _ in range(max(0, int(radius))):
+        cur = -F.max_pool2d(-cur, 3, stride=1, padding=1)  # 3×3 erosion
+        acc = acc + cur
+    return (acc / (max(0, int(radius)) + 1)).reshape(edit_mask.shape)

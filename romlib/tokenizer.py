@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["TextTokenizer", "GlideTokenizer"]
+__all__ = ["TextTokenizer", "GlideTokenizer", "ByteTokenizer"]
 
 
 class TextTokenizer:
@@ -83,3 +83,13 @@ class GlideTokenizer(TextTokenizer):
 
     def decode(self, tokens: list[int]) -> str:
         return self._tok.decode([t for t in tokens if t != self.end_token])
+
+
+class ByteTokenizer(TextTokenizer):
+    """UTF-8 bytes of the lower-cased text (256 ids) plus an end token: offline, for tiny test models."""
+
+    n_vocab = 257
+    end_token = 256
+
+    def encode(self, text: str) -> list[int]:
+        return list(text.lower().encode("utf-8"))

@@ -1,0 +1,86 @@
+"""Named backends for :meth:`romlib.pipeline.ROMPipeline.from_pretrained`.
+
+* ``"glide"`` — the paper's models: MDETR EfficientNet-B3 (PhraseCut), GLIDE (filtered)
+  base-inpaint and upsample-inpaint, CLIP ViT-B/16; about 5.5 GB downloaded once; fp16 on a GPU.
+* ``"shapes"`` — ShapesWorld: small, really trained models shipped inside the package (offline, CPU).
+* ``"tiny"`` — tiny random-weight models of the same architectures (tests and CPU benchmarks).
+"""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from .backend import Backend
+
+__all__ = ["load", "NAMES"]
+
+log = logging.getLogger(__name__)
+NAMES = ("glide", "shapes", "tiny")
+
+
+def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False) -> Backend:
+    device = torch.device(device)
+    if name == "glide":
+        return _glide(device, dtype, progress, baselines)
+    if name == "shapes":
+        from .shapes import load_backend
+
+        return load_backend(device=device)
+    if name == "tiny":
+        return tiny_backend(device=device, baselines=baselines)
+    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
+
+
+def _glide(device, dtype, progress, baselines) -> Backend:
+    from .glide import load_model
+    from .rank import load_clip_ranker
+    from .segment import load_segmenter
+    from .tokenizer import GlideTokenizer
+
+    if dtype is None:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+    log.info("loading MDETR, GLIDE base/upsampler and CLIP (first run downloads about 5.5 GB)")
+    extras = {}
+    if baselines:
+        extras = _glide_baselines(device, dtype, progress)
+    return Backend(
+        name="glide",
+        segmenter=load_segmenter("phrasecut-eb3", device=device, progress=progress),
+        base_model=load_model("base-inpaint", device=device, dtype=dtype, progress=progress),
+        upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
+        tokenizer=GlideTokenizer.from_pretrained(),
+        ranker=load_clip_ranker(device=device),
+        extras=extras,
+    )
+
+
+def _glide_baselines(device, dtype, progress) -> dict:
+    from .baselines import load_baselines
+
+    return load_baselines(device=device, dtype=dtype, progress=progress)
+
+
+def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
+    """Random tiny models of every stage, offline (segmenter, GLIDE pair, CLIP)."""
+    from .rank import tiny_clip_ranker
+    from .testing import tiny_glide, tiny_segmenter
+    from .tokenizer import ByteTokenizer
+
+    tok = ByteTokenizer()
+    extras = {}
+    if baselines:
+        from .baselines import tiny_baselines
+
+        extras = tiny_baselines(device=device, seed=seed)
+    return Backend(
+        name="tiny",
+        segmenter=tiny_segmenter(seed=seed, device=device),
+        base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
+        upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
+        tokenizer=tok,
+        ranker=tiny_clip_ranker(seed=seed),
+        base_steps="10",
+        upsample_steps="5",
+        extras=extras,
+    )

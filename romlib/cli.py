@@ -1,0 +1,174 @@
+"""The ``romlib`` command.
+
+    romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
+    romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
+    romlib download                               # fetch the real weights into the cache (about 5.5 GB)
+    romlib bench                                  # time the stages (tiny models on the CPU)
+    romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_edit_args(p: argparse.ArgumentParser) -> None:
+    from .pipeline import GUIDANCE_CHOICES
+
+    p.add_argument("image", help="input image (any format PIL reads; EXIF orientation is honoured)")
+    p.add_argument("--ref", required=False, default="", help="referring text: which object to edit, e.g. 'the red car'")
+    p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
+    p.add_argument("--guidance", choices=GUIDANCE_CHOICES, default="ccf",
+                   help="guidance rule: ccf (the paper, eq. 8), cf (GLIDE, eq. 6), ccf-direction / cf-original "
+                        "(CCF's two changes alone), clip (noised-CLIP guided GLIDE), blended (Blended Diffusion)")
+    p.add_argument("--scale", type=float, default=None, help="guidance scale s > 0 (default: 15 ccf, 5 cf, 2 clip)")
+    p.add_argument("--samples", type=int, default=24, help="number of samples B to draw and rank (default 24)")
+    p.add_argument("--dilation", type=int, default=3, help="mask dilation kernel k at 64x64, odd, 1 = none (default 3)")
+    p.add_argument("--rank", choices=["local", "masked", "none"], default=None,
+                   help="ranking crop: local (box x1.3, the paper), masked (Blended's), none (default: local; masked for blended)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; sample i always gets the same noise (default 0)")
+    p.add_argument("--steps", default=None, help="base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
+    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
+    p.add_argument("--frame", choices=["full", "crop"], default="full",
+                   help="edit the whole image squashed to the model's frame (full, the paper) or a square crop around the object")
+    p.add_argument("--no-upsample", action="store_true", help="skip the 64->256 upsampler (faster, 64x64 results)")
+    p.add_argument("--batch-size", type=int, default=None, help="micro-batch size (default: chosen from free memory)")
+    p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
+                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
+                        "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--out", default="romlib_out", help="output directory (default romlib_out)")
+    p.add_argument("--top", type=int, default=4, help="edits shown in the summary figure (default 4)")
+
+
+def _run_edit(args) -> int:
+    from pathlib import Path
+
+    from .pipeline import ROMPipeline
+
+    if not Path(args.image).is_file():
+        raise SystemExit(f"romlib edit: image not found: {args.image}")
+    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=args.guidance in ("clip", "blended"))
+    result = pipe.edit(args.image, args.ref, args.target, guidance=args.guidance, scale=args.scale, samples=args.samples,
+                       dilation=args.dilation, rank=args.rank, steps=args.steps, upsample=not args.no_upsample,
+                       seed=args.seed, mask=args.mask, batch_size=args.batch_size, frame=args.frame, progress=True)
+    _summarise(result, args.out, args.top)
+    return 0
+
+
+def _summarise(result, out_dir, top) -> None:
+    from pathlib import Path
+
+    written = result.save(out_dir)
+    fig = result.grid(top=top)
+    fig_path = str(Path(out_dir) / "summary.png")
+    fig.savefig(fig_path, dpi=120)
+    s = result.settings
+    print(f"ROM edit: ref={s['ref']!r} -> target={s['target']!r}  guidance={s['guidance']} s={s['scale']:g} "
+          f"B={s['samples']} k={s['dilation']} rank={s['rank']} backend={s['backend']}")
+    print(f"  best score {result.scores[0]:.4f}  (time {result.timings['total']:.1f} s)")
+    print(f"  wrote {len(written['frames'])} ranked frames and {len(written['full_res'])} full-resolution edits to {out_dir}/")
+    print(f"  best edit: {written['full_res'][0]}")
+    print(f"  settings and scores: {written['json'][0]}")
+    print(f"  figure: {fig_path}")
+
+
+def _run_demo(args) -> int:
+    from .shapes import demo
+
+    t0 = time.perf_counter()
+    result, image_path = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples, progress=not args.quiet)
+    fig = result.grid(top=4)
+    from pathlib import Path
+
+    fig_path = str(Path(args.out) / "demo.png")
+    fig.savefig(fig_path, dpi=150)
+    s = result.settings
+    print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
+          f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {time.perf_counter() - t0:.1f} s")
+    print(f"input image: {image_path}")
+    print(fig_path)
+    return 0
+
+
+def _run_download(args) -> int:
+    from . import hub
+
+    names = args.names or ["glide/base-inpaint", "glide/upsample-inpaint", "mdetr/phrasecut-eb3"]
+    if args.baselines:
+        names += ["glide/clip-image-enc", "glide/clip-text-enc", "adm/256x256-uncond"]
+    for n in names:
+        print(hub.download(n))
+    return 0
+
+
+def _run_bench(args) -> int:
+    from .bench import bench_command
+
+    return bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="romlib", description="Referring Object Manipulation (MDETR + GLIDE + CCF guidance).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("edit", help="edit the object a text refers to", description="Edit the object --ref refers to so it matches --target.")
+    _add_edit_args(p)
+    p.set_defaults(func=_run_edit)
+
+    p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
+    p.add_argument("--out", default="romlib_demo", help="output directory (default romlib_demo)")
+    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
+    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run_demo)
+
+    p = sub.add_parser("download", help="fetch the official checkpoints into the cache ($ROMLIB_CACHE)")
+    p.add_argument("names", nargs="*", help="registry names (default: GLIDE pair and MDETR)")
+    p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
+    p.set_defaults(func=_run_download)
+
+    p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
+    try:
+        from .bench import add_bench_args
+    except ImportError:  # pragma: no cover - during development
+        add_bench_args = None
+    if add_bench_args:
+        add_bench_args(p)
+    p.set_defaults(func=_run_bench)
+
+    try:
+        from .shapes.cli import add_bench_args as shapes_bench_args, add_train_args, bench_command, train_command
+    except ImportError:  # pragma: no cover - during development
+        pass
+    else:
+        p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch")
+        add_train_args(p)
+        p.set_defaults(func=train_command)
+        p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
+        shapes_bench_args(p)
+        p.set_defaults(func=bench_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from .backend import NoObjectFound
+    from .hub import CheckpointUnavailable
+
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, NoObjectFound, CheckpointUnavailable) as e:
+        print(f"romlib {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

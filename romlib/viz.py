@@ -1,0 +1,86 @@
+"""Figures (matplotlib imported inside each function). Each returns the ``Figure``; the notebooks
+print the numbers behind every figure next to it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array"]
+
+
+def as_array(img) -> np.ndarray:
+    """PIL image, [3, H, W] tensor in [-1, 1] or HxWx3 array → HxWx3 uint8."""
+    if isinstance(img, torch.Tensor):
+        x = img.detach().float().cpu()
+        if x.ndim == 4:
+            x = x[0]
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    a = np.asarray(img)
+    return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
+
+
+def overlay_mask(image, edit_mask, color=(255, 40, 40), alpha: float = 0.45) -> np.ndarray:
+    """The image with the edit mask (1 = edit) tinted in ``color``."""
+    a = as_array(image).astype(np.float32)
+    m = np.asarray(edit_mask.float().cpu() if isinstance(edit_mask, torch.Tensor) else edit_mask, dtype=np.float32)
+    m = m.reshape(m.shape[-2:])
+    if m.shape != a.shape[:2]:
+        from PIL import Image
+
+        m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(a.shape[1::-1], Image.NEAREST)) / 255.0
+    tint = np.array(color, dtype=np.float32)
+    out = a * (1 - alpha * m[..., None]) + tint * alpha * m[..., None]
+    return out.clip(0, 255).astype(np.uint8)
+
+
+def _box(ax, box, color="yellow", lw=1.5):
+    from matplotlib.patches import Rectangle
+
+    x0, y0, x1, y1 = box
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw))
+
+
+def image_row(images, titles=None, size: float = 2.2, suptitle: str | None = None):
+    """One row of images with titles."""
+    import matplotlib.pyplot as plt
+
+    n = len(images)
+    fig, axes = plt.subplots(1, n, figsize=(size * n, size * 1.15), squeeze=False)
+    for i, (ax, img) in enumerate(zip(axes[0], images)):
+        ax.imshow(as_array(img), interpolation="nearest")
+        ax.set_xticks([]), ax.set_yticks([])
+        if titles:
+            ax.set_title(titles[i], fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def edit_grid(result, top: int = 4, size: float = 2.2):
+    """Input, the mask overlay with the ranking box, and the ``top`` ranked edits with scores."""
+    import matplotlib.pyplot as plt
+
+    top = min(top, len(result.images))
+    fig, axes = plt.subplots(1, top + 2, figsize=(size * (top + 2), size * 1.2), squeeze=False)
+    ax = axes[0]
+    ax[0].imshow(as_array(result.frame_input), interpolation="nearest")
+    ax[0].set_title(f"input\nref: {result.settings['ref']!r}", fontsize=8)
+    ax[1].imshow(overlay_mask(result.frame_input, result.edit_mask), interpolation="nearest")
+    if result.rank_box is not None:
+        from .masks import enlarge_box
+
+        side = result.edit_mask.shape[-1]
+        _box(ax[1], result.rank_box)
+        if result.settings["rank"] == "local":  # what the local ranking crops
+            _box(ax[1], enlarge_box(result.rank_box, 1.3, side, side), color="cyan", lw=1.0)
+    ax[1].set_title(f"mask (k={result.settings['dilation']})\nseg. score {result.segmentation.score:.2f}", fontsize=8)
+    for i in range(top):
+        ax[i + 2].imshow(as_array(result.images[i]), interpolation="nearest")
+        s = result.scores[i]
+        ax[i + 2].set_title(f"#{i + 1}  {result.settings['target']!r}\n" + (f"d = {s:.3f}" if s == s else "unranked"), fontsize=8)
+    for a in ax:
+        a.set_xticks([]), a.set_yticks([])
+    fig.suptitle(f"{result.settings['guidance']} (s = {result.settings['scale']:g}), rank = {result.settings['rank']}", fontsize=9)
+    fig.tight_layout()
+    return fig
