@@ -129,6 +129,8 @@ class GaussianDiffusion:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError("betas must be a 1-D array in (0, 1]")
+        if len(betas) < 2:
+            raise ValueError(f"a diffusion needs at least 2 steps, got {len(betas)}")
         self.betas = betas
         self.num_timesteps = len(betas)
         alphas = 1.0 - betas

@@ -355,8 +355,12 @@ class GlideUNet(nn.Module):
             self.transformer_proj = nn.Linear(cfg.xf_width, emb_dim)
             if cfg.xf_padding:
                 self.padding_embedding = nn.Parameter(torch.empty(cfg.text_ctx, cfg.xf_width))
+            for p in (self.positional_embedding, getattr(self, "padding_embedding", None)):
+                if p is not None:
+                    nn.init.normal_(p, std=0.01)  # the checkpoint overwrites these; finite until then
         self.dtype = torch.float32
         self.nan_guard = True
+        self._core = self._forward  # romlib.speed.accelerate may swap in a compiled version
         if cfg.use_fp16:
             self.convert_to_fp16()
 
@@ -383,6 +387,7 @@ class GlideUNet(nn.Module):
         for m in self._half_modules():
             m.float()
         self.dtype = torch.float32
+        self._core = self._forward  # a compiled graph would be for the old dtypes
         return self
 
     # -- text ----------------------------------------------------------------------------------
@@ -442,7 +447,7 @@ class GlideUNet(nn.Module):
         return self.out(h.to(x.dtype))
 
     def forward(self, x, timesteps, tokens=None, mask=None, inpaint_image=None, inpaint_mask=None, low_res=None, text_emb=None):
-        out = self._forward(x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, text_emb)
+        out = self._core(x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, text_emb)
         if self.dtype == torch.float16 and self.nan_guard and not torch.isfinite(out).all():
             # glide-text2im #31: some GPUs give NaN / black images in half precision
             log.warning("GLIDE produced non-finite values in float16 (glide-text2im #31); "

@@ -96,7 +96,9 @@ class GuidedModel:
         eps_cond, eps_base = eps[:b], eps[b:]
         eps_hat = guided_eps(eps_cond, eps_base, self.scale)
         if self.record:
-            self.last = {"eps_cond": eps_cond.detach(), "eps_base": eps_base.detach(), "eps": eps_hat.detach()}
+            # copies: a CUDA-graph replay would overwrite the model's output buffers
+            self.last = {"eps_cond": eps_cond.detach().clone(), "eps_base": eps_base.detach().clone(),
+                         "eps": eps_hat.detach().clone()}
         return torch.cat([eps_hat, var[:b]], dim=1)
 
 
