@@ -78,7 +78,7 @@ class GuidedModel:
     ``cond`` and ``base`` hold each branch's model inputs: ``text_emb`` (from
     ``model.encode_text``, one row or B rows), ``inpaint_image``, ``inpaint_mask``. The variance
     is the target branch's, as in the reference. The branches of the last call are kept in
-    :attr:`last` (``eps_cond``, ``eps_base``, ``eps``) for the notebooks' timestep scrubber.
+    :attr:`last` (``x_t``, ``eps_cond``, ``eps_base``, ``eps``) for the notebooks' timestep scrubber.
     """
 
     def __init__(self, model, scale: float, cond: dict, base: dict, record: bool = False):
@@ -97,8 +97,8 @@ class GuidedModel:
         eps_hat = guided_eps(eps_cond, eps_base, self.scale)
         if self.record:
             # copies: a CUDA-graph replay would overwrite the model's output buffers
-            self.last = {"eps_cond": eps_cond.detach().clone(), "eps_base": eps_base.detach().clone(),
-                         "eps": eps_hat.detach().clone()}
+            self.last = {"x_t": x_t.detach().clone(), "eps_cond": eps_cond.detach().clone(),
+                         "eps_base": eps_base.detach().clone(), "eps": eps_hat.detach().clone()}
         return torch.cat([eps_hat, var[:b]], dim=1)
 
 

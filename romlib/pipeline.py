@@ -30,7 +30,7 @@ from .guidance import DEFAULT_SCALE, RULES
 from .io import load_image, load_mask, to_pil, to_tensor
 from .rank import RankMode, rank_samples
 
-__all__ = ["ROMPipeline", "EditResult", "edit", "default_backend", "auto_batch_size", "GUIDANCE_CHOICES"]
+__all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "default_backend", "auto_batch_size", "GUIDANCE_CHOICES"]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +158,23 @@ def _square_region(box, width: int, height: int, scale: float = 2.0, min_side: i
     return left, top, left + side, top + side
 
 
+@dataclass
+class Prepared:
+    """An input made ready for the diffusion models: the frame, its masks and the ranking box."""
+
+    image: Any  # the input (PIL RGB)
+    segmentation: Segmentation
+    region: tuple[int, int, int, int]  # the frame's pixels in the input
+    frame_image: Any  # PIL crop of the region (the whole image for frame="full")
+    base_size: int
+    frame_size: int
+    keep_base: torch.Tensor  # [1, 1, base, base], 1 = keep (GLIDE's convention), dilated
+    keep_frame: torch.Tensor  # [1, 1, frame, frame]
+    image_base: torch.Tensor  # [1, 3, base, base] in [-1, 1]
+    image_frame: torch.Tensor  # [1, 3, frame, frame]
+    rank_box: tuple  # the object's box in frame pixels
+
+
 class ROMPipeline:
     """Loads a :class:`~romlib.backend.Backend` once and runs :meth:`edit` on any number of images."""
 
@@ -196,6 +213,89 @@ class ROMPipeline:
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         return self.backend.segmenter.segment(img, ref, threshold=threshold, min_score=min_score, best_anyway=best_anyway)
 
+    def prepare(self, image, ref: str, *, mask=None, dilation: int = 3, frame: Frame = "full", frame_size: int | None = None,
+                threshold: float = 0.5, min_score: float | None = None, best_anyway: bool = False,
+                timings: dict | None = None) -> Prepared:
+        """Segment (or take ``mask``), choose the frame, and build the masks as the authors do:
+        mask logits resized to 64×64, thresholded, dilated by ``dilation``; the frame-size mask
+        is its nearest upsampling."""
+        b = self.backend
+        M.check_dilation(dilation)
+        img = load_image(image, min_size=MIN_IMAGE_SIDE)
+        W, H = img.size
+        t0 = time.perf_counter()
+        if mask is not None:
+            m = load_mask(mask, (W, H))
+            seg = Segmentation(mask=m, box=_mask_box(m), score=1.0, text=ref, extra={"source": "user mask"})
+        else:
+            if not (ref or "").strip():
+                raise ValueError("ref is empty: give a referring text (e.g. 'the red car') or a mask")
+            seg = b.segmenter.segment(img, ref, threshold=threshold, min_score=min_score, best_anyway=best_anyway)
+        if timings is not None:
+            timings["segment"] = time.perf_counter() - t0
+        region = (0, 0, W, H) if frame == "full" else _square_region(seg.box, W, H)
+        frame_img = img.crop(region) if frame == "crop" else img
+        base_size = b.base_model.cfg.image_size
+        frame_size = frame_size or base_size
+        if seg.mask_logits is not None and frame == "full":
+            edit_base = M.logits_to_edit_mask(seg.mask_logits, base_size, threshold)
+        else:
+            rx0, ry0, rx1, ry1 = region
+            edit_base = M.resize_edit_mask(seg.mask[ry0:ry1, rx0:rx1], base_size)
+        if edit_base.sum() == 0:
+            raise ValueError(f"the mask of {ref!r} covers no pixel at {base_size}x{base_size}; "
+                             "use frame='crop' for small objects, or give a larger mask")
+        keep_base, keep_frame = M.prepare_masks(edit_base, dilation, frame_size)
+        dev = self.device
+        rw, rh = region[2] - region[0], region[3] - region[1]
+        bx0, by0, bx1, by1 = seg.box
+        rank_box = ((bx0 - region[0]) * frame_size / rw, (by0 - region[1]) * frame_size / rh,
+                    (bx1 - region[0]) * frame_size / rw, (by1 - region[1]) * frame_size / rh)
+        return Prepared(image=img, segmentation=seg, region=region, frame_image=frame_img, base_size=base_size,
+                        frame_size=frame_size, keep_base=keep_base.to(dev), keep_frame=keep_frame.to(dev),
+                        image_base=to_tensor(frame_img, base_size).to(dev), image_frame=to_tensor(frame_img, frame_size).to(dev),
+                        rank_box=rank_box)
+
+    def trace(self, image, ref: str, target: str, *, guidance: Guidance = "ccf", scale: float | None = None,
+              dilation: int = 3, steps: int | str | None = None, seed: int = 0, sample: int = 0, mask=None,
+              frame: Frame = "full") -> list[dict]:
+        """Every base-sampling step of one sample, with the guidance branches (notebooks' scrubber):
+        a list of ``{"t", "x_t", "pred_xstart", "eps_cond", "eps_base", "eps"}`` ([3, S, S] each;
+        ``eps_cond`` = ε(x_t|c_target), ``eps_base`` = ε(x_t|∅) for CF or ε(x_t|c_ref) for CCF)."""
+        from .diffusion import sample_generators
+        from .inpaint import prepare_base, sample_base_progressive
+
+        if guidance not in RULES:
+            raise ValueError(f"trace supports the classifier-free rules {sorted(RULES)}, not {guidance!r}")
+        p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
+        setup = prepare_base(self.backend.base_model, self.backend.tokenizer, image=p.image_base, keep_mask=p.keep_base,
+                             target=target, ref=ref, rule=guidance, scale=scale, record=True)
+        gen = sample_generators(seed, sample + 1)[sample:]
+        steps_out = []
+        for out in sample_base_progressive(setup, self.diffusion("base", steps), gen, device=self.device):
+            rec = {k: out[k][0].cpu() for k in ("x_t", "pred_xstart", "eps_cond", "eps_base", "eps")}
+            rec["t"] = out["t"]
+            steps_out.append(rec)
+        return steps_out
+
+    def rerank(self, result: "EditResult", rank: RankMode) -> "EditResult":
+        """The same samples ranked another way (Fig. 7: masked vs local ranking on the same B)."""
+        import copy
+
+        unranked = torch.empty_like(result.images)
+        unranked[torch.tensor(result.order)] = result.images
+        edit_mask = result.edit_mask[None, None].to(self.device)
+        ranking = rank_samples(self.backend.ranker, unranked.to(self.device), result.settings["target"], rank,
+                               box=result.rank_box, edit_mask=edit_mask)
+        full_unranked = [None] * len(result.order)
+        for r, i in enumerate(result.order):
+            full_unranked[i] = result.full_res[r]
+        new = copy.copy(result)
+        new.images, new.order, new.scores = unranked[ranking.order], ranking.order, ranking.ranked_scores
+        new.full_res = [full_unranked[i] for i in ranking.order]
+        new.settings = {**result.settings, "rank": rank}
+        return new
+
     def _check_knobs(self, guidance, scale, samples, dilation, rank, frame, upsample):
         _check("guidance", guidance, guidance in GUIDANCE_CHOICES, ", ".join(GUIDANCE_CHOICES))
         if guidance in ("clip", "blended") and guidance not in self.backend.extras:
@@ -232,45 +332,16 @@ class ROMPipeline:
         self._check_knobs(guidance, scale, samples, dilation, rank, frame, upsample)
         rank = rank or ("masked" if guidance == "blended" else "local")
         scale = float(DEFAULT_SCALE[guidance] if scale is None else scale)
-        img = load_image(image, min_size=MIN_IMAGE_SIDE)
-        W, H = img.size
-
-        # 1. the referred object
-        t0 = time.perf_counter()
-        if mask is not None:
-            m = load_mask(mask, (W, H))
-            seg = Segmentation(mask=m, box=_mask_box(m), score=1.0, text=ref, extra={"source": "user mask"})
-        else:
-            if not ref.strip():
-                raise ValueError("ref is empty: give a referring text (e.g. 'the red car') or a mask")
-            seg = b.segmenter.segment(img, ref, threshold=threshold, min_score=min_score, best_anyway=best_anyway)
-        timings["segment"] = time.perf_counter() - t0
-
-        # 2. the frame the diffusion models see, and its masks
-        region = (0, 0, W, H) if frame == "full" else _square_region(seg.box, W, H)
-        frame_img = img.crop(region) if frame == "crop" else img
-        base_size = b.base_model.cfg.image_size
         use_up = bool(upsample and b.upsampler is not None and guidance != "blended")
-        frame_size = b.upsampler.cfg.image_size if (use_up or guidance == "blended") and b.upsampler is not None else base_size
         if guidance == "blended":
             frame_size = b.extras["blended"].image_size
-        if seg.mask_logits is not None and frame == "full":
-            edit_base = M.logits_to_edit_mask(seg.mask_logits, base_size, threshold)
         else:
-            rx0, ry0, rx1, ry1 = region
-            edit_base = M.resize_edit_mask(seg.mask[ry0:ry1, rx0:rx1], base_size)
-        if edit_base.sum() == 0:
-            raise ValueError(f"the mask of {ref!r} covers no pixel at {base_size}x{base_size}; "
-                             "use frame='crop' for small objects, or give a larger mask")
-        keep_base, keep_frame = M.prepare_masks(edit_base, dilation, frame_size)
-        dev = self.device
-        keep_base, keep_frame = keep_base.to(dev), keep_frame.to(dev)
-        image_base = to_tensor(frame_img, base_size).to(dev)
-        image_frame = to_tensor(frame_img, frame_size).to(dev)
-        rw, rh = region[2] - region[0], region[3] - region[1]
-        bx0, by0, bx1, by1 = seg.box
-        rank_box = ((bx0 - region[0]) * frame_size / rw, (by0 - region[1]) * frame_size / rh,
-                    (bx1 - region[0]) * frame_size / rw, (by1 - region[1]) * frame_size / rh)
+            frame_size = b.upsampler.cfg.image_size if use_up else b.base_model.cfg.image_size
+        p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame, frame_size=frame_size,
+                         threshold=threshold, min_score=min_score, best_anyway=best_anyway, timings=timings)
+        img, seg, region, frame_img, base_size = p.image, p.segmentation, p.region, p.frame_image, p.base_size
+        keep_base, keep_frame, image_base, image_frame, rank_box = p.keep_base, p.keep_frame, p.image_base, p.image_frame, p.rank_box
+        W, H = img.size
 
         # 3. guided sampling
         t0 = time.perf_counter()

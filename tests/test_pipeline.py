@@ -132,3 +132,23 @@ def test_bad_images_and_masks(pipe, image, tmp_path):
         pipe.edit(image, "  ", "b")
     with pytest.raises(ValueError, match="at least 32"):
         pipe.edit(Image.new("RGB", (20, 20)), "a", "b")
+
+
+def test_trace_records_every_step_and_the_guidance_branches(pipe, image):
+    steps = pipe.trace(image, "the red car", "a blue truck", guidance="ccf", scale=15.0)
+    assert [s["t"] for s in steps] == [3, 2, 1, 0]
+    s = steps[1]
+    assert s["x_t"].shape == s["eps"].shape == s["pred_xstart"].shape == (3, 64, 64)
+    assert torch.allclose(s["eps"], s["eps_base"] + 15 * (s["eps_cond"] - s["eps_base"]), atol=1e-4)
+    with pytest.raises(ValueError, match="classifier-free"):
+        pipe.trace(image, "the red car", "a cat", guidance="blended")
+
+
+def test_rerank_reorders_the_same_samples(pipe, image):
+    local = pipe.edit(image, "the red car", "a blue truck", samples=3, progress=False, upsample=False, rank="local")
+    masked = pipe.rerank(local, "masked")
+    assert masked.settings["rank"] == "masked" and sorted(masked.order) == [0, 1, 2]
+    by_sample = {i: local.images[r] for r, i in enumerate(local.order)}
+    for r, i in enumerate(masked.order):
+        assert torch.equal(masked.images[r], by_sample[i])
+    assert masked.scores == sorted(masked.scores)
