@@ -15,13 +15,19 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
+_SUBMODULES = {"nb", "study", "toy", "viz", "masks", "guidance", "diffusion", "glide", "segment", "rank", "shapes",
+               "hub", "pipeline", "bench", "io"}
 
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f"romlib.{name}")
     raise AttributeError(f"module 'romlib' has no attribute {name!r}")
 
 
 def __dir__():
-    return sorted(list(globals()) + list(_LAZY))
+    return sorted(list(globals()) + list(_LAZY) + list(_SUBMODULES))

@@ -1,0 +1,186 @@
+"""Notebook helpers: the setup cell, the cached pipeline, example inputs and the widgets.
+
+Every notebook starts with ``import romlib as rl; env = rl.nb.setup()`` and gets the same
+backend choice (:func:`romlib.pipeline.default_backend`: the real models on a GPU with internet,
+ShapesWorld offline or on the CPU; ``ROMLIB_BACKEND`` overrides). Widgets always show a static
+rendering of their default state first, so a notebook read without a kernel (GitHub, nbval)
+still shows the figure.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["setup", "pipeline", "example", "explore", "scrubber", "plot_trace", "trace_numbers", "widgets_available"]
+
+log = logging.getLogger(__name__)
+_PIPE: dict = {}
+
+
+@dataclass
+class Env:
+    device: str
+    backend: str
+    gpu: str | None
+
+    def __str__(self):
+        where = f"GPU ({self.gpu})" if self.gpu else "CPU"
+        what = {"glide": "real models: MDETR + GLIDE + CLIP", "shapes": "embedded ShapesWorld models (offline)",
+                "tiny": "tiny random models (tests)"}.get(self.backend, self.backend)
+        return f"romlib on the {where}; backend: {self.backend} — {what}"
+
+
+def setup(seed: int = 0, quiet: bool = False) -> Env:
+    """Seed everything, pick the device and the backend, and say which (first cell of every notebook)."""
+    from .pipeline import default_backend
+
+    torch.manual_seed(seed)
+    logging.getLogger("romlib").setLevel(logging.WARNING)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    env = Env(device="cuda" if gpu else "cpu", backend=default_backend(), gpu=gpu)
+    if not quiet:
+        print(env)
+    return env
+
+
+def pipeline(backend: str | None = None, **kwargs):
+    """The notebook's pipeline, loaded once per kernel (models stay in memory between cells)."""
+    from .pipeline import ROMPipeline, default_backend
+
+    name = backend or default_backend()
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _PIPE:
+        _PIPE[key] = ROMPipeline.from_pretrained(name, **kwargs)
+    return _PIPE[key]
+
+
+def example(pipe, index: int = 0) -> tuple:
+    """An input for the pipeline's backend: ``(image, ref, target)``.
+
+    ShapesWorld: a generated scene with a referring expression and a target; real models: the
+    two cats of COCO val2017 #39769 (downloaded once; the DETR/MDETR demo image)."""
+    name = pipe.backend.name
+    if name == "shapes":
+        from .shapes import demo_case
+
+        return demo_case(index)
+    if name == "glide":
+        from . import hub
+        from .io import load_image
+
+        hub.register(hub.Checkpoint("example/cats", "http://images.cocodataset.org/val2017/000000039769.jpg",
+                                    "COCO val2017 39769 (two cats on a couch)"))
+        cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
+                 ("the cat on the right", "")]
+        ref, target = cases[index % len(cases)]
+        return load_image(hub.download("example/cats", progress=False)), ref, target
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.RandomState(index)
+    return Image.fromarray((rng.rand(96, 96, 3) * 255).astype("uint8")), "the red car", "a blue truck"
+
+
+def widgets_available() -> bool:
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+
+        return get_ipython() is not None
+    except ImportError:
+        return False
+
+
+def _show(fig):
+    """Display a figure once (inline backends would otherwise show it twice)."""
+    try:
+        from IPython.display import display
+
+        display(fig)
+    except ImportError:  # pragma: no cover - plain Python
+        pass
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 4, **defaults):
+    """Widgets for the ablation knobs (guidance rule and scale, dilation k, ranking mode, seed):
+    each change reruns :meth:`~romlib.pipeline.ROMPipeline.edit` and redraws the result grid and its
+    scores. The default setting is rendered statically first. Returns the default result."""
+    from .guidance import DEFAULT_SCALE
+
+    kw = dict(guidance="ccf", scale=None, dilation=3, rank="local", seed=0)
+    kw.update(defaults)
+
+    def run(guidance, scale, dilation, rank, seed):
+        r = pipe.edit(image, ref, target, guidance=guidance, scale=scale, dilation=dilation, rank=rank, seed=seed,
+                      samples=samples, progress=False)
+        print(f"{guidance} s={r.settings['scale']:g} k={dilation} rank={rank} seed={seed}: "
+              f"scores {[round(s, 4) for s in r.scores[:top]]}")
+        _show(r.grid(top=top))
+        return r
+
+    result = run(**kw)
+    if not widgets_available():
+        return result
+    import ipywidgets as W
+    from IPython.display import display
+
+    rules = [g for g in ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
+             if g not in ("clip", "blended") or g in pipe.backend.extras]
+    ctl = dict(
+        guidance=W.Dropdown(options=rules, value=kw["guidance"], description="guidance"),
+        scale=W.FloatSlider(value=kw["scale"] or DEFAULT_SCALE[kw["guidance"]], min=0.5, max=30, step=0.5, description="scale s"),
+        dilation=W.IntSlider(value=kw["dilation"], min=1, max=15, step=2, description="dilation k"),
+        rank=W.Dropdown(options=["local", "masked", "none"], value=kw["rank"], description="ranking"),
+        seed=W.IntText(value=kw["seed"], description="seed"),
+    )
+    button = W.Button(description="run", button_style="primary")
+    out = W.Output()
+
+    def on_click(_):
+        with out:
+            out.clear_output(wait=True)
+            run(**{k: c.value for k, c in ctl.items()})
+
+    button.on_click(on_click)
+    display(W.VBox([W.HBox(list(ctl.values())[:3]), W.HBox(list(ctl.values())[3:] + [button]), out]))
+    return result
+
+
+def trace_numbers(trace: list[dict]) -> list[dict]:
+    """Per step: t, |ε_cond − ε_base| (the guidance direction's size) and the x̂_0 range, rounded."""
+    rows = []
+    for s in trace:
+        d = s["eps_cond"] - s["eps_base"]
+        rows.append({"t": s["t"], "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
+                     "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)})
+    return rows
+
+
+def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_base)")):
+    """One step of a :meth:`~romlib.pipeline.ROMPipeline.trace`: x_t, the two branches, their
+    difference (what the scale multiplies) and the x̂_0 prediction."""
+    from .viz import image_row
+
+    s = trace[step]
+    diff = s["eps_cond"] - s["eps_base"]
+    norm = lambda e: e / (e.abs().max() + 1e-8)  # noqa: E731 - display scaling only
+    return image_row([s["x_t"].clamp(-1, 1), norm(s["eps_cond"]), norm(s["eps_base"]), norm(diff), s["pred_xstart"]],
+                     ["x_t", labels[0], labels[1], "difference", "x̂_0"], suptitle=f"step {step}, t = {s['t']}")
+
+
+def scrubber(trace: list[dict], labels=("ε(x|c_target)", "ε(x|c_base)"), static_steps: int = 4):
+    """A timestep slider over a trace. Static fallback: ``static_steps`` evenly spaced steps."""
+    n = len(trace)
+    for i in sorted({round(j * (n - 1) / max(1, static_steps - 1)) for j in range(static_steps)}):
+        _show(plot_trace(trace, i, labels))
+    if not widgets_available():
+        return
+    import ipywidgets as W
+
+    W.interact(lambda step: _show(plot_trace(trace, step, labels)), step=W.IntSlider(value=0, min=0, max=n - 1))
