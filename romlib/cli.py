@@ -33,6 +33,9 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed; sample i always gets the same noise (default 0)")
     p.add_argument("--steps", default=None, help="base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
     p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
+    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold on the segmenter's sigmoid (default 0.5)")
+    p.add_argument("--min-score", type=float, default=None, help="minimum segmentation score (default: the segmenter's)")
+    p.add_argument("--best-anyway", action="store_true", help="use the best query even below --min-score (as the authors' code)")
     p.add_argument("--frame", choices=["full", "crop"], default="full",
                    help="edit the whole image squashed to the model's frame (full, the paper) or a square crop around the object")
     p.add_argument("--no-upsample", action="store_true", help="skip the 64->256 upsampler (faster, 64x64 results)")
@@ -55,7 +58,8 @@ def _run_edit(args) -> int:
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=args.guidance in ("clip", "blended"))
     result = pipe.edit(args.image, args.ref, args.target, guidance=args.guidance, scale=args.scale, samples=args.samples,
                        dilation=args.dilation, rank=args.rank, steps=args.steps, upsample=not args.no_upsample,
-                       seed=args.seed, mask=args.mask, batch_size=args.batch_size, frame=args.frame, progress=True)
+                       seed=args.seed, mask=args.mask, batch_size=args.batch_size, frame=args.frame, progress=True,
+                       threshold=args.threshold, min_score=args.min_score, best_anyway=args.best_anyway)
     _summarise(result, args.out, args.top)
     return 0
 

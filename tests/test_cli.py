@@ -1,0 +1,73 @@
+"""The `romlib` command end to end on the tiny random backend (CPU)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from romlib.cli import build_parser, main
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    rng = np.random.RandomState(0)
+    p = d / "photo.png"
+    Image.fromarray((rng.rand(80, 100, 3) * 255).astype(np.uint8)).save(p)
+    return p
+
+
+def _run(args):
+    return main([str(a) for a in args])
+
+
+def test_help_documents_every_edit_flag():
+    text = build_parser()._subparsers._group_actions[0].choices["edit"].format_help()
+    for flag in ("--ref", "--target", "--guidance", "--scale", "--samples", "--dilation", "--rank", "--seed", "--mask",
+                 "--frame", "--device", "--out", "--backend", "--steps"):
+        assert flag in text
+    out = subprocess.run([sys.executable, "-m", "romlib.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "demo" in out.stdout and "edit" in out.stdout
+
+
+@pytest.mark.parametrize("guidance,rank", [("ccf", "local"), ("cf", "masked")])
+def test_edit_writes_ranked_files_and_a_summary(photo, tmp_path, capsys, guidance, rank):
+    out = tmp_path / "out"
+    rc = _run(["edit", photo, "--ref", "the red car", "--target", "a blue truck", "--guidance", guidance, "--rank", rank,
+               "--samples", 2, "--backend", "tiny", "--device", "cpu", "--out", out, "--no-upsample", "--best-anyway"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    payload = json.loads((out / "result.json").read_text())
+    assert payload["settings"]["guidance"] == guidance and payload["settings"]["rank"] == rank
+    assert payload["settings"]["samples"] == 2 and len(payload["order"]) == 2
+    assert (out / "rank00_full.png").exists() and (out / "summary.png").exists() and (out / "mask.png").exists()
+    assert Image.open(out / "rank00_full.png").size == (100, 80)
+    assert str(out / "rank00_full.png") in printed and "result.json" in printed
+
+
+def test_edit_with_a_mask_file_of_another_size(photo, tmp_path):
+    m = np.zeros((40, 50), np.uint8)
+    m[10:30, 10:30] = 255
+    Image.fromarray(m).save(tmp_path / "mask.png")
+    out = tmp_path / "o"
+    assert _run(["edit", photo, "--target", "a cat", "--mask", tmp_path / "mask.png", "--samples", 1, "--backend", "tiny",
+                 "--out", out, "--no-upsample"]) == 0
+    edited = np.asarray(Image.open(out / "rank00_full.png")).astype(int)
+    original = np.asarray(Image.open(photo)).astype(int)
+    assert (edited[70:] == original[70:]).all()  # far outside the (resized, dilated) mask
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--scale", "-1"], "scale"), (["--dilation", "4"], "odd integer"), (["--samples", "0"], "samples"),
+])
+def test_bad_knobs_exit_2_with_the_accepted_range(photo, tmp_path, capsys, args, msg):
+    rc = _run(["edit", photo, "--ref", "x", "--target", "y", "--backend", "tiny", "--out", tmp_path] + args)
+    assert rc == 2 and msg in capsys.readouterr().err
+
+
+def test_missing_image_is_named(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        _run(["edit", tmp_path / "nope.jpg", "--ref", "x", "--backend", "tiny"])
+    assert "nope.jpg" in str(e.value)
