@@ -224,17 +224,21 @@ class GaussianDiffusion:
         """Yield every step's ``{"sample": x_{t-1}, "pred_xstart": x̂_0, "eps", "t"}``, from t = T−1 down to 0.
 
         ``generator`` (or an int seed) makes the run repeatable. ``skip_timesteps`` starts at
-        t = T−1−skip from ``q_sample(init_image)`` (Blended Diffusion); ``postprocess_fn(out, t)``
-        may rewrite each step's output (Blended Diffusion blends the noised background in).
+        t = T−1−skip from x_t = q_sample(init_image, t, noise) (Blended Diffusion), with the
+        initial noise as ε and a zero image when none is given, as guided-diffusion does;
+        ``postprocess_fn(out, t)`` may rewrite each step's output (Blended Diffusion blends the
+        noised background in).
         """
         generator = make_generator(generator)
         if device is None:
             device = next(model.parameters()).device if hasattr(model, "parameters") else torch.device("cpu")
         img = noise if noise is not None else randn(shape, generator, device)
         indices = list(range(self.num_timesteps - skip_timesteps))[::-1]
-        if init_image is not None and skip_timesteps:
+        if skip_timesteps and init_image is None:
+            init_image = torch.zeros_like(img)
+        if init_image is not None:
             t0 = torch.full((shape[0],), indices[0], device=device, dtype=torch.long)
-            img = self.q_sample(init_image, t0, randn(shape, generator, device))
+            img = self.q_sample(init_image.to(img).expand(shape), t0, img)
         from tqdm.auto import tqdm
 
         for i in tqdm(indices, disable=not progress, desc="sampling", leave=False):

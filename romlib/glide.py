@@ -301,6 +301,9 @@ class GlideUNet(nn.Module):
 
     ``model(x_t, t, tokens=, mask=, inpaint_image=, inpaint_mask=, low_res=, text_emb=)`` → [B, 6, H, W].
     ``inpaint_mask`` uses GLIDE's convention, 1 = keep, 0 = edit.
+
+    With ``xf_width=0``, ``inpaint=False`` and ``super_res=False`` it is guided-diffusion's plain
+    (unconditional) ADM UNet, state-dict compatible with it (:mod:`romlib.adm`).
     """
 
     def __init__(self, cfg: GlideConfig):
@@ -360,6 +363,7 @@ class GlideUNet(nn.Module):
                     nn.init.normal_(p, std=0.01)  # the checkpoint overwrites these; finite until then
         self.dtype = torch.float32
         self.nan_guard = True
+        self.gradient_checkpointing = False  # recompute each block in the backward pass (romlib.adm)
         self._core = self._forward  # romlib.speed.accelerate may swap in a compiled version
         if cfg.use_fp16:
             self.convert_to_fp16()
@@ -439,12 +443,22 @@ class GlideUNet(nn.Module):
         h = self._inputs(x, inpaint_image, inpaint_mask, low_res).to(self.dtype)
         skips = []
         for block in self.input_blocks:
-            h = block(h, emb, xf_out)
+            h = self._run(block, h, emb, xf_out)
             skips.append(h)
-        h = self.middle_block(h, emb, xf_out)
+        h = self._run(self.middle_block, h, emb, xf_out)
         for block in self.output_blocks:
-            h = block(torch.cat([h, skips.pop()], dim=1), emb, xf_out)
+            h = self._run(block, torch.cat([h, skips.pop()], dim=1), emb, xf_out)
         return self.out(h.to(x.dtype))
+
+    def _run(self, block, h, emb, xf_out):
+        """One UNet block; with ``gradient_checkpointing`` (and grad enabled) its activations are
+        recomputed in the backward pass instead of kept (Blended Diffusion backpropagates
+        through the 550 M-parameter ADM)."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            return checkpoint(block, h, emb, xf_out, use_reentrant=False)
+        return block(h, emb, xf_out)
 
     def forward(self, x, timesteps, tokens=None, mask=None, inpaint_image=None, inpaint_mask=None, low_res=None, text_emb=None):
         out = self._core(x, timesteps, tokens, mask, inpaint_image, inpaint_mask, low_res, text_emb)

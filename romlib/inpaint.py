@@ -49,6 +49,7 @@ class BaseSetup:
     scale: float
     inpaint_image: torch.Tensor  # what the model sees (masked or original)
     info: dict = field(default_factory=dict)
+    cond_fn: Callable | None = None  # classifier (CLIP) guidance, romlib.clip_guidance
 
 
 def prepare_base(model, tokenizer, *, image: torch.Tensor, keep_mask: torch.Tensor, target: str, ref: str,
@@ -84,8 +85,8 @@ def sample_base_progressive(setup: BaseSetup, diffusion: SpacedDiffusion, genera
     device = device or setup.inpaint_image.device
     shape = (len(generators), *setup.shape)
     for out in diffusion.p_sample_loop_progressive(setup.model_fn, shape, denoised_fn=setup.denoised_fn,
-                                                   clip_denoised=True, device=device, generator=generators,
-                                                   progress=progress):
+                                                   cond_fn=setup.cond_fn, clip_denoised=True, device=device,
+                                                   generator=generators, progress=progress):
         if getattr(setup.model_fn, "last", None):
             out.update(setup.model_fn.last)
         yield out
