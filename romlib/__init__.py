@@ -16,7 +16,8 @@ _LAZY = {
 
 
 _SUBMODULES = {"nb", "study", "toy", "viz", "masks", "guidance", "diffusion", "glide", "segment", "rank", "shapes",
-               "hub", "pipeline", "bench", "io"}
+               "hub", "pipeline", "bench", "io", "adm", "noised_clip", "blended", "clip_guidance", "baselines", "speed",
+               "inpaint", "tokenizer", "backend", "backends", "testing", "mdetr"}
 
 
 def __getattr__(name):

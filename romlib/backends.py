@@ -41,24 +41,21 @@ def _glide(device, dtype, progress, baselines) -> Backend:
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
     log.info("loading MDETR, GLIDE base/upsampler and CLIP (first run downloads about 5.5 GB)")
+    ranker = load_clip_ranker(device=device)
     extras = {}
     if baselines:
-        extras = _glide_baselines(device, dtype, progress)
+        from .baselines import load_baselines
+
+        extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress)
     return Backend(
         name="glide",
         segmenter=load_segmenter("phrasecut-eb3", device=device, progress=progress),
         base_model=load_model("base-inpaint", device=device, dtype=dtype, progress=progress),
         upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
         tokenizer=GlideTokenizer.from_pretrained(),
-        ranker=load_clip_ranker(device=device),
+        ranker=ranker,
         extras=extras,
     )
-
-
-def _glide_baselines(device, dtype, progress) -> dict:
-    from .baselines import load_baselines
-
-    return load_baselines(device=device, dtype=dtype, progress=progress)
 
 
 def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
@@ -68,18 +65,19 @@ def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backen
     from .tokenizer import ByteTokenizer
 
     tok = ByteTokenizer()
+    ranker = tiny_clip_ranker(seed=seed)
     extras = {}
     if baselines:
         from .baselines import tiny_baselines
 
-        extras = tiny_baselines(device=device, seed=seed)
+        extras = tiny_baselines(ranker=ranker, device=device, seed=seed)
     return Backend(
         name="tiny",
         segmenter=tiny_segmenter(seed=seed, device=device),
         base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
         upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
         tokenizer=tok,
-        ranker=tiny_clip_ranker(seed=seed),
+        ranker=ranker,
         base_steps="10",
         upsample_steps="5",
         extras=extras,

@@ -224,7 +224,11 @@ class ROMPipeline:
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()
-        if mask is not None:
+        if isinstance(mask, Segmentation):  # a segmentation computed earlier (e.g. by compare())
+            seg = mask
+            if seg.image_size != (W, H):
+                raise ValueError(f"the segmentation is for a {seg.image_size} image, not {(W, H)}")
+        elif mask is not None:
             m = load_mask(mask, (W, H))
             seg = Segmentation(mask=m, box=_mask_box(m), score=1.0, text=ref, extra={"source": "user mask"})
         else:
@@ -278,6 +282,25 @@ class ROMPipeline:
             steps_out.append(rec)
         return steps_out
 
+    def compare(self, image, ref: str, target: str, *, guidances=("cf", "ccf", "clip", "blended"), samples: int = 4,
+                seed: int = 0, top: int = 4, **kwargs) -> tuple[dict, Any]:
+        """The same image, mask and seeds under several guidance rules (paper Fig. 4 and 6): one
+        call, one figure. The mask is computed once (or given) and shared by every rule; rules
+        whose models the backend lacks are skipped with a warning. Returns ``(results, figure)``."""
+        from .viz import comparison_grid
+
+        if kwargs.get("mask") is None:
+            kwargs["mask"] = self.prepare(image, ref, dilation=1, threshold=kwargs.get("threshold", 0.5),
+                                          min_score=kwargs.get("min_score"),
+                                          best_anyway=kwargs.get("best_anyway", False)).segmentation
+        results = {}
+        for g in guidances:
+            if g in ("clip", "blended") and g not in self.backend.extras:
+                log.warning("skipping guidance=%r: the %r backend has not loaded its models", g, self.backend.name)
+                continue
+            results[g] = self.edit(image, ref, target, guidance=g, samples=samples, seed=seed, **kwargs)
+        return results, comparison_grid(results, top=top)
+
     def rerank(self, result: "EditResult", rank: RankMode) -> "EditResult":
         """The same samples ranked another way (Fig. 7: masked vs local ranking on the same B)."""
         import copy
@@ -318,7 +341,7 @@ class ROMPipeline:
              best_anyway: bool = False, upsample_temperature: float = 0.997) -> EditResult:
         """Edit the object ``ref`` refers to so that it matches ``target`` (empty target = inpaint).
 
-        ``mask`` (path, image, array or tensor; white = edit) replaces segmentation. ``scale``
+        ``mask`` (path, image, array or tensor; white = edit; or a :class:`Segmentation`) replaces segmentation. ``scale``
         defaults to 15 for CCF, 5 for CF, 2 for CLIP guidance. ``rank`` defaults to ``"local"``
         (``"masked"`` for Blended Diffusion). ``steps``: base sampling steps (default 100, the
         backend's). ``frame="crop"`` edits a square crop around the object (more pixels for
@@ -366,7 +389,7 @@ class ROMPipeline:
         settings = dict(ref=ref, target=target, guidance=guidance, scale=scale, samples=samples, dilation=dilation,
                         rank=rank, steps=str(steps if steps is not None else b.base_steps), upsample=use_up, seed=seed,
                         frame=frame, region=list(region), threshold=threshold, backend=b.name,
-                        user_mask=mask is not None, batch_size=batch_size, upsample_temperature=upsample_temperature,
+                        user_mask=mask is not None and not isinstance(mask, Segmentation), batch_size=batch_size, upsample_temperature=upsample_temperature,
                         input_size=[W, H], frame_size=frame_size, base_size=base_size)
         return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=base_samples.cpu(),
                           full_res=full, edit_mask=M.to_edit_mask(keep_frame)[0, 0].cpu(), keep_mask_base=keep_base[0, 0].cpu(),
@@ -390,7 +413,7 @@ class ROMPipeline:
         if guidance == "clip":
             setup = b.extras["clip"].prepare(b.base_model, b.tokenizer, image=image_base, keep_mask=keep_base,
                                              target=target, ref=ref, scale=scale)
-            branches = 1
+            branches = 2  # the CLIP gradient needs activations kept
         else:
             setup = prepare_base(b.base_model, b.tokenizer, image=image_base, keep_mask=keep_base, target=target, ref=ref,
                                  rule=guidance, scale=scale)

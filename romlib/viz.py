@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array"]
+__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "comparison_grid"]
 
 
 def as_array(img) -> np.ndarray:
@@ -84,3 +84,38 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     fig.suptitle(f"{result.settings['guidance']} (s = {result.settings['scale']:g}), rank = {result.settings['rank']}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
+    """One row per method (e.g. cf, ccf, clip, blended) on the same input, mask and seeds: the input
+    with its mask, then each method's ``top`` ranked edits (at the input's resolution) with scores."""
+    import matplotlib.pyplot as plt
+
+    rows = list(results.items())
+    top = min(top, min(len(r.full_res) for _, r in rows))
+    fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.05), squeeze=False)
+    for (name, r), ax in zip(rows, axes):
+        ax[0].imshow(overlay_mask(r.input_image, _full_mask(r)), interpolation="nearest")
+        ax[0].set_ylabel(f"{name}\ns = {r.settings['scale']:g}", fontsize=9)
+        for i in range(top):
+            ax[i + 1].imshow(as_array(r.full_res[i]), interpolation="nearest")
+            s = r.scores[i]
+            ax[i + 1].set_title(f"#{i + 1}" + (f"  d = {s:.3f}" if s == s else ""), fontsize=8)
+        for a in ax:
+            a.set_xticks([]), a.set_yticks([])
+    first = rows[0][1].settings
+    fig.suptitle(f"{first['ref']!r} → {first['target']!r}  (same mask, seed {first['seed']})", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _full_mask(result):
+    """The edit mask at the input's resolution (for overlays)."""
+    import torch.nn.functional as F
+
+    w, h = result.input_image.size
+    x0, y0, x1, y1 = result.settings["region"]
+    m = torch.zeros(h, w)
+    edit = 1 - result.keep_mask_base[None, None].float()
+    m[y0:y1, x0:x1] = F.interpolate(edit, size=(y1 - y0, x1 - x0), mode="nearest")[0, 0]
+    return m

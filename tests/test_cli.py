@@ -32,7 +32,7 @@ def test_help_documents_every_edit_flag():
     assert out.returncode == 0 and "demo" in out.stdout and "edit" in out.stdout
 
 
-@pytest.mark.parametrize("guidance,rank", [("ccf", "local"), ("cf", "masked")])
+@pytest.mark.parametrize("guidance,rank", [("ccf", "local"), ("cf", "masked"), ("clip", "local"), ("blended", "masked")])
 def test_edit_writes_ranked_files_and_a_summary(photo, tmp_path, capsys, guidance, rank):
     out = tmp_path / "out"
     rc = _run(["edit", photo, "--ref", "the red car", "--target", "a blue truck", "--guidance", guidance, "--rank", rank,

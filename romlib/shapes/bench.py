@@ -1,0 +1,372 @@
+"""``romlib shapes-bench``: CF vs CCF (and CCF's two changes) measured by the exact oracle.
+
+A fixed set of edit cases (:func:`make_cases`, deterministic in ``seed``): a scene, one object,
+an unambiguous referring expression, and a target text that changes at least one attribute —
+"a blue square" (both named, half the cases), "a square" (shape only, a quarter) or "a blue
+shape" (colour only, a quarter). Every method samples B edits per case through
+:func:`romlib.inpaint.prepare_base` under its guidance rule, on the *true* object mask
+dilated by ``k`` (the segmenter's accuracy on the same cases is reported apart), with the same
+noise for every method (sample i of case c always starts from the same seed).
+
+Methods: ``inpaint`` (empty target: plain inpainting), ``cf`` (eq. 6), ``ccf`` (eq. 8),
+``ccf-direction`` (c_ref base, masked input) and ``cf-original`` (∅ base, original input),
+each over ``scales``; then the dilation ablation (CCF at its best scale on a mask eroded by
+1 px, dilated by k = 1, 3, 5).
+
+Per method and scale (the oracle looks at the edit mask and the original object's pixels):
+
+* **success** — every attribute the target names is right (mean over all samples);
+* **top1 local / top1 masked** — success of the sample the ranker puts first, ranking the box
+  ×1.3 crop (the paper) or the masked image (Blended Diffusion's), on the same samples;
+* **preservation** — attributes the target does not name kept their original value (cases
+  with a one-attribute target);
+* **PSNR out** — outside the mask (exact by construction: the known region is forced);
+* **PSNR bg** — the regenerated background inside the mask against the clean background;
+* **seam** — mean absolute error (8-bit levels) of the background pixels on the mask's inner border.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .oracle import colour_labels, describe_region, judge, object_region
+from .scenes import COLOURS, SHAPES, Scene, describe, dilate_np, erode_np, make_scene, parse_text, referring_expressions
+
+__all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmark", "METHODS", "DEFAULT_SCALES",
+           "add_bench_args", "bench_command", "sample_cases", "score_samples"]
+
+log = logging.getLogger(__name__)
+
+METHODS = ("inpaint", "cf", "ccf", "ccf-direction", "cf-original")
+DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0, 15.0)
+DILATIONS = (1, 3, 5)
+
+
+@dataclass
+class Case:
+    """One edit: ``scene``, the referred object ``obj`` (index), its referring expression
+    ``ref`` and the ``target`` text."""
+
+    index: int
+    scene: Scene
+    obj: int
+    ref: str
+    target: str
+
+    @property
+    def original(self):
+        return self.scene.objects[self.obj]
+
+    @property
+    def others(self) -> list[np.ndarray]:
+        return [o.mask for j, o in enumerate(self.scene.objects) if j != self.obj]
+
+
+def make_cases(n: int = 200, seed: int = 0) -> list[Case]:
+    """``n`` edit cases, deterministic in ``seed`` (a stream apart from the training data's)."""
+    rng = np.random.default_rng([seed, 2022])
+    cases = []
+    for i in range(n):
+        refs: list[str] = []
+        while not refs:  # the middle one of three identical shapes cannot be referred to
+            scene = make_scene(rng)
+            k = int(rng.integers(len(scene.objects)))
+            refs = referring_expressions(scene, k)
+        o = scene.objects[k]
+        ref = str(rng.choice(refs))
+        kind = rng.choice(["both", "shape", "colour"], p=[0.5, 0.25, 0.25])
+        if kind == "both":
+            pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) != (o.colour, o.shape)]
+            target = describe(pairs[int(rng.integers(len(pairs)))])
+        elif kind == "shape":
+            target = describe((None, str(rng.choice([s for s in SHAPES if s != o.shape]))), colour=False)
+        else:
+            target = describe((str(rng.choice([c for c in COLOURS if c != o.colour])), None), shape=False)
+        cases.append(Case(i, scene, k, ref, target))
+    return cases
+
+
+def _edit_mask(case: Case, erode: int, dilation: int) -> np.ndarray:
+    """The true object mask, eroded by ``erode`` px, dilated by a k×k kernel (romlib.masks)."""
+    from ..masks import dilate
+
+    m = case.original.mask
+    if erode:
+        m = erode_np(m, erode)
+    return dilate(torch.from_numpy(m).float(), dilation).numpy() > 0.5
+
+
+def _to_tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: list[np.ndarray], *, rule: str,
+                 scale: float, samples: int, seed: int = 0, plain: bool = False, batch_rows: int = 96,
+                 progress: bool = False, desc: str = "") -> torch.Tensor:
+    """B samples per case [n_cases, B, 3, H, W] in [-1, 1]: :func:`romlib.inpaint.prepare_base`
+    per case, with the cases stacked into one batch for speed (each row keeps its own prompts,
+    images, masks and noise). ``plain``: an empty target (plain inpainting)."""
+    from tqdm.auto import tqdm
+
+    from ..diffusion import sample_generators
+    from ..guidance import GuidedModel, known_region_fn
+    from ..inpaint import prepare_base
+    from ..masks import to_keep_mask
+
+    device = next(model.parameters()).device
+    per_chunk = max(1, batch_rows // samples)
+    out = []
+    chunks = range(0, len(cases), per_chunk)
+    for c0 in tqdm(chunks, desc=desc or f"{rule} s={scale:g}", disable=not progress, leave=False, dynamic_ncols=True):
+        setups, images, keeps, gens = [], [], [], []
+        for case, em in zip(cases[c0:c0 + per_chunk], edit_masks[c0:c0 + per_chunk]):
+            image = _to_tensor(case.scene.image).to(device)
+            keep = to_keep_mask(torch.from_numpy(em))[None, None].to(device)
+            setups.append(prepare_base(model, tokenizer, image=image, keep_mask=keep, target="" if plain else case.target,
+                                       ref=case.ref, rule=rule, scale=scale).model_fn)
+            images.append(image)
+            keeps.append(keep)
+            gens += sample_generators(seed * 100_003 + case.index, samples)
+
+        def stack(branch: str, key: str):
+            rows = [getattr(s, branch)[key] for s in setups]
+            if key == "text_emb":
+                return {k: torch.cat([r[k] for r in rows]).repeat_interleave(samples, 0) for k in rows[0]}
+            return torch.cat(rows).repeat_interleave(samples, 0)
+
+        cond = {k: stack("cond", k) for k in ("text_emb", "inpaint_image", "inpaint_mask")}
+        base = {k: stack("base", k) for k in ("text_emb", "inpaint_image", "inpaint_mask")}
+        model_fn = GuidedModel(model, scale, cond, base)
+        img, keep = torch.cat(images).repeat_interleave(samples, 0), torch.cat(keeps).repeat_interleave(samples, 0)
+        x = diffusion.p_sample_loop(model_fn, tuple(img.shape), denoised_fn=known_region_fn(img, keep), clip_denoised=True,
+                                    device=device, generator=gens)
+        out.append(x.reshape(-1, samples, *x.shape[1:]).cpu())
+    return torch.cat(out)
+
+
+def _uint8(x: torch.Tensor) -> np.ndarray:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+
+
+def _psnr(se: float, n: int) -> float:
+    return float("inf") if n == 0 or se == 0 else 10 * math.log10(255.0 ** 2 / (se / n))
+
+
+def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torch.Tensor, ranker=None) -> dict:
+    """Oracle metrics of ``samples`` [n_cases, B, 3, H, W] (see the module docstring)."""
+    from ..rank import rank_samples
+
+    succ, pres, top = [], [], {"local": [], "masked": []}
+    se_out = n_out = se_bg = n_bg = 0
+    seam_err, seam_n = 0.0, 0
+    for case, em, xs in zip(cases, edit_masks, samples):
+        region = object_region(em, case.original.mask, case.others)
+        orig = case.scene.image.astype(np.float64)
+        bg = case.scene.background.astype(np.float64)
+        inner = em & ~erode_np(em, 1)
+        ok = []
+        for x in xs:
+            a = _uint8(x)
+            j = judge(describe_region(a, region), case.target, case.original)
+            ok.append(j["success"])
+            if j["preserved"] is not None:
+                pres.append(j["preserved"])
+            af = a.astype(np.float64)
+            d = (af - orig)[~em]
+            se_out, n_out = se_out + float((d ** 2).sum()), n_out + d.size
+            bgpix = em & (colour_labels(a) < 0) & ~case.original.mask
+            d = (af - bg)[bgpix]
+            se_bg, n_bg = se_bg + float((d ** 2).sum()), n_bg + d.size
+            ring = inner & bgpix
+            seam_err, seam_n = seam_err + float(np.abs(af - bg)[ring].sum()), seam_n + int(ring.sum()) * 3
+        succ += ok
+        if ranker is not None and len(xs) > 1:
+            box = tuple(float(v) for v in case.original.box)
+            em_t = torch.from_numpy(em)[None, None].float()
+            for mode in ("local", "masked"):
+                r = rank_samples(ranker, xs, case.target, mode, box=box, edit_mask=em_t)
+                top[mode].append(ok[r.order[0]])
+    mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+    return {"success": mean(succ), "top1_local": mean(top["local"]), "top1_masked": mean(top["masked"]),
+            "preservation": mean(pres), "psnr_out": _psnr(se_out, n_out), "psnr_bg": _psnr(se_bg, n_bg),
+            "seam": seam_err / seam_n if seam_n else float("nan"), "n_cases": len(cases), "n_samples": len(succ)}
+
+
+def segmenter_accuracy(cases: list[Case]) -> dict:
+    """How often the rule-based segmenter returns exactly the referred object's mask."""
+    from .segmenter import ShapesSegmenter
+
+    seg, exact, ious = ShapesSegmenter(), 0, []
+    for case in cases:
+        m = seg.segment(case.scene.image, case.ref, best_anyway=True).mask.numpy()
+        t = case.original.mask
+        ious.append((m & t).sum() / (m | t).sum())
+        exact += bool((m == t).all())
+    return {"exact": exact / len(cases), "mean_iou": float(np.mean(ious)), "n_cases": len(cases)}
+
+
+def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, samples: int = 2, seed: int = 0, *,
+                  steps: str | int | None = None, dilation: int = 3, dilations=DILATIONS, ablation_scale: float | None = None,
+                  backend=None, batch_rows: int = 96, progress: bool = True) -> dict:
+    """Run the benchmark; returns ``{"rows": [...], "segmenter": {...}, "settings": {...}}``.
+
+    One row per (method, scale) with the metrics of :func:`score_samples`, then one per
+    dilation k of the ablation (``"ablation": "eroded-mask"``). ``ablation_scale`` defaults to
+    CCF's best scale in the grid (``dilations=()`` skips the ablation). Identical rules (CF and
+    CCF-direction at s = 1, CCF and CF-original at s = 1) are sampled once.
+    """
+    from ..diffusion import create_diffusion
+    from . import load_backend
+
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; expected some of {METHODS}")
+    b = backend or load_backend("cpu")
+    model, tok, ranker = b.base_model, b.tokenizer, b.ranker
+    schedule, n_steps = b.base_schedule
+    steps = str(steps or b.base_steps)
+    diffusion = create_diffusion(n_steps, schedule, steps)
+    cases = make_cases(n_cases, seed)
+    t_start = time.perf_counter()
+    rows, cache = [], {}
+
+    def run(method, scale, erode=0, k=dilation, ablation=""):
+        masks = [_edit_mask(c, erode, k) for c in cases]
+        rule = "cf" if method == "inpaint" else method
+        inp = "original" if rule in ("ccf", "cf-original") else "masked"
+        key = (inp, "ref" if rule in ("ccf", "ccf-direction") and scale != 1 else "", scale, erode, k, method == "inpaint")
+        t0 = time.perf_counter()
+        if key not in cache:
+            cache[key] = sample_cases(model, tok, diffusion, cases, masks, rule=rule, scale=scale, samples=samples, seed=seed,
+                                      plain=method == "inpaint", batch_rows=batch_rows, progress=progress,
+                                      desc=f"{method} s={scale:g} k={k}{' eroded' if erode else ''}")
+        row = {"method": method, "scale": scale, "dilation": k, "erode": erode, "ablation": ablation,
+               **score_samples(cases, masks, cache[key], ranker), "seconds": round(time.perf_counter() - t0, 1)}
+        rows.append(row)
+        log.info("%s s=%g k=%d erode=%d: success %.3f top1 %.3f preservation %.3f (%.0f s)", method, scale, k, erode,
+                 row["success"], row["top1_local"], row["preservation"], row["seconds"])
+        return row
+
+    for method in methods:
+        for scale in ([1.0] if method == "inpaint" else scales):
+            run(method, float(scale))
+    if dilations:
+        ccf = [r for r in rows if r["method"] == "ccf"]
+        s = ablation_scale or (max(ccf, key=lambda r: r["success"])["scale"] if ccf else 15.0)
+        for k in dilations:
+            run("ccf", float(s), erode=1, k=k, ablation="eroded-mask")
+    settings = {"n_cases": n_cases, "samples": samples, "seed": seed, "steps": steps, "dilation": dilation,
+                "scales": list(scales), "methods": list(methods), "backend": b.name,
+                "model": getattr(model, "meta", {}), "seconds": round(time.perf_counter() - t_start, 1),
+                "threads": torch.get_num_threads()}
+    return {"rows": rows, "segmenter": segmenter_accuracy(cases), "settings": settings}
+
+
+# ----------------------------------------------------------------------------- reporting
+def _fmt(v, pct=False):
+    if isinstance(v, float) and math.isnan(v):
+        return "–"
+    if isinstance(v, float) and math.isinf(v):
+        return "exact"
+    return f"{100 * v:.1f}" if pct else (f"{v:.1f}" if isinstance(v, float) else str(v))
+
+
+def format_table(results: dict) -> str:
+    """The results as a Markdown table (percentages for the rates)."""
+    head = ("| method | scale | k | mask | success % | top-1 local % | top-1 masked % | preservation % | PSNR out | "
+            "PSNR bg (dB) | seam (8-bit) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in results["rows"]:
+        lines.append(f"| {r['method']} | {r['scale']:g} | {r['dilation']} | {'eroded 1 px' if r['erode'] else 'true'} | "
+                     f"{_fmt(r['success'], True)} | {_fmt(r['top1_local'], True)} | {_fmt(r['top1_masked'], True)} | "
+                     f"{_fmt(r['preservation'], True)} | {_fmt(r['psnr_out'])} | {_fmt(r['psnr_bg'])} | {_fmt(r['seam'])} |")
+    s, seg = results["settings"], results["segmenter"]
+    lines.append("")
+    lines.append(f"{s['n_cases']} cases × {s['samples']} samples, {s['steps']} steps, seed {s['seed']}, "
+                 f"{s['seconds']:.0f} s on {s['threads']} threads. Segmenter on the same cases: "
+                 f"{100 * seg['exact']:.1f} % exact masks, mean IoU {seg['mean_iou']:.3f}.")
+    return "\n".join(lines)
+
+
+def plot_benchmark(results: dict, path: str | Path | None = None):
+    """Success and preservation against the guidance scale, one line per method (plus plain
+    inpainting as a level), and the dilation ablation; returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in results["rows"] if not r["ablation"]]
+    abl = [r for r in results["rows"] if r["ablation"]]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    styles = {"cf": "C0-o", "ccf": "C3-s", "ccf-direction": "C1--^", "cf-original": "C2--v"}
+    for ax, key, title in ((axes[0], "success", "target success (all samples)"), (axes[1], "preservation", "preservation")):
+        for m, st in styles.items():
+            rs = sorted((r for r in rows if r["method"] == m), key=lambda r: r["scale"])
+            if rs:
+                ax.plot([r["scale"] for r in rs], [100 * r[key] for r in rs], st, label=m)
+        plain = [r for r in rows if r["method"] == "inpaint"]
+        if plain:
+            ax.axhline(100 * plain[0][key], color="grey", ls=":", label="plain inpainting")
+        ax.set_xlabel("guidance scale s"), ax.set_ylabel("%"), ax.set_title(title, fontsize=9), ax.grid(alpha=0.3)
+        ax.set_ylim(0, 100)
+    axes[0].legend(fontsize=8)
+    ax = axes[2]
+    if abl:
+        ks = [r["dilation"] for r in abl]
+        ax.plot(ks, [100 * r["success"] for r in abl], "C3-s", label="success")
+        ax.plot(ks, [100 * r["top1_local"] for r in abl], "C4-o", label="top-1 (local rank)")
+        ax.set_xticks(ks)
+        ax.set_title(f"CCF s={abl[0]['scale']:g} on a mask eroded by 1 px", fontsize=9)
+        ax.set_xlabel("dilation k"), ax.set_ylabel("%"), ax.set_ylim(0, 100), ax.grid(alpha=0.3), ax.legend(fontsize=8)
+    else:
+        ax.axis("off")
+    fig.tight_layout()
+    if path:
+        fig.savefig(path, dpi=110)
+    return fig
+
+
+def add_bench_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``romlib shapes-bench``."""
+    p.add_argument("--cases", type=int, default=200, help="number of edit cases (default 200)")
+    p.add_argument("--samples", type=int, default=2, help="samples per case and method (default 2)")
+    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--steps", default=None, help="sampling steps (default: the backend's)")
+    p.add_argument("--dilations", default="1,3,5", help="k of the eroded-mask ablation ('' to skip)")
+    p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0)")
+    p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt (default: the shipped weights)")
+    p.add_argument("--out", default="shapes_bench", help="output folder for results.json, table.md and the plot")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def bench_command(args) -> int:
+    """``romlib shapes-bench``: run, write ``results.json``, ``table.md``, ``benchmark.png``; print the table."""
+    from . import load_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+        dilations = [int(k) for k in args.dilations.split(",") if k.strip()]
+    except ValueError as e:
+        raise ValueError(f"--scales / --dilations must be comma-separated numbers: {e}") from None
+    results = run_benchmark(args.cases, methods=[m.strip() for m in args.methods.split(",") if m.strip()], scales=scales,
+                            samples=args.samples, seed=args.seed, steps=args.steps, dilations=dilations,
+                            backend=load_backend("cpu", args.weights), progress=not args.quiet)
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    table = format_table(results)
+    (out / "table.md").write_text(table + "\n")
+    plot_benchmark(results, out / "benchmark.png")
+    print(table)
+    print(f"\nwrote {out / 'results.json'}, {out / 'table.md'}, {out / 'benchmark.png'}")
+    return 0

@@ -1,0 +1,514 @@
+"""Training the ShapesWorld models from scratch (``romlib shapes-train``).
+
+**Inpainting model** — romlib's own GLIDE inpainting UNet (:class:`romlib.glide.GlideUNet`) at a
+tiny size (:func:`inpaint_config`), trained as GLIDE's inpainting model was:
+
+* examples: a scene, a hole (edit region) around one object, and a caption of what is in the
+  hole. The hole is the object's mask dilated by 0–2 px, or (60 %) another shape just large
+  enough to contain the object, so the model learns that a hole's outline does not say what to
+  draw; 10 % of holes cover only background. Captions mix descriptions ("a red circle", "a
+  circle", "a red shape") and referring expressions ("the circle on the left"), so that both
+  c_target and c_ref are in the model's language; 20 % are empty (caption dropout: CF and CCF
+  need ε(x_t | ∅));
+* input image: ``inpaint_input="masked"`` (the default, GLIDE's recipe) always feeds the image
+  multiplied by the keep mask, so the model never sees the pixels under the hole in training.
+  The shipped model has ``mask_inpaint_input=False``, so at sampling time CCF's *original* image
+  does reach it (as in the authors' modified GLIDE). ``inpaint_input="pairs"`` is the
+  alternative we measured (docs/shapesworld.md): half of the examples show, under the hole, a
+  counterfactual source object that differs from the hole's content exactly in the attributes
+  the caption names;
+* loss: GLIDE's hybrid objective (Nichol & Dhariwal 2021): L_simple = ‖ε − ε_θ(x_t, t)‖² plus
+  L_vlb for the learned-range variance (KL(q(x_{t−1}|x_t, x_0) ‖ p_θ(x_{t−1}|x_t)) with the mean
+  frozen, the discretised Gaussian decoder NLL at t = 0; in bits), weighted 1 in the hole and
+  0.1 outside; cosine schedule, T = 1000; AdamW, warm-up then cosine decay; EMA weights shipped.
+
+**Ranker** — :class:`romlib.shapes.ranker.ShapesRanker`, contrastively (:func:`train_ranker`).
+
+Both runs log a loss curve (CSV and PNG) and show a tqdm bar; the inpainting run saves a
+resumable checkpoint every ``--save-every`` steps and stops at ``--steps`` or ``--minutes``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import csv
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .scenes import COLOURS, SHAPES, SIZE, Scene, WordTokenizer, describe, dilate_np, make_scene, referring_expressions, render_shape
+
+__all__ = ["inpaint_config", "make_batch", "hybrid_loss", "train_inpaint", "train_ranker", "ranker_batch", "plot_loss_curve",
+           "add_train_args", "train_command", "WEIGHTS_DIR", "InpaintInput"]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+TEXT_CTX = 8
+InpaintInput = Literal["masked", "pairs"]
+
+
+def inpaint_config():
+    """The shipped tiny GLIDE inpainting configuration (32×32, 0.57 M parameters): 32 base
+    channels, multipliers 1-1-2, no extra residual block per level (``num_res_blocks=0``: the
+    residual down/up-sampling blocks, the middle block and one decoder block per level), attention
+    at 8×8, a 2-layer text transformer of width 64 over 8 word tokens;
+    ``mask_inpaint_input=False`` (the ROM authors' modification, so CCF's original image reaches it)."""
+    from ..glide import GlideConfig
+
+    return GlideConfig(text_ctx=TEXT_CTX, xf_width=64, xf_layers=2, xf_heads=4, xf_final_ln=True, xf_padding=True,
+                       model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=0, attention_resolutions=(4,),
+                       num_head_channels=32, dropout=0.0, n_vocab=WordTokenizer.n_vocab, inpaint=True,
+                       mask_inpaint_input=False, image_size=SIZE, use_scale_shift_norm=True, resblock_updown=True)
+
+
+# ----------------------------------------------------------------------------- data
+def _containing_hole(rng: np.random.Generator, obj, shape: str, size: int) -> np.ndarray:
+    """The smallest ``shape`` (scaled about the object's box, shifted up or down) that contains
+    the object's mask, grown by a random 0–25 %."""
+    x0, y0, x1, y1 = obj.box
+    cx, cy, s = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0
+    extra = rng.uniform(0, 0.25)
+    for f in np.arange(1.0, 2.45, 0.1):
+        for dy in (0.0, -0.15, 0.15, -0.3, 0.3):
+            h = s * (f + extra) / 2
+            c_y = cy + dy * s * f
+            m = render_shape(shape, (cx - h, c_y - h, cx + h, c_y + h), size, size)
+            if (m | ~obj.mask).all():
+                return m
+    return dilate_np(obj.mask, 1)
+
+
+def _empty_hole(rng: np.random.Generator, scene: Scene) -> np.ndarray | None:
+    """A shape-shaped hole over background only (no object under it), or None if none fits."""
+    size = scene.image.shape[0]
+    taken = dilate_np(np.any([o.mask for o in scene.objects], axis=0), 2)
+    for _ in range(20):
+        s = int(rng.integers(8, 13))
+        x0, y0 = int(rng.integers(0, size - s)), int(rng.integers(0, size - s))
+        m = render_shape(str(rng.choice(SHAPES)), (x0, y0, x0 + s, y0 + s), size, size)
+        if not (m & taken).any():
+            return m
+    return None
+
+
+def _caption(rng: np.random.Generator, scene: Scene, i: int, p_drop: float) -> str:
+    r = rng.random()
+    if r < p_drop:
+        return ""
+    o = scene.objects[i]
+    r = (r - p_drop) / (1 - p_drop)
+    if r < 0.45:
+        return describe(o)
+    if r < 0.55:
+        return describe(o, colour=False)
+    if r < 0.65:
+        return describe(o, shape=False)
+    refs = referring_expressions(scene, i)  # empty for the middle one of three identical shapes
+    return str(rng.choice(refs)) if refs else describe(o)
+
+
+def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str) -> np.ndarray:
+    """The scene with object ``i`` replaced by a source object that differs from it exactly in
+    the attributes ``caption`` names (same box, same unnamed attributes)."""
+    from .scenes import parse_text
+
+    o, named = scene.objects[i], parse_text(caption).named
+    colour = str(rng.choice([c for c in COLOURS if c != o.colour])) if "colour" in named else o.colour
+    shape = str(rng.choice([s for s in SHAPES if s != o.shape])) if "shape" in named else o.shape
+    return scene.with_object(i, colour, shape, rng).image
+
+
+def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: float = 0.1,
+                 inpaint_input: InpaintInput = "masked") -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
+    """One training example: ``(x0 uint8 [H, W, 3], source uint8 or None, hole bool [H, W], caption)``;
+    ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0."""
+    scene = make_scene(rng)
+    size = scene.image.shape[0]
+    if rng.random() < p_empty:
+        hole = _empty_hole(rng, scene)
+        if hole is not None:
+            return scene.image, None, hole, ""
+    i = int(rng.integers(len(scene.objects)))
+    o = scene.objects[i]
+    if rng.random() < 0.4:
+        hole = dilate_np(o.mask, int(rng.integers(0, 3)))
+    else:
+        hole = dilate_np(_containing_hole(rng, o, str(rng.choice(SHAPES)), size), int(rng.integers(0, 2)))
+    for j, other in enumerate(scene.objects):
+        if j != i:
+            hole &= ~dilate_np(other.mask, 1)
+    hole |= o.mask
+    caption = _caption(rng, scene, i, p_drop)
+    source = None
+    if inpaint_input == "pairs" and rng.random() < 0.5:
+        source = _counterfactual(rng, scene, i, caption)
+    return scene.image, source, hole, caption
+
+
+def make_batch(rng: np.random.Generator, batch_size: int, **kwargs) -> dict:
+    """A batch as tensors: ``x0`` [B, 3, H, W] in [-1, 1], ``keep`` [B, 1, H, W] (1 = keep,
+    GLIDE's convention), ``inpaint_image`` (what the model is shown: x0 · keep, GLIDE's masked
+    input, or an unmasked counterfactual source), ``texts`` (list of captions)."""
+    ex = [make_example(rng, **kwargs) for _ in range(batch_size)]
+
+    def img(arrays):
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+    x0 = img([e[0] for e in ex])
+    keep = torch.from_numpy(~np.stack([e[2] for e in ex]))[:, None].float()
+    shown = img([e[1] if e[1] is not None else e[0] for e in ex])
+    masked = torch.tensor([e[1] is None for e in ex])[:, None, None, None]
+    return {"x0": x0, "inpaint_image": torch.where(masked, shown * keep, shown), "keep": keep, "texts": [e[3] for e in ex]}
+
+
+# ----------------------------------------------------------------------------- loss
+class _Arrays:
+    """The diffusion's precomputed arrays as float32 tensors on the training device."""
+
+    NAMES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+             "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2",
+             "posterior_log_variance_clipped", "log_betas")
+
+    def __init__(self, diffusion, device):
+        self.num_timesteps = diffusion.num_timesteps
+        for n in self.NAMES:
+            setattr(self, n, torch.tensor(getattr(diffusion, n), dtype=torch.float32, device=device))
+
+    def at(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return getattr(self, name)[t][:, None, None, None]
+
+
+def _approx_std_normal_cdf(x):
+    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+
+
+def _discretized_gaussian_log_likelihood(x, mean, log_scale):
+    """log p(x) of 8-bit data in [-1, 1] under N(mean, exp(log_scale)²) integrated over its bin."""
+    centred = x - mean
+    inv = torch.exp(-log_scale)
+    cdf_plus = _approx_std_normal_cdf(inv * (centred + 1 / 255.0))
+    cdf_min = _approx_std_normal_cdf(inv * (centred - 1 / 255.0))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_1m_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
+    delta = cdf_plus - cdf_min
+    return torch.where(x < -0.999, log_cdf_plus,
+                       torch.where(x > 0.999, log_1m_cdf_min, torch.log(delta.clamp(min=1e-12))))
+
+
+def hybrid_loss(model, arrays: _Arrays, x0, t, noise, weight, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLIDE / improved-DDPM hybrid loss, weighted per pixel by ``weight`` [B, 1, H, W]:
+    ``(L_simple, L_vlb)``, L_simple = mean w·‖ε − ε_θ‖², L_vlb the KL of the learned-range
+    variance with the mean stopped (bits per dimension), the decoder NLL at t = 0."""
+    x_t = arrays.at("sqrt_alphas_cumprod", t) * x0 + arrays.at("sqrt_one_minus_alphas_cumprod", t) * noise
+    out = model(x_t, t, **model_kwargs)
+    eps, v = out[:, :3], out[:, 3:]
+    denom = weight.sum() * x0.shape[1]
+    mse = ((eps - noise) ** 2 * weight).sum() / denom
+    x0_pred = arrays.at("sqrt_recip_alphas_cumprod", t) * x_t - arrays.at("sqrt_recipm1_alphas_cumprod", t) * eps.detach()
+    c1, c2 = arrays.at("posterior_mean_coef1", t), arrays.at("posterior_mean_coef2", t)
+    mean_p, mean_q = c1 * x0_pred + c2 * x_t, c1 * x0 + c2 * x_t
+    logvar_q = arrays.at("posterior_log_variance_clipped", t)
+    frac = (v + 1) / 2
+    logvar_p = frac * arrays.at("log_betas", t) + (1 - frac) * logvar_q
+    kl = 0.5 * (-1.0 + logvar_p - logvar_q + torch.exp(logvar_q - logvar_p) + (mean_q - mean_p) ** 2 * torch.exp(-logvar_p))
+    nll = -_discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * logvar_p)
+    vb = torch.where((t == 0)[:, None, None, None], nll, kl) / math.log(2.0)
+    return mse, (vb * weight).sum() / denom
+
+
+# ----------------------------------------------------------------------------- loops
+def _lr(step: int, progress: float, lr: float, warmup: int = 200) -> float:
+    """Linear warm-up, then cosine decay to 10 % as ``progress`` goes 0 → 1."""
+    return lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_loss_curve(csv_path: str | Path, png_path: str | Path | None = None, columns=("loss",), title: str = ""):
+    """Plot columns of a training log CSV (smoothed) against the step; saves a PNG; returns the Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    steps = np.array([float(r["step"]) for r in rows])
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for c in columns:
+        y = np.array([float(r[c]) for r in rows])
+        k = max(1, len(y) // 50)
+        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
+        ax.plot(steps, y, alpha=0.25, lw=0.8)
+        ax.plot(steps[k - 1:], smooth, label=c)
+    ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.set_yscale("log"), ax.legend(), ax.grid(alpha=0.3)
+    ax.set_title(title or Path(csv_path).stem, fontsize=9)
+    fig.tight_layout()
+    if png_path:
+        fig.savefig(png_path, dpi=110)
+    return fig
+
+
+def _save_weights(path: Path, model, meta: dict) -> None:
+    """The EMA weights in float16 (≈ half the size; loaded back as float32) with the config."""
+    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
+    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, path)
+
+
+def train_inpaint(out_dir: str | Path, *, steps: int = 6000, minutes: float | None = 45.0, batch_size: int = 32,
+                  lr: float = 1e-3, ema: float = 0.999, device="cpu", seed: int = 0, resume: bool = False,
+                  inpaint_input: InpaintInput = "masked", save_every: int = 250, threads: int | None = None,
+                  progress: bool = True) -> Path:
+    """Train the tiny GLIDE inpainting model; returns the path of ``inpaint.pt`` (EMA weights).
+
+    Stops at ``steps`` or after ``minutes`` of training (time spent before a resume counts),
+    whichever comes first; the learning-rate schedule follows whichever is further along.
+    """
+    from tqdm.auto import tqdm
+
+    from ..diffusion import GaussianDiffusion, get_named_beta_schedule
+    from ..glide import GlideUNet
+
+    if inpaint_input not in ("masked", "pairs"):
+        raise ValueError(f"inpaint_input must be 'masked' or 'pairs', got {inpaint_input!r}")
+    if threads:
+        torch.set_num_threads(int(threads))
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    torch.manual_seed(seed)
+    model = GlideUNet(inpaint_config()).to(device)
+    ema_model = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    arrays = _Arrays(GaussianDiffusion(betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)), device)
+    tok = WordTokenizer()
+    rng = np.random.default_rng(seed)
+    step, elapsed, rows = 0, 0.0, []
+    ckpt = out / "inpaint_checkpoint.pt"
+    if resume and ckpt.is_file():
+        c = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(c["model"]), ema_model.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
+        step, elapsed, rows = c["step"], c["elapsed"], c["rows"]
+        rng.bit_generator.state = c["rng"]
+        torch.set_rng_state(c["torch_rng"])
+        log.info("resumed at step %d (%.1f min)", step, elapsed / 60)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("inpainting model: %.2f M parameters, batch %d, %s input, device %s", n_params / 1e6, batch_size,
+             inpaint_input, device)
+    budget = (minutes or float("inf")) * 60
+    meta = {"steps": step, "batch_size": batch_size, "lr": lr, "ema": ema, "seed": seed, "inpaint_input": inpaint_input,
+            "device": str(device), "threads": torch.get_num_threads(), "params": n_params,
+            "schedule": ["squaredcos_cap_v2", 1000]}
+
+    def save_checkpoint():
+        torch.save({"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
+                   ckpt)
+
+    bar = tqdm(total=steps, initial=step, desc="shapes inpainting", disable=not progress, dynamic_ncols=True)
+    model.train()
+    t_last = time.perf_counter()
+    while step < steps and elapsed < budget:
+        b = make_batch(rng, batch_size, inpaint_input=inpaint_input)
+        x0, keep = b["x0"].to(device), b["keep"].to(device)
+        tokens, mask = tok.batch(b["texts"], TEXT_CTX, device=device)
+        t = torch.randint(0, arrays.num_timesteps, (batch_size,), device=device)
+        noise = torch.randn_like(x0)
+        weight = (1 - keep) + 0.1 * keep
+        cur_lr = _lr(step, max(step / steps, elapsed / budget), lr)
+        for g in opt.param_groups:
+            g["lr"] = cur_lr
+        mse, vb = hybrid_loss(model, arrays, x0, t, noise, weight, tokens=tokens, mask=mask,
+                              inpaint_image=b["inpaint_image"].to(device), inpaint_mask=keep)
+        loss = mse + vb
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        decay = min(ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, pm in zip(ema_model.parameters(), model.parameters()):
+                pe.lerp_(pm, 1 - decay)
+        step += 1
+        now = time.perf_counter()
+        elapsed += now - t_last
+        t_last = now
+        rows.append({"step": step, "elapsed_s": round(elapsed, 2), "loss": loss.item(), "mse": mse.item(),
+                     "vb": vb.item(), "lr": cur_lr})
+        bar.update(1)
+        bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", min=f"{elapsed / 60:.1f}")
+        if step % save_every == 0:
+            save_checkpoint()
+            _write_csv(out / "inpaint_loss.csv", rows)
+    bar.close()
+    save_checkpoint()
+    _write_csv(out / "inpaint_loss.csv", rows)
+    plot_loss_curve(out / "inpaint_loss.csv", out / "inpaint_loss.png", columns=("loss", "mse", "vb"),
+                    title=f"ShapesWorld inpainting: {step} steps, {elapsed / 60:.1f} min")
+    meta.update(steps=step, minutes=round(elapsed / 60, 2))
+    path = out / "inpaint.pt"
+    _save_weights(path, ema_model.eval(), meta)
+    log.info("inpainting model: %d steps in %.1f min -> %s", step, elapsed / 60, path)
+    return path
+
+
+# ----------------------------------------------------------------------------- ranker
+def ranker_batch(rng: np.random.Generator, batch_size: int, image_size: int = 32) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Ranking inputs exactly as :func:`romlib.rank.ranking_inputs` builds them (local crop of the
+    box ×1.3, or the masked frame), blurred and noised a little like samples, with each crop's
+    object attributes."""
+    from ..rank import ranking_inputs
+
+    crops, attrs = [], []
+    for _ in range(batch_size):
+        scene = make_scene(rng)
+        i = int(rng.integers(len(scene.objects)))
+        o = scene.objects[i]
+        x = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        sigma = rng.uniform(0, 0.8)
+        if sigma > 0.1:
+            r = torch.arange(-2, 3, dtype=torch.float32)
+            k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+            k = (k[:, None] * k[None]) / k.sum() ** 2
+            x = F.conv2d(F.pad(x, (2, 2, 2, 2), mode="replicate"), k.expand(3, 1, 5, 5).contiguous(), groups=3)
+        x = x + torch.randn(x.shape, generator=torch.Generator().manual_seed(int(rng.integers(2**31)))) * rng.uniform(0, 0.06)
+        if rng.random() < 0.5:
+            box = tuple(float(v) + rng.uniform(-1, 1) for v in o.box)
+            crops.append(ranking_inputs(x, "local", box=box, size=image_size))
+        else:
+            m = torch.from_numpy(dilate_np(o.mask, int(rng.integers(0, 3))))[None, None].float()
+            crops.append(ranking_inputs(x, "masked", edit_mask=m, size=image_size))
+        attrs.append((o.colour, o.shape))
+    return torch.cat(crops), attrs
+
+
+ALL_TEXTS = [describe((c, s)) for c in COLOURS for s in SHAPES] + [describe((c, None), shape=False) for c in COLOURS] \
+    + [describe((None, s), colour=False) for s in SHAPES]
+
+
+def _text_attrs(text: str) -> tuple[str | None, str | None]:
+    words = text.split()
+    return next((w for w in words if w in COLOURS), None), next((w for w in words if w in SHAPES), None)
+
+
+def train_ranker(out_dir: str | Path, *, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, device="cpu",
+                 seed: int = 0, progress: bool = True) -> Path:
+    """Contrastive training of the tiny CLIP on crops ↔ texts. Each step scores the batch's crops
+    against all 23 ShapesWorld descriptions; every description the crop's object satisfies is a
+    positive (multi-positive InfoNCE, image→text and text→image). Returns ``ranker.pt``."""
+    from tqdm.auto import tqdm
+
+    from .ranker import ShapesRanker
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed + 1)
+    ranker = ShapesRanker().to(device)
+    opt = torch.optim.AdamW(ranker.parameters(), lr=lr, weight_decay=1e-4)
+    text_attrs = [_text_attrs(t) for t in ALL_TEXTS]
+    rows, t0 = [], time.perf_counter()
+    for step in tqdm(range(steps), desc="shapes ranker", disable=not progress, dynamic_ncols=True):
+        images, attrs = ranker_batch(rng, batch_size)
+        pos = torch.tensor([[(tc is None or tc == c) and (ts is None or ts == s) for tc, ts in text_attrs] for c, s in attrs],
+                           device=device, dtype=torch.bool)
+        logits = ranker.logits(images.to(device), ALL_TEXTS)  # [B, 23]
+        l_img = -(torch.logsumexp(logits.masked_fill(~pos, -1e4), 1) - torch.logsumexp(logits, 1)).mean()
+        lt = logits.T
+        has = pos.T.any(1)
+        l_txt = -(torch.logsumexp(lt.masked_fill(~pos.T, -1e4), 1) - torch.logsumexp(lt, 1))[has].mean()
+        loss = (l_img + l_txt) / 2
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, step / steps, lr, warmup=50)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        full = torch.tensor([ALL_TEXTS.index(describe(a)) for a in attrs], device=device)
+        acc = (logits[:, :15].argmax(1) == full).float().mean()
+        rows.append({"step": step + 1, "elapsed_s": round(time.perf_counter() - t0, 2), "loss": loss.item(),
+                     "acc_full": acc.item()})
+    _write_csv(out / "ranker_loss.csv", rows)
+    plot_loss_curve(out / "ranker_loss.csv", out / "ranker_loss.png", title=f"ShapesWorld ranker: {steps} steps")
+    acc = evaluate_ranker(ranker, seed=10_000)
+    path = out / "ranker.pt"
+    state = {k: v.detach().cpu().half() for k, v in ranker.state_dict().items()}
+    torch.save({"state_dict": state, "meta": {"steps": steps, "batch_size": batch_size, "seed": seed, "heldout_acc": acc,
+                                              "minutes": round((time.perf_counter() - t0) / 60, 2)}}, path)
+    log.info("ranker: held-out accuracy %.3f (%d steps) -> %s", acc, steps, path)
+    return path
+
+
+@torch.no_grad()
+def evaluate_ranker(ranker, n: int = 512, seed: int = 10_000) -> float:
+    """Top-1 accuracy of the ranker at naming colour+shape (15 descriptions) of held-out crops."""
+    rng = np.random.default_rng(seed)
+    images, attrs = ranker_batch(rng, n)
+    logits = ranker.logits(images, ALL_TEXTS[:15])
+    full = torch.tensor([ALL_TEXTS.index(describe(a)) for a in attrs], device=logits.device)
+    return float((logits.argmax(1) == full).float().mean())
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``romlib shapes-train``."""
+    p.add_argument("--out", default="shapes_train", help="output folder for weights, checkpoints and loss curves")
+    p.add_argument("--what", choices=["all", "inpaint", "ranker"], default="all", help="which model(s) to train")
+    p.add_argument("--steps", type=int, default=6000, help="inpainting training steps (default 6000)")
+    p.add_argument("--minutes", type=float, default=45.0, help="stop inpainting training after this many minutes (default 45)")
+    p.add_argument("--batch-size", type=int, default=32, help="inpainting batch size (default 32)")
+    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
+    p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="masked",
+                   help="masked: GLIDE's recipe, the hole is always blanked (default); pairs: half of the examples "
+                        "show a counterfactual source object under the hole")
+    p.add_argument("--ranker-steps", type=int, default=1500, help="ranker training steps (default 1500)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/inpaint_checkpoint.pt")
+    p.add_argument("--install", action="store_true", help="copy the trained weights into the package (romlib/shapes/weights)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def train_command(args) -> int:
+    """``romlib shapes-train``: train, write weights and loss curves, optionally install them."""
+    import shutil
+
+    logging.getLogger("romlib").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = Path(args.out)
+    written = []
+    t0 = time.perf_counter()
+    if args.what in ("all", "inpaint"):
+        written.append(train_inpaint(out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                                     device=args.device, seed=args.seed, resume=args.resume, threads=args.threads,
+                                     inpaint_input=args.inpaint_input, progress=not args.quiet))
+    if args.what in ("all", "ranker"):
+        written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed, progress=not args.quiet))
+    info = {"command": "romlib shapes-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
+            "wall_minutes": round((time.perf_counter() - t0) / 60, 2), "files": [str(p) for p in written]}
+    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    if args.install:
+        WEIGHTS_DIR.mkdir(exist_ok=True)
+        for p in written:
+            shutil.copy(p, WEIGHTS_DIR / p.name)
+        written = [WEIGHTS_DIR / p.name for p in written]
+    for p in written:
+        print(p)
+    print(f"loss curves: {out / 'inpaint_loss.png'}  {out / 'ranker_loss.png'}  ({info['wall_minutes']:.1f} min)")
+    return 0
