@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
-           "enlarge_box", "box_to_pixels", "feather", "check_dilation"]
+           "enlarge_box", "box_to_pixels", "feather", "check_dilation", "erode"]
 
 
 def to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
@@ -47,6 +47,13 @@ def dilate(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
     m4 = m.reshape(-1, 1, *shape[-2:])
     kernel = torch.ones(1, 1, k, k, dtype=m.dtype, device=m.device)
     return F.conv2d(m4, kernel, padding=k // 2).clamp(0, 1).reshape(shape)
+
+
+def erode(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
+    """Erode an edit mask [..., H, W] by a k×k window (k odd): a deliberately under-covering mask
+    (notebook 03 and the ShapesWorld benchmark use it to show why dilation helps)."""
+    check_dilation(k)
+    return 1.0 - dilate(1.0 - edit_mask.float(), k)
 
 
 def resize_edit_mask(edit_mask: torch.Tensor, size: int | tuple[int, int], threshold: float = 0.5) -> torch.Tensor:

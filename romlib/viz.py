@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "comparison_grid"]
+__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "comparison_grid", "segmentation_figure"]
 
 
 def as_array(img) -> np.ndarray:
@@ -119,3 +119,28 @@ def _full_mask(result):
     edit = 1 - result.keep_mask_base[None, None].float()
     m[y0:y1, x0:x1] = F.interpolate(edit, size=(y1 - y0, x1 - x0), mode="nearest")[0, 0]
     return m
+
+
+def segmentation_figure(image, seg, top: int = 5):
+    """The segmenter's view (notebook 02): the ``top`` queries' boxes with their scores, and the
+    chosen query's mask. Returns (figure, rows of (query, score, box)) — the numbers behind it."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, 2, figsize=(8, 4))
+    ax[0].imshow(as_array(image))
+    rows = []
+    if seg.scores is not None and seg.boxes is not None:
+        order = torch.argsort(seg.scores, descending=True)[:top]
+        for rank, q in enumerate(order.tolist()):
+            box = tuple(round(float(v), 1) for v in seg.boxes[q])
+            rows.append((q, round(float(seg.scores[q]), 3), box))
+            _box(ax[0], box, color="yellow" if q == seg.index else "white", lw=2 if q == seg.index else 1)
+            ax[0].text(box[0], box[1], f"{seg.scores[q]:.2f}", color="k", fontsize=7, backgroundcolor="w")
+    ax[0].set_title(f"queries for {seg.text!r} (top {top})", fontsize=9)
+    ax[1].imshow(overlay_mask(image, seg.mask))
+    _box(ax[1], seg.box)
+    ax[1].set_title(f"chosen: score {seg.score:.2f}", fontsize=9)
+    for a in ax:
+        a.set_xticks([]), a.set_yticks([])
+    fig.tight_layout()
+    return fig, rows

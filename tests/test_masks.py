@@ -67,3 +67,11 @@ def test_feather_never_touches_pixels_outside_the_mask():
     assert torch.equal(M.feather(edit, 0), edit)
     full = torch.ones(6, 6)
     assert (M.feather(full, 2) == 1).all()  # the image border does not erode
+
+
+def test_erode_is_the_dual_of_dilate():
+    m = torch.zeros(9, 9)
+    m[2:7, 2:7] = 1
+    e = M.erode(m, 3)
+    assert e.sum() == 9 and e[3:6, 3:6].all()
+    assert torch.equal(M.dilate(e, 3), m)  # opening a square gives it back
