@@ -163,6 +163,7 @@ def test_offline_error_names_file_url_and_destination(entry, monkeypatch):
 def test_unreachable_server_and_unknown_names(tmp_path, monkeypatch):
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path))
     monkeypatch.delenv("ROMLIB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(hub.CheckpointUnavailable, match="no connection"):
         hub.download("http://127.0.0.1:9/none.pt", progress=False, timeout=2)
     with pytest.raises(KeyError, match="known names"):
