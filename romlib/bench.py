@@ -126,7 +126,7 @@ def run_bench(device=None, *, batches=(4, 24), dtypes=("fp16", "fp32"), tiny: bo
                 _, secs, peak = _timed(lambda: sample_upsample(up, d_up, tok, low_res=samples, image=image, keep_mask=keep_up,
                                                                target="a blue truck", batch_size=b, progress=progress), device)
             rows.append(BenchRow("upsample", dname, b, n_up, secs, peak, gf_up * b * n_up))
-        del base, up
+        base = up = None  # free before the next dtype
         if device.type == "cuda":
             torch.cuda.empty_cache()
     if ranking:

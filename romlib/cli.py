@@ -137,26 +137,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
     p.set_defaults(func=_run_download)
 
-    p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
-    try:
-        from .bench import add_bench_args
-    except ImportError:  # pragma: no cover - during development
-        add_bench_args = None
-    if add_bench_args:
-        add_bench_args(p)
-    p.set_defaults(func=_run_bench)
+    from .bench import add_bench_args
+    from .shapes.cli import add_bench_args as shapes_bench_args, add_train_args, bench_command, train_command
 
-    try:
-        from .shapes.cli import add_bench_args as shapes_bench_args, add_train_args, bench_command, train_command
-    except ImportError:  # pragma: no cover - during development
-        pass
-    else:
-        p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch")
-        add_train_args(p)
-        p.set_defaults(func=train_command)
-        p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
-        shapes_bench_args(p)
-        p.set_defaults(func=bench_command)
+    p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
+    add_bench_args(p)
+    p.set_defaults(func=_run_bench)
+    p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch (about 40 min on 2 CPU cores)")
+    add_train_args(p)
+    p.set_defaults(func=train_command)
+    p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
+    shapes_bench_args(p)
+    p.set_defaults(func=bench_command)
     return parser
 
 

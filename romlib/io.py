@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # PIL is imported where used
+    from PIL import Image
 
 __all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image"]
 
@@ -118,8 +122,6 @@ def load_mask(mask, size: tuple[int, int]) -> torch.Tensor:
 
 def to_tensor(img, size: int | tuple[int, int] | None = None) -> torch.Tensor:
     """PIL RGB → [1, 3, H, W] in [-1, 1], optionally resized with bicubic (as the authors)."""
-    from PIL import Image
-
     if size is not None:
         img = resize_image(img, size)
     a = np.asarray(img.convert("RGB"), dtype=np.float32)

@@ -9,12 +9,11 @@ still shows the figure.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 
-__all__ = ["setup", "pipeline", "example", "explore", "scrubber", "plot_trace", "trace_numbers", "widgets_available"]
+__all__ = ["setup", "pipeline", "example", "missing_phrase", "explore", "scrubber", "plot_trace", "trace_numbers", "widgets_available"]
 
 log = logging.getLogger(__name__)
 _PIPE: dict = {}
@@ -64,9 +63,10 @@ def example(pipe, index: int = 0) -> tuple:
     two cats of COCO val2017 #39769 (downloaded once; the DETR/MDETR demo image)."""
     name = pipe.backend.name
     if name == "shapes":
-        from .shapes import demo_case
+        from .shapes.demo import demo_case
 
-        return demo_case(index)
+        case = demo_case(index)
+        return case.scene.pil(), case.ref, case.target
     if name == "glide":
         from . import hub
         from .io import load_image
@@ -84,9 +84,23 @@ def example(pipe, index: int = 0) -> tuple:
     return Image.fromarray((rng.rand(96, 96, 3) * 255).astype("uint8")), "the red car", "a blue truck"
 
 
+def missing_phrase(pipe, image) -> str:
+    """A referring phrase that matches nothing in ``image`` (notebook 02's failure case)."""
+    if pipe.backend.name != "shapes":
+        return "a purple elephant"
+    from .shapes.scenes import COLOURS, SHAPES
+    from .shapes.segmenter import find_objects
+
+    present = {(o["colour"], o["shape"]) for o in find_objects(image)}
+    return next(f"the {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present)
+
+
 def widgets_available() -> bool:
+    import importlib.util
+
+    if importlib.util.find_spec("ipywidgets") is None:
+        return False
     try:
-        import ipywidgets  # noqa: F401
         from IPython import get_ipython
 
         return get_ipython() is not None

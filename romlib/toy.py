@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .diffusion import GaussianDiffusion, create_diffusion, make_generator
+from .diffusion import create_diffusion, make_generator
 from .glide import timestep_embedding
 from .guidance import guided_eps
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from romlib.diffusion import create_diffusion
-from romlib.guidance import RULES, GuidedModel, guided_eps, known_region_fn
+from romlib.guidance import RULES, guided_eps, known_region_fn
 from romlib.inpaint import encode_prompts, prepare_base, sample_base
 from romlib.testing import tiny_glide
 

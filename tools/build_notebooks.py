@@ -120,8 +120,9 @@ NOTEBOOKS["02_referring_masks"] = header(
              "print('ranking box in frame pixels:', tuple(round(v, 1) for v in p.rank_box))"),
     ("md", "## Failure cases\n\nA phrase that matches nothing raises `NoObjectFound` with the best score and box — "
            "unless you ask for the best query anyway (what the authors' code always did), or give a mask yourself."),
-    ("code", "try:\n    pipe.segment(image, 'a purple elephant', min_score=0.5)\nexcept rl.backend.NoObjectFound as e:\n    print(e)\n"
-             "best = pipe.segment(image, 'a purple elephant', best_anyway=True)\nprint('best anyway: score', round(best.score, 3))"),
+    ("code", "phrase = rl.nb.missing_phrase(pipe, image)\ntry:\n    pipe.segment(image, phrase, min_score=0.5)\n"
+             "except rl.backend.NoObjectFound as e:\n    print(e)\n"
+             "best = pipe.segment(image, phrase, best_anyway=True)\nprint('best anyway: score', round(best.score, 3))"),
 ]
 
 NOTEBOOKS["03_ablation_dilation"] = header(
@@ -131,7 +132,8 @@ NOTEBOOKS["03_ablation_dilation"] = header(
     "object. Dilating the 64×64 mask by a k×k kernel trades leftover boundaries against over-coverage. Here the "
     "mask is deliberately eroded first, so the effect is visible; the target is empty (pure inpainting), as in Fig. 8.") + [
     ("code", "pipe = rl.nb.pipeline()\nimage, ref, target = rl.nb.example(pipe)\n"
-             "seg = pipe.segment(image, ref)\nunder = rl.masks.erode(seg.mask.float(), 5) > 0  # an under-covering mask\n"
+             "seg = pipe.segment(image, ref)\nk_erode = 3 if min(image.size) <= 64 else 9  # about 1/30 of the image\n"
+             "under = rl.masks.erode(seg.mask.float(), k_erode) > 0  # an under-covering mask\n"
              "print('mask pixels: predicted', int(seg.mask.sum()), '-> eroded', int(under.sum()))"),
     ("code", "results = {k: pipe.edit(image, ref, '', mask=under, dilation=k, samples=4, seed=0, progress=False) for k in (1, 3, 5, 7)}\n"
              "rl.viz.image_row([r.best for r in results.values()], [f'k = {k}' for k in results]);"),
