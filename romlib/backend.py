@@ -78,7 +78,9 @@ class Backend:
     ``base_model.cfg.image_size``; ``upsampler`` the optional super-resolution inpainting UNet;
     ``tokenizer`` a :class:`romlib.tokenizer.TextTokenizer` for both. ``base_schedule`` and
     ``upsample_schedule`` are ``(noise_schedule, diffusion_steps)`` of the trained models,
-    ``base_steps`` / ``upsample_steps`` the default respacing.
+    ``base_steps`` / ``upsample_steps`` the default respacing. ``default_scales`` overrides
+    :data:`romlib.guidance.DEFAULT_SCALE` (the paper's, tuned for GLIDE) for models trained
+    elsewhere, e.g. ShapesWorld's best scales from its benchmark.
     """
 
     name: str
@@ -92,3 +94,10 @@ class Backend:
     base_steps: str = "100"
     upsample_steps: str = "fast27"
     extras: dict = field(default_factory=dict)  # e.g. noised CLIP, ADM for the baselines
+    default_scales: dict = field(default_factory=dict)
+
+    def scale(self, guidance: str, scale: float | None = None) -> float:
+        """``scale`` if given, else this backend's default for ``guidance`` (else the paper's)."""
+        from .guidance import DEFAULT_SCALE
+
+        return float(scale if scale is not None else self.default_scales.get(guidance, DEFAULT_SCALE[guidance]))

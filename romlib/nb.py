@@ -125,8 +125,6 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
     """Widgets for the ablation knobs (guidance rule and scale, dilation k, ranking mode, seed):
     each change reruns :meth:`~romlib.pipeline.ROMPipeline.edit` and redraws the result grid and its
     scores. The default setting is rendered statically first. Returns the default result."""
-    from .guidance import DEFAULT_SCALE
-
     kw = dict(guidance="ccf", scale=None, dilation=3, rank="local", seed=0)
     kw.update(defaults)
 
@@ -148,7 +146,7 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
              if g not in ("clip", "blended") or g in pipe.backend.extras]
     ctl = dict(
         guidance=W.Dropdown(options=rules, value=kw["guidance"], description="guidance"),
-        scale=W.FloatSlider(value=kw["scale"] or DEFAULT_SCALE[kw["guidance"]], min=0.5, max=30, step=0.5, description="scale s"),
+        scale=W.FloatSlider(value=pipe.backend.scale(kw["guidance"], kw["scale"]), min=0.5, max=30, step=0.5, description="scale s"),
         dilation=W.IntSlider(value=kw["dilation"], min=1, max=15, step=2, description="dilation k"),
         rank=W.Dropdown(options=["local", "masked", "none"], value=kw["rank"], description="ranking"),
         seed=W.IntText(value=kw["seed"], description="seed"),

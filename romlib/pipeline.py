@@ -26,7 +26,7 @@ import torch
 from . import masks as M
 from .backend import Backend, Segmentation
 from .diffusion import create_diffusion
-from .guidance import DEFAULT_SCALE, RULES
+from .guidance import RULES
 from .io import load_image, load_mask, to_pil, to_tensor
 from .rank import RankMode, rank_samples
 
@@ -273,7 +273,7 @@ class ROMPipeline:
             raise ValueError(f"trace supports the classifier-free rules {sorted(RULES)}, not {guidance!r}")
         p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
         setup = prepare_base(self.backend.base_model, self.backend.tokenizer, image=p.image_base, keep_mask=p.keep_base,
-                             target=target, ref=ref, rule=guidance, scale=scale, record=True)
+                             target=target, ref=ref, rule=guidance, scale=self.backend.scale(guidance, scale), record=True)
         gen = sample_generators(seed, sample + 1)[sample:]
         steps_out = []
         for out in sample_base_progressive(setup, self.diffusion("base", steps), gen, device=self.device):
@@ -342,7 +342,8 @@ class ROMPipeline:
         """Edit the object ``ref`` refers to so that it matches ``target`` (empty target = inpaint).
 
         ``mask`` (path, image, array or tensor; white = edit; or a :class:`Segmentation`) replaces segmentation. ``scale``
-        defaults to 15 for CCF, 5 for CF, 2 for CLIP guidance. ``rank`` defaults to ``"local"``
+        defaults to the backend's (:meth:`Backend.scale`): the paper's 15 for CCF, 5 for CF, 2 for CLIP
+        guidance with GLIDE; ShapesWorld's best scales on its benchmark. ``rank`` defaults to ``"local"``
         (``"masked"`` for Blended Diffusion). ``steps``: base sampling steps (default 100, the
         backend's). ``frame="crop"`` edits a square crop around the object (more pixels for
         small objects) and pastes it back.
@@ -354,7 +355,7 @@ class ROMPipeline:
         target = "" if target is None else str(target)
         self._check_knobs(guidance, scale, samples, dilation, rank, frame, upsample)
         rank = rank or ("masked" if guidance == "blended" else "local")
-        scale = float(DEFAULT_SCALE[guidance] if scale is None else scale)
+        scale = b.scale(guidance, scale)
         use_up = bool(upsample and b.upsampler is not None and guidance != "blended")
         if guidance == "blended":
             frame_size = b.extras["blended"].image_size

@@ -101,6 +101,18 @@ def test_user_mask_replaces_segmentation(pipe, image):
     assert changed[10:40, 10:40].any() and not changed[50:, :].any() and not changed[:, 60:].any()
 
 
+def test_default_scale_comes_from_the_backend(pipe, image, monkeypatch):
+    from romlib.guidance import DEFAULT_SCALE
+
+    r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
+    assert r.settings["scale"] == DEFAULT_SCALE["ccf"] == 15.0  # the paper's
+    monkeypatch.setattr(pipe.backend, "default_scales", {"ccf": 3.0})
+    r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
+    assert r.settings["scale"] == 3.0
+    r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False, scale=7)
+    assert r.settings["scale"] == 7.0 and pipe.backend.scale("cf") == DEFAULT_SCALE["cf"]
+
+
 def test_empty_target_is_inpainting_with_the_masked_image(pipe, image):
     r = pipe.edit(image, "the red car", "", samples=1, progress=False, upsample=False)
     assert r.settings["target"] == "" and r.images.shape[0] == 1

@@ -50,7 +50,8 @@ NOTEBOOKS["00_quickstart"] = header(
     ("code", "result = pipe.edit(image, ref, target, guidance='ccf', samples=8)\n"
              "result.grid();"),
     ("code", CHECK + "print('settings:', {k: result.settings[k] for k in ('guidance', 'scale', 'samples', 'dilation', 'rank')})\n"
-             "print('edited pixels at 64x64:', int((1 - result.keep_mask_base).sum()))"),
+             "n = result.keep_mask_base.shape[-1]  # 64 for GLIDE, 32 for ShapesWorld\n"
+             "print(f'edited pixels at {n}x{n}:', int((1 - result.keep_mask_base).sum()))"),
     ("code", "print('scores (lower = closer to the target):', [round(s, 3) for s in result.scores])\n"
              "result.best  # the top edit at the input's own resolution"),
     ("md", "## Your own image\n\nUpload a file (Colab: the folder icon on the left) and name the object:\n\n"
@@ -116,7 +117,8 @@ NOTEBOOKS["02_referring_masks"] = header(
     ("md", "## The 64×64 mask GLIDE sees\n\nThe authors resize the *logits* bilinearly to 64×64, then threshold, then dilate "
            "with a k×k all-ones kernel (k = 3). `pipe.prepare` does exactly that and returns GLIDE's keep mask (1 = keep)."),
     ("code", CHECK + "p = pipe.prepare(image, ref, dilation=3)\n"
-             "print('edit pixels at 64x64 after dilation k=3:', int((1 - p.keep_base).sum()))\n"
+             "n = p.keep_base.shape[-1]  # the base model's resolution: 64 for GLIDE, 32 for ShapesWorld\n"
+             "print(f'edit pixels at {n}x{n} after dilation k=3:', int((1 - p.keep_base).sum()))\n"
              "print('ranking box in frame pixels:', tuple(round(v, 1) for v in p.rank_box))"),
     ("md", "## Failure cases\n\nA phrase that matches nothing raises `NoObjectFound` with the best score and box — "
            "unless you ask for the best query anyway (what the authors' code always did), or give a mask yourself."),
@@ -137,7 +139,7 @@ NOTEBOOKS["03_ablation_dilation"] = header(
              "print('mask pixels: predicted', int(seg.mask.sum()), '-> eroded', int(under.sum()))"),
     ("code", "results = {k: pipe.edit(image, ref, '', mask=under, dilation=k, samples=4, seed=0, progress=False) for k in (1, 3, 5, 7)}\n"
              "rl.viz.image_row([r.best for r in results.values()], [f'k = {k}' for k in results]);"),
-    ("code", CHECK + "for k, r in results.items():\n    print(f'k = {k}: edited pixels at 64x64 = {int((1 - r.keep_mask_base).sum())}')"),
+    ("code", CHECK + "for k, r in results.items():\n    n = r.keep_mask_base.shape[-1]\n    print(f'k = {k}: edited pixels at {n}x{n} = {int((1 - r.keep_mask_base).sum())}')"),
     ("md", "Try other kernels and seeds with the widget (it reruns `edit`)."),
     ("code", "rl.nb.explore(pipe, image, ref, target, samples=4, dilation=3);"),
 ]
@@ -156,7 +158,8 @@ NOTEBOOKS["04_ablation_guidance"] = header(
            "| `ccf` | c_ref | original image |"),
     ("code", "results, fig = pipe.compare(image, ref, target, guidances=('cf', 'ccf-direction', 'cf-original', 'ccf'), samples=4)"),
     ("code", CHECK + "for g, spec in rl.guidance.RULES.items():\n    print(f'{g:14s} base: {spec.base_text:5s}  input: {spec.inpaint_input}')\n"
-             "print('default scales:', {g: rl.guidance.DEFAULT_SCALE[g] for g in ('cf', 'ccf', 'clip')})"),
+             "print('paper scales:', {g: rl.guidance.DEFAULT_SCALE[g] for g in ('cf', 'ccf', 'clip')})\n"
+             "print('this backend:', {g: pipe.backend.scale(g) for g in ('cf', 'ccf', 'clip')})"),
     ("md", "## Step by step: CF versus CCF\n\nThe difference ε(x|c_target) − ε(x|base) is what the scale multiplies. "
            "With CCF the base is the referring text, so the difference isolates *what changes* between the two texts."),
     ("code", "for rule, base in (('cf', 'ε(x|∅)'), ('ccf', 'ε(x|c_ref)')):\n"
@@ -183,8 +186,9 @@ NOTEBOOKS["05_ablation_ranking"] = header(
              "rl.viz.image_row(list(masked.images[:4]), [f'masked #{i + 1}: d={s:.3f}' for i, s in enumerate(masked.scores[:4])])\n"
              "print('local order :', local.order)\nprint('masked order:', masked.order)"),
     ("code", CHECK + "print('same samples:', sorted(local.order) == sorted(masked.order), '| B =', len(local.order))\n"
-             "print('what CLIP sees: local crop', tuple(round(v) for v in rl.masks.enlarge_box(local.rank_box, 1.3, 256, 256)) "
-             "if local.images.shape[-1] == 256 else 'frame', '| masked: the frame with the outside set to 0')"),
+             "n = local.images.shape[-1]\n"
+             "print('what CLIP sees: local = the box x1.3', tuple(round(v) for v in rl.masks.enlarge_box(local.rank_box, 1.3, n, n)),\n"
+             "      f'of the {n}x{n} frame | masked = the frame with the outside set to 0')"),
     ("code", "x = rl.rank.ranking_inputs(local.images[:1], 'local', box=local.rank_box)\n"
              "y = rl.rank.ranking_inputs(local.images[:1], 'masked', edit_mask=local.edit_mask[None, None])\n"
              "rl.viz.image_row([x[0] * 2 - 1, y[0] * 2 - 1], ['local input to CLIP', 'masked input to CLIP']);"),

@@ -21,11 +21,14 @@ from pathlib import Path
 from .oracle import Region, describe_region, judge, object_region
 from .scenes import COLOURS, SHAPES, SIZE, VOCAB, Obj, Scene, WordTokenizer, describe, make_scene, parse_text, referring_expressions
 
-__all__ = ["load_backend", "load_inpaint_model", "load_ranker", "weights_path", "BASE_STEPS", "make_scene", "Scene", "Obj",
+__all__ = ["load_backend", "load_inpaint_model", "load_ranker", "weights_path", "BASE_STEPS", "BEST_SCALES", "make_scene", "Scene", "Obj",
            "describe", "referring_expressions", "parse_text", "WordTokenizer", "describe_region", "object_region", "judge",
            "Region", "COLOURS", "SHAPES", "SIZE", "VOCAB"]
 
 BASE_STEPS = "25"  # default respacing of the 1000 training steps for sampling
+# default guidance scales of the shipped model: the best of each rule on `romlib shapes-bench`
+# (docs/shapesworld.md); the paper's s = 15 (CCF) is tuned for GLIDE and oversaturates here
+BEST_SCALES = {"cf": 3.0, "ccf": 3.0, "ccf-direction": 5.0, "cf-original": 3.0}
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
@@ -69,7 +72,8 @@ def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
 def load_backend(device="cpu", weights_dir: str | Path | None = None):
     """The ``"shapes"`` :class:`romlib.backend.Backend`: rule-based segmenter, the trained tiny
     GLIDE inpainting model (no upsampler: results stay 32×32), the word tokenizer and the
-    trained tiny CLIP ranker; cosine schedule of 1000 steps sampled with :data:`BASE_STEPS`."""
+    trained tiny CLIP ranker; cosine schedule of 1000 steps sampled with :data:`BASE_STEPS`;
+    guidance scales default to :data:`BEST_SCALES`."""
     from ..backend import Backend
     from .segmenter import ShapesSegmenter
 
@@ -77,4 +81,4 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None):
     return Backend(name="shapes", segmenter=ShapesSegmenter(), base_model=model, tokenizer=WordTokenizer(),
                    ranker=load_ranker(weights_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,
-                   extras={"meta": model.meta})
+                   extras={"meta": model.meta}, default_scales=dict(BEST_SCALES))

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from .oracle import colour_labels, describe_region, judge, object_region
-from .scenes import COLOURS, SHAPES, Scene, describe, dilate_np, erode_np, make_scene, parse_text, referring_expressions
+from .scenes import COLOURS, SHAPES, Scene, describe, erode_np, make_scene, referring_expressions
 
 __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmark", "METHODS", "DEFAULT_SCALES",
            "add_bench_args", "bench_command", "sample_cases", "score_samples"]

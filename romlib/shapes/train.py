@@ -4,19 +4,21 @@
 tiny size (:func:`inpaint_config`), trained as GLIDE's inpainting model was:
 
 * examples: a scene, a hole (edit region) around one object, and a caption of what is in the
-  hole. The hole is the object's mask dilated by 0–2 px, or (60 %) another shape just large
+  hole. The hole is the object's mask dilated by 0–2 px, or (85 %) another shape just large
   enough to contain the object, so the model learns that a hole's outline does not say what to
   draw; 10 % of holes cover only background. Captions mix descriptions ("a red circle", "a
   circle", "a red shape") and referring expressions ("the circle on the left"), so that both
   c_target and c_ref are in the model's language; 20 % are empty (caption dropout: CF and CCF
   need ε(x_t | ∅));
-* input image: ``inpaint_input="masked"`` (the default, GLIDE's recipe) always feeds the image
-  multiplied by the keep mask, so the model never sees the pixels under the hole in training.
-  The shipped model has ``mask_inpaint_input=False``, so at sampling time CCF's *original* image
-  does reach it (as in the authors' modified GLIDE). ``inpaint_input="pairs"`` is the
-  alternative we measured (docs/shapesworld.md): half of the examples show, under the hole, a
-  counterfactual source object that differs from the hole's content exactly in the attributes
-  the caption names;
+* input image: ``inpaint_input="pairs"`` (the default, the shipped model's recipe): half of the
+  examples show, under the hole, a counterfactual *source* object that keeps the attributes the
+  caption does not name and (mostly, 3/4 per attribute) differs in those it names; the other half
+  are blanked as in GLIDE. This makes the model an editing model that can use the original object
+  — what CCF's "original image as input" needs. ``inpaint_input="masked"`` is GLIDE's recipe (the
+  image is always multiplied by the keep mask, so the model never sees the pixels under the hole);
+  with it CCF reached only 62–69 % target success (docs/shapesworld.md). Both train a model with
+  ``mask_inpaint_input=False``, so at sampling time CCF's original image does reach it (as in the
+  authors' modified GLIDE);
 * loss: GLIDE's hybrid objective (Nichol & Dhariwal 2021): L_simple = ‖ε − ε_θ(x_t, t)‖² plus
   L_vlb for the learned-range variance (KL(q(x_{t−1}|x_t, x_0) ‖ p_θ(x_{t−1}|x_t)) with the mean
   frozen, the discretised Gaussian decoder NLL at t = 0; in bits), weighted 1 in the hole and
@@ -116,13 +118,16 @@ def _caption(rng: np.random.Generator, scene: Scene, i: int, p_drop: float) -> s
 
 
 def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str) -> np.ndarray:
-    """The scene with object ``i`` replaced by a source object that differs from it exactly in
-    the attributes ``caption`` names (same box, same unnamed attributes)."""
+    """The scene with object ``i`` replaced by a source object in the same box that keeps every
+    attribute ``caption`` does not name, and differs (with probability 3/4 each) in those it names."""
     from .scenes import parse_text
 
     o, named = scene.objects[i], parse_text(caption).named
-    colour = str(rng.choice([c for c in COLOURS if c != o.colour])) if "colour" in named else o.colour
-    shape = str(rng.choice([s for s in SHAPES if s != o.shape])) if "shape" in named else o.shape
+    colour, shape = o.colour, o.shape
+    if "colour" in named and rng.random() < 0.75:
+        colour = str(rng.choice([c for c in COLOURS if c != o.colour]))
+    if "shape" in named and rng.random() < 0.75:
+        shape = str(rng.choice([s for s in SHAPES if s != o.shape]))
     return scene.with_object(i, colour, shape, rng).image
 
 
@@ -138,7 +143,7 @@ def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: floa
             return scene.image, None, hole, ""
     i = int(rng.integers(len(scene.objects)))
     o = scene.objects[i]
-    if rng.random() < 0.4:
+    if rng.random() < 0.15:
         hole = dilate_np(o.mask, int(rng.integers(0, 3)))
     else:
         hole = dilate_np(_containing_hole(rng, o, str(rng.choice(SHAPES)), size), int(rng.integers(0, 2)))
@@ -270,9 +275,9 @@ def _save_weights(path: Path, model, meta: dict) -> None:
     torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, path)
 
 
-def train_inpaint(out_dir: str | Path, *, steps: int = 6000, minutes: float | None = 45.0, batch_size: int = 32,
+def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | None = 38.0, batch_size: int = 32,
                   lr: float = 1e-3, ema: float = 0.999, device="cpu", seed: int = 0, resume: bool = False,
-                  inpaint_input: InpaintInput = "masked", save_every: int = 250, threads: int | None = None,
+                  inpaint_input: InpaintInput = "pairs", save_every: int = 250, threads: int | None = None,
                   progress: bool = True) -> Path:
     """Train the tiny GLIDE inpainting model; returns the path of ``inpaint.pt`` (EMA weights).
 
@@ -406,7 +411,7 @@ def _text_attrs(text: str) -> tuple[str | None, str | None]:
     return next((w for w in words if w in COLOURS), None), next((w for w in words if w in SHAPES), None)
 
 
-def train_ranker(out_dir: str | Path, *, steps: int = 1500, batch_size: int = 128, lr: float = 2e-3, device="cpu",
+def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64, lr: float = 2e-3, device="cpu",
                  seed: int = 0, progress: bool = True) -> Path:
     """Contrastive training of the tiny CLIP on crops ↔ texts. Each step scores the batch's crops
     against all 23 ShapesWorld descriptions; every description the crop's object satisfies is a
@@ -468,14 +473,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``romlib shapes-train``."""
     p.add_argument("--out", default="shapes_train", help="output folder for weights, checkpoints and loss curves")
     p.add_argument("--what", choices=["all", "inpaint", "ranker"], default="all", help="which model(s) to train")
-    p.add_argument("--steps", type=int, default=6000, help="inpainting training steps (default 6000)")
-    p.add_argument("--minutes", type=float, default=45.0, help="stop inpainting training after this many minutes (default 45)")
+    p.add_argument("--steps", type=int, default=4500, help="inpainting training steps (default 4500)")
+    p.add_argument("--minutes", type=float, default=38.0, help="stop inpainting training after this many minutes (default 38)")
     p.add_argument("--batch-size", type=int, default=32, help="inpainting batch size (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="masked",
-                   help="masked: GLIDE's recipe, the hole is always blanked (default); pairs: half of the examples "
-                        "show a counterfactual source object under the hole")
-    p.add_argument("--ranker-steps", type=int, default=1500, help="ranker training steps (default 1500)")
+    p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="pairs",
+                   help="pairs: half of the examples show a counterfactual source object under the hole (default, "
+                        "the shipped model); masked: GLIDE's recipe, the hole is always blanked")
+    p.add_argument("--ranker-steps", type=int, default=1200, help="ranker training steps (default 1200)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
