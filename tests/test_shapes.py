@@ -197,7 +197,7 @@ def test_training_batch_and_loss():
     from romlib.shapes.train import _Arrays, hybrid_loss, inpaint_config, make_batch
 
     rng = np.random.default_rng(0)
-    b = make_batch(rng, 6)
+    b = make_batch(rng, 6, inpaint_input="masked")
     assert b["x0"].shape == (6, 3, 32, 32) and b["keep"].shape == (6, 1, 32, 32) and len(b["texts"]) == 6
     hole = b["keep"] == 0
     assert hole.any() and (b["inpaint_image"].masked_select(hole.expand(-1, 3, -1, -1)) == 0).all()  # GLIDE: blanked hole

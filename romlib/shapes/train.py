@@ -132,7 +132,7 @@ def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str
 
 
 def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: float = 0.1,
-                 inpaint_input: InpaintInput = "masked") -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
+                 inpaint_input: InpaintInput = "pairs") -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
     """One training example: ``(x0 uint8 [H, W, 3], source uint8 or None, hole bool [H, W], caption)``;
     ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0."""
     scene = make_scene(rng)
