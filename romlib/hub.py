@@ -37,6 +37,8 @@ __all__ = [
     "download",
     "load_checkpoint",
     "register",
+    "safe_load",
+    "UnsafeCheckpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -229,6 +231,49 @@ SAFE_GLOBALS: dict[str, Callable[[], Iterable[Any]]] = {
 }
 
 
+class UnsafeCheckpoint(RuntimeError):
+    """A checkpoint file that asks to run code when unpickled; it is refused, never executed."""
+
+
+def _blocked_global(err: Exception) -> str | None:
+    """The ``module.name`` a weights-only unpickler refused, or None for any other error.
+
+    torch 2.14 says "Unsupported global: GLOBAL x.y was not an allowed global by default" and
+    older releases "unsupported GLOBAL ... blocked"; both name the global after ``GLOBAL``."""
+    import re
+
+    text = str(err)
+    if "GLOBAL" not in text and "global" not in text.lower():
+        return None
+    m = re.search(r"GLOBAL\s+([\w.]+)", text)
+    return m.group(1) if m else None
+
+
+def safe_load(path: str | os.PathLike, *, map_location: Any = "cpu", allow: Iterable[str] = ()) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors and plain containers only.
+
+    A file that pickles anything else (a class, a function: code that would run on load) raises
+    :class:`UnsafeCheckpoint` naming that global; nothing in it is executed and the file is left
+    where it is. ``allow`` names extra plain types from :data:`SAFE_GLOBALS`."""
+    import pickle
+
+    import torch
+
+    unknown = [a for a in allow if a not in SAFE_GLOBALS]
+    if unknown:
+        raise ValueError(f"cannot allow {unknown}: only {sorted(SAFE_GLOBALS)} may be unpickled")
+    safe = [g for a in allow for g in SAFE_GLOBALS[a]()]
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        glob = _blocked_global(e)
+        if glob is None:
+            raise
+        raise UnsafeCheckpoint(f"refused: {path} asks to run code when loaded (GLOBAL {glob}); "
+                               "romlib reads weights only and did not execute it") from None
+
+
 def load_checkpoint(
     name_or_url: str,
     *,
@@ -247,19 +292,14 @@ def load_checkpoint(
     """
     import torch
 
-    unknown = [a for a in allow if a not in SAFE_GLOBALS]
-    if unknown:
-        raise ValueError(f"cannot allow {unknown}: only {sorted(SAFE_GLOBALS)} may be unpickled")
-    safe = [g for a in allow for g in SAFE_GLOBALS[a]()]
     for attempt in (0, 1):
         path = download(name_or_url, cache=cache, progress=progress)
         try:
-            with torch.serialization.safe_globals(safe):
-                obj = torch.load(path, map_location=map_location, weights_only=True)
+            obj = safe_load(path, map_location=map_location, allow=allow)
             break
+        except UnsafeCheckpoint:
+            raise  # not corruption: the file pickles code; never executed, never deleted
         except Exception as e:  # a damaged file can fail in many ways inside the unpickler
-            if "Unsupported global" in str(e):
-                raise  # not corruption: the file pickles a type we do not allow
             if attempt:
                 raise RuntimeError(f"{path} is unreadable even after a fresh download: {e}") from e
             log.warning("%s is unreadable (%s); removing it and downloading again", path, e)

@@ -45,11 +45,10 @@ def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
 
 def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
     """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode)."""
-    import torch
-
     from ..glide import GlideConfig, GlideUNet
+    from ..hub import safe_load
 
-    ckpt = torch.load(weights_path("inpaint.pt", weights_dir), map_location="cpu", weights_only=False)
+    ckpt = safe_load(weights_path("inpaint.pt", weights_dir))
     model = GlideUNet(GlideConfig(**ckpt["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}, strict=True)
     model.meta = ckpt.get("meta", {})
@@ -58,11 +57,10 @@ def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
 
 def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
     """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode."""
-    import torch
-
+    from ..hub import safe_load
     from .ranker import ShapesRanker
 
-    ckpt = torch.load(weights_path("ranker.pt", weights_dir), map_location="cpu", weights_only=False)
+    ckpt = safe_load(weights_path("ranker.pt", weights_dir))
     ranker = ShapesRanker()
     ranker.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()}, strict=True)
     ranker.meta = ckpt.get("meta", {})

@@ -306,7 +306,9 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     step, elapsed, rows = 0, 0.0, []
     ckpt = out / "inpaint_checkpoint.pt"
     if resume and ckpt.is_file():
-        c = torch.load(ckpt, map_location=device, weights_only=False)
+        from ..hub import safe_load
+
+        c = safe_load(ckpt, map_location=device)
         model.load_state_dict(c["model"]), ema_model.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
         step, elapsed, rows = c["step"], c["elapsed"], c["rows"]
         rng.bit_generator.state = c["rng"]
