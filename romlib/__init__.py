@@ -5,6 +5,10 @@ Import is cheap: torch and the models load only when used.  The main entry point
     import romlib as rl
     result = rl.edit("photo.jpg", "the red car", "a blue truck")   # real models (GPU)
     pipe = rl.ROMPipeline.from_pretrained("shapes")                 # embedded, offline backend
+
+The package's folders follow the pipeline (see docs/modules.md): ``segment`` → ``masks`` →
+``guidance`` + ``sampling`` (on the networks in ``models``) → ``rank`` → ``pipeline``; around them
+``hub`` (downloads), ``shapes`` (the embedded world), ``study`` (Table 1) and ``teach`` (notebooks).
 """
 __version__ = "0.1.0"
 
@@ -12,12 +16,22 @@ _LAZY = {
     "edit": "romlib.pipeline",
     "ROMPipeline": "romlib.pipeline",
     "EditResult": "romlib.pipeline",
+    "EditConfig": "romlib.config",
+    "METHODS": "romlib.guidance.methods",
 }
 
-
-_SUBMODULES = {"nb", "study", "toy", "viz", "masks", "guidance", "diffusion", "glide", "segment", "rank", "shapes",
-               "hub", "pipeline", "bench", "io", "adm", "noised_clip", "blended", "clip_guidance", "baselines", "speed",
-               "inpaint", "tokenizer", "backend", "backends", "testing", "mdetr"}
+# ``rl.<name>``: every module, by its short name (the notebooks say ``rl.nb``, ``rl.viz``, ``rl.study``).
+_SUBMODULES = {
+    "pipeline": "romlib.pipeline", "config": "romlib.config", "contracts": "romlib.contracts",
+    "backends": "romlib.backends", "segment": "romlib.segment", "masks": "romlib.masks", "rank": "romlib.rank",
+    "io": "romlib.io", "hub": "romlib.hub", "perf": "romlib.perf", "cli": "romlib.cli",
+    "guidance": "romlib.guidance", "sampling": "romlib.sampling", "models": "romlib.models",
+    "study": "romlib.study", "teach": "romlib.teach", "shapes": "romlib.shapes",
+    "diffusion": "romlib.sampling.diffusion", "inpaint": "romlib.sampling.inpaint",
+    "glide": "romlib.models.glide", "mdetr": "romlib.models.mdetr", "noised_clip": "romlib.models.noised_clip",
+    "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
+    "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
+}
 
 
 def __getattr__(name):
@@ -26,7 +40,7 @@ def __getattr__(name):
     if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name in _SUBMODULES:
-        return importlib.import_module(f"romlib.{name}")
+        return importlib.import_module(_SUBMODULES[name])
     raise AttributeError(f"module 'romlib' has no attribute {name!r}")
 
 

@@ -11,7 +11,7 @@ import logging
 
 import torch
 
-from .backend import Backend
+from .contracts import Backend
 
 __all__ = ["load", "NAMES"]
 
@@ -28,15 +28,17 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
 
         return load_backend(device=device)
     if name == "tiny":
+        from .models.tiny import tiny_backend
+
         return tiny_backend(device=device, baselines=baselines)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
 
 
 def _glide(device, dtype, progress, baselines) -> Backend:
-    from .glide import load_model
+    from .models.glide import load_model
     from .rank import load_clip_ranker
     from .segment import load_segmenter
-    from .tokenizer import GlideTokenizer
+    from .models.tokenizers import GlideTokenizer
 
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -44,7 +46,7 @@ def _glide(device, dtype, progress, baselines) -> Backend:
     ranker = load_clip_ranker(device=device)
     extras = {}
     if baselines:
-        from .baselines import load_baselines
+        from .guidance.baselines import load_baselines
 
         extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress)
     return Backend(
@@ -57,28 +59,3 @@ def _glide(device, dtype, progress, baselines) -> Backend:
         extras=extras,
     )
 
-
-def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
-    """Random tiny models of every stage, offline (segmenter, GLIDE pair, CLIP)."""
-    from .rank import tiny_clip_ranker
-    from .testing import tiny_glide, tiny_segmenter
-    from .tokenizer import ByteTokenizer
-
-    tok = ByteTokenizer()
-    ranker = tiny_clip_ranker(seed=seed)
-    extras = {}
-    if baselines:
-        from .baselines import tiny_baselines
-
-        extras = tiny_baselines(ranker=ranker, device=device, seed=seed)
-    return Backend(
-        name="tiny",
-        segmenter=tiny_segmenter(seed=seed, device=device),
-        base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
-        upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
-        tokenizer=tok,
-        ranker=ranker,
-        base_steps="10",
-        upsample_steps="5",
-        extras=extras,
-    )

@@ -111,7 +111,7 @@ def _run_download(args) -> int:
 
 
 def _run_bench(args) -> int:
-    from .bench import bench_command
+    from .perf import bench_command
 
     return bench_command(args)
 
@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
     p.set_defaults(func=_run_download)
 
-    from .bench import add_bench_args
+    from .perf import add_bench_args
     from .shapes.cli import add_bench_args as shapes_bench_args, add_train_args, bench_command, train_command
 
     p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .backend import NoObjectFound
+    from .contracts import NoObjectFound
     from .hub import CheckpointUnavailable
 
     try:

@@ -203,7 +203,7 @@ def download(
 ) -> Path:
     """Return the local path of a registry checkpoint (or URL), downloading it once.
 
-    Used by :func:`romlib.glide.load_model`, :func:`romlib.segment.load_segmenter` and the baselines.
+    Used by :func:`romlib.models.glide.load_model`, :func:`romlib.segment.load_segmenter` and the baselines.
     """
     ckpt = _resolve(name_or_url)
     root = Path(cache) if cache is not None else cache_dir()
@@ -290,7 +290,6 @@ def load_checkpoint(
     its weights under ``"model"``). A file that cannot be read is treated as corrupt: it is
     removed and fetched once more.
     """
-    import torch
 
     for attempt in (0, 1):
         path = download(name_or_url, cache=cache, progress=progress)

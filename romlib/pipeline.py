@@ -24,9 +24,9 @@ from typing import Any, Literal
 import torch
 
 from . import masks as M
-from .backend import Backend, Segmentation
-from .diffusion import create_diffusion
-from .guidance import RULES
+from .contracts import Backend, Segmentation
+from .sampling.diffusion import create_diffusion
+from .guidance.cfg import RULES
 from .io import load_image, load_mask, to_pil, to_tensor
 from .rank import RankMode, rank_samples
 
@@ -133,7 +133,7 @@ class EditResult:
 
     def grid(self, top: int = 4):
         """Input, mask overlay and the ``top`` edits (a matplotlib Figure)."""
-        from .viz import edit_grid
+        from .teach.viz import edit_grid
 
         return edit_grid(self, top=top)
 
@@ -176,7 +176,7 @@ class Prepared:
 
 
 class ROMPipeline:
-    """Loads a :class:`~romlib.backend.Backend` once and runs :meth:`edit` on any number of images."""
+    """Loads a :class:`~romlib.contracts.Backend` once and runs :meth:`edit` on any number of images."""
 
     def __init__(self, backend: Backend, device=None):
         self.backend = backend
@@ -266,8 +266,8 @@ class ROMPipeline:
         """Every base-sampling step of one sample, with the guidance branches (notebooks' scrubber):
         a list of ``{"t", "x_t", "pred_xstart", "eps_cond", "eps_base", "eps"}`` ([3, S, S] each;
         ``eps_cond`` = ε(x_t|c_target), ``eps_base`` = ε(x_t|∅) for CF or ε(x_t|c_ref) for CCF)."""
-        from .diffusion import sample_generators
-        from .inpaint import prepare_base, sample_base_progressive
+        from .sampling.diffusion import sample_generators
+        from .sampling.inpaint import prepare_base, sample_base_progressive
 
         if guidance not in RULES:
             raise ValueError(f"trace supports the classifier-free rules {sorted(RULES)}, not {guidance!r}")
@@ -287,7 +287,7 @@ class ROMPipeline:
         """The same image, mask and seeds under several guidance rules (paper Fig. 4 and 6): one
         call, one figure. The mask is computed once (or given) and shared by every rule; rules
         whose models the backend lacks are skipped with a warning. Returns ``(results, figure)``."""
-        from .viz import comparison_grid
+        from .teach.viz import comparison_grid
 
         if kwargs.get("mask") is None:
             kwargs["mask"] = self.prepare(image, ref, dilation=1, threshold=kwargs.get("threshold", 0.5),
@@ -399,7 +399,7 @@ class ROMPipeline:
 
     def _sample(self, guidance, image_base, keep_base, image_frame, keep_frame, ref, target, scale, samples, steps, seed,
                 batch_size, progress, use_up, temperature, timings):
-        from .inpaint import prepare_base, sample_base, sample_upsample
+        from .sampling.inpaint import prepare_base, sample_base, sample_upsample
 
         b = self.backend
         if guidance == "blended":

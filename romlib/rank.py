@@ -22,8 +22,7 @@ import torch.nn.functional as F
 
 from .masks import box_to_pixels, enlarge_box
 
-__all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
-           "tiny_clip_ranker"]
+__all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker"]
 
 RankMode = Literal["local", "masked", "none"]
 
@@ -89,7 +88,7 @@ def rank_samples(ranker, images: torch.Tensor, target: str, mode: RankMode = "lo
 
 
 class ClipRanker:
-    """An open_clip model as a :class:`romlib.backend.Ranker`."""
+    """An open_clip model as a :class:`romlib.contracts.Ranker`."""
 
     MEAN = (0.48145466, 0.4578275, 0.40821073)
     STD = (0.26862954, 0.26130258, 0.27577711)
@@ -122,15 +121,3 @@ def load_clip_ranker(device="cpu", model_name: str = "ViT-B-16", pretrained: str
     return ClipRanker(model, open_clip.get_tokenizer(model_name), image_size=model.visual.image_size[0]
                       if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size, normalize=normalize)
 
-
-def tiny_clip_ranker(seed: int = 0, image_size: int = 32) -> ClipRanker:
-    """A random-weight CLIP of the same family (open_clip ``CLIP``) for tests; offline."""
-    import open_clip
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg=dict(image_size=image_size, patch_size=8, width=64, layers=2, head_width=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-    ).eval().requires_grad_(False)
-    return ClipRanker(model, open_clip.get_tokenizer("ViT-B-16"), image_size=image_size)

@@ -1,7 +1,7 @@
 """Referring segmentation with MDETR (PhraseCut): which pixels does "the red car" refer to?
 
 :func:`load_segmenter` downloads the official checkpoint once (through :mod:`romlib.hub`), loads it
-strictly into our :class:`romlib.mdetr.MDETRSegmentation` and fetches RoBERTa's tokenizer from the
+strictly into our :class:`romlib.models.mdetr.MDETRSegmentation` and fetches RoBERTa's tokenizer from the
 Hugging Face hub; :meth:`MDETRSegmenter.segment` does what the authors' code does around the model:
 
 * preprocessing: the whole image, shorter side resized to 800 (bilinear, as ``T.Resize(800)``),
@@ -22,8 +22,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .backend import NoObjectFound, Segmentation
-from .mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
+from .contracts import NoObjectFound, Segmentation
+from .models.mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
 
 __all__ = ["MDETRSegmenter", "create_model", "load_segmenter", "build_from_state_dict", "roberta_tokenizer",
            "Segmentation", "NoObjectFound", "DEFAULT_MIN_SCORE", "MIN_SIDE"]
@@ -119,7 +119,7 @@ def _check_unit(name: str, value, low_open: bool) -> float:
 
 
 class MDETRSegmenter:
-    """A :class:`romlib.backend.Segmenter`: an MDETR segmentation model and its RoBERTa tokenizer.
+    """A :class:`romlib.contracts.Segmenter`: an MDETR segmentation model and its RoBERTa tokenizer.
 
     ``size``: the shorter image side the model sees (800, as the authors). The backbone runs in
     channels-last memory layout (about 25 % faster on the CPU; same numbers up to rounding).

@@ -1,53 +1,14 @@
-"""Tiny random-weight models for tests, CPU benchmarks and docs (same architectures, toy sizes).
-
-Used by ``tests/``, ``romlib bench`` on the CPU, and the pipeline's ``from_pretrained("tiny")``.
+"""Test helpers: where the reference fixtures live (``../shared/reference``) and the GPT-2 tokenizer
+built from their vocabulary copies. Only tests import this module; tiny models are in
+:mod:`romlib.models.tiny`.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import torch
 
-__all__ = ["tiny_glide_config", "tiny_glide", "randomize_", "reference_dir", "reference_tokenizer", "tiny_roberta_tokenizer",
-           "tiny_mdetr_config", "tiny_segmenter", "randomize_buffers_"]
-
-
-def tiny_glide_config(kind: str = "base-inpaint", n_vocab: int = 50257, text_ctx: int = 16):
-    """A small GLIDE config of the same family (about 1 M parameters)."""
-    from .glide import GlideConfig
-
-    common = dict(text_ctx=text_ctx, xf_width=32, xf_layers=1, xf_heads=2, model_channels=32, num_res_blocks=1,
-                  num_head_channels=16, n_vocab=n_vocab, inpaint=True, mask_inpaint_input=False, dropout=0.0)
-    if kind == "base-inpaint":
-        return GlideConfig(**common, channel_mult=(1, 1, 2, 2), attention_resolutions=(4, 8), image_size=64)
-    if kind == "upsample-inpaint":
-        return GlideConfig(**common, channel_mult=(1, 1, 1, 1, 2, 2), attention_resolutions=(16, 32), image_size=256,
-                           super_res=True)
-    raise ValueError(f"unknown kind {kind!r}")
-
-
-def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torch.nn.Module:
-    """Redraw every parameter from N(0, std²) (norm gains around 1), deterministically."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            r = torch.randn(p.shape, generator=g) * std
-            if p.ndim == 1 and ("norm" in name or "ln" in name or name.endswith("in_layers.0.weight")
-                                or name.endswith("out_layers.0.weight") or name.startswith("out.0")):
-                r = r + (1.0 if name.endswith("weight") else 0.0)
-            p.copy_(r.to(p.dtype))
-    return model
-
-
-def tiny_glide(kind: str = "base-inpaint", seed: int = 0, **overrides):
-    """A tiny random-weight GLIDE inpainting model (``kind``: base-inpaint or upsample-inpaint)."""
-    from .glide import GlideConfig, GlideUNet
-
-    cfg = tiny_glide_config(kind)
-    if overrides:
-        cfg = GlideConfig(**{**cfg.to_dict(), **overrides})
-    return randomize_(GlideUNet(cfg), seed).eval().requires_grad_(False)
+__all__ = ["reference_dir", "reference_tokenizer"]
 
 
 def reference_dir() -> Path | None:
@@ -64,83 +25,10 @@ def reference_dir() -> Path | None:
 
 def reference_tokenizer():
     """GLIDE's GPT-2 tokenizer from the reference copies of its vocabulary (offline)."""
-    from .tokenizer import GlideTokenizer
+    from .models.tokenizers import GlideTokenizer
 
     ref = reference_dir()
     if ref is None:
         raise FileNotFoundError("the reference folder ../shared/reference is not available")
     return GlideTokenizer.from_files(ref / "encoder.json.gz", ref / "vocab.bpe.gz")
 
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map of the 256 bytes to printable characters (RoBERTa's byte-level BPE)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    chars, extra = dict(zip(printable, printable)), 0
-    for b in range(256):
-        if b not in chars:
-            chars[b] = 256 + extra
-            extra += 1
-    return {b: chr(c) for b, c in sorted(chars.items())}
-
-
-def tiny_roberta_tokenizer():
-    """An offline RoBERTa-style tokenizer: byte-level BPE over the 256 bytes with a few merges,
-    the usual special tokens (``<s>`` 0, ``<pad>`` 1, ``</s>`` 2), 267 ids in all."""
-    import json
-    import tempfile
-
-    from transformers import RobertaTokenizer
-
-    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
-    for ch in _bytes_to_unicode().values():
-        vocab[ch] = len(vocab)
-    merges = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("Ġ", "r"), ("e", "d"), ("Ġr", "ed")]
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    vocab["<mask>"] = len(vocab)
-    with tempfile.TemporaryDirectory() as tmp:  # vocab.json + merges.txt: the form every transformers reads
-        (Path(tmp) / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
-        (Path(tmp) / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges),
-                                              encoding="utf-8")
-        return RobertaTokenizer(str(Path(tmp) / "vocab.json"), str(Path(tmp) / "merges.txt"))
-
-
-def tiny_mdetr_config():
-    """A small MDETR of the same family (about 1 M parameters): timm's ``test_efficientnet``
-    backbone, width 128, 2 + 2 transformer layers, 10 queries, a 2-layer RoBERTa of width 32
-    reading at most 30 tokens, 267-token vocabulary (:func:`tiny_roberta_tokenizer`)."""
-    from .mdetr import MDETRConfig
-
-    text = dict(vocab_size=267, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                hidden_act="gelu", max_position_embeddings=32, type_vocab_size=1, layer_norm_eps=1e-5,
-                pad_token_id=1, bos_token_id=0, eos_token_id=2)
-    return MDETRConfig(backbone="test_efficientnet", hidden_dim=128, nheads=8, enc_layers=2, dec_layers=2,
-                       dim_feedforward=256, num_queries=10, text_encoder=text)
-
-
-def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Draw frozen batch-norm statistics and affine terms (γ ≈ 1, β ≈ 0, μ ≈ 0, σ² ∈ [0.5, 1.5])."""
-    from .mdetr import FrozenBatchNormAct2d
-
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, FrozenBatchNormAct2d):
-            n = m.weight.shape[0]
-            m.weight.copy_(1 + 0.1 * torch.randn(n, generator=g))
-            m.bias.copy_(0.1 * torch.randn(n, generator=g))
-            m.running_mean.copy_(0.1 * torch.randn(n, generator=g))
-            m.running_var.copy_(0.5 + torch.rand(n, generator=g))
-    return model
-
-
-def tiny_segmenter(seed: int = 0, device="cpu", size: int = 800):
-    """A random tiny MDETR segmenter with an offline tokenizer (tests, the ``tiny`` backend)."""
-    from .mdetr import MDETRSegmentation
-    from .segment import MDETRSegmenter
-
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        model = MDETRSegmentation(tiny_mdetr_config())
-    with torch.no_grad():
-        randomize_buffers_(model, seed)
-    return MDETRSegmenter(model.eval().requires_grad_(False).to(device), tiny_roberta_tokenizer(), size=size)

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from romlib import adm
-from romlib.blended import (AugmentParams, BackgroundBlend, BlendedGuidance, ImageAugmentations, blended_sample,
+from romlib.models import adm
+from romlib.guidance.blended import (AugmentParams, BackgroundBlend, BlendedGuidance, ImageAugmentations, blended_sample,
                             blended_sample_progressive, range_loss)
-from romlib.clip_guidance import prepare_clip_base
-from romlib.diffusion import create_diffusion, sample_generators
-from romlib.glide import GlideUNet, build_model
-from romlib.inpaint import sample_base
+from romlib.guidance.clip import prepare_clip_base
+from romlib.sampling.diffusion import create_diffusion, sample_generators
+from romlib.models.glide import GlideUNet, build_model
+from romlib.sampling.inpaint import sample_base
 from romlib.masks import to_keep_mask
-from romlib.noised_clip import ClipTokenizer, NoisedClip, NoisedClipConfig, create_noised_clip, tiny_noised_clip
-from romlib.rank import ClipRanker, tiny_clip_ranker
-from romlib.testing import tiny_glide
-from romlib.tokenizer import ByteTokenizer, TextTokenizer
+from romlib.models.noised_clip import ClipTokenizer, NoisedClip, NoisedClipConfig, create_noised_clip
+from romlib.models.tiny import tiny_adm, tiny_clip_ranker, tiny_glide, tiny_noised_clip
+from romlib.rank import ClipRanker
+from romlib.models.tokenizers import ByteTokenizer, TextTokenizer
 
 FIX = Path(__file__).parent / "fixtures" / "baselines"
 
@@ -72,7 +72,7 @@ def test_clip_tokenizer_gives_glide_clip_ids():
 @pytest.fixture(scope="module")
 def clip_golden():
     g = _load("noised_clip_golden.pt")
-    from romlib.noised_clip import ByteClipTokenizer
+    from romlib.models.noised_clip import ByteClipTokenizer
 
     model = NoisedClip(NoisedClipConfig(**g["config"]), tokenizer=ByteClipTokenizer()).eval()
     model.image_encoder.load_state_dict(_f32(g["image_state"]), strict=True)
@@ -183,7 +183,7 @@ def test_adm_fp16_layers_and_gradient_checkpointing(adm_golden):
         grads.append(x.grad.clone())
     model.gradient_checkpointing = False
     assert torch.allclose(grads[0], grads[1], rtol=1e-5, atol=1e-6)
-    half = adm.tiny_adm(32).convert_to_fp16()
+    half = tiny_adm(32).convert_to_fp16()
     assert half.input_blocks[0][0].weight.dtype == torch.float16
     assert half.input_blocks[1][0].emb_layers[1].weight.dtype == torch.float32  # as guided-diffusion
     assert half.out[2].weight.dtype == torch.float32 and half.time_embed[0].weight.dtype == torch.float32
@@ -327,7 +327,7 @@ def test_tiny_clip_guided_glide_end_to_end():
 
 
 def test_tiny_blended_end_to_end():
-    model = adm.tiny_adm(32)
+    model = tiny_adm(32)
     model.gradient_checkpointing = True
     clip = tiny_clip_ranker(image_size=16)
     image, keep = _scene(32)

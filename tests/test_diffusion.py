@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from romlib.diffusion import create_diffusion, get_named_beta_schedule, space_timesteps, sample_generators
+from romlib.sampling.diffusion import create_diffusion, get_named_beta_schedule, space_timesteps, sample_generators
 
 CASES = {"squaredcos_cap_v2_100": ("squaredcos_cap_v2", "100"), "linear_fast27": ("linear", "fast27"),
          "squaredcos_cap_v2_25": ("squaredcos_cap_v2", "25")}

@@ -4,8 +4,8 @@ import logging
 import pytest
 import torch
 
-from romlib.glide import GlideConfig, build_model, create_model
-from romlib.testing import tiny_glide
+from romlib.models.glide import GlideConfig, build_model, create_model
+from romlib.models.tiny import tiny_glide
 
 
 @pytest.mark.parametrize("name,entries,params", [("base-inpaint", 783, 385_037_638), ("upsample-inpaint", 797, 398_368_198)])

@@ -3,10 +3,10 @@ import time
 import pytest
 import torch
 
-from romlib.diffusion import create_diffusion
-from romlib.guidance import RULES, guided_eps, known_region_fn
-from romlib.inpaint import encode_prompts, prepare_base, sample_base
-from romlib.testing import tiny_glide
+from romlib.sampling.diffusion import create_diffusion
+from romlib.guidance.cfg import RULES, guided_eps, known_region_fn
+from romlib.sampling.inpaint import encode_prompts, prepare_base, sample_base
+from romlib.models.tiny import tiny_glide
 
 
 @pytest.fixture(scope="module")

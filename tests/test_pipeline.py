@@ -6,11 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-from romlib.backend import Backend, Segmentation
+from romlib.contracts import Backend, Segmentation
 from romlib.pipeline import ROMPipeline, _square_region
-from romlib.rank import tiny_clip_ranker
-from romlib.testing import tiny_glide
-from romlib.tokenizer import ByteTokenizer
+from romlib.models.tiny import tiny_clip_ranker, tiny_glide
+from romlib.models.tokenizers import ByteTokenizer
 
 
 class BoxSegmenter:
@@ -102,7 +101,7 @@ def test_user_mask_replaces_segmentation(pipe, image):
 
 
 def test_default_scale_comes_from_the_backend(pipe, image, monkeypatch):
-    from romlib.guidance import DEFAULT_SCALE
+    from romlib.guidance.cfg import DEFAULT_SCALE
 
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
     assert r.settings["scale"] == DEFAULT_SCALE["ccf"] == 15.0  # the paper's

@@ -1,4 +1,4 @@
-"""romlib.segment / romlib.mdetr: checkpoint layout, numerical equivalence with the reference MDETR
+"""romlib.segment / romlib.models.mdetr: checkpoint layout, numerical equivalence with the reference MDETR
 (tests/fixtures/mdetr, see its README), loading, and `segment` on a tiny random model with bad inputs."""
 import argparse
 import json
@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 from romlib import hub
-from romlib.backend import NoObjectFound, Segmentation
-from romlib.mdetr import LEGACY_KEYS, MDETRConfig, official_config
+from romlib.contracts import NoObjectFound, Segmentation
+from romlib.models.mdetr import LEGACY_KEYS, MDETRConfig, official_config
 from romlib.segment import MIN_SIDE, MDETRSegmenter, build_from_state_dict, create_model, load_segmenter
-from romlib.testing import tiny_mdetr_config, tiny_roberta_tokenizer, tiny_segmenter
+from romlib.models.tiny import tiny_mdetr_config, tiny_roberta_tokenizer, tiny_segmenter
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mdetr" / "mdetr_tiny_golden.pt"
 LEGACY = LEGACY_KEYS[0]
@@ -71,7 +71,7 @@ def test_r101_variant_has_torchvision_resnet101_names():
 
 
 def test_frozen_batchnorm_keeps_the_activation():
-    from romlib.mdetr import FrozenBatchNormAct2d, MDETRSegmentation
+    from romlib.models.mdetr import FrozenBatchNormAct2d, MDETRSegmentation
 
     with torch.device("meta"):
         model = MDETRSegmentation(official_config("phrasecut-eb3"))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from romlib.backend import NoObjectFound, Ranker, Segmentation, Segmenter
+from romlib.contracts import NoObjectFound, Ranker, Segmentation, Segmenter
 from romlib.shapes import scenes as S
 from romlib.shapes.oracle import colour_labels, describe_region, judge, object_region
 from romlib.shapes.segmenter import ShapesSegmenter
@@ -192,8 +192,8 @@ def test_pipeline_edit_on_shapes(backend):
 
 # ----------------------------------------------------------------------------- training and benchmark
 def test_training_batch_and_loss():
-    from romlib.diffusion import GaussianDiffusion, get_named_beta_schedule
-    from romlib.glide import GlideUNet
+    from romlib.sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
+    from romlib.models.glide import GlideUNet
     from romlib.shapes.train import _Arrays, hybrid_loss, inpaint_config, make_batch
 
     rng = np.random.default_rng(0)

@@ -18,7 +18,7 @@ def pipe():
 
 @pytest.fixture(scope="module")
 def cats(pipe):
-    from romlib.nb import example
+    from romlib.teach.nb import example
 
     return example(pipe, 0)[0]
 

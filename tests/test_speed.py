@@ -2,13 +2,13 @@ import logging
 
 import torch
 
-from romlib.bench import format_bench, forward_gflop, run_bench
-from romlib.diffusion import create_diffusion
-from romlib.glide import create_model
-from romlib.inpaint import prepare_base, sample_base
-from romlib.speed import accelerate
-from romlib.testing import tiny_glide
-from romlib.tokenizer import ByteTokenizer
+from romlib.perf import format_bench, forward_gflop, run_bench
+from romlib.sampling.diffusion import create_diffusion
+from romlib.models.glide import create_model
+from romlib.sampling.inpaint import prepare_base, sample_base
+from romlib.perf import accelerate
+from romlib.models.tiny import tiny_glide
+from romlib.models.tokenizers import ByteTokenizer
 
 
 def _small(seed=0):

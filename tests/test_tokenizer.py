@@ -24,7 +24,7 @@ def test_batch_tensors(gpt2_tokenizer):
 
 
 def test_missing_vocab_file_is_named(tmp_path):
-    from romlib.tokenizer import GlideTokenizer
+    from romlib.models.tokenizers import GlideTokenizer
 
     with pytest.raises(FileNotFoundError, match="nope.json"):
         GlideTokenizer.from_files(tmp_path / "nope.json", tmp_path / "merges.txt")

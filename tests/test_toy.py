@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from romlib.toy import ToyWorld, guidance_vectors, plot_guidance_field, toy_sample, train_toy
+from romlib.teach.toy import ToyWorld, guidance_vectors, plot_guidance_field, toy_sample, train_toy
 
 
 @pytest.fixture(scope="module")

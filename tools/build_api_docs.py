@@ -11,11 +11,18 @@ import inspect
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["romlib.pipeline", "romlib.backend", "romlib.backends", "romlib.segment", "romlib.mdetr", "romlib.masks",
-           "romlib.guidance", "romlib.inpaint", "romlib.diffusion", "romlib.glide", "romlib.tokenizer", "romlib.rank",
-           "romlib.noised_clip", "romlib.clip_guidance", "romlib.adm", "romlib.blended", "romlib.baselines", "romlib.hub",
-           "romlib.io", "romlib.viz", "romlib.nb", "romlib.toy", "romlib.study", "romlib.study_session", "romlib.speed", "romlib.bench",
-           "romlib.shapes", "romlib.testing", "romlib.cli"]
+
+def _modules() -> list[str]:
+    """Every module of the package that declares ``__all__``, in the order of docs/modules.md's tree."""
+    import pkgutil
+
+    import romlib
+
+    names = ["romlib"] + [m.name for m in pkgutil.walk_packages(romlib.__path__, "romlib.")]
+    return [n for n in names if "__all__" in vars(importlib.import_module(n))]
+
+
+MODULES = _modules()
 
 
 def _doc(obj) -> str:

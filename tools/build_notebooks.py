@@ -123,7 +123,7 @@ NOTEBOOKS["02_referring_masks"] = header(
     ("md", "## Failure cases\n\nA phrase that matches nothing raises `NoObjectFound` with the best score and box — "
            "unless you ask for the best query anyway (what the authors' code always did), or give a mask yourself."),
     ("code", "phrase = rl.nb.missing_phrase(pipe, image)\ntry:\n    pipe.segment(image, phrase, min_score=0.5)\n"
-             "except rl.backend.NoObjectFound as e:\n    print(e)\n"
+             "except rl.contracts.NoObjectFound as e:\n    print(e)\n"
              "best = pipe.segment(image, phrase, best_anyway=True)\nprint('best anyway: score', round(best.score, 3))"),
 ]
 

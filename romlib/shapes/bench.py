@@ -4,7 +4,7 @@ A fixed set of edit cases (:func:`make_cases`, deterministic in ``seed``): a sce
 an unambiguous referring expression, and a target text that changes at least one attribute —
 "a blue square" (both named, half the cases), "a square" (shape only, a quarter) or "a blue
 shape" (colour only, a quarter). Every method samples B edits per case through
-:func:`romlib.inpaint.prepare_base` under its guidance rule, on the *true* object mask
+:func:`romlib.sampling.inpaint.prepare_base` under its guidance rule, on the *true* object mask
 dilated by ``k`` (the segmenter's accuracy on the same cases is reported apart), with the same
 noise for every method (sample i of case c always starts from the same seed).
 
@@ -111,14 +111,14 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
 def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: list[np.ndarray], *, rule: str,
                  scale: float, samples: int, seed: int = 0, plain: bool = False, batch_rows: int = 96,
                  progress: bool = False, desc: str = "") -> torch.Tensor:
-    """B samples per case [n_cases, B, 3, H, W] in [-1, 1]: :func:`romlib.inpaint.prepare_base`
+    """B samples per case [n_cases, B, 3, H, W] in [-1, 1]: :func:`romlib.sampling.inpaint.prepare_base`
     per case, with the cases stacked into one batch for speed (each row keeps its own prompts,
     images, masks and noise). ``plain``: an empty target (plain inpainting)."""
     from tqdm.auto import tqdm
 
-    from ..diffusion import sample_generators
-    from ..guidance import GuidedModel, known_region_fn
-    from ..inpaint import prepare_base
+    from ..sampling.diffusion import sample_generators
+    from ..guidance.cfg import GuidedModel, known_region_fn
+    from ..sampling.inpaint import prepare_base
     from ..masks import to_keep_mask
 
     device = next(model.parameters()).device
@@ -223,7 +223,7 @@ def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, sa
     CCF's best scale in the grid (``dilations=()`` skips the ablation). Identical rules (CF and
     CCF-direction at s = 1, CCF and CF-original at s = 1) are sampled once.
     """
-    from ..diffusion import create_diffusion
+    from ..sampling.diffusion import create_diffusion
     from . import load_backend
 
     bad = [m for m in methods if m not in METHODS]

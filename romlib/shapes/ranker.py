@@ -11,7 +11,7 @@ It is trained contrastively (:func:`romlib.shapes.train.train_ranker`) on exactl
 ranking sees (:func:`romlib.rank.ranking_inputs`, local and masked crops, blurred and noised to
 look like samples) against the object's description, with every text that describes the crop's
 object counted as a positive (several crops in a batch can be "a circle"). It never calls the
-oracle. It satisfies :class:`romlib.backend.Ranker`.
+oracle. It satisfies :class:`romlib.contracts.Ranker`.
 """
 from __future__ import annotations
 

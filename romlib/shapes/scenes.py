@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..tokenizer import TextTokenizer
+from ..models.tokenizers import TextTokenizer
 
 __all__ = ["SIZE", "COLOURS", "SHAPES", "POSITIONS", "VOCAB", "Obj", "Scene", "make_scene", "render_shape",
            "render_background", "describe", "referring_expressions", "parse_text", "Parsed", "matches",

@@ -6,7 +6,7 @@
    candidate scored: × 1 for every named attribute it has, × 0.1 for every one it lacks; with
    a position ("on the left"), the extreme matching candidate keeps its score and the other
    matching ones get × 0.3 (as :func:`romlib.shapes.scenes.resolve` decides);
-4. the best candidate is returned as a :class:`romlib.backend.Segmentation` (its exact pixel
+4. the best candidate is returned as a :class:`romlib.contracts.Segmentation` (its exact pixel
    mask, tight box, score; every candidate's score and box), or :class:`NoObjectFound` is raised
    when the best score is below ``min_score`` (default 0.5) and ``best_anyway`` is False.
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..backend import NoObjectFound, Segmentation
+from ..contracts import NoObjectFound, Segmentation
 from .oracle import MIN_AREA, colour_labels, describe_component, label_components
 from .scenes import parse_text
 
@@ -53,7 +53,7 @@ def find_objects(image, min_area: int | None = None) -> list[dict]:
 
 
 class ShapesSegmenter:
-    """:class:`romlib.backend.Segmenter` for ShapesWorld scenes (rule-based, exact on renders)."""
+    """:class:`romlib.contracts.Segmenter` for ShapesWorld scenes (rule-based, exact on renders)."""
 
     default_min_score = 0.5
 

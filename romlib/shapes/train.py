@@ -1,6 +1,6 @@
 """Training the ShapesWorld models from scratch (``romlib shapes-train``).
 
-**Inpainting model** — romlib's own GLIDE inpainting UNet (:class:`romlib.glide.GlideUNet`) at a
+**Inpainting model** — romlib's own GLIDE inpainting UNet (:class:`romlib.models.glide.GlideUNet`) at a
 tiny size (:func:`inpaint_config`), trained as GLIDE's inpainting model was:
 
 * examples: a scene, a hole (edit region) around one object, and a caption of what is in the
@@ -45,6 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backend import WEIGHTS_DIR
 from .scenes import COLOURS, SHAPES, SIZE, Scene, WordTokenizer, describe, dilate_np, make_scene, referring_expressions, render_shape
 
 __all__ = ["inpaint_config", "make_batch", "hybrid_loss", "train_inpaint", "train_ranker", "ranker_batch", "plot_loss_curve",
@@ -52,7 +53,6 @@ __all__ = ["inpaint_config", "make_batch", "hybrid_loss", "train_inpaint", "trai
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 TEXT_CTX = 8
 InpaintInput = Literal["masked", "pairs"]
 
@@ -63,7 +63,7 @@ def inpaint_config():
     residual down/up-sampling blocks, the middle block and one decoder block per level), attention
     at 8×8, a 2-layer text transformer of width 64 over 8 word tokens;
     ``mask_inpaint_input=False`` (the ROM authors' modification, so CCF's original image reaches it)."""
-    from ..glide import GlideConfig
+    from ..models.glide import GlideConfig
 
     return GlideConfig(text_ctx=TEXT_CTX, xf_width=64, xf_layers=2, xf_heads=4, xf_final_ln=True, xf_padding=True,
                        model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=0, attention_resolutions=(4,),
@@ -286,8 +286,8 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     """
     from tqdm.auto import tqdm
 
-    from ..diffusion import GaussianDiffusion, get_named_beta_schedule
-    from ..glide import GlideUNet
+    from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
+    from ..models.glide import GlideUNet
 
     if inpaint_input not in ("masked", "pairs"):
         raise ValueError(f"inpaint_input must be 'masked' or 'pairs', got {inpaint_input!r}")

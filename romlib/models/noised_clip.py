@@ -25,7 +25,7 @@ over the real tokens, which is what we compute with ``scaled_dot_product_attenti
 CLIP guidance (paper eq. 4 with the noised CLIP as the classifier): the mean is shifted by
 Σ · s · ∇_x [exp(logit_scale) · z_i(x_t, t) · z_text], :meth:`NoisedClip.cond_fn`. The ROM
 authors' copy subtracts the referring prompt's embedding, z_text = z(c_target) − z(c_ref)
-(``ref_prompts``); their script always passes it, so :mod:`romlib.clip_guidance` does too.
+(``ref_prompts``); their script always passes it, so :mod:`romlib.guidance.clip` does too.
 
 Tokens: CLIP's own BPE (``bpe_simple_vocab_16e6.txt.gz``, 49,408 ids; the embedding table has
 65,536 rows), ``[start] + tokens[:75] + [end]`` padded with 0 to 77, with the length. The
@@ -44,8 +44,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = ["NoisedClipConfig", "NoisedClip", "NoisedClipImageEncoder", "NoisedClipTextEncoder", "ClipTokenizer",
-           "ByteClipTokenizer", "create_noised_clip", "load_noised_clip", "tiny_noised_clip_config",
-           "tiny_noised_clip"]
+           "ByteClipTokenizer", "create_noised_clip", "load_noised_clip"]
 
 # CLIP's pixel statistics on the 0..255 scale (the reference's constants)
 IMAGE_CHANNEL_MEANS = (122.77093945, 116.74601272, 104.09373519)
@@ -301,7 +300,7 @@ class NoisedClip(nn.Module):
 
     ``image_embeddings(x_t, t)`` and ``text_embeddings(prompts)`` are unit vectors;
     ``cond_fn(prompts, scale, ref_prompts)`` is the classifier-guidance gradient for
-    :meth:`romlib.diffusion.SpacedDiffusion.condition_mean`.
+    :meth:`romlib.sampling.diffusion.SpacedDiffusion.condition_mean`.
     """
 
     def __init__(self, cfg: NoisedClipConfig | None = None, tokenizer=None):
@@ -359,7 +358,7 @@ class NoisedClip(nn.Module):
         """``cond_fn(x_t, t, **model_kwargs) -> s · ∇_x [exp(logit_scale) · Σ_rows z_i(x_t, t) · z_text]``.
 
         One prompt (or one per batch row). ``t`` are the original timesteps, as
-        :meth:`~romlib.diffusion.SpacedDiffusion.condition_mean` passes them; the gradient is
+        :meth:`~romlib.sampling.diffusion.SpacedDiffusion.condition_mean` passes them; the gradient is
         taken with grad enabled even inside the sampler's ``torch.no_grad``.
         """
         z_text = self.guidance_direction(prompts, ref_prompts)
@@ -385,6 +384,8 @@ def create_noised_clip(*, device="cpu", config: NoisedClipConfig | str | None = 
     if config is None or config == "official":
         config = NoisedClipConfig()
     elif config == "tiny":
+        from .tiny import tiny_noised_clip_config
+
         config = tiny_noised_clip_config()
         tokenizer = tokenizer if tokenizer is not None else ByteClipTokenizer()
     elif not isinstance(config, NoisedClipConfig):
@@ -396,27 +397,10 @@ def create_noised_clip(*, device="cpu", config: NoisedClipConfig | str | None = 
 
 def load_noised_clip(*, device="cpu", progress: bool = True) -> NoisedClip:
     """Download (once) and load ``clip_image_enc.pt`` and ``clip_text_enc.pt`` strictly (float32, as the reference)."""
-    from . import hub
+    from .. import hub
 
     model = create_noised_clip(device="meta")
     for part, name in ((model.image_encoder, "glide/clip-image-enc"), (model.text_encoder, "glide/clip-text-enc")):
         part.load_state_dict(hub.load_checkpoint(name, progress=progress), strict=True, assign=True)
     return model.float().to(device).eval().requires_grad_(False)
 
-
-def tiny_noised_clip_config() -> NoisedClipConfig:
-    """Same family, toy sizes: 64×64 images in 16×16 patches, width 32, one block each, byte vocabulary."""
-    return NoisedClipConfig(image_size=64, patch_size=16, n_vocab=258, max_text_len=32, n_embd=32,
-                            n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16,
-                            n_head_image=2, n_xf_blocks_image=1)
-
-
-def tiny_noised_clip(seed: int = 0) -> NoisedClip:
-    """A tiny random-weight noised CLIP (every parameter redrawn; LayerNorm gains around 1)."""
-    model = create_noised_clip(config="tiny")
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * (0.1 if name.endswith(".g") else 0.3)
-                    + (1.0 if name.endswith(".g") else 0.0))
-    return model

@@ -1,4 +1,5 @@
-"""``romlib bench``: time the stages of one edit and report seconds, peak memory and TFLOP/s.
+"""Speed: :func:`accelerate` (channels-last, ``torch.compile``) and ``romlib bench``, which times the
+stages of one edit and reports seconds, peak memory and TFLOP/s.
 
 On a GPU it uses the official model sizes with random weights (timing does not depend on the
 weights, and nothing is downloaded); on the CPU tiny models of the same architectures, so that
@@ -8,12 +9,64 @@ the benchmark itself is tested in CI. The work per forward pass is counted with
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-__all__ = ["BenchRow", "run_bench", "format_bench", "forward_gflop", "add_bench_args", "bench_command"]
+__all__ = ["accelerate", "CompileMode", "BenchRow", "run_bench", "format_bench", "forward_gflop", "add_bench_args", "bench_command"]
+
+
+log = logging.getLogger(__name__)
+
+# Making GLIDE sampling fast without changing what it computes (issue: GPU speed).
+#
+# What the default path already does (``romlib.models.glide``, ``romlib.sampling.inpaint``):
+#
+# * half precision for exactly the layers the reference runs in half (``dtype=torch.float16``);
+# * ``scaled_dot_product_attention`` (flash / memory-efficient kernels) instead of einsum + softmax;
+# * the text transformer once per call (``encode_text`` → ``text_emb=``), on the distinct prompts only;
+# * both guidance branches in one forward pass; noise drawn once per sample.
+#
+# :func:`accelerate` adds what needs a GPU to pay off: channels-last memory format for the
+# convolutions, and ``torch.compile`` of the UNet body (``mode="reduce-overhead"`` adds CUDA
+# graphs, i.e. one launch per step). Compilation falls back to eager execution, with a warning,
+# wherever it is unavailable or fails.
+CompileMode = Literal["off", "default", "reduce-overhead", "max-autotune"]
+
+
+def accelerate(model, *, channels_last: bool | None = None, compile: CompileMode = "off"):
+    """Speed options for a :class:`romlib.models.glide.GlideUNet` (or any model with ``_core``), in place.
+
+    ``channels_last`` defaults to True on CUDA. ``compile`` wraps the model's body in
+    ``torch.compile`` (first call compiles: about a minute; worth it for many samples).
+    Returns the model.
+    """
+    device = next(model.parameters()).device
+    if channels_last is None:
+        channels_last = device.type == "cuda"
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    if compile != "off":
+        eager = model._forward
+        try:
+            compiled = torch.compile(eager, mode=compile, dynamic=False)
+        except Exception as e:  # e.g. no compiler toolchain, unsupported platform
+            log.warning("torch.compile unavailable (%s); running eagerly", e)
+            return model
+
+        def core(*args, **kwargs):
+            try:
+                return compiled(*args, **kwargs)
+            except Exception as e:  # a backend failure at the first call: keep working, eagerly
+                log.warning("torch.compile failed (%s: %s); falling back to eager execution", type(e).__name__, e)
+                model._core = eager
+                return eager(*args, **kwargs)
+
+        model._core = core
+    return model
 
 
 @dataclass
@@ -36,7 +89,7 @@ def forward_gflop(model, size: int, low_res: bool = False) -> float:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .glide import GlideUNet
+    from .models.glide import GlideUNet
 
     with torch.device("meta"):
         meta = GlideUNet(model.cfg)
@@ -70,16 +123,16 @@ def _timed(fn, device):
 
 
 def _models(device, tiny: bool, dtype):
-    from .glide import create_model
-    from .testing import tiny_glide
+    from .models.glide import create_model
+    from .models.tiny import tiny_glide
 
     if tiny:
-        from .tokenizer import ByteTokenizer
+        from .models.tokenizers import ByteTokenizer
 
         tok = ByteTokenizer()
         base, up = tiny_glide(n_vocab=tok.n_vocab), tiny_glide("upsample-inpaint", n_vocab=tok.n_vocab, seed=1)
     else:
-        from .tokenizer import ByteTokenizer
+        from .models.tokenizers import ByteTokenizer
 
         tok = ByteTokenizer()  # timing only: any tokenizer with ids < 50257 will do
         base, up = create_model("base-inpaint", device=device), create_model("upsample-inpaint", device=device)
@@ -93,9 +146,8 @@ def run_bench(device=None, *, batches=(4, 24), dtypes=("fp16", "fp32"), tiny: bo
               upsample_steps: str = "fast27", compile: str = "off", ranking: bool = True, progress: bool = False) -> list[BenchRow]:
     """Time base sampling (CCF, 2B images per step), upsampling and ranking for each batch size
     and dtype. ``tiny`` defaults to True on the CPU."""
-    from .diffusion import create_diffusion
-    from .inpaint import prepare_base, sample_base, sample_upsample
-    from .speed import accelerate
+    from .sampling.diffusion import create_diffusion
+    from .sampling.inpaint import prepare_base, sample_base, sample_upsample
 
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     tiny = device.type != "cuda" if tiny is None else tiny
@@ -135,7 +187,8 @@ def run_bench(device=None, *, batches=(4, 24), dtypes=("fp16", "fp32"), tiny: bo
 
 
 def _bench_ranking(device, tiny, batches) -> list[BenchRow]:
-    from .rank import ClipRanker, rank_samples, tiny_clip_ranker
+    from .models.tiny import tiny_clip_ranker
+    from .rank import ClipRanker, rank_samples
 
     if tiny:
         ranker = tiny_clip_ranker()

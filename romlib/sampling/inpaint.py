@@ -5,7 +5,7 @@ guidance rule of :mod:`romlib.guidance`; upsampler with ``fast27`` steps, the ta
 the masked 256×256 image, initial noise × 0.997, and the 64×64 samples rounded to 8-bit levels;
 the known region is forced through x̂_0 at every step in both stages.
 
-Noise comes from one generator per sample (:func:`romlib.diffusion.sample_generators`), so sample
+Noise comes from one generator per sample (:func:`romlib.sampling.diffusion.sample_generators`), so sample
 i is the same whatever the batch size, and every rule starts from the same seeds.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from .diffusion import SpacedDiffusion, randn, sample_generators
-from .guidance import DEFAULT_SCALE, RULES, GuidedModel, known_region_fn
+from ..guidance.cfg import DEFAULT_SCALE, RULES, GuidedModel, known_region_fn
 
 __all__ = ["BaseSetup", "prepare_base", "sample_base", "sample_base_progressive", "sample_upsample", "encode_prompts",
            "round_to_uint8_levels", "chunks"]
@@ -49,7 +49,7 @@ class BaseSetup:
     scale: float
     inpaint_image: torch.Tensor  # what the model sees (masked or original)
     info: dict = field(default_factory=dict)
-    cond_fn: Callable | None = None  # classifier (CLIP) guidance, romlib.clip_guidance
+    cond_fn: Callable | None = None  # classifier (CLIP) guidance, romlib.guidance.clip
 
 
 def prepare_base(model, tokenizer, *, image: torch.Tensor, keep_mask: torch.Tensor, target: str, ref: str,

@@ -74,9 +74,9 @@ class Ranker(Protocol):
 class Backend:
     """Everything :class:`~romlib.pipeline.ROMPipeline` needs.
 
-    ``base_model`` is a GLIDE-family inpainting UNet (:class:`romlib.glide.GlideUNet`) at
+    ``base_model`` is a GLIDE-family inpainting UNet (:class:`romlib.models.glide.GlideUNet`) at
     ``base_model.cfg.image_size``; ``upsampler`` the optional super-resolution inpainting UNet;
-    ``tokenizer`` a :class:`romlib.tokenizer.TextTokenizer` for both. ``base_schedule`` and
+    ``tokenizer`` a :class:`romlib.models.tokenizers.TextTokenizer` for both. ``base_schedule`` and
     ``upsample_schedule`` are ``(noise_schedule, diffusion_steps)`` of the trained models,
     ``base_steps`` / ``upsample_steps`` the default respacing. ``default_scales`` overrides
     :data:`romlib.guidance.DEFAULT_SCALE` (the paper's, tuned for GLIDE) for models trained
@@ -98,6 +98,6 @@ class Backend:
 
     def scale(self, guidance: str, scale: float | None = None) -> float:
         """``scale`` if given, else this backend's default for ``guidance`` (else the paper's)."""
-        from .guidance import DEFAULT_SCALE
+        from .guidance.cfg import DEFAULT_SCALE
 
         return float(scale if scale is not None else self.default_scales.get(guidance, DEFAULT_SCALE[guidance]))

@@ -68,7 +68,7 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     ax[0].set_title(f"input\nref: {result.settings['ref']!r}", fontsize=8)
     ax[1].imshow(overlay_mask(result.frame_input, result.edit_mask), interpolation="nearest")
     if result.rank_box is not None:
-        from .masks import enlarge_box
+        from ..masks import enlarge_box
 
         side = result.edit_mask.shape[-1]
         _box(ax[1], result.rank_box)

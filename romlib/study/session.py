@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .study import Rankings, _check_permutation, save_csv
+from .data import Rankings, _check_permutation, save_csv
 
 __all__ = ["StudyCase", "RankingSession"]
 
@@ -53,7 +53,7 @@ def _png(img) -> bytes:
     from PIL import Image
 
     if not isinstance(img, Image.Image):
-        from .viz import as_array
+        from ..teach.viz import as_array
 
         img = Image.fromarray(as_array(img))
     buf = io.BytesIO()
@@ -170,7 +170,7 @@ class RankingSession:
 
     def figure(self, case_id: str | None = None, size: float = 2.2):
         """A static figure of one blinded case (input, region, outputs A–D): what the widget shows."""
-        from .viz import image_row
+        from ..teach.viz import image_row
 
         c = self._case(case_id or self.next_case() or self.cases[0].case_id)
         imgs = [c.image] + ([c.region] if c.region is not None else []) + [im for _, im in self.blinded(c.case_id)]
@@ -242,7 +242,7 @@ class RankingSession:
     def show(self, *, figure: bool = True):
         """Display the session: the static text (and a figure of the next case) first, so a notebook read
         without a kernel shows something, then the widget when ipywidgets can render."""
-        from .nb import _show, widgets_available
+        from ..teach.nb import _show, widgets_available
 
         print(self.text())
         if figure:

@@ -1,7 +1,7 @@
 """The paper's baselines as pipeline plug-ins: ``guidance="clip"`` and ``guidance="blended"``.
 
-* :class:`ClipGuidedBaseline` — GLIDE guided by the noised CLIP (:mod:`romlib.clip_guidance`), s = 2;
-* :class:`BlendedBaseline` — Blended Diffusion (:mod:`romlib.blended`): the 256×256 unconditional ADM,
+* :class:`ClipGuidedBaseline` — GLIDE guided by the noised CLIP (:mod:`romlib.guidance.clip`), s = 2;
+* :class:`BlendedBaseline` — Blended Diffusion (:mod:`romlib.guidance.blended`): the 256×256 unconditional ADM,
   100 respaced steps with the first 25 skipped, CLIP loss on 8 augmentations + range loss,
   background blended in at every step; B = 3 per batch; ranked with ``rank="masked"``.
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines", "tiny_baselines"]
+__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines"]
 
 
 class ClipGuidedBaseline:
@@ -22,7 +22,7 @@ class ClipGuidedBaseline:
         self.noised_clip, self.use_ref = noised_clip, use_ref
 
     def prepare(self, model, tokenizer, *, image, keep_mask, target, ref, scale=None):
-        from .clip_guidance import prepare_clip_base
+        from .clip import prepare_clip_base
 
         return prepare_clip_base(model, tokenizer, self.noised_clip, image=image, keep_mask=keep_mask, target=target,
                                  ref=ref, scale=scale, use_ref=self.use_ref)
@@ -33,7 +33,7 @@ class BlendedBaseline:
 
     def __init__(self, model, clip, *, steps: str = "100", skip_timesteps: int = 25, aug_num: int = 8,
                  clip_lambda: float = 1000.0, range_lambda: float = 50.0, batch_size: int = 3):
-        from .adm import create_diffusion
+        from ..models.adm import create_diffusion
 
         self.model, self.clip = model, clip
         self.diffusion = create_diffusion(steps)
@@ -55,17 +55,9 @@ class BlendedBaseline:
 def load_baselines(*, ranker, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> dict:
     """The official noised CLIP (about 630 MB) and ADM 256×256 (2.2 GB); ``ranker`` is the CLIP
     ViT-B/16 shared with ranking."""
-    from . import adm
-    from .noised_clip import load_noised_clip
+    from ..models import adm
+    from ..models.noised_clip import load_noised_clip
 
     return {"clip": ClipGuidedBaseline(load_noised_clip(device=device, progress=progress)),
             "blended": BlendedBaseline(adm.load_model(device=device, dtype=dtype, progress=progress), ranker)}
 
-
-def tiny_baselines(*, ranker, device="cpu", seed: int = 0) -> dict:
-    """Tiny random-weight versions of both baselines (tests)."""
-    from .adm import tiny_adm
-    from .noised_clip import tiny_noised_clip
-
-    return {"clip": ClipGuidedBaseline(tiny_noised_clip(seed).to(device)),
-            "blended": BlendedBaseline(tiny_adm(64, seed).to(device), ranker, steps="10", skip_timesteps=3, aug_num=2)}

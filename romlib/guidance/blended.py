@@ -1,6 +1,6 @@
 """Blended Diffusion (Avrahami et al. 2022), the paper's strongest baseline ("Blend" in Table 1).
 
-An *unconditional* 256×256 ADM model (:mod:`romlib.adm`) is steered towards the target text by
+An *unconditional* 256×256 ADM model (:mod:`romlib.models.adm`) is steered towards the target text by
 CLIP ViT-B/16, and the region outside the mask is replaced by the noised input at every step.
 As the reference (``blended_diffusion/optimization/image_editor.py`` with the ROM authors'
 ``run.sh``): 100 respaced steps of the linear schedule, the first 25 skipped, starting from
@@ -18,7 +18,7 @@ One reverse step (indices are the respaced t):
 3. loss = λ_clip · Σ_i mean_k d(CLIP(view_ik), CLIP(c_target)) + λ_range · Σ_i mean (x̂_0 − clip(x̂_0))²,
    with d(x, y) = 2 arcsin(‖x̂ − ŷ‖ / 2)² (:func:`romlib.rank.clip_distance`), CLIP's
    mean/std normalisation on the views in [0, 1];
-4. μ̂ = μ + Σ · (−∇_{x_t} loss) (:meth:`~romlib.diffusion.SpacedDiffusion.condition_mean`),
+4. μ̂ = μ + Σ · (−∇_{x_t} loss) (:meth:`~romlib.sampling.diffusion.SpacedDiffusion.condition_mean`),
    x_{t−1} = μ̂ + σ z;
 5. background: x_{t−1} ← x_{t−1} · m + q_sample(image, t) · (1 − m).
 
@@ -26,13 +26,13 @@ The result is the last step's x̂_0 with the original background pasted back (th
 ``enforce_background``). The samples are then ranked by CLIP on the masked image
 (``rank="masked"``).
 
-Randomness is per sample (:func:`romlib.diffusion.sample_generators`): the initial noise, every
+Randomness is per sample (:func:`romlib.sampling.diffusion.sample_generators`): the initial noise, every
 step's noise, the augmentation parameters and the background noise of sample i come from its own
 generator, so sample i is the same whatever the batch size. (The reference draws one background
 noise for the whole batch; each sample's distribution is unchanged.)
 
 Memory and time: the gradient goes through the 550 M-parameter ADM and CLIP at every step; load
-the ADM with ``dtype=torch.float16`` and ``gradient_checkpointing=True`` (:func:`romlib.adm.load_model`).
+the ADM with ``dtype=torch.float16`` and ``gradient_checkpointing=True`` (:func:`romlib.models.adm.load_model`).
 Estimates (activations measured on the CPU at 32×32 with the full-width model and scaled by the
 pixel count; FLOPs counted on the ``meta`` device; not measured on a GPU): the ADM keeps 3.5 GiB of
 fp16 activations per 256×256 image for the backward pass, so B = 3 needs ≈ 10.5 GiB plus 1.1 GiB
@@ -54,9 +54,9 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .diffusion import SpacedDiffusion, randn, sample_generators
-from .masks import to_edit_mask
-from .rank import ClipRanker, clip_distance
+from ..sampling.diffusion import SpacedDiffusion, randn, sample_generators
+from ..masks import to_edit_mask
+from ..rank import ClipRanker, clip_distance
 
 __all__ = ["AugmentParams", "ImageAugmentations", "range_loss", "BlendedGuidance", "BackgroundBlend",
            "blended_sample_progressive", "blended_sample", "guidance_clip"]
@@ -345,8 +345,8 @@ def blended_sample(model, diffusion: SpacedDiffusion, clip, *, image: torch.Tens
                    progress: bool = False) -> torch.Tensor:
     """B Blended Diffusion edits [B, 3, S, S] in [−1, 1], in micro-batches of ``batch_size``.
 
-    ``model``: the ADM (:func:`romlib.adm.load_model`); ``diffusion``:
-    :func:`romlib.adm.create_diffusion` (100 steps); ``clip``: CLIP ViT-B/16 as a
+    ``model``: the ADM (:func:`romlib.models.adm.load_model`); ``diffusion``:
+    :func:`romlib.models.adm.create_diffusion` (100 steps); ``clip``: CLIP ViT-B/16 as a
     :class:`~romlib.rank.ClipRanker` (the ranker's model can be shared). ``image``: [1, 3, S, S]
     in [−1, 1]; ``keep_mask``: [1, 1, S, S], 1 = keep, 0 = edit. Sample i depends only on
     ``seed`` and i.

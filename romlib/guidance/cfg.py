@@ -1,7 +1,7 @@
 """Classifier-free guidance rules for inpainting: GLIDE's CF and the paper's CCF.
 
 Each rule is a model function with the model's own signature ``(x_t, t) -> [B, 6, H, W]`` (as in
-k-diffusion), so any sampler of :mod:`romlib.diffusion` takes it. Both branches run in one
+k-diffusion), so any sampler of :mod:`romlib.sampling.diffusion` takes it. Both branches run in one
 forward pass (the reference's batching: the target half and the base half concatenated).
 
 The two rules differ only in the base branch and in which image the model sees:

@@ -11,7 +11,7 @@ Architecture (Nichol et al. 2021, "GLIDE"; Dhariwal & Nichol 2021, ADM UNet):
 * inpainting: the input also holds the known image and the mask (1 = keep, 0 = edit, GLIDE's
   convention) as extra channels; the upsampler also gets the 64×64 sample, bilinearly upsampled.
 
-Output: 6 channels, ε (3) and the learned-range variance value v (3), see :mod:`romlib.diffusion`.
+Output: 6 channels, ε (3) and the learned-range variance value v (3), see :mod:`romlib.sampling.diffusion`.
 
 One deliberate choice: the official model multiplies ``inpaint_image`` by the mask itself, so the
 original pixels under the mask can never reach it. The paper's CCF feeds the *original* image
@@ -303,7 +303,7 @@ class GlideUNet(nn.Module):
     ``inpaint_mask`` uses GLIDE's convention, 1 = keep, 0 = edit.
 
     With ``xf_width=0``, ``inpaint=False`` and ``super_res=False`` it is guided-diffusion's plain
-    (unconditional) ADM UNet, state-dict compatible with it (:mod:`romlib.adm`).
+    (unconditional) ADM UNet, state-dict compatible with it (:mod:`romlib.models.adm`).
     """
 
     def __init__(self, cfg: GlideConfig):
@@ -363,8 +363,8 @@ class GlideUNet(nn.Module):
                     nn.init.normal_(p, std=0.01)  # the checkpoint overwrites these; finite until then
         self.dtype = torch.float32
         self.nan_guard = True
-        self.gradient_checkpointing = False  # recompute each block in the backward pass (romlib.adm)
-        self._core = self._forward  # romlib.speed.accelerate may swap in a compiled version
+        self.gradient_checkpointing = False  # recompute each block in the backward pass (romlib.models.adm)
+        self._core = self._forward  # romlib.perf.accelerate may swap in a compiled version
         if cfg.use_fp16:
             self.convert_to_fp16()
 
@@ -512,7 +512,7 @@ def create_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = N
 
 def load_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> GlideUNet:
     """Download (once) and load the official GLIDE weights strictly."""
-    from . import hub
+    from .. import hub
 
     state = hub.load_checkpoint(f"glide/{name}", progress=progress)
     model = create_model(name, device="meta", dtype=None)

@@ -3,7 +3,7 @@
 Dhariwal & Nichol (2021), "Diffusion Models Beat GANs on Image Synthesis": the same UNet family
 as GLIDE (residual blocks with scale-shift norm, residual up/down-sampling, multi-head
 self-attention at 32, 16 and 8 pixels), without text and without inpainting channels. So it is
-:class:`romlib.glide.GlideUNet` with ``xf_width=0``, ``inpaint=False``: its state dict is
+:class:`romlib.models.glide.GlideUNet` with ``xf_width=0``, ``inpaint=False``: its state dict is
 exactly the official ``256x256_diffusion_uncond.pt`` (566 entries, 552,814,086 parameters).
 
 Facts checked against the reference (``guided_diffusion/unet.py`` with Blended Diffusion's
@@ -24,8 +24,7 @@ import torch
 
 from .glide import GlideConfig, GlideUNet
 
-__all__ = ["official_config", "config_from_guided_diffusion", "create_model", "load_model", "create_diffusion",
-           "tiny_config", "tiny_adm"]
+__all__ = ["official_config", "config_from_guided_diffusion", "create_model", "load_model", "create_diffusion"]
 
 
 def config_from_guided_diffusion(image_size: int, num_channels: int, num_res_blocks: int, *, channel_mult="",
@@ -87,7 +86,7 @@ def load_model(*, device="cpu", dtype: torch.dtype | None = None, gradient_check
     ``dtype=torch.float16`` is the reference's ``use_fp16`` (what Blended Diffusion runs);
     ``gradient_checkpointing`` trades a second forward pass of each block for memory.
     """
-    from . import hub
+    from .. import hub
 
     state = hub.load_checkpoint("adm/256x256-uncond", progress=progress)
     model = create_model(device="meta")
@@ -103,23 +102,7 @@ def load_model(*, device="cpu", dtype: torch.dtype | None = None, gradient_check
 
 def create_diffusion(timestep_respacing: str = "100"):
     """The ADM's diffusion: linear β over 1000 steps, respaced (Blended Diffusion: ``"100"``)."""
-    from .diffusion import create_diffusion as _create
+    from ..sampling.diffusion import create_diffusion as _create
 
     return _create(1000, "linear", timestep_respacing)
 
-
-def tiny_config(image_size: int = 64) -> GlideConfig:
-    """A small ADM of the same family (about 1 M parameters) for tests and CPU demos."""
-    mult = {32: (1, 2, 2), 64: (1, 1, 2, 2), 128: (1, 1, 2, 2, 2), 256: (1, 1, 1, 2, 2, 2)}
-    if image_size not in mult:
-        raise ValueError(f"tiny ADM image_size must be one of {sorted(mult)}, got {image_size}")
-    return config_from_guided_diffusion(image_size, 32, 1, channel_mult=",".join(map(str, mult[image_size])),
-                                        learn_sigma=True, attention_resolutions=f"{image_size // 4},{image_size // 8}",
-                                        num_head_channels=16, use_scale_shift_norm=True, resblock_updown=True)
-
-
-def tiny_adm(image_size: int = 64, seed: int = 0) -> GlideUNet:
-    """A tiny random-weight ADM (every parameter redrawn, so no output is trivially zero)."""
-    from .testing import randomize_
-
-    return randomize_(GlideUNet(tiny_config(image_size)), seed).eval().requires_grad_(False)

@@ -34,7 +34,7 @@ class Env:
 
 def setup(seed: int = 0, quiet: bool = False) -> Env:
     """Seed everything, pick the device and the backend, and say which (first cell of every notebook)."""
-    from .pipeline import default_backend
+    from ..pipeline import default_backend
 
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
@@ -47,7 +47,7 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
 
 def pipeline(backend: str | None = None, **kwargs):
     """The notebook's pipeline, loaded once per kernel (models stay in memory between cells)."""
-    from .pipeline import ROMPipeline, default_backend
+    from ..pipeline import ROMPipeline, default_backend
 
     name = backend or default_backend()
     key = (name, tuple(sorted(kwargs.items())))
@@ -63,13 +63,13 @@ def example(pipe, index: int = 0) -> tuple:
     two cats of COCO val2017 #39769 (downloaded once; the DETR/MDETR demo image)."""
     name = pipe.backend.name
     if name == "shapes":
-        from .shapes.demo import demo_case
+        from ..shapes.demo import demo_case
 
         case = demo_case(index)
         return case.scene.pil(), case.ref, case.target
     if name == "glide":
-        from . import hub
-        from .io import load_image
+        from .. import hub
+        from ..io import load_image
 
         hub.register(hub.Checkpoint("example/cats", "http://images.cocodataset.org/val2017/000000039769.jpg",
                                     "COCO val2017 39769 (two cats on a couch)"))
@@ -88,8 +88,8 @@ def missing_phrase(pipe, image) -> str:
     """A referring phrase that matches nothing in ``image`` (notebook 02's failure case)."""
     if pipe.backend.name != "shapes":
         return "a purple elephant"
-    from .shapes.scenes import COLOURS, SHAPES
-    from .shapes.segmenter import find_objects
+    from ..shapes.scenes import COLOURS, SHAPES
+    from ..shapes.segmenter import find_objects
 
     present = {(o["colour"], o["shape"]) for o in find_objects(image)}
     return next(f"the {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present)

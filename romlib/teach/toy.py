@@ -4,7 +4,7 @@ of CF (paper eq. 6) and CCF (eq. 8) can be drawn — Fig. 3 of the paper made re
 Data: points from a few labelled Gaussian blobs ("the red car", "a blue truck", ...). The model
 ε_θ(x_t, t, c) is a small MLP trained with L_simple (eq. 3) and label dropout, so that the same
 network also predicts ε_θ(x_t, t, ∅). Its variance is fixed to β_t (output v = 1 for
-:mod:`romlib.diffusion`'s learned-range parameterisation).
+:mod:`romlib.sampling.diffusion`'s learned-range parameterisation).
 """
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .diffusion import create_diffusion, make_generator
-from .glide import timestep_embedding
-from .guidance import guided_eps
+from ..sampling.diffusion import create_diffusion, make_generator
+from ..models.glide import timestep_embedding
+from ..guidance.cfg import guided_eps
 
 __all__ = ["ToyWorld", "ToyModel", "train_toy", "toy_sample", "guidance_vectors", "plot_guidance_field",
            "plot_samples", "DEFAULT_CLASSES"]

@@ -12,15 +12,15 @@ GLIDE's CLIP code whenever it is passed, and their script always passes it; ``us
 gives GLIDE's original CLIP guidance (z(c_target) only). The known region is forced through x̂_0
 at every step, as for the other rules. Masks: GLIDE's keep mask (1 = keep, 0 = edit).
 
-:func:`prepare_clip_base` returns a :class:`romlib.inpaint.BaseSetup` (with its ``cond_fn``
-set), so :func:`romlib.inpaint.sample_base` and ``sample_base_progressive`` sample it unchanged.
+:func:`prepare_clip_base` returns a :class:`romlib.sampling.inpaint.BaseSetup` (with its ``cond_fn``
+set), so :func:`romlib.sampling.inpaint.sample_base` and ``sample_base_progressive`` sample it unchanged.
 """
 from __future__ import annotations
 
 import torch
 
-from .guidance import DEFAULT_SCALE, _expand, _rows, known_region_fn
-from .inpaint import BaseSetup, encode_prompts
+from .cfg import DEFAULT_SCALE, _expand, _rows, known_region_fn
+from ..sampling.inpaint import BaseSetup, encode_prompts
 
 __all__ = ["ConditionalModel", "prepare_clip_base"]
 
@@ -42,8 +42,8 @@ def prepare_clip_base(model, tokenizer, noised_clip, *, image: torch.Tensor, kee
                       ref: str, scale: float | None = None, use_ref: bool = True) -> BaseSetup:
     """The CLIP-guided base run for one 64×64 image.
 
-    ``model``: GLIDE base-inpaint (:class:`romlib.glide.GlideUNet`); ``tokenizer``: its GPT-2
-    tokenizer; ``noised_clip``: :class:`romlib.noised_clip.NoisedClip`. ``image``: [1, 3, 64, 64]
+    ``model``: GLIDE base-inpaint (:class:`romlib.models.glide.GlideUNet`); ``tokenizer``: its GPT-2
+    tokenizer; ``noised_clip``: :class:`romlib.models.noised_clip.NoisedClip`. ``image``: [1, 3, 64, 64]
     in [−1, 1]; ``keep_mask``: [1, 1, 64, 64], 1 = keep, 0 = edit. ``scale`` defaults to 2.
     """
     scale = DEFAULT_SCALE["clip"] if scale is None else float(scale)

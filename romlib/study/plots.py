@@ -1,0 +1,139 @@
+"""Table 1 as text and figures: average-rank bars, the win-probability matrix, interval width vs users."""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .data import _short
+from .stats import StudyTable
+
+
+
+# ----------------------------------------------------------------------------------------------
+# Tables and figures
+# ----------------------------------------------------------------------------------------------
+
+
+def format_table(table: StudyTable, *, ci: bool = True) -> str:
+    """Table 1 as text (the numbers behind :func:`plot_average_rank` and :func:`plot_win_matrix`)."""
+    m = len(table.methods)
+    a, w = table.avg_rank, table.win_prob
+    show = ci and a.low is not None
+
+    def rank(i):
+        return f"{a.value[i]:.2f}" + (f" [{a.low[i]:.2f}, {a.high[i]:.2f}]" if show else "")
+
+    def win(i, j):
+        if i == j:
+            return "–"
+        s = f"{w.value[i, j] * 100:.1f}%"
+        return s + (f" [{w.low[i, j] * 100:.1f}, {w.high[i, j] * 100:.1f}]" if show and w.low is not None else "")
+
+    head = ["method", "avg rank ↓"] + [f"beats {_short(n)}" for n in table.methods]
+    body = [[n, rank(i)] + [win(i, j) for j in range(m)] for i, n in enumerate(table.methods)]
+    widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
+
+    def fmt(r):
+        return "  ".join(c.ljust(wd) if k == 0 else c.rjust(wd) for k, (c, wd) in enumerate(zip(r, widths)))
+
+    title = table.source or "study"
+    if table.n_users and table.n_cases:
+        title += f" — {table.n_users} users × {table.n_cases} cases"
+    lines = [title, fmt(head)] + [fmt(r) for r in body]
+    if show:
+        lines.append(f"{a.level:.0%} intervals" + (f": {a.how}" if w.how == a.how else
+                                                  f" — avg rank: {a.how}\n  win prob: {w.how}"))
+    return "\n".join(lines)
+
+
+def _tables(tables) -> dict[str, StudyTable]:
+    if isinstance(tables, StudyTable):
+        return {tables.source or "study": tables}
+    return dict(tables)
+
+
+def plot_average_rank(tables: StudyTable | Mapping[str, StudyTable], *, ax=None):
+    """Bars of the average rank (1 = best) per method with their intervals; several tables (e.g. the
+    paper and the class) side by side. Returns the figure; :func:`format_table` prints the numbers."""
+    import matplotlib.pyplot as plt
+
+    tables = _tables(tables)
+    methods = next(iter(tables.values())).methods
+    fig, ax = (plt.subplots(figsize=(1.6 + 1.3 * len(methods), 3.2)) if ax is None else (ax.figure, ax))
+    width = 0.8 / len(tables)
+    x = np.arange(len(methods))
+    for k, (label, t) in enumerate(tables.items()):
+        if t.methods != methods:
+            raise ValueError(f"table {label!r} has methods {t.methods}; expected {methods}")
+        a = t.avg_rank
+        err = None if a.low is None else np.vstack([a.value - a.low, a.high - a.value])
+        bars = ax.bar(x + (k - (len(tables) - 1) / 2) * width, a.value - 1, width, bottom=1, yerr=err, capsize=3,
+                      label=label)
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in a.value], fontsize=7, padding=2, label_type="center")
+    ax.axhline((len(methods) + 1) / 2, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(x, [_short(n) for n in methods])
+    ax.set_ylim(1, len(methods))
+    ax.set_ylabel("average rank (1 = best) ↓")
+    with_ci = [t.avg_rank for t in tables.values() if t.avg_rank.low is not None]
+    ax.set_title("average rank" + (f", {with_ci[0].level:.0%} intervals" if with_ci else ""), fontsize=9)
+    if len(tables) > 1:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_win_matrix(table: StudyTable, *, ax=None):
+    """Heatmap of P(row method ranked better than column method), each cell with its percentage and,
+    if present, its interval. Returns the figure; :func:`format_table` prints the numbers."""
+    import matplotlib.pyplot as plt
+
+    w = table.win_prob
+    m = len(table.methods)
+    fig, ax = (plt.subplots(figsize=(1.2 + 1.25 * m, 0.8 + 1.0 * m)) if ax is None else (ax.figure, ax))
+    im = ax.imshow(np.ma.masked_invalid(w.value * 100), cmap="RdBu", vmin=25, vmax=75)
+    for i in range(m):
+        for j in range(m):
+            if i == j:
+                ax.text(j, i, "–", ha="center", va="center", color="grey")
+                continue
+            s = f"{w.value[i, j] * 100:.1f}%"
+            if w.low is not None:
+                s += f"\n[{w.low[i, j] * 100:.0f}, {w.high[i, j] * 100:.0f}]"
+            ax.text(j, i, s, ha="center", va="center", fontsize=8)
+    names = [_short(n) for n in table.methods]
+    ax.set_xticks(range(m), names)
+    ax.set_yticks(range(m), names)
+    ax.set_xlabel("column method")
+    ax.set_ylabel("row method")
+    ax.set_title(f"P(row ranked better than column) — {table.source}" if table.source else
+                 "P(row ranked better than column)", fontsize=9)
+    fig.colorbar(im, ax=ax, label="%", shrink=0.8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_ci_vs_users(rows: list[dict], *, ax=None):
+    """The rows of :func:`ci_vs_users`: mean interval half-width against the number of users (log–log;
+    a bootstrap over independent users shrinks like 1/√users; with very few users the percentile
+    bootstrap is too narrow, so the smallest studies fall below the line)."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    fig, ax = (plt.subplots(figsize=(4.2, 3.0)) if ax is None else (ax.figure, ax))
+    n = np.array([r["users"] for r in rows], dtype=float)
+    pp = np.array([r["win prob ± pp (mean)"] for r in rows])
+    ax.loglog(n, pp, "o-", label="win probability (± pp)")
+    ax.loglog(n, pp[-1] * np.sqrt(n[-1] / n), "k:", lw=0.8, label="∝ 1/√users")
+    ax.set_xticks(n, [f"{v:g}" for v in n])
+    ticks = [v for v in (0.5, 1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30) if pp.min() / 1.3 <= v <= pp.max() * 1.3]
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_yticks(ticks, [f"{v:g}" for v in ticks])
+    ax.set_xlabel("users")
+    ax.set_ylabel("mean 95% half-width")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# the in-class ranking widget lives in romlib.study.session (re-exported here)

@@ -1,0 +1,2 @@
+"""Teaching helpers for the notebooks: the setup cell and widgets (:mod:`~romlib.teach.nb`), figures
+(:mod:`~romlib.teach.viz`) and the 2-D diffusion toy of notebook 01 (:mod:`~romlib.teach.toy`)."""
