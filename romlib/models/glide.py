@@ -20,7 +20,9 @@ says which: ``True`` (the official code, used by the golden tests) or ``False`` 
 ROM code; :func:`create_model` uses it, and :mod:`romlib.guidance` masks the image itself for CF).
 
 Speed: the text transformer runs once per sampling call (:meth:`GlideUNet.encode_text`, then
-``text_emb=`` on every step); attention uses ``scaled_dot_product_attention``.
+``text_emb=`` on every step); attention uses ``scaled_dot_product_attention``; in half precision
+the fast eager path (:meth:`GlideUNet.set_fast`, on by default) normalises without float32 copies
+and fuses the FiLM scale-shift (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -114,16 +116,49 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> to
     return emb
 
 
+def _writable(x: torch.Tensor) -> bool:
+    """True when ``x`` may be overwritten in place (autograd does not need it)."""
+    return not (x.requires_grad and torch.is_grad_enabled())
+
+
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm(32) computed in float32, optionally followed by SiLU."""
+    """GroupNorm(32) with float32 statistics and affine arithmetic, optionally followed by SiLU.
+
+    Plain path (``fast = False``, the reference's): the input is cast to a float32 tensor,
+    normalised, cast back, then SiLU. Fast path (the default): one ``group_norm`` kernel reads the
+    half-precision input and writes half-precision output, accumulating the statistics and applying
+    the affine map in float32 inside the kernel (CUDA's kernel needs the gain and bias in the
+    input's dtype: half copies are cached), then SiLU in place. Both paths round once to half, so
+    they agree to half-precision rounding (the gain is rounded to half too); in float32 they run
+    the same operations and are bitwise identical.
+    """
+
+    fast = True
 
     def __init__(self, channels: int, silu: bool):
         super().__init__(32, channels)
         self.silu = silu
 
+    def uses_fast_path(self, x: torch.Tensor) -> bool:
+        return self.fast and x.dtype != self.weight.dtype
+
+    def _affine(self, dtype: torch.dtype):
+        """The gain and bias in ``dtype`` (cached; refreshed when the parameters change)."""
+        w, b = self.weight, self.bias
+        if torch.compiler.is_compiling() or (torch.is_grad_enabled() and w.requires_grad):
+            return w.to(dtype), b.to(dtype)
+        key = (dtype, w.device, w.data_ptr(), w._version, b.data_ptr(), b._version)
+        if getattr(self, "_cast_key", None) != key:
+            self._cast = (w.detach().to(dtype), b.detach().to(dtype))
+            self._cast_key = key
+        return self._cast
+
     def forward(self, x):
-        y = super().forward(x.float()).to(x.dtype)
-        return F.silu(y) if self.silu else y
+        if not self.uses_fast_path(x):
+            y = super().forward(x.float()).to(x.dtype)
+            return F.silu(y) if self.silu else y
+        y = F.group_norm(x, self.num_groups, *self._affine(x.dtype), self.eps)
+        return F.silu(y, inplace=_writable(y)) if self.silu else y
 
 
 class LayerNorm32(nn.LayerNorm):
@@ -171,13 +206,24 @@ class ResBlock(nn.Module):
         h = self.in_layers[2](self._resample(h))
         x = self._resample(x)
         emb_out = self.emb_layers(emb).to(h.dtype)[..., None, None]
-        if self.use_scale_shift_norm:
+        norm = self.out_layers[0]
+        if self.use_scale_shift_norm and norm.uses_fast_path(h):
+            # FiLM fused: norm(h)·(1 + scale) + shift in one kernel (float32 arithmetic, one
+            # rounding), written over the norm's output, then SiLU in place
             scale, shift = emb_out.chunk(2, dim=1)
-            h = self.out_layers[0](h) * (1 + scale) + shift
+            h = norm(h)
+            h = torch.addcmul(shift, h, 1 + scale, out=h) if _writable(h) else torch.addcmul(shift, h, 1 + scale)
+            h = self.out_layers[3](self.out_layers[2](F.silu(h, inplace=_writable(h))))
+        elif self.use_scale_shift_norm:
+            scale, shift = emb_out.chunk(2, dim=1)
+            h = norm(h) * (1 + scale) + shift
             h = self.out_layers[3](self.out_layers[2](self.out_layers[1](h)))
         else:
             h = self.out_layers(h + emb_out)
-        return self.skip_connection(x) + h
+        skip = self.skip_connection(x)
+        if norm.fast and _writable(h) and skip.dtype == h.dtype:
+            return h.add_(skip)  # in place; IEEE addition commutes, so the same values as below
+        return skip + h
 
 
 class AttentionBlock(nn.Module):
@@ -367,6 +413,24 @@ class GlideUNet(nn.Module):
         self._core = self._forward  # romlib.perf.accelerate may swap in a compiled version
         if cfg.use_fp16:
             self.convert_to_fp16()
+
+    # -- speed -----------------------------------------------------------------------------------
+    @property
+    def fast(self) -> bool:
+        """Whether the fast eager path is on (the default; see :class:`GroupNorm32`)."""
+        return all(m.fast for m in self.modules() if isinstance(m, GroupNorm32))
+
+    def set_fast(self, enabled: bool = True) -> "GlideUNet":
+        """Switch the fast eager path on (default) or off (the plain path, as the reference computes).
+
+        Fast: GroupNorm + SiLU read and write half precision with float32 statistics (no float32
+        copy of the activations), the FiLM scale-shift in one ``addcmul``, SiLU and the residual
+        add in place when autograd does not need their inputs. It changes results only in half
+        precision, by half-precision rounding; in float32 both paths are bitwise identical."""
+        for m in self.modules():
+            if isinstance(m, GroupNorm32):
+                m.fast = bool(enabled)
+        return self
 
     # -- precision ---------------------------------------------------------------------------
     def _half_modules(self):
