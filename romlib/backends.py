@@ -1,7 +1,8 @@
 """Named backends for :meth:`romlib.pipeline.ROMPipeline.from_pretrained`.
 
 * ``"glide"`` — the paper's models: MDETR EfficientNet-B3 (PhraseCut), GLIDE (filtered)
-  base-inpaint and upsample-inpaint, CLIP ViT-B/16; about 5.5 GB downloaded once; fp16 on a GPU.
+  base-inpaint and upsample-inpaint, CLIP ViT-B/16; about 5.5 GB downloaded once through
+  :mod:`romlib.hub` (every file is checked before any model is built); fp16 on a GPU.
 * ``"shapes"`` — ShapesWorld: small, really trained models shipped inside the package (offline, CPU).
 * ``"tiny"`` — tiny random-weight models of the same architectures (tests and CPU benchmarks).
 """
@@ -35,15 +36,22 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
 
 
 def _glide(device, dtype, progress, baselines) -> Backend:
+    """Every file first (one :class:`romlib.hub.CheckpointUnavailable` listing all that are missing,
+    before any model is built), then the models, each memory-mapped from the cache."""
+    from . import hub
+
+    log.info("checking the glide backend's files (first run downloads about 5.5 GB into %s)", hub.cache_dir())
+    hub.ensure(hub.GLIDE_BACKEND + (hub.BASELINES if baselines else ()), progress=progress)
+
     from .models.glide import load_model
+    from .models.tokenizers import GlideTokenizer
     from .rank import load_clip_ranker
     from .segment import load_segmenter
-    from .models.tokenizers import GlideTokenizer
 
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    log.info("loading MDETR, GLIDE base/upsampler and CLIP (first run downloads about 5.5 GB)")
-    ranker = load_clip_ranker(device=device)
+    log.info("loading MDETR, GLIDE base/upsampler and CLIP")
+    ranker = load_clip_ranker(device=device, progress=progress)
     extras = {}
     if baselines:
         from .guidance.baselines import load_baselines
@@ -54,8 +62,7 @@ def _glide(device, dtype, progress, baselines) -> Backend:
         segmenter=load_segmenter("phrasecut-eb3", device=device, progress=progress),
         base_model=load_model("base-inpaint", device=device, dtype=dtype, progress=progress),
         upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
-        tokenizer=GlideTokenizer.from_pretrained(),
+        tokenizer=GlideTokenizer.default(),
         ranker=ranker,
         extras=extras,
     )
-

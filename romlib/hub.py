@@ -33,7 +33,6 @@ import http.client
 import json
 import logging
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -51,6 +50,8 @@ __all__ = [
     "CheckpointUnavailable",
     "UnsafeCheckpoint",
     "cache_dir",
+    "human_size",
+    "cached",
     "mirror",
     "source",
     "download",
@@ -89,7 +90,7 @@ class Checkpoint:
 
     @property
     def size_text(self) -> str:
-        return _human(self.approx_mb * 1e6) if self.approx_mb else "size unknown"
+        return human_size(self.approx_mb * 1e6) if self.approx_mb else "size unknown"
 
 
 REGISTRY: dict[str, Checkpoint] = {}
@@ -144,7 +145,8 @@ class UnsafeCheckpoint(RuntimeError):
     """A checkpoint file that asks to run code when unpickled; it is refused, never executed."""
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
+    """``1.5 GB``, ``600.0 MB``, ``170.0 kB``: a size in bytes for messages and tables."""
     for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
@@ -262,6 +264,7 @@ def _fetch(ckpt: Checkpoint, dest: Path, progress: bool, timeout: float) -> None
     via = f" from the mirror {mirror()}" if mirror() else ""
     part = dest.with_name(dest.name + ".part")
     have = part.stat().st_size if part.exists() else 0
+    digest = hashlib.sha256()  # computed while the bytes arrive (a resumed part is hashed first)
     if not _is_remote(src):  # a local folder (ROMLIB_MIRROR=/path) or a file:// address
         path = Path(src[7:]) if src.startswith("file://") else Path(src)
         if not path.is_file():
@@ -269,12 +272,14 @@ def _fetch(ckpt: Checkpoint, dest: Path, progress: bool, timeout: float) -> None
         total = path.stat().st_size
         if have > total:
             have = 0
+        _hash_part(part, have, digest)
         with open(path, "rb") as fi, open(part, "ab" if have else "wb") as fo, tqdm(
                 total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=ckpt.filename,
                 disable=not progress) as bar:
             fi.seek(have)
             for block in iter(lambda: fi.read(1 << 22), b""):
                 fo.write(block)
+                digest.update(block)
                 bar.update(len(block))
     else:
         req = urllib.request.Request(src, headers={"User-Agent": "romlib"})
@@ -293,6 +298,7 @@ def _fetch(ckpt: Checkpoint, dest: Path, progress: bool, timeout: float) -> None
         with resp:
             if have and resp.status != 206:  # server ignored Range: start from zero
                 have = 0
+            _hash_part(part, have, digest)
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
             with open(part, "ab" if have else "wb") as f, tqdm(
@@ -308,17 +314,32 @@ def _fetch(ckpt: Checkpoint, dest: Path, progress: bool, timeout: float) -> None
                     if not block:
                         break
                     f.write(block)
+                    digest.update(block)
                     bar.update(len(block))
     size = part.stat().st_size
     if total is not None and size != total:
         raise _unavailable(ckpt, dest, f"the download stopped at {size} of {total} bytes; call again to resume")
-    digest = _sha256(part)
+    digest = digest.hexdigest()
     if ckpt.sha256 and digest != ckpt.sha256:
         part.unlink()
         raise _unavailable(ckpt, dest, f"sha256 mismatch (got {digest}, expected {ckpt.sha256}); the partial file was removed")
     _write_record(dest, {"name": ckpt.name, "source": src, "size": size, "sha256": digest,
                          "fetched": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     os.replace(part, dest)  # atomic on one filesystem: a good file is never replaced by half of one
+
+
+def _hash_part(part: Path, have: int, digest) -> None:
+    """Feed the first ``have`` bytes of a resumed ``.part`` file to ``digest``."""
+    if not have:
+        return
+    with open(part, "rb") as f:
+        left = have
+        while left:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                raise OSError(f"{part} shrank while it was being resumed")
+            digest.update(block)
+            left -= len(block)
 
 
 def _writable(root: Path) -> str | None:
@@ -367,6 +388,13 @@ def download(
             raise _unavailable(ckpt, dest, "offline mode (ROMLIB_OFFLINE or HF_HUB_OFFLINE is set)")
         _fetch(ckpt, dest, progress, timeout)
     return dest
+
+
+def cached(name: str, *, cache: str | os.PathLike | None = None) -> Path | None:
+    """The cached path of a registry file when it is there and whole (size as recorded), else None. Never fetches."""
+    ckpt = _resolve(name)
+    dest = (Path(cache) if cache is not None else cache_dir()) / ckpt.filename
+    return dest if _is_complete(dest) else None
 
 
 def _unreachable_hosts(sources: Iterable[str], timeout: float = 5.0) -> dict[str, str]:
@@ -435,7 +463,7 @@ def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, prog
         total = sum(c.approx_mb or 0 for c, _, _ in failures)
         lines = "".join(_missing_text(c, dest, why) for c, dest, why in failures)
         raise CheckpointUnavailable(
-            f"{len(failures)} file(s) needed are not cached and cannot be fetched (about {_human(total * 1e6)}):\n"
+            f"{len(failures)} file(s) needed are not cached and cannot be fetched (about {human_size(total * 1e6)}):\n"
             f"{lines}Fetch them where there is a network with `romlib download` and copy the cache folder "
             f"({root}), or set ROMLIB_MIRROR to a folder or http(s) address that holds them.",
             missing=failures)
@@ -641,7 +669,7 @@ def load_checkpoint(
         except UnsafeCheckpoint:
             raise  # not corruption: the file pickles code; never executed, never deleted
         except MemoryError as e:
-            raise MemoryError(f"not enough memory to load {path} ({_human(path.stat().st_size)}); the file is "
+            raise MemoryError(f"not enough memory to load {path} ({human_size(path.stat().st_size)}); the file is "
                               "intact and was kept: free memory (close other notebooks) and try again") from e
         except Exception as e:  # a damaged file can fail in many ways inside the unpickler
             why = _damage(path, e)

@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from .masks import box_to_pixels, enlarge_box
 
-__all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker"]
+__all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
+           "CLIP_FILES"]
 
 RankMode = Literal["local", "masked", "none"]
 
@@ -113,11 +114,34 @@ class ClipRanker:
         return self.model.encode_text(self.tokenizer(texts).to(self.device)).float()
 
 
-def load_clip_ranker(device="cpu", model_name: str = "ViT-B-16", pretrained: str = "openai", normalize: bool = False) -> ClipRanker:
-    """CLIP ViT-B/16 (OpenAI weights, fetched and cached by open_clip on first use, ~600 MB)."""
+#: (open_clip model name, pretrained tag) -> the romlib.hub file holding those weights.
+CLIP_FILES = {("ViT-B-16", "openai"): "clip/vit-b-16-openai"}
+
+
+def load_clip_ranker(device="cpu", model_name: str = "ViT-B-16", pretrained: str = "openai", normalize: bool = False,
+                     *, progress: bool = True) -> ClipRanker:
+    """CLIP ViT-B/16 with OpenAI's weights (about 600 MB), fetched once through :mod:`romlib.hub`
+    (``$ROMLIB_CACHE``, ``ROMLIB_MIRROR``) and handed to open_clip as a local file, so open_clip
+    never downloads anything itself. ``pretrained`` may also be the path of a local weights file
+    for ``model_name``; other tags are refused (open_clip would fetch them on its own)."""
+    import os
+
     import open_clip
 
-    model = open_clip.create_model(model_name, pretrained=pretrained, device=device).eval().requires_grad_(False)
-    return ClipRanker(model, open_clip.get_tokenizer(model_name), image_size=model.visual.image_size[0]
-                      if isinstance(model.visual.image_size, (tuple, list)) else model.visual.image_size, normalize=normalize)
+    from . import hub
 
+    key = (model_name, pretrained)
+    if key in CLIP_FILES:
+        path = str(hub.fetch_checked(CLIP_FILES[key], progress=progress))
+        quick_gelu = True  # OpenAI's CLIP was trained with QuickGELU
+    elif os.path.isfile(pretrained):
+        path, quick_gelu = pretrained, False
+    else:
+        raise ValueError(f"CLIP weights {model_name!r}/{pretrained!r} are not registered in romlib.hub "
+                         f"(known: {', '.join('/'.join(k) for k in CLIP_FILES)}); pass pretrained=<a local weights file>")
+    model = open_clip.create_model(model_name, pretrained=path, device=device, force_quick_gelu=quick_gelu,
+                                   require_pretrained=True)
+    model = model.eval().requires_grad_(False)
+    size = model.visual.image_size
+    return ClipRanker(model, open_clip.get_tokenizer(model_name),
+                      image_size=size[0] if isinstance(size, (tuple, list)) else size, normalize=normalize)

@@ -1,8 +1,8 @@
 """Referring segmentation with MDETR (PhraseCut): which pixels does "the red car" refer to?
 
-:func:`load_segmenter` downloads the official checkpoint once (through :mod:`romlib.hub`), loads it
-strictly into our :class:`romlib.models.mdetr.MDETRSegmentation` and fetches RoBERTa's tokenizer from the
-Hugging Face hub; :meth:`MDETRSegmenter.segment` does what the authors' code does around the model:
+:func:`load_segmenter` downloads the official checkpoint and RoBERTa's tokenizer files once (through
+:mod:`romlib.hub`) and loads the weights strictly into our :class:`romlib.models.mdetr.MDETRSegmentation`;
+:meth:`MDETRSegmenter.segment` does what the authors' code does around the model:
 
 * preprocessing: the whole image, shorter side resized to 800 (bilinear, as ``T.Resize(800)``),
   ImageNet normalisation;
@@ -81,10 +81,17 @@ def build_from_state_dict(cfg: MDETRConfig, state: dict, *, device="cpu") -> MDE
     return model.to(device).eval().requires_grad_(False)
 
 
-def roberta_tokenizer(name: str = "roberta-base"):
-    """RoBERTa's BPE tokenizer from the Hugging Face hub (cached by ``huggingface_hub``)."""
+def roberta_tokenizer(name: str = "roberta-base", *, progress: bool = True):
+    """RoBERTa's BPE tokenizer. ``"roberta-base"`` (MDETR's) is read from its ``vocab.json`` and
+    ``merges.txt``, fetched once through :mod:`romlib.hub` (cached in ``$ROMLIB_CACHE``, honours
+    ``ROMLIB_MIRROR``, no Hugging Face access); any other name comes from the Hugging Face hub."""
     from transformers import RobertaTokenizer
 
+    if name == "roberta-base":
+        from . import hub
+
+        files = hub.ensure(["roberta/vocab", "roberta/merges"], progress=progress)
+        return RobertaTokenizer(vocab=str(files["roberta/vocab"]), merges=str(files["roberta/merges"]))
     try:
         return RobertaTokenizer.from_pretrained(name)
     except OSError as e:
@@ -94,14 +101,17 @@ def roberta_tokenizer(name: str = "roberta-base"):
 
 def load_segmenter(name: ModelName = "phrasecut-eb3", *, device="cpu", progress: bool = True,
                    tokenizer=None) -> "MDETRSegmenter":
-    """Download (once) the official PhraseCut checkpoint, load it strictly, and wrap it with
-    RoBERTa's tokenizer (``tokenizer=`` to use another copy, e.g. an offline one)."""
+    """Fetch (once, through :mod:`romlib.hub`) the official PhraseCut checkpoint and RoBERTa's
+    tokenizer files, load the weights strictly (memory-mapped) and wrap them (``tokenizer=`` to
+    use another copy)."""
     from . import hub
 
     cfg = official_config(name)  # checks the name before any download
+    if tokenizer is None:
+        tokenizer = roberta_tokenizer(progress=progress)
     state = hub.load_checkpoint(f"mdetr/{name}", allow=["argparse.Namespace"], key="model", progress=progress)
     model = build_from_state_dict(cfg, state, device=device)
-    return MDETRSegmenter(model, tokenizer if tokenizer is not None else roberta_tokenizer())
+    return MDETRSegmenter(model, tokenizer)
 
 
 def _box_xyxy(boxes: torch.Tensor, w: int, h: int) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """GLIDE's text encoding: GPT-2 byte-level BPE on lower-cased text, padded with the end token.
 
 GLIDE reads exactly ``text_ctx`` (128) tokens: the prompt's tokens, truncated, then the end token
-50256 as padding, with a boolean mask (True = a real token). The vocabulary is GPT-2's, read
-through transformers' ``GPT2Tokenizer`` from the Hugging Face hub (``gpt2``) on first use, or from
-local ``vocab.json`` / ``merges.txt`` files (:meth:`GlideTokenizer.from_files`).
+50256 as padding, with a boolean mask (True = a real token). The vocabulary is GPT-2's: its two
+files (``encoder.json``, ``vocab.bpe``, 0.6 MB gzipped) ship inside the package as glide-text2im
+ships them, so :meth:`GlideTokenizer.default` needs no network; :meth:`GlideTokenizer.from_files`
+reads other copies and :meth:`GlideTokenizer.from_pretrained` a Hugging Face hub name.
 
 Any tokenizer with ``encode(text) -> list[int]``, ``end_token`` and ``n_vocab`` works with
 :meth:`TextTokenizer.batch` (the ShapesWorld word tokenizer is another).
@@ -55,8 +56,16 @@ class GlideTokenizer(TextTokenizer):
         self.end_token = self.n_vocab - 1
 
     @classmethod
+    def default(cls) -> "GlideTokenizer":
+        """GPT-2's vocabulary from the copies shipped in ``romlib/assets`` (offline; the same files
+        as the ``gpt2`` tokenizer on the Hugging Face hub)."""
+        assets = Path(__file__).resolve().parent.parent / "assets"
+        return cls.from_files(assets / "encoder.json.gz", assets / "vocab.bpe.gz")
+
+    @classmethod
     def from_pretrained(cls, name: str = "gpt2") -> "GlideTokenizer":
-        """GPT-2's vocabulary from the Hugging Face hub (cached by ``huggingface_hub``)."""
+        """A vocabulary from the Hugging Face hub (cached by ``huggingface_hub``); GLIDE's own is
+        :meth:`default`, which needs no network."""
         from transformers import GPT2Tokenizer
 
         return cls(GPT2Tokenizer.from_pretrained(name))

@@ -1,0 +1,301 @@
+"""A rehearsal of the real-weight path without the real weights.
+
+The official files cannot be reached from CI, so the ``glide`` backend's whole path — download,
+cache, strict loads, a full-size edit — is rehearsed on stand-ins: files with **random weights in
+the official formats** (every name and shape from the manifests in ``../shared/reference``),
+served by a loopback **mirror** that ``ROMLIB_MIRROR`` points at.
+
+* :func:`build_mirror` writes them into a folder under their cache file names: GLIDE, noised
+  CLIP and ADM as plain float32 state dicts; MDETR as ``{"model": ..., "args": Namespace}`` with
+  the legacy ``position_ids`` entry of files saved with transformers < 4.31; CLIP ViT-B/16 as the
+  open_clip safetensors file open_clip fetches for ``openai``; RoBERTa's ``vocab.json`` and
+  ``merges.txt`` (from the GPT-2 vocabulary, with RoBERTa's special tokens); a 640×480 JPEG for
+  the COCO example photo.
+* :class:`MirrorServer` serves a folder on 127.0.0.1 only, with ``Content-Length`` and ``Range``,
+  logs each request and stops by itself after ``max_seconds``.
+
+Weights are drawn fast rather than well: each tensor is cut from one pool of Gaussian numbers,
+scaled by 1/sqrt(fan-in); norm scales are 1 and biases 0, so activations stay finite.
+Used by ``tests/test_rehearsal.py`` and ``tools/rehearse_notebooks.py``; nothing here is needed
+to use romlib.
+"""
+from __future__ import annotations
+
+import http.server
+import json
+import logging
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from . import hub
+
+__all__ = ["MANIFESTS", "BUILDABLE", "build_mirror", "build_file", "random_state_dict", "MirrorServer"]
+
+log = logging.getLogger(__name__)
+
+#: registry name -> manifest file in the reference folder (``{name: shape}`` of the official state dict)
+MANIFESTS = {
+    "glide/base-inpaint": "glide_base-inpaint_state_dict_shapes.json",
+    "glide/upsample-inpaint": "glide_upsample-inpaint_state_dict_shapes.json",
+    "glide/clip-image-enc": "glide_clip_image_encoder_state_dict_shapes.json",
+    "glide/clip-text-enc": "glide_clip_text_encoder_state_dict_shapes.json",
+    "adm/256x256-uncond": "adm_256x256_diffusion_uncond_state_dict_shapes.json",
+    "mdetr/phrasecut-eb3": "mdetr_efficientnetB3_phrasecut_state_dict_shapes.json",
+}
+#: Every registry file a rehearsal can stand in for (MDETR R101 has no manifest, so it is not one).
+BUILDABLE = tuple(MANIFESTS) + ("clip/vit-b-16-openai", "roberta/vocab", "roberta/merges", "example/coco-39769")
+
+_ONES = {"weight", "g", "running_var"}
+_ZEROS = {"bias", "b", "running_mean", "in_proj_bias"}
+
+
+class _Pool:
+    """One block of N(0, 1) numbers; tensors are filled by copying pieces of it (fast, not i.i.d.)."""
+
+    def __init__(self, seed: int, n: int = 1 << 22):
+        g = torch.Generator().manual_seed(seed)
+        self.data = torch.randn(n, generator=g)
+        self.offset = 0
+
+    def fill_(self, t: torch.Tensor, scale: float) -> torch.Tensor:
+        flat, n, i = t.view(-1), t.numel(), 0
+        while i < n:
+            k = min(n - i, self.data.numel() - self.offset)
+            torch.mul(self.data[self.offset:self.offset + k], scale, out=flat[i:i + k])  # one pass over memory
+            i += k
+            self.offset = (self.offset + k + 7919) % self.data.numel()  # a prime step: neighbours differ
+        return t
+
+
+def random_state_dict(shapes: dict[str, list[int]], *, seed: int = 0, pool: _Pool | None = None) -> dict[str, torch.Tensor]:
+    """Float32 tensors of the given names and shapes: weights ~ N(0, 1/fan-in), norm scales 1, biases 0."""
+    pool = pool or _Pool(seed)
+    out = {}
+    for name, shape in shapes.items():
+        leaf = name.rsplit(".", 1)[-1]
+        t = torch.empty(shape, dtype=torch.float32)
+        if len(shape) >= 2:
+            pool.fill_(t, 1.0 / math.sqrt(max(1, math.prod(shape[1:]))))
+        elif leaf in _ONES:
+            t.fill_(1.0)
+        elif leaf in _ZEROS:
+            t.zero_()
+        else:
+            pool.fill_(t, 0.02)
+        out[name] = t
+    return out
+
+
+def _manifest(reference: Path, name: str) -> dict:
+    return json.loads((reference / MANIFESTS[name]).read_text())
+
+
+def _mdetr_args(shapes: dict):
+    """The saved training arguments: an ``argparse.Namespace``, as MDETR's ``main.py`` stores them."""
+    import argparse
+
+    layers = lambda part: len({k.split(".")[3] for k in shapes if k.startswith(f"detr.transformer.{part}.layers.")})
+    return argparse.Namespace(
+        backbone="timm_tf_efficientnet_b3_ns", text_encoder_type="roberta-base", masks=True, dataset_config="configs/phrasecut.json",
+        hidden_dim=shapes["detr.query_embed.weight"][1], num_queries=shapes["detr.query_embed.weight"][0],
+        enc_layers=layers("encoder"), dec_layers=layers("decoder"), nheads=8, dim_feedforward=2048, dropout=0.1,
+        position_embedding="sine", contrastive_align_loss=True, lr=1e-5, epochs=10, seed=42, frozen_weights=None)
+
+
+def _clip_state_dict(pool: _Pool) -> dict[str, torch.Tensor]:
+    """Open_clip's ViT-B-16 (QuickGELU) state dict: the names and shapes of the file open_clip loads for ``openai``."""
+    import open_clip
+    from open_clip.model import CLIP
+
+    cfg = open_clip.get_model_config("ViT-B-16")
+    with torch.device("meta"):
+        model = CLIP(**cfg, quick_gelu=True)
+    state = random_state_dict({k: list(v.shape) for k, v in model.state_dict().items()}, pool=pool)
+    state["logit_scale"] = torch.tensor(math.log(100.0))
+    return state
+
+
+def _roberta_files(reference: Path) -> tuple[str, str]:
+    """RoBERTa-style ``vocab.json`` (GPT-2's tokens after ``<s> <pad> </s> <unk>``, then ``<mask>``) and ``merges.txt``."""
+    import gzip
+
+    encoder = json.loads(gzip.open(reference / "encoder.json.gz", "rt", encoding="utf-8").read())
+    vocab = {t: i for i, t in enumerate(["<s>", "<pad>", "</s>", "<unk>"])}
+    for tok, _ in sorted(encoder.items(), key=lambda kv: kv[1]):
+        if tok != "<|endoftext|>":
+            vocab[tok] = len(vocab)
+    vocab["<mask>"] = len(vocab)
+    merges = gzip.open(reference / "vocab.bpe.gz", "rt", encoding="utf-8").read()
+    return json.dumps(vocab, ensure_ascii=False), merges
+
+
+def _example_jpeg(path: Path) -> None:
+    """A 640×480 photo-like JPEG standing in for COCO #39769 (two blobs on a gradient)."""
+    import numpy as np
+    from PIL import Image
+
+    y, x = np.mgrid[0:480, 0:640].astype(np.float32)
+    img = np.stack([x / 640 * 200 + 30, y / 480 * 150 + 50, np.full_like(x, 120)], -1)
+    for cx, cy, colour in ((180, 260, (200, 140, 60)), (460, 250, (90, 90, 90))):
+        inside = ((x - cx) / 120) ** 2 + ((y - cy) / 90) ** 2 < 1
+        img[inside] = colour
+    Image.fromarray(img.clip(0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def build_file(name: str, folder: str | Path, *, reference: str | Path, seed: int = 0) -> Path:
+    """Write the stand-in for registry file ``name`` into ``folder`` under its cache file name."""
+    ckpt = hub.REGISTRY[name]
+    reference, folder = Path(reference), Path(folder)
+    path = folder / ckpt.filename
+    pool = _Pool(seed + sum(map(ord, name)))
+    if name in MANIFESTS:
+        shapes = _manifest(reference, name)
+        state = random_state_dict(shapes, pool=pool)
+        if name.startswith("mdetr/"):
+            state["detr.transformer.text_encoder.embeddings.position_ids"] = torch.arange(514)[None]  # legacy entry
+            torch.save({"model": state, "args": _mdetr_args(shapes), "epoch": 9}, path)
+        else:
+            torch.save(state, path)
+    elif name == "clip/vit-b-16-openai":
+        from safetensors.torch import save_file
+
+        save_file(_clip_state_dict(pool), str(path))
+    elif name in ("roberta/vocab", "roberta/merges"):
+        vocab, merges = _roberta_files(reference)
+        path.write_text(vocab if name == "roberta/vocab" else merges, encoding="utf-8")
+    elif name == "example/coco-39769":
+        _example_jpeg(path)
+    else:
+        raise ValueError(f"no stand-in for {name!r}; buildable: {', '.join(BUILDABLE)}")
+    return path
+
+
+def build_mirror(folder: str | Path, names: Iterable[str] | None = None, *, reference: str | Path | None = None,
+                 seed: int = 0) -> dict[str, Path]:
+    """Stand-ins for ``names`` (default: every file of the ``glide`` backend and the example photo)
+    in ``folder``, named as in the cache. Returns ``{name: path}``."""
+    from .testing import reference_dir
+
+    reference = Path(reference) if reference is not None else reference_dir()
+    if reference is None:
+        raise FileNotFoundError("the reference folder ../shared/reference (manifests, GPT-2 vocabulary) is not available")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(names) if names is not None else list(hub.GLIDE_BACKEND + hub.EXAMPLES)
+    out = {}
+    for n in names:
+        t0 = time.perf_counter()
+        out[n] = build_file(n, folder, reference=reference, seed=seed)
+        log.info("built %s (%s) in %.1f s", out[n].name, hub.human_size(out[n].stat().st_size), time.perf_counter() - t0)
+    return out
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: "_Server"
+
+    def log_message(self, *args):  # quiet; requests go to server.requests
+        pass
+
+    def _file(self) -> Path | None:
+        name = self.path.split("?", 1)[0].lstrip("/")
+        from urllib.parse import unquote
+
+        name = unquote(name)
+        if not name or "/" in name or name.startswith(".") or name in self.server.hidden:
+            return None
+        p = self.server.folder / name
+        return p if p.is_file() else None
+
+    def do_HEAD(self):
+        self._serve(body=False)
+
+    def do_GET(self):
+        self._serve(body=True)
+
+    def _serve(self, body: bool):
+        rng = self.headers.get("Range")
+        self.server.requests.append((self.command, self.path, rng))
+        path = self._file()
+        if path is None:
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        start, end = 0, size - 1
+        if rng and rng.startswith("bytes="):
+            a, _, b = rng[6:].partition("-")
+            start = int(a) if a else 0
+            end = min(int(b), size - 1) if b else size - 1
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if body:
+            with open(path, "rb") as f:
+                try:
+                    self.connection.sendfile(f, offset=start, count=end - start + 1)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    folder: Path
+    hidden: set
+    requests: list
+
+
+class MirrorServer:
+    """Serve ``folder`` on 127.0.0.1 (a free port) as a ``ROMLIB_MIRROR``; a context manager.
+
+    ``url``: the base address; ``requests``: ``(method, path, Range header)`` of each request;
+    ``hidden``: file names answered with 404 (a mirror that lacks a file). The server stops by
+    itself after ``max_seconds`` even if never closed."""
+
+    def __init__(self, folder: str | Path, *, max_seconds: float = 900.0):
+        self._srv = _Server(("127.0.0.1", 0), _Handler)
+        self._srv.folder, self._srv.hidden, self._srv.requests = Path(folder), set(), []
+        self.url = f"http://127.0.0.1:{self._srv.server_address[1]}"
+        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
+        self._timer = threading.Timer(max_seconds, self.close)
+        self._timer.daemon = True
+        self._closed = False
+
+    @property
+    def requests(self) -> list:
+        return self._srv.requests
+
+    @property
+    def hidden(self) -> set:
+        return self._srv.hidden
+
+    def start(self) -> "MirrorServer":
+        self._thread.start()
+        self._timer.start()
+        return self
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._timer.cancel()
+            self._srv.shutdown()
+            self._srv.server_close()
+
+    def __enter__(self) -> "MirrorServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
