@@ -2,7 +2,7 @@
 
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
-    romlib download                               # fetch the real weights into the cache (about 5.5 GB)
+    romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
 """
@@ -102,12 +102,43 @@ def _run_demo(args) -> int:
 def _run_download(args) -> int:
     from . import hub
 
-    names = args.names or ["glide/base-inpaint", "glide/upsample-inpaint", "mdetr/phrasecut-eb3"]
+    if args.verify:
+        rows = hub.verify(args.names or None)
+        _table([(r["file"], "" if r["size"] is None else hub.human_size(r["size"]), r["status"]) for r in rows])
+        bad = [r["file"] for r in rows if not r["ok"]]
+        if bad:
+            print(f"romlib download: {len(bad)} damaged file(s): {', '.join(bad)}; delete them and run "
+                  "`romlib download` again", file=sys.stderr)
+        return 1 if bad else 0
+    names = list(args.names) or list(hub.GLIDE_BACKEND + hub.EXAMPLES)
     if args.baselines:
-        names += ["glide/clip-image-enc", "glide/clip-text-enc", "adm/256x256-uncond"]
+        names += [n for n in hub.BASELINES if n not in names]
+    before = {n for n in names if hub.cached(n) is not None}
+    failed, error = {}, None
+    try:
+        hub.ensure(names, progress=True)
+    except hub.CheckpointUnavailable as e:
+        error = e
+        failed = {c.name: why for c, _, why in e.missing}
+    rows = []
     for n in names:
-        print(hub.download(n))
+        ckpt = hub.REGISTRY.get(n) or hub.Checkpoint(n, n)
+        path = hub.cached(n)
+        size = hub.human_size(path.stat().st_size) if path else ckpt.size_text
+        status = "cached" if n in before else "downloaded" if path else f"MISSING: {failed.get(n, 'not fetched')}"
+        rows.append((ckpt.filename, size, status))
+    print(f"cache: {hub.cache_dir()}" + (f"   mirror: {hub.mirror()}" if hub.mirror() else ""))
+    _table(rows)
+    if error is not None:
+        raise error
     return 0
+
+
+def _table(rows) -> None:
+    head = ("file", "size", "status")
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(3)]
+    for r in [head, tuple("-" * w for w in widths), *rows]:
+        print("  ".join(str(v).ljust(w) for v, w in zip(r, widths)).rstrip())
 
 
 def _run_bench(args) -> int:
@@ -132,9 +163,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run_demo)
 
-    p = sub.add_parser("download", help="fetch the official checkpoints into the cache ($ROMLIB_CACHE)")
-    p.add_argument("names", nargs="*", help="registry names (default: GLIDE pair and MDETR)")
+    p = sub.add_parser("download", help="fetch every file of the glide backend into the cache ($ROMLIB_CACHE)",
+                       description="Fetch the real models' files into $ROMLIB_CACHE (from $ROMLIB_MIRROR when set) "
+                                   "and print a table: file, size, status.")
+    p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
+                                            "photo; see romlib.hub.REGISTRY)")
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
+    p.add_argument("--verify", action="store_true", help="fetch nothing: re-hash every cached file (or NAMES) against "
+                                                         "the size and sha256 recorded at download; exit 1 if one is damaged")
     p.set_defaults(func=_run_download)
 
     from .perf import add_bench_args

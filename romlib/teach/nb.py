@@ -60,7 +60,8 @@ def example(pipe, index: int = 0) -> tuple:
     """An input for the pipeline's backend: ``(image, ref, target)``.
 
     ShapesWorld: a generated scene with a referring expression and a target; real models: the
-    two cats of COCO val2017 #39769 (downloaded once; the DETR/MDETR demo image)."""
+    two cats of COCO val2017 #39769 (registered in :data:`romlib.hub.REGISTRY` as ``example/coco-39769``,
+    fetched once like every other file; the DETR/MDETR demo image)."""
     name = pipe.backend.name
     if name == "shapes":
         from ..shapes.demo import demo_case
@@ -71,12 +72,10 @@ def example(pipe, index: int = 0) -> tuple:
         from .. import hub
         from ..io import load_image
 
-        hub.register(hub.Checkpoint("example/cats", "http://images.cocodataset.org/val2017/000000039769.jpg",
-                                    "COCO val2017 39769 (two cats on a couch)"))
         cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
                  ("the cat on the right", "")]
         ref, target = cases[index % len(cases)]
-        return load_image(hub.download("example/cats", progress=False)), ref, target
+        return load_image(hub.download("example/coco-39769", progress=False)), ref, target
     import numpy as np
     from PIL import Image
 
