@@ -90,7 +90,7 @@ class Checkpoint:
 
     @property
     def size_text(self) -> str:
-        return human_size(self.approx_mb * 1e6) if self.approx_mb else "size unknown"
+        return f"about {human_size(self.approx_mb * 1e6)}" if self.approx_mb else "size unknown"
 
 
 REGISTRY: dict[str, Checkpoint] = {}
@@ -298,6 +298,10 @@ def _fetch(ckpt: Checkpoint, dest: Path, progress: bool, timeout: float) -> None
         with resp:
             if have and resp.status != 206:  # server ignored Range: start from zero
                 have = 0
+            elif have and not resp.headers.get("Content-Range", "").startswith(f"bytes {have}-"):
+                resp.close()  # the server answered another range than the one asked: start again
+                part.unlink()
+                return _fetch(ckpt, dest, progress, timeout)
             _hash_part(part, have, digest)
             length = resp.headers.get("Content-Length")
             total = have + int(length) if length is not None else None
@@ -397,8 +401,15 @@ def cached(name: str, *, cache: str | os.PathLike | None = None) -> Path | None:
     return dest if _is_complete(dest) else None
 
 
-def _unreachable_hosts(sources: Iterable[str], timeout: float = 5.0) -> dict[str, str]:
-    """``{host: reason}`` for the hosts of ``sources`` a TCP connection cannot reach within
+def _address(src: str) -> tuple[str, int] | None:
+    u = urllib.parse.urlparse(src)
+    if u.scheme not in ("http", "https") or not u.hostname:
+        return None
+    return u.hostname, u.port or (443 if u.scheme == "https" else 80)
+
+
+def _unreachable(sources: Iterable[str], timeout: float = 5.0) -> dict[tuple[str, int], str]:
+    """``{(host, port): reason}`` for the servers of ``sources`` a TCP connection cannot reach within
     ``timeout`` (probed in parallel, so an offline machine learns it in seconds, not minutes).
     Skipped behind a proxy, where only the proxy is reachable."""
     import socket
@@ -406,24 +417,19 @@ def _unreachable_hosts(sources: Iterable[str], timeout: float = 5.0) -> dict[str
 
     if urllib.request.getproxies():
         return {}
-    hosts = {}
-    for s in sources:
-        u = urllib.parse.urlparse(s)
-        if u.scheme in ("http", "https") and u.hostname:
-            hosts[u.hostname] = u.port or (443 if u.scheme == "https" else 80)
+    servers = {a for a in map(_address, sources) if a is not None}
 
-    def probe(item):
-        host, port = item
+    def probe(address):
         try:
-            socket.create_connection((host, port), timeout=timeout).close()
-            return host, None
+            socket.create_connection(address, timeout=timeout).close()
+            return address, None
         except OSError as e:
-            return host, f"cannot reach {host} ({e.strerror or e})"
+            return address, f"cannot reach {address[0]}:{address[1]} ({e.strerror or e})"
 
-    if not hosts:
+    if not servers:
         return {}
-    with ThreadPoolExecutor(len(hosts)) as pool:
-        return {h: why for h, why in pool.map(probe, hosts.items()) if why}
+    with ThreadPoolExecutor(len(servers)) as pool:
+        return {a: why for a, why in pool.map(probe, servers) if why}
 
 
 def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, progress: bool = True,
@@ -449,11 +455,11 @@ def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, prog
         if _offline() and remote:
             failures = [(c, root / c.filename, "offline mode (ROMLIB_OFFLINE or HF_HUB_OFFLINE is set)") for c in remote]
             todo = [c for c in todo if c not in remote]
-        dead = _unreachable_hosts([source(c) for c in todo])
+        dead = _unreachable([source(c) for c in todo])
         for c in todo:
-            host = urllib.parse.urlparse(source(c)).hostname
-            if host in dead:
-                failures.append((c, root / c.filename, dead[host]))
+            address = _address(source(c))
+            if address in dead:
+                failures.append((c, root / c.filename, dead[address]))
                 continue
             try:
                 paths[c.name] = download(c.name, cache=root, progress=progress, timeout=timeout)

@@ -175,10 +175,26 @@ def build_file(name: str, folder: str | Path, *, reference: str | Path, seed: in
     return path
 
 
+#: Bumped whenever a stand-in's content changes, so reused folders are rebuilt.
+BUILDER_VERSION = 1
+
+
+def _stamp(name: str, reference: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256(f"{BUILDER_VERSION}:{name}".encode())
+    if name in MANIFESTS:
+        h.update((reference / MANIFESTS[name]).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def build_mirror(folder: str | Path, names: Iterable[str] | None = None, *, reference: str | Path | None = None,
-                 seed: int = 0) -> dict[str, Path]:
+                 seed: int = 0, reuse: bool = False) -> dict[str, Path]:
     """Stand-ins for ``names`` (default: every file of the ``glide`` backend and the example photo)
-    in ``folder``, named as in the cache. Returns ``{name: path}``."""
+    in ``folder``, named as in the cache. Returns ``{name: path}``.
+
+    ``reuse``: keep files an earlier call built for the same manifests and builder (recorded in
+    ``folder/stamps.json``), so a kept folder saves the minute of building."""
     from .testing import reference_dir
 
     reference = Path(reference) if reference is not None else reference_dir()
@@ -186,11 +202,19 @@ def build_mirror(folder: str | Path, names: Iterable[str] | None = None, *, refe
         raise FileNotFoundError("the reference folder ../shared/reference (manifests, GPT-2 vocabulary) is not available")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    stamps_path = folder / "stamps.json"
+    stamps = json.loads(stamps_path.read_text()) if reuse and stamps_path.is_file() else {}
     names = list(names) if names is not None else list(hub.GLIDE_BACKEND + hub.EXAMPLES)
     out = {}
     for n in names:
+        path, stamp = folder / hub.REGISTRY[n].filename, _stamp(n, reference)
+        if reuse and path.is_file() and stamps.get(n) == [stamp, path.stat().st_size]:
+            out[n] = path
+            continue
         t0 = time.perf_counter()
         out[n] = build_file(n, folder, reference=reference, seed=seed)
+        stamps[n] = [stamp, out[n].stat().st_size]
+        stamps_path.write_text(json.dumps(stamps, indent=1))
         log.info("built %s (%s) in %.1f s", out[n].name, hub.human_size(out[n].stat().st_size), time.perf_counter() - t0)
     return out
 

@@ -5,6 +5,7 @@ import json
 import multiprocessing as mp
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -31,6 +32,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         rng = self.headers.get("Range")
         if rng:
             start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):  # as real servers do
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
@@ -74,6 +81,7 @@ def entry(server, tmp_path, monkeypatch):
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ROMLIB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("ROMLIB_MIRROR", raising=False)
     hub.register(hub.Checkpoint("test/ckpt", base + "/ckpt.pt", approx_mb=1))
     yield data
     hub.REGISTRY.pop("test/ckpt", None)
@@ -185,3 +193,201 @@ def test_only_named_types_are_unpickled(tmp_path, monkeypatch):
             hub.load_checkpoint("test/ns", allow=["os.system"])
     finally:
         hub.REGISTRY.pop("test/ns")
+
+
+# ----------------------------------------------------------------------------- mirror, ensure, bad inputs
+def _official_unreachable(name="test/ckpt"):
+    """Register the test file with an official address nobody can reach (only a mirror can serve it)."""
+    hub.register(hub.Checkpoint(name, "http://127.0.0.1:9/official/ckpt.pt", approx_mb=1))
+
+
+def test_http_mirror_serves_every_file_by_its_name(entry, server, monkeypatch):
+    _, base = server
+    _official_unreachable()
+    monkeypatch.setenv("ROMLIB_MIRROR", base + "/")
+    path = hub.download("test/ckpt", progress=False)
+    assert path.read_bytes() == entry and _Handler.log == [("/ckpt.pt", None)]
+    assert json.loads(path.with_name("ckpt.pt.json").read_text())["source"] == base + "/ckpt.pt"
+
+
+def test_mirror_lacking_a_file_says_so(entry, server, monkeypatch):
+    _, base = server
+    monkeypatch.setenv("ROMLIB_MIRROR", base)
+    hub.register(hub.Checkpoint("test/other", "http://127.0.0.1:9/other.pt", approx_mb=2))
+    try:
+        with pytest.raises(hub.CheckpointUnavailable, match="the mirror has no other.pt") as e:
+            hub.download("test/other", progress=False)
+        assert "official address: http://127.0.0.1:9/other.pt" in str(e.value)
+        assert not list(hub.cache_dir().glob("other.pt*.part"))
+    finally:
+        hub.REGISTRY.pop("test/other")
+
+
+def test_local_folder_mirror_works_offline_and_resumes(entry, tmp_path, monkeypatch):
+    folder = tmp_path / "usb-stick"
+    folder.mkdir()
+    (folder / "ckpt.pt").write_bytes(entry)
+    _official_unreachable()
+    monkeypatch.setenv("ROMLIB_MIRROR", str(folder))
+    monkeypatch.setenv("ROMLIB_OFFLINE", "1")  # a folder is not the network
+    cache = hub.cache_dir()
+    cache.mkdir(parents=True)
+    (cache / "ckpt.pt.part").write_bytes(entry[:1000])  # an earlier copy broke off
+    assert hub.download("test/ckpt", progress=False).read_bytes() == entry
+    assert not (cache / "ckpt.pt.part").exists()
+
+
+def test_ensure_names_every_missing_file_at_once_offline(entry, monkeypatch):
+    monkeypatch.setenv("ROMLIB_OFFLINE", "1")
+    hub.register(hub.Checkpoint("test/second", "http://127.0.0.1:9/second.pt", approx_mb=3))
+    try:
+        t0 = time.perf_counter()
+        with pytest.raises(hub.CheckpointUnavailable) as e:
+            hub.ensure(["test/ckpt", "test/second"], progress=False)
+        assert time.perf_counter() - t0 < 2
+        msg = str(e.value)
+        assert "2 file(s)" in msg and "ckpt.pt" in msg and "second.pt" in msg and msg.count("put it by hand at") == 2
+        assert {c.name for c, _, _ in e.value.missing} == {"test/ckpt", "test/second"}
+        assert _Handler.log == []
+    finally:
+        hub.REGISTRY.pop("test/second")
+
+
+def test_ensure_fetches_what_is_missing_and_reports_an_unreachable_host_quickly(entry, monkeypatch):
+    hub.register(hub.Checkpoint("test/dead", "http://127.0.0.1:9/dead.pt"))
+    try:
+        with pytest.raises(hub.CheckpointUnavailable, match="cannot reach 127.0.0.1") as e:
+            hub.ensure(["test/ckpt", "test/dead"], progress=False)
+        assert [c.name for c, _, _ in e.value.missing] == ["test/dead"]
+        assert hub.cached("test/ckpt") is not None  # the reachable one was fetched anyway
+    finally:
+        hub.REGISTRY.pop("test/dead")
+
+
+def test_a_stale_part_larger_than_the_file_is_restarted(entry):
+    cache = hub.cache_dir()
+    cache.mkdir(parents=True)
+    (cache / "ckpt.pt.part").write_bytes(b"x" * (len(entry) + 10))
+    assert hub.download("test/ckpt", progress=False).read_bytes() == entry
+
+
+def test_force_keeps_the_good_file_until_the_new_one_is_whole(entry):
+    path = hub.download("test/ckpt", progress=False)
+    _Handler.cut_after["/ckpt.pt"] = 50_000
+    with pytest.raises(hub.CheckpointUnavailable, match="resume"):
+        hub.download("test/ckpt", progress=False, force=True)
+    assert path.read_bytes() == entry  # the good copy is untouched beside the .part
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                                                                 "can't allocate memory: you tried to allocate 1540000000 bytes")])
+def test_a_good_file_is_never_deleted_when_memory_runs_out(entry, monkeypatch, error):
+    path = hub.download("test/ckpt", progress=False)
+
+    def boom(*a, **k):
+        raise error
+
+    monkeypatch.setattr(torch, "load", boom)
+    with pytest.raises(type(error)) as e:
+        hub.load_checkpoint("test/ckpt", progress=False)
+    said = str(e.value) + " ".join(getattr(e.value, "__notes__", []))
+    assert "ckpt.pt" in said and "kept" in said
+    assert path.read_bytes() == entry and path.with_name("ckpt.pt.json").exists()
+    assert len(_Handler.log) == 1  # not fetched again
+
+
+def test_a_broken_archive_of_the_right_size_is_replaced(entry):
+    path = hub.download("test/ckpt", progress=False)
+    data = bytearray(entry)
+    data[-200:] = b"\0" * 200  # the zip directory is gone; the size still matches the record
+    path.write_bytes(bytes(data))
+    assert torch.equal(hub.load_checkpoint("test/ckpt", progress=False)["w"], torch.arange(200_000, dtype=torch.float32))
+    assert path.read_bytes() == entry and len(_Handler.log) == 2
+
+
+def test_a_code_carrying_pickle_is_refused_not_run_not_deleted(entry, tmp_path):
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.makedirs, (str(marker),))
+
+    cache = hub.cache_dir()
+    cache.mkdir(parents=True)
+    torch.save({"w": torch.ones(2), "x": Payload()}, cache / "ckpt.pt")
+    with pytest.raises(hub.UnsafeCheckpoint, match=r"refused: .*ckpt.pt asks to run code .*GLOBAL"):
+        hub.load_checkpoint("test/ckpt", progress=False)
+    assert not marker.exists() and (cache / "ckpt.pt").exists() and _Handler.log == []
+
+
+def _read_only(monkeypatch, folder):
+    """Make ``folder`` read-only (root ignores permission bits, so hub's write check is told too)."""
+    import os
+
+    folder.chmod(0o555)
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if Path(p) == folder and mode & os.W_OK else real(p, mode, **kw))
+
+
+def test_a_read_only_cache_with_every_file_works_and_names_what_it_lacks(entry, monkeypatch):
+    from filelock import FileLock
+
+    path = hub.download("test/ckpt", progress=False)
+    path.with_name("ckpt.pt.lock").unlink(missing_ok=True)
+    cache = path.parent
+    _read_only(monkeypatch, cache)
+    monkeypatch.setattr(FileLock, "__enter__", lambda self: pytest.fail("a lock was taken to read"))
+    try:
+        assert hub.download("test/ckpt", progress=False) == path
+        assert hub.load_checkpoint("test/ckpt", progress=False)["w"].shape == (200_000,)
+        assert sorted(p.name for p in cache.iterdir()) == ["ckpt.pt", "ckpt.pt.json"]
+        hub.register(hub.Checkpoint("test/absent", "http://127.0.0.1:9/absent.pt"))
+        with pytest.raises(hub.CheckpointUnavailable, match="read-only"):
+            hub.download("test/absent", progress=False)
+    finally:
+        hub.REGISTRY.pop("test/absent", None)
+        cache.chmod(0o755)
+
+
+def test_a_damaged_file_in_a_read_only_cache_is_named_and_kept(entry, monkeypatch):
+    path = hub.download("test/ckpt", progress=False)
+    path.write_bytes(entry[:-200] + b"\0" * 200)
+    real_unlink = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.parent == path.parent:
+            raise PermissionError(13, "Read-only file system")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(hub.CheckpointUnavailable, match=r"ckpt.pt is damaged .* cannot be removed"):
+        hub.load_checkpoint("test/ckpt", progress=False)
+    assert path.exists()
+
+
+def test_verify_rehashes_the_cache_and_the_cli_reports_damage(entry, capsys):
+    from romlib.cli import main
+
+    path = hub.download("test/ckpt", progress=False)
+    rows = hub.verify(["test/ckpt"])
+    assert rows[0]["status"] == "ok" and rows[0]["size"] == len(entry)
+    assert main(["download", "--verify", "test/ckpt"]) == 0
+    data = bytearray(entry)
+    data[len(data) // 2] ^= 0xFF  # one flipped bit in the weights: same size, loads silently
+    path.write_bytes(bytes(data))
+    assert hub.verify(["test/ckpt"])[0]["status"].startswith("damaged: sha256")
+    assert main(["download", "--verify"]) == 1
+    out = capsys.readouterr()
+    assert "ckpt.pt" in out.out and "damaged" in out.err
+    assert path.exists()  # verify reports, it deletes nothing
+
+
+def test_download_command_ends_with_a_table(entry, capsys):
+    from romlib.cli import main
+
+    assert main(["download", "test/ckpt"]) == 0
+    assert main(["download", "test/ckpt"]) == 0
+    out = capsys.readouterr().out
+    assert "file" in out and "status" in out and "downloaded" in out and "cached" in out
