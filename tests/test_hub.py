@@ -391,3 +391,22 @@ def test_download_command_ends_with_a_table(entry, capsys):
     assert main(["download", "test/ckpt"]) == 0
     out = capsys.readouterr().out
     assert "file" in out and "status" in out and "downloaded" in out and "cached" in out
+
+
+def test_download_command_covers_the_backend_and_baselines(monkeypatch, tmp_path, capsys):
+    from romlib.cli import main
+
+    asked = []
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path))
+    monkeypatch.setattr(hub, "ensure", lambda names, **kw: asked.extend(names))
+    assert main(["download", "--baselines"]) == 0
+    assert set(asked) == set(hub.GLIDE_BACKEND + hub.EXAMPLES + hub.BASELINES)
+    assert "clip_vit_b16_openai.safetensors" in capsys.readouterr().out
+
+
+def test_open_clip_is_never_left_to_fetch_weights_itself():
+    from romlib.rank import load_clip_ranker
+
+    with pytest.raises(ValueError, match="not registered in romlib.hub"):
+        load_clip_ranker(pretrained="laion2b_s34b_b88k")
+    assert ("ViT-B-16", "openai") in __import__("romlib.rank", fromlist=["CLIP_FILES"]).CLIP_FILES
