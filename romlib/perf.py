@@ -57,13 +57,17 @@ def compile_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     variable to somewhere of their own. Returns the directory in use."""
     from . import hub
 
+    global _set_by_us
     wanted = Path(cache_dir).expanduser() if cache_dir is not None else hub.cache_dir() / "torch-compile"
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if current is None or cache_dir is not None or current == _inductor_default_dir():
+    if current is None or cache_dir is not None or current in (_inductor_default_dir(), _set_by_us):
         wanted.mkdir(parents=True, exist_ok=True)
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(wanted.resolve())
+        _set_by_us = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(wanted.resolve())
         return wanted.resolve()
     return Path(current)
+
+
+_set_by_us: str | None = None  # the TORCHINDUCTOR_CACHE_DIR this module chose (a user's own is left alone)
 
 
 def _inductor_default_dir() -> str | None:
