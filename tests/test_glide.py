@@ -112,3 +112,19 @@ def test_bad_inputs_are_named():
         up(**{**_inputs(up, b=1, size=256), "low_res": None})
     with pytest.raises(ValueError, match="unknown GLIDE model"):
         create_model("base", device="meta")
+
+
+@pytest.mark.parametrize("fname", ["glide_inpaint64_golden.pt", "glide_superres_inpaint256_golden.pt"])
+def test_fast_path_is_bitwise_the_plain_path_in_fp32(ref, fname):
+    """The fast eager path (default) only changes half-precision arithmetic: on the golden models
+    in float32 it gives exactly the plain path's output."""
+    g = torch.load(ref / fname, weights_only=True)
+    cfg = dict(g["config"], inpaint=True, super_res="SuperRes" in g["model_class"])
+    model = build_model(cfg).eval()
+    model.load_state_dict(g["state_dict"], strict=True)
+    assert model.fast
+    with torch.no_grad():
+        fast = model(**g["inputs"])
+        plain = model.set_fast(False)(**g["inputs"])
+    assert not model.fast
+    assert torch.equal(fast, plain)
