@@ -62,6 +62,14 @@ def romlib(*args, env: dict, timeout: float = 600, label: str | None = None) -> 
     return proc
 
 
+def assert_quick(proc, what: str, limit: float = 10.0) -> None:
+    """Within ``limit`` seconds of wall time; on a machine busier than its cores (shared CI runners,
+    parallel jobs) the process's own CPU seconds are held to the limit instead."""
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1)
+    took = proc.cpu_seconds if busy else proc.seconds
+    assert took < limit, f"{what} took {proc.seconds:.1f} s wall, {proc.cpu_seconds:.1f} s CPU (machine busy: {busy})"
+
+
 def user_env(cache: Path, mirror_url: str | None, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("ROMLIB_OFFLINE", "HF_HUB_OFFLINE", "ROMLIB_MIRROR")}
     env.update(ROMLIB_CACHE=str(cache), MPLBACKEND="Agg", PYTHONUNBUFFERED="1", **extra)
@@ -135,7 +143,7 @@ def test_cached_files_load_strictly_with_the_manifest_names(rehearsal, monkeypat
     assert ids[0] == 0 and ids[-1] == 2 and len(ids) > 3  # RoBERTa's <s> ... </s>, from the cached vocab files
 
 
-def _photo(path: Path) -> "np.ndarray":
+def _photo(path: Path):
     import numpy as np
     from PIL import Image
 
@@ -205,7 +213,7 @@ def test_offline_without_files_names_every_missing_file_at_once(rehearsal, tmp_p
     for fname in GLIDE_FILES:
         assert fname in proc.stderr
     assert hub.REGISTRY["glide/base-inpaint"].url in proc.stderr and str(tmp_path / "empty-cache") in proc.stderr
-    assert proc.seconds < 10, f"the offline error took {proc.seconds:.1f} s"
+    assert_quick(proc, "the offline error")
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.png"))
 
 
@@ -229,7 +237,7 @@ def test_a_mirror_that_lacks_a_file_names_it_and_builds_nothing(rehearsal, tmp_p
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert lacking in proc.stderr and "mirror has no" in proc.stderr and proc.stderr.count("put it by hand at") == 1
-    assert proc.seconds < 10, f"the error took {proc.seconds:.1f} s"
+    assert_quick(proc, "the missing-file error")
     assert table.returncode == 2 and "MISSING" in table.stdout and table.stdout.count("cached") >= len(GLIDE_FILES) - 1
     assert not list(partial.glob("*.part"))
 

@@ -5,8 +5,8 @@
     python tools/rehearse_notebooks.py --mirror http://host:8000   # an existing mirror (real weights too)
 
 Without ``--mirror``, the files are built by :func:`romlib.rehearsal.build_mirror` (random weights in the
-official formats, baselines included; about 7.2 GB in ``--work``, a temporary folder by default) and
-served from 127.0.0.1. Each notebook runs in a fresh kernel with ``ROMLIB_MIRROR``, a fresh
+official formats: 4.4 GB, 7.2 GB with the baselines when a chosen notebook loads them; in ``--work``, a
+temporary folder by default; a kept ``--work`` reuses them) and served from 127.0.0.1. Each notebook runs in a fresh kernel with ``ROMLIB_MIRROR``, a fresh
 ``ROMLIB_CACHE`` shared by the notebooks, ``ROMLIB_BACKEND=glide`` and ``ROMLIB_PROGRESS=0``; the
 table gives its seconds, the peak GPU memory its kernel allocated (``torch.cuda.max_memory_allocated``)
 and its first error. ``--reduced`` caps every ``edit``/``compare``/``trace`` at 1 sample and 2 base and
@@ -124,7 +124,9 @@ def main(argv=None) -> int:
         mirror = args.mirror
         if mirror is None:
             t0 = time.perf_counter()
-            names = [n for n in BUILDABLE if n in hub.GLIDE_BACKEND + hub.BASELINES + hub.EXAMPLES]
+            baselines = any("baselines=True" in nb.read_text() for nb in notebooks)  # only if a notebook loads them
+            wanted = hub.GLIDE_BACKEND + hub.EXAMPLES + (hub.BASELINES if baselines else ())
+            names = [n for n in BUILDABLE if n in wanted]
             build_mirror(work / "mirror", names, reuse=True)
             print(f"built the stand-in files in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             server = MirrorServer(work / "mirror", max_seconds=24 * 3600).start()
