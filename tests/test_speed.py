@@ -292,3 +292,67 @@ def test_gpu_check_script_dry_run(tmp_path):
     assert "--paths plain eager" in out and "compile:default" in out and "--batch 4 24" in out
     assert "--reference /some/glide-text2im" in out and "--fast-vs-plain" in out
     assert str(tmp_path / "t.md") in out
+
+
+_FAKE_GLIDE = '''
+"""A stand-in for glide-text2im's model_creation API (test only), built from romlib's own code."""
+from romlib.models.glide import GlideConfig, GlideUNet
+from romlib.sampling.diffusion import create_diffusion
+
+CREATED = []
+
+
+class _Tokenizer:
+    def encode(self, text):
+        return list(text.encode())
+
+    def padded_tokens_and_mask(self, tokens, ctx):
+        tokens = tokens[:ctx]
+        return tokens + [0] * (ctx - len(tokens)), [True] * len(tokens) + [False] * (ctx - len(tokens))
+
+
+def model_and_diffusion_defaults():
+    return dict(image_size=64, num_channels=192, text_ctx=128, diffusion_steps=1000, noise_schedule="squaredcos_cap_v2",
+                timestep_respacing="", use_fp16=True, inpaint=False, super_res=False)
+
+
+def model_and_diffusion_defaults_upsampler():
+    return dict(model_and_diffusion_defaults(), image_size=256, noise_schedule="linear", super_res=True)
+
+
+def create_gaussian_diffusion(steps, noise_schedule, timestep_respacing):
+    return create_diffusion(steps, noise_schedule, timestep_respacing)
+
+
+def create_model_and_diffusion(**o):
+    CREATED.append(o)
+    cfg = GlideConfig(text_ctx=o["text_ctx"], xf_width=16, xf_layers=1, xf_heads=1, model_channels=32, num_res_blocks=1,
+                      channel_mult=(1, 1), attention_resolutions=(), num_head_channels=16, n_vocab=256,
+                      inpaint=o["inpaint"], super_res=o["super_res"], image_size=o["image_size"])
+    model = GlideUNet(cfg)
+    model.tokenizer = _Tokenizer()
+    return model, create_gaussian_diffusion(o["diffusion_steps"], o["noise_schedule"], o["timestep_respacing"])
+'''
+
+
+@pytest.mark.slow  # 256-px sampling on the CPU: about 15-45 s
+def test_reference_loop_runs_from_a_checkout_path(tmp_path):
+    pkg = tmp_path / "glide_text2im"
+    pkg.mkdir()
+    for name in ("__init__.py", "gaussian_diffusion.py", "text2im_model.py"):
+        (pkg / name).write_text("")
+    (pkg / "model_creation.py").write_text(_FAKE_GLIDE)
+    try:
+        rows = perf.run_reference(str(tmp_path), "cpu", batches=(1,), dtype="fp32", tiny=True, steps=2,
+                                  upsample_steps="2", warmup_steps=2)
+        created = sys.modules["glide_text2im.model_creation"].CREATED
+    finally:
+        for name in [m for m in sys.modules if m.startswith("glide_text2im")]:
+            del sys.modules[name]
+        sys.path.remove(str(tmp_path.resolve()))
+    (row,) = rows
+    assert (row.path, row.batch, row.steps, row.upsample_steps) == ("reference", 1, 2, 2)
+    assert row.base_s > 0 and row.upsample_s > 0 and row.total_s == row.base_s + row.upsample_s and row.warmup_s > 0
+    base, up = created  # the options the checkout was asked for: romlib's tiny sizes, inpainting, fp32
+    assert base["inpaint"] and up["inpaint"] and up["super_res"] and not base["use_fp16"]
+    assert base["timestep_respacing"] == "2" and base["channel_mult"] == "1,1,2,2" and base["attention_resolutions"] == "16,8"
