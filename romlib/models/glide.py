@@ -117,8 +117,9 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: int = 10000) -> to
 
 
 def _writable(x: torch.Tensor) -> bool:
-    """True when ``x`` may be overwritten in place (autograd does not need it)."""
-    return not (x.requires_grad and torch.is_grad_enabled())
+    """True when ``x`` may be overwritten in place: autograd does not need it, and no compiler
+    is tracing (it fuses and reuses buffers itself; ``out=`` would only cost graph breaks)."""
+    return not (x.requires_grad and torch.is_grad_enabled()) and not torch.compiler.is_compiling()
 
 
 class GroupNorm32(nn.GroupNorm):
