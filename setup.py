@@ -25,8 +25,8 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "nbval>=0.11", "ipykernel", "ipywidgets>=8", "matplotlib"],
-        "notebooks": ["ipywidgets>=8", "matplotlib"],
+        "test": ["pytest>=7", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib"],
+        "notebooks": ["jupyter", "ipywidgets>=8", "matplotlib"],
     },
     entry_points={"console_scripts": ["romlib=romlib.cli:main"]},
 )

@@ -1,11 +1,17 @@
-"""The committed notebooks: thin, stripped, and regression-checked for real.
+"""The committed notebooks: generated, executed, readable without running, and regression-checked for real.
 
 nbval itself runs every notebook (``testpaths`` includes ``notebooks/``); these tests check the
-files' shape and prove the output checking is live: a deliberately altered stored output fails.
+stored files (outputs and figures present, nothing a reader cannot render, the blind study blind),
+that figures survive the Agg backend, that the output checking is live (an altered stored output
+fails), that the Colab install cell fails helpfully, and that a built wheel runs ``romlib demo``.
 """
+import importlib.util
 import os
+import re
+import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -17,50 +23,137 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 EXPECTED = ["00_quickstart", "01_diffusion_and_guidance", "02_referring_masks", "03_ablation_dilation",
             "04_ablation_guidance", "05_ablation_ranking", "06_user_study"]
+#: a cell meant to draw calls one of these; each must leave at least one PNG in the stored outputs
+DRAWS = re.compile(r"rl\.nb\.(show|explore|scrubber)\(|session\.show\(")
+#: a cell that makes a figure must display it explicitly (under Agg an implicit figure vanishes)
+MAKES_FIGURE = re.compile(r"\.grid\(|plot_\w+\(|image_row\(|_figure\(|\.compare\(")
+METHOD_NAMES = re.compile(r"\b(ccf-direction|cf-original|ccf|cf|clip|blended)\b", re.I)
+WIDGET = "application/vnd.jupyter.widget-view+json"
 
 
 def _checked(cell) -> bool:
     return cell.cell_type == "code" and any(line.strip() == MARK for line in cell.source.splitlines())
 
 
-def test_all_seven_notebooks_are_there():
+def _pngs(cell) -> int:
+    return sum("image/png" in o.get("data", {}) for o in cell.outputs)
+
+
+def _texts(cell) -> str:
+    parts = []
+    for o in cell.outputs:
+        parts.append(o.get("text", ""))
+        for mime, v in o.get("data", {}).items():
+            if mime.startswith("text/"):
+                parts.append(v if isinstance(v, str) else "".join(v))
+    return "\n".join(parts)
+
+
+def _load_builder():
+    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_all_seven_notebooks_are_there_and_generated():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
+    builder = _load_builder()
+    for p in NOTEBOOKS:
+        stored = [c.source for c in nbformat.read(p, as_version=4).cells]
+        assert stored == [src for _, src in builder.NOTEBOOKS[p.stem]], (
+            f"{p.name} differs from tools/build_notebooks.py: run the builder and tools/refresh_notebooks.py")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_is_thin_and_stripped(path):
+def test_notebook_is_thin_executed_and_stripped(path):
     nb = nbformat.read(path, as_version=4)
-    assert set(nb.metadata) <= {"kernelspec", "language_info"}, "execution metadata must be stripped"
+    assert set(nb.metadata) <= {"kernelspec", "language_info"}, "execution and widget metadata must be stripped"
     code = [c for c in nb.cells if c.cell_type == "code"]
-    checked = [c for c in code if _checked(c)]
-    assert checked, "every notebook has at least one checked cell"
-    for c in code:
-        assert not c.metadata, f"cell metadata left in {c.source[:40]!r}"
+    assert any(_checked(c) for c in code), "every notebook has at least one checked cell"
+    for n, c in enumerate(code, 1):
+        head = c.source[:60]
+        assert not c.metadata, f"cell metadata left in {head!r}"
+        assert c.execution_count == n, f"stored notebook not executed in order (refresh_notebooks.py): {head!r}"
+        assert MARK not in c.source or _checked(c), f"a trailing {MARK} is ignored by nbval: {head!r}"
+        assert len(c.source.splitlines()) <= 12, f"code cell too long (romlib holds the logic): {head!r}"
+        for o in c.outputs:
+            assert WIDGET not in o.get("data", {}), f"widget view stored (needs a kernel to render): {head!r}"
+            assert "\r" not in o.get("text", ""), f"progress bar stored: {head!r}"
         if _checked(c):
-            assert c.outputs and c.execution_count, f"checked cell without stored output: {c.source[:60]!r}"
-        else:
-            assert not c.outputs and c.execution_count is None, f"unchecked cell keeps output: {c.source[:60]!r}"
-            assert MARK not in c.source, f"a trailing {MARK} is ignored by nbval: {c.source[:60]!r}"
-        assert len(c.source.splitlines()) <= 12, f"code cell too long (romlib holds the logic): {c.source[:60]!r}"
+            assert c.outputs and not _pngs(c), f"a checked cell prints rounded numbers, never figures: {head!r}"
     md = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
-    assert "colab.research.google.com" in md and "Expected time" in md
+    for needed in ("colab.research.google.com", "Expected time", "What you should see", "## Exercises", "**Next:**"):
+        assert needed in md, f"{path.stem}: markdown lacks {needed!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_figure_exists_in_the_stored_outputs(path):
+    """Each cell meant to draw carries a PNG (stored under Agg, as nbval runs); figures are displayed explicitly."""
+    nb = nbformat.read(path, as_version=4)
+    for c in nb.cells:
+        if c.cell_type != "code":
+            continue
+        if DRAWS.search(c.source):
+            assert _pngs(c), f"{path.stem}: a cell meant to draw stored no image: {c.source[:80]!r}"
+        if MAKES_FIGURE.search(c.source) and "rl.study.session.cases_from_pipeline" not in c.source:
+            assert DRAWS.search(c.source), f"{path.stem}: figure made but not displayed with rl.nb.show: {c.source[:80]!r}"
+
+
+def test_notebooks_folder_is_small():
+    total = sum(p.stat().st_size for p in (ROOT / "notebooks").iterdir() if p.is_file())
+    assert total <= 8_000_000, f"notebooks/ is {total / 1e6:.1f} MB (limit 8 MB)"
+    assert sum(_pngs(c) for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells) >= 20
+
+
+def test_blind_study_widget_shows_no_method_names():
+    nb = nbformat.read(ROOT / "notebooks" / "06_user_study.ipynb", as_version=4)
+    widget = [c for c in nb.cells if c.cell_type == "code" and "session.show(" in c.source]
+    assert len(widget) == 1
+    cell = widget[0]
+    assert cell.outputs, "the widget cell was not executed"
+    found = METHOD_NAMES.findall(_texts(cell))
+    assert not found, f"the blind ranking cell shows method names {found}"
+    assert _pngs(cell) == 1, "only the blinded figure (labels A–D) may render in the widget cell"
+    assert "compare(" not in cell.source
+    case_cell = next(c for c in nb.cells if "cases_from_pipeline" in c.source)
+    assert not _pngs(case_cell), "the comparison figures (with method names) must not render"
+
+
+def test_figures_survive_agg_and_undisplayed_ones_vanish(tmp_path):
+    """Under MPLBACKEND=Agg, rl.nb.show gives a PNG output; a figure left to the backend gives none
+    (which is why every notebook figure goes through rl.nb.show)."""
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("import matplotlib.pyplot as plt, romlib as rl\nfig = plt.figure(); plt.plot([1, 2])"),
+                nbformat.v4.new_code_cell("fig = plt.figure(); plt.plot([1, 2])\nrl.nb.show(fig)")]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    old = os.environ.copy()
+    os.environ.update(env)
+    try:
+        nbclient.NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    assert _pngs(nb.cells[0]) == 0
+    assert _pngs(nb.cells[1]) == 1
 
 
 def _run_nbval(path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ROMLIB_BACKEND="shapes", MPLBACKEND="Agg")
+    env = dict(os.environ, ROMLIB_BACKEND="shapes", MPLBACKEND="Agg", ROMLIB_PROGRESS="0")
     return subprocess.run([sys.executable, "-m", "pytest", str(path), "--nbval-lax", "-q", "-p", "no:cacheprovider",
                            "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg")],
                           cwd=path.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
 def test_output_checking_is_live(tmp_path):
-    """Notebook 06 up to its checked cell: passes as stored, fails once the stored output is altered."""
+    """Notebook 06 up to its first checked cell: passes as stored, fails once the stored output is altered."""
     nb = nbformat.read(ROOT / "notebooks" / "06_user_study.ipynb", as_version=4)
-    last = next(i for i, c in enumerate(nb.cells) if _checked(c))
-    nb.cells = nb.cells[:last + 1]
+    first = next(i for i, c in enumerate(nb.cells) if _checked(c))
+    nb.cells = [c for i, c in enumerate(nb.cells[:first + 1]) if i == first or "plot_" not in c.source]
     good = tmp_path / "as_stored.ipynb"
     nbformat.write(nb, good)
-    out = nb.cells[last].outputs[0]
+    out = nb.cells[-1].outputs[0]
     text = out["text"]
     digit = next(ch for ch in text if ch.isdigit())
     out["text"] = text.replace(digit, str((int(digit) + 1) % 10), 1)
@@ -72,3 +165,63 @@ def test_output_checking_is_live(tmp_path):
     broken = _run_nbval(bad)
     assert broken.returncode != 0, "an altered stored output passed: nbval is not checking this cell"
     assert "failed" in broken.stdout, broken.stdout[-3000:]
+
+
+def _install_cell() -> str:
+    nb = nbformat.read(NOTEBOOKS[0], as_version=4)
+    return next(c.source for c in nb.cells if c.cell_type == "code" and "ROMLIB_SOURCE" in c.source)
+
+
+def test_install_cell_uses_the_one_source_constant():
+    builder = _load_builder()
+    for p in NOTEBOOKS:
+        cell = next(c.source for c in nbformat.read(p, as_version=4).cells if "ROMLIB_SOURCE =" in c.source)
+        assert f"ROMLIB_SOURCE = {builder.PACKAGE_SOURCE!r}" in cell
+    assert "## Publishing" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("with_wheel", [False, True], ids=["source", "wheel"])
+def test_install_cell_failure_says_what_to_do(tmp_path, with_wheel):
+    """Without romlib (``python -S``: no site-packages) and an unreachable source, the cell prints advice, no traceback."""
+    src = re.sub(r"ROMLIB_SOURCE = .*?  #", f"ROMLIB_SOURCE = {str(tmp_path / 'nowhere')!r}  #", _install_cell())
+    if with_wheel:
+        (tmp_path / "romlib-0.0.0-py3-none-any.whl").write_bytes(b"not a wheel")
+    r = subprocess.run([sys.executable, "-S", "-c", src], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "What to do" in r.stdout and "Traceback" not in r.stdout + r.stderr
+    assert ("romlib-0.0.0-py3-none-any.whl" in r.stdout) == with_wheel
+
+
+def test_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
+    """Build the wheel from a copy of the source, install it into a new venv that borrows this
+    environment's packages (torch is not reinstalled), and run ``romlib demo`` from it: the
+    ShapesWorld weights must be inside the wheel."""
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("setup.py", "README.md"):
+        shutil.copy(ROOT / f, src / f)
+    shutil.copytree(ROOT / "romlib", src / "romlib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dist = tmp_path / "dist"
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                        str(src)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    wheel = next(dist.glob("romlib-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    # borrow this environment's packages (torch, ...) after the venv's own site-packages
+    Path(site, "_borrowed.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
+                        str(wheel)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env.update(ROMLIB_OFFLINE="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
+    where = subprocess.run([str(py), "-c", "import romlib; print(romlib.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert where.stdout.strip().startswith(site), f"romlib not imported from the venv: {where.stdout} {where.stderr[-500:]}"
+    demo = subprocess.run([str(venv / "bin" / "romlib"), "demo", "--out", str(tmp_path / "demo"), "--samples", "2", "--quiet"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert (tmp_path / "demo" / "result.json").is_file()

@@ -16,7 +16,7 @@ import numpy as np
 
 from .data import Rankings, _check_permutation, save_csv
 
-__all__ = ["StudyCase", "RankingSession"]
+__all__ = ["StudyCase", "RankingSession", "cases_from_pipeline"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,25 @@ def _png(img) -> bytes:
     buf = io.BytesIO()
     img.convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
+
+
+def cases_from_pipeline(pipe, examples: Sequence[tuple], guidances: Sequence[str], *, samples: int = 2, seed: int = 0,
+                        progress: bool = False, **kwargs) -> list[StudyCase]:
+    """Study cases from a pipeline: for each ``(image, ref, target)`` of ``examples``, the best edit of
+    every guidance rule (:meth:`~romlib.pipeline.ROMPipeline.compare`: one shared mask, same seeds).
+
+    The comparison figures, which carry the method names, are closed here without being displayed:
+    under an inline backend an open figure would otherwise render at the end of the cell, right
+    under the blind ranking widget, and un-blind the study."""
+    import matplotlib.pyplot as plt
+
+    cases = []
+    for i, (image, ref, target) in enumerate(examples):
+        results, fig = pipe.compare(image, ref, target, guidances=tuple(guidances), samples=samples, seed=seed,
+                                    progress=progress, **kwargs)
+        plt.close(fig)
+        cases.append(StudyCase(f"case{i}", image, target, {g: r.best for g, r in results.items()}, ref=ref))
+    return cases
 
 
 class RankingSession:

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["setup", "pipeline", "example", "missing_phrase", "explore", "scrubber", "plot_trace", "trace_numbers", "widgets_available"]
+__all__ = ["setup", "pipeline", "example", "chosen_case", "missing_phrase", "explore", "scrubber", "plot_trace",
+           "trace_numbers", "widgets_available", "show", "note", "baselines_note", "timesteps_1000"]
 
 log = logging.getLogger(__name__)
-_PIPE: dict = {}
 
 
 @dataclass
@@ -24,6 +24,7 @@ class Env:
     device: str
     backend: str
     gpu: str | None
+    progress: bool = True  # progress bars in cells; False under the tests (``ROMLIB_PROGRESS=0``)
 
     def __str__(self):
         where = f"GPU ({self.gpu})" if self.gpu else "CPU"
@@ -33,13 +34,20 @@ class Env:
 
 
 def setup(seed: int = 0, quiet: bool = False) -> Env:
-    """Seed everything, pick the device and the backend, and say which (first cell of every notebook)."""
+    """Seed everything, pick the device and the backend, and say which (first cell of every notebook).
+
+    ``env.progress`` is what the notebooks pass as ``progress=``: True (tqdm.auto bars, which render
+    in Colab and Jupyter) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
+    so the stored notebooks and the tests carry no frozen bars)."""
+    import os
+
     from ..pipeline import default_backend
 
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    env = Env(device="cuda" if gpu else "cpu", backend=default_backend(), gpu=gpu)
+    env = Env(device="cuda" if gpu else "cpu", backend=default_backend(), gpu=gpu,
+              progress=os.environ.get("ROMLIB_PROGRESS", "1") != "0")
     if not quiet:
         print(env)
     return env
@@ -107,17 +115,85 @@ def widgets_available() -> bool:
         return False
 
 
-def _show(fig):
-    """Display a figure once (inline backends would otherwise show it twice)."""
-    try:
-        from IPython.display import display
+def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
+    """The notebooks' example, chosen by a fixed, documented rule (not by eye): ``(image, ref, target)``.
 
-        display(fig)
-    except ImportError:  # pragma: no cover - plain Python
-        pass
+    ShapesWorld: :func:`romlib.shapes.demo.select_case` — the first case of
+    ``make_cases(..., seed)`` of the ``kind`` (``"both"``: the target names colour and shape;
+    ``"colour"`` / ``"shape"``: it names only that one, so CCF has an attribute to keep;
+    ``"distractors"``: three objects, one sharing the referred one's colour or shape). Other
+    backends: :func:`example` (the two cats; ``"removal"`` is its empty-target case)."""
+    if pipe.backend.name == "shapes":
+        from ..shapes.demo import select_case
+
+        case = select_case(kind, seed)
+        return case.scene.pil(), case.ref, case.target
+    return example(pipe, 2 if kind == "removal" else 0)
+
+
+def show(fig, *, dpi: int = 80) -> None:
+    """Display a matplotlib figure explicitly, as a PNG, and close it (every notebook figure goes
+    through here). Works the same under Colab's and Jupyter's inline backend, under ``Agg`` (the
+    tests: an implicitly shown figure would vanish there) and in nbval; returns None so the cell
+    does not echo the figure a second time. Outside IPython it only closes the figure."""
+    import io
+
     import matplotlib.pyplot as plt
 
+    if isinstance(fig, tuple):  # (figure, numbers) from the plotting helpers
+        fig = fig[0]
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     plt.close(fig)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover - plain Python
+        return
+    if get_ipython() is not None:
+        display(Image(data=buf.getvalue(), format="png"))
+
+
+_show = show  # the widget helpers' name
+
+
+def note(markdown: str) -> None:
+    """Show a Markdown paragraph in the notebook (printed outside IPython)."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Markdown, display
+
+        if get_ipython() is not None:
+            display(Markdown(markdown))
+            return
+    except ImportError:  # pragma: no cover
+        pass
+    print(markdown)
+
+
+BASELINES = ("clip", "blended")
+
+
+def baselines_note(pipe, guidances=BASELINES) -> list[str]:
+    """Say, visibly, which baseline rows a comparison will lack on this backend and how to get them.
+    Returns the missing guidance names (empty when every baseline is loaded)."""
+    missing = [g for g in guidances if g in BASELINES and g not in pipe.backend.extras]
+    if missing:
+        note(f"**No {' and no '.join(repr(g) for g in missing)} rows here:** the `{pipe.backend.name}` backend has no "
+             "baseline models (CLIP-guided GLIDE needs the noised CLIP, Blended Diffusion the 256×256 ADM UNet: 2.8 GB, "
+             "a GPU). To get them: run this notebook on a GPU (Colab: *Runtime → Change runtime type → T4*), "
+             "`romlib download --baselines` once, and `rl.nb.pipeline(baselines=True)`.")
+    return missing
+
+
+def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
+    """The trace's steps as timesteps of the original ``num_timesteps`` schedule (the toy's and the
+    paper's convention), in sampling order. ``trace[i]["t"]`` is the index into the respaced
+    schedule (``space_timesteps(1000, str(len(trace)))``: e.g. 24…0 for 25 steps)."""
+    from ..sampling.diffusion import space_timesteps
+
+    kept = sorted(space_timesteps(num_timesteps, str(len(trace))))
+    return [kept[int(s["t"])] for s in trace]
 
 
 def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 4, **defaults):
@@ -164,11 +240,12 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
 
 
 def trace_numbers(trace: list[dict]) -> list[dict]:
-    """Per step: t, |ε_cond − ε_base| (the guidance direction's size) and the x̂_0 range, rounded."""
+    """Per step: t (of the 1000-step schedule), |ε_cond − ε_base| (the guidance direction's RMS size)
+    and the x̂_0 range, rounded."""
     rows = []
-    for s in trace:
+    for s, t in zip(trace, timesteps_1000(trace)):
         d = s["eps_cond"] - s["eps_base"]
-        rows.append({"t": s["t"], "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
+        rows.append({"t (of 1000)": t, "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
                      "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)})
     return rows
 
@@ -182,7 +259,8 @@ def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_b
     diff = s["eps_cond"] - s["eps_base"]
     norm = lambda e: e / (e.abs().max() + 1e-8)  # noqa: E731 - display scaling only
     return image_row([s["x_t"].clamp(-1, 1), norm(s["eps_cond"]), norm(s["eps_base"]), norm(diff), s["pred_xstart"]],
-                     ["x_t", labels[0], labels[1], "difference", "x̂_0"], suptitle=f"step {step}, t = {s['t']}")
+                     ["x_t", labels[0], labels[1], "difference", "x̂_0"],
+                     suptitle=f"step {step + 1} of {len(trace)}: t = {timesteps_1000(trace)[step]} of 1000")
 
 
 def scrubber(trace: list[dict], labels=("ε(x|c_target)", "ε(x|c_base)"), static_steps: int = 4):

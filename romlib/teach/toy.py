@@ -138,54 +138,88 @@ def guidance_vectors(model: ToyModel, world: ToyWorld, x: torch.Tensor, t: int, 
 
 def plot_guidance_field(model: ToyModel, world: ToyWorld, *, ref: str, target: str, scale: float = 3.0, t: int = 400,
                         point=(0.0, 0.2), grid: int = 9):
-    """Fig. 3 made real: at one x_t, the arrows −ε(x|∅), −ε(x|c_ref), −ε(x|c_target), and the CF
-    and CCF guided directions; plus the CF and CCF fields on a grid. Returns (figure, vectors at the point)."""
+    """Fig. 3 made real, at timestep ``t`` of 1000 (the convention of the whole notebook).
+
+    Left: ε-space at one x_t — the vectors −ε(x|∅), −ε(x|c_ref), −ε(x|c_target) and the CF and CCF
+    guided −ε̂, all drawn from the origin with their **true lengths** on equal axes (the dotted
+    segments are s·(ε(x|c_target) − ε(x|base)) added to the base branch: the overshoot). Middle and
+    right: the CF and CCF fields −ε̂ on a grid of x_t, drawn with **one common arrow scale** (the key
+    arrow gives it). Returns (figure, the vectors at the point as lists)."""
     import matplotlib.pyplot as plt
 
     centres = torch.tensor(list(world.classes.values()))
-    fig, axes = plt.subplots(1, 3, figsize=(13, 4.3))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 5.4), gridspec_kw={"width_ratios": [1.25, 1, 1]})
     p = torch.tensor([point], dtype=torch.float32)
     v = guidance_vectors(model, world, p, t, ref=ref, target=target, scale=scale)
     colours = {"uncond": "grey", "ref": "tab:red", "target": "tab:blue", "cf": "tab:orange", "ccf": "tab:green"}
-    labels = {"uncond": "−ε(x|∅)", "ref": "−ε(x|c_ref)", "target": "−ε(x|c_target)", "cf": f"CF, s={scale:g}",
-              "ccf": f"CCF, s={scale:g}"}
+    labels = {"uncond": "−ε(x|∅)", "ref": "−ε(x|c_ref)", "target": "−ε(x|c_target)", "cf": f"CF −ε̂, s={scale:g}",
+              "ccf": f"CCF −ε̂, s={scale:g}"}
     ax = axes[0]
+    tips = [torch.zeros(2)]
     for k in ("uncond", "ref", "target", "cf", "ccf"):
-        d = -v[k][0] / (v[k][0].norm() + 1e-12)  # unit arrows: directions; lengths go in the legend
-        ax.annotate("", xy=(point[0] + d[0].item(), point[1] + d[1].item()), xytext=point,
-                    arrowprops=dict(arrowstyle="->", color=colours[k], lw=2))
-        ax.plot([], [], color=colours[k], lw=2, label=f"{labels[k]}  (|ε| = {v[k].norm().item():.2f})")
-    for name, c in world.classes.items():
-        ax.scatter(*c, s=60, marker="x", color="k")
-        ax.annotate(name, c, textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax.set_title(f"noise predictions at one x_t (t = {t})", fontsize=9)
-    ax.legend(fontsize=7, loc="lower left")
-    ax.set_xlim(-2.2, 2.2), ax.set_ylim(-2.0, 2.0), ax.set_aspect("equal")
+        d = -v[k][0]
+        tips.append(d)
+        ax.annotate("", xy=(d[0].item(), d[1].item()), xytext=(0, 0),
+                    arrowprops=dict(arrowstyle="-|>", color=colours[k], lw=2.2 if k in ("cf", "ccf") else 1.6,
+                                    shrinkA=0, shrinkB=0))
+        ax.plot([], [], color=colours[k], lw=2, label=f"{labels[k]}  |ε| = {v[k].norm().item():.2f}")
+    for k, base in (("cf", "uncond"), ("ccf", "ref")):  # base + s·(target − base): where the guided vector comes from
+        b, g = -v[base][0], -v[k][0]
+        ax.plot([b[0].item(), g[0].item()], [b[1].item(), g[1].item()], ":", color=colours[k], lw=1.2)
+    tips = torch.stack(tips)
+    lo, hi = tips.min(0).values, tips.max(0).values
+    pad = 0.12 * float((hi - lo).max()) + 0.05
+    ax.set_xlim(lo[0].item() - pad, hi[0].item() + pad), ax.set_ylim(lo[1].item() - pad, hi[1].item() + pad)
+    ax.set_aspect("equal"), ax.grid(alpha=0.3)
+    ax.axhline(0, color="k", lw=0.5), ax.axvline(0, color="k", lw=0.5)
+    ax.set_xlabel("−ε, first coordinate"), ax.set_ylabel("−ε, second coordinate")
+    ax.set_title(f"ε-space at x_t = {tuple(point)} (•), t = {t} of 1000\ntrue lengths; dotted: + s·(ε_target − ε_base)",
+                 fontsize=9)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     xs = torch.linspace(-2, 2, grid)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], -1)
     field_v = guidance_vectors(model, world, pts, t, ref=ref, target=target, scale=scale)
+    longest = max(field_v[k].norm(dim=-1).max().item() for k in ("cf", "ccf"))
+    spacing = 4.0 / (grid - 1)
+    qscale = longest / (0.9 * spacing)  # data units per arrow length: the longest arrow spans 0.9 cells
+    key = float(f"{longest / 2:.1g}")
     for ax, k in ((axes[1], "cf"), (axes[2], "ccf")):
         d = -field_v[k]
-        ax.quiver(pts[:, 0], pts[:, 1], d[:, 0], d[:, 1], color=colours[k], angles="xy")
+        q = ax.quiver(pts[:, 0], pts[:, 1], d[:, 0], d[:, 1], color=colours[k], angles="xy", scale_units="xy",
+                      scale=qscale, width=0.006)
+        ax.quiverkey(q, 0.82, 0.06, key, f"|ε̂| = {key:g}", labelpos="N", coordinates="axes",
+                     fontproperties={"size": 7})
+        ax.set_xlabel(f"x_t (one arrow scale in both panels; longest |ε̂| = {longest:.2f})", fontsize=8)
         ax.scatter(centres[:, 0], centres[:, 1], s=60, marker="x", color="k")
+        for name, c in world.classes.items():
+            ax.annotate(name, c, textcoords="offset points", xytext=(4, -10), fontsize=7)
+        ax.scatter(*point, s=30, color="k", marker="o")
         base = "∅" if k == "cf" else "c_ref"
-        ax.set_title(f"{k.upper()}: ε(x|{base}) + s·(ε(x|c_target) − ε(x|{base})), s={scale:g}", fontsize=9)
-        ax.set_aspect("equal")
+        ax.set_title(f"{k.upper()} field −ε̂, base ε(x|{base}), s = {scale:g}, t = {t} of 1000", fontsize=9)
+        ax.set_xlim(-2.5, 2.5), ax.set_ylim(-2.5, 2.5), ax.set_aspect("equal")
     fig.tight_layout()
     return fig, {k: v[k][0].tolist() for k in v}
 
 
 def plot_samples(samples: dict[str, torch.Tensor], world: ToyWorld):
-    """Scatter plots of sample clouds, one panel per entry."""
+    """Scatter plots of sample clouds, one panel per entry, on **common axes** wide enough for every
+    sample (so an overshoot far past the target blob stays visible); the blob centres are marked."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(3.2 * len(samples), 3.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(samples), figsize=(3.3 * len(samples), 3.5), squeeze=False)
     centres = torch.tensor(list(world.classes.values()))
+    every = torch.cat([torch.cat(list(samples.values())), centres])
+    lo, hi = every.min(0).values - 0.4, every.max(0).values + 0.4
     for ax, (title, s) in zip(axes[0], samples.items()):
         ax.scatter(s[:, 0], s[:, 1], s=3, alpha=0.5)
         ax.scatter(centres[:, 0], centres[:, 1], s=50, marker="x", color="k")
-        ax.set_title(title, fontsize=9)
-        ax.set_xlim(-2.5, 2.5), ax.set_ylim(-2.5, 2.5), ax.set_aspect("equal")
+        for name, c in world.classes.items():
+            ax.annotate(name, c, textcoords="offset points", xytext=(3, 3), fontsize=6)
+        m = s.mean(0)
+        ax.scatter(*m.tolist(), s=60, marker="*", color="tab:red")
+        ax.set_title(f"{title}\nmean ({m[0]:.2f}, {m[1]:.2f}) ★", fontsize=9)
+        ax.set_xlim(lo[0].item(), hi[0].item()), ax.set_ylim(lo[1].item(), hi[1].item())
+        ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
