@@ -638,7 +638,7 @@ _COLUMNS = [("path", "path", 18, "{}"), ("dtype", "dtype", 6, "{}"), ("batch", "
             ("steps", "steps", 8, "{}"), ("warmup_s", "warm-up s", 10, "{:.2f}"), ("compile_s", "compile s", 10, "{:.1f}"),
             ("base_s", "base s", 8, "{:.2f}"), ("upsample_s", "up s", 8, "{:.2f}"), ("rank_s", "rank s", 7, "{:.2f}"),
             ("total_s", "total s", 8, "{:.2f}"), ("ratio", "x ref", 6, "{:.2f}"), ("peak_gib", "peak GiB", 9, "{:.2f}"),
-            ("tflops", "TFLOP/s", 8, "{:.1f}")]
+            ("tflops", "TFLOP/s", 8, "{:.3g}")]
 
 
 def format_bench(rows: list[BenchRow], title: str = "", *, markdown: bool = False) -> str:

@@ -291,7 +291,12 @@ def test_gpu_check_script_dry_run(tmp_path):
                           "--reference", "/some/glide-text2im"], capture_output=True, text=True, check=True).stdout
     assert "--paths plain eager" in out and "compile:default" in out and "--batch 4 24" in out
     assert "--reference /some/glide-text2im" in out and "--fast-vs-plain" in out
-    assert str(tmp_path / "t.md") in out
+    assert str(tmp_path / "t.md") in out and "reduce-overhead" not in out
+    graphs = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), "--dry-run", "--cudagraphs"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "compile:reduce-overhead" in graphs
+    bad = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), "--bogus"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument --bogus" in bad.stderr
 
 
 _FAKE_GLIDE = '''
