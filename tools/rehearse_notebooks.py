@@ -56,7 +56,7 @@ print("REHEARSAL_GPU_PEAK", _json.dumps(_torch.cuda.max_memory_allocated() if _t
 '''
 
 
-def run_notebook(path: Path, env: dict, *, reduced: bool, timeout: int) -> dict:
+def run_notebook(path: Path, env: dict, *, reduced: bool, timeout: int, save: Path | None = None) -> dict:
     """Execute one notebook in a fresh kernel; ``{"notebook", "seconds", "gpu_peak", "error"}``."""
     import nbformat
     from nbclient import NotebookClient
@@ -82,6 +82,9 @@ def run_notebook(path: Path, env: dict, *, reduced: bool, timeout: int) -> dict:
             else:
                 os.environ[k] = v
     seconds = time.perf_counter() - t0
+    if save is not None:
+        save.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, save / path.name)
     peak = None
     for cell in nb.cells[-1:]:
         for out in cell.get("outputs", []):
@@ -109,6 +112,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reduced", action="store_true", help="1 sample, 2 base + 2 upsampler steps per edit (CPU)")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell (default 3600)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument("--save", default=None, help="write the executed notebooks into this folder")
     args = ap.parse_args(argv)
 
     from romlib import hub
@@ -136,7 +140,8 @@ def main(argv=None) -> int:
         rows = []
         for nb in notebooks:
             print(f"running {nb.name} ...", file=sys.stderr, flush=True)
-            rows.append(run_notebook(nb, env, reduced=args.reduced, timeout=args.timeout))
+            rows.append(run_notebook(nb, env, reduced=args.reduced, timeout=args.timeout,
+                                     save=Path(args.save) if args.save else None))
             print(f"  {rows[-1]['seconds']:.0f} s, error: {rows[-1]['error']}", file=sys.stderr, flush=True)
     finally:
         if server is not None:
