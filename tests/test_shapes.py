@@ -251,3 +251,18 @@ def test_short_benchmark_end_to_end(backend, tmp_path):
     assert "| ccf | 5 |" in table and "eroded 1 px" in table
     plot_benchmark(res, tmp_path / "b.png")
     assert (tmp_path / "b.png").is_file()
+
+
+def test_removal_examples_teach_the_clean_background():
+    """shapes-train --p-remove: an empty caption over an object hole answers with the clean background;
+    p_remove=0 leaves the shipped recipe's random stream unchanged."""
+    import numpy as np
+
+    from romlib.shapes.oracle import colour_labels
+    from romlib.shapes.train import make_example
+
+    a, b = make_example(np.random.default_rng(3)), make_example(np.random.default_rng(3), p_remove=0.0)
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[2], b[2]) and a[3] == b[3]
+    x0, source, hole, caption = make_example(np.random.default_rng(1), p_remove=0.999)
+    assert caption == "" and source is None and hole.any()
+    assert not (colour_labels(x0)[hole] >= 0).any(), "a removal example's hole shows no shape"

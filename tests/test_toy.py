@@ -31,3 +31,22 @@ def test_guidance_vectors_follow_eq6_and_eq8(toy):
     assert set(at_point) == {"uncond", "ref", "target", "cf", "ccf"}
     with pytest.raises(ValueError, match="unknown toy prompt"):
         world.label("a bicycle")
+
+
+def test_fig3_draws_true_lengths_on_one_scale_and_samples_fit_the_axes(toy):
+    """Fig. 3: ε-space arrows end at the true −ε (no unit arrows); both quiver fields share one scale;
+    the sample panels' common axes contain every sample (the CCF overshoot included)."""
+    from romlib.teach.toy import plot_samples
+
+    world, model, _ = toy
+    fig, at_point = plot_guidance_field(model, world, ref="the red car", target="a blue truck", scale=3.0)
+    tips = {tuple(round(v, 4) for v in a.xy) for a in fig.axes[0].texts}
+    for k, v in at_point.items():
+        assert (round(-v[0], 4), round(-v[1], 4)) in tips, k
+    quivers = [c for ax in fig.axes[1:3] for c in ax.collections if type(c).__name__ == "Quiver"]
+    assert len(quivers) == 2 and quivers[0].scale == quivers[1].scale
+    samples = {"CCF s=3": toy_sample(model, world, "a blue truck", base="the red car", scale=3.0, n=100, steps="25")}
+    ax = plot_samples(samples, world).axes[0]
+    s = samples["CCF s=3"]
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 <= s[:, 0].min() and s[:, 0].max() <= x1 and y0 <= s[:, 1].min() and s[:, 1].max() <= y1

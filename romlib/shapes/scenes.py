@@ -159,6 +159,12 @@ class Scene:
         objs[index] = new
         return Scene(_compose(self.background, objs), self.background, objs, self.seed)
 
+    def without_object(self, index: int) -> "Scene":
+        """The same scene with object ``index`` removed: its pixels are the clean background (what an
+        empty target should produce; the removal examples of ``romlib shapes-train --p-remove``)."""
+        objs = [o for j, o in enumerate(self.objects) if j != index]
+        return Scene(_compose(self.background, objs), self.background, objs, self.seed)
+
 
 def _jitter(rgb, rng) -> tuple[int, int, int]:
     d = int(rng.integers(-COLOUR_JITTER, COLOUR_JITTER + 1))

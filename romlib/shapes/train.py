@@ -9,7 +9,9 @@ tiny size (:func:`inpaint_config`), trained as GLIDE's inpainting model was:
   draw; 10 % of holes cover only background. Captions mix descriptions ("a red circle", "a
   circle", "a red shape") and referring expressions ("the circle on the left"), so that both
   c_target and c_ref are in the model's language; 20 % are empty (caption dropout: CF and CCF
-  need ε(x_t | ∅));
+  need ε(x_t | ∅)); with ``p_remove`` > 0 (``--p-remove``; 0 for the shipped model) that share of
+  object holes gets an empty caption and the *clean background* as the answer, so that an empty
+  target removes the object (the paper's Fig. 8) instead of redrawing one;
 * input image: ``inpaint_input="pairs"`` (the default, the shipped model's recipe): half of the
   examples show, under the hole, a counterfactual *source* object that keeps the attributes the
   caption does not name and (mostly, 3/4 per attribute) differs in those it names; the other half
@@ -132,9 +134,12 @@ def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str
 
 
 def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: float = 0.1,
-                 inpaint_input: InpaintInput = "pairs") -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
+                 inpaint_input: InpaintInput = "pairs", p_remove: float = 0.0
+                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
     """One training example: ``(x0 uint8 [H, W, 3], source uint8 or None, hole bool [H, W], caption)``;
-    ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0."""
+    ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0.
+    ``p_remove``: share of object holes whose answer is the scene without the object under an empty
+    caption (removal examples; 0 draws no extra random number, so the shipped recipe is unchanged)."""
     scene = make_scene(rng)
     size = scene.image.shape[0]
     if rng.random() < p_empty:
@@ -151,6 +156,8 @@ def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: floa
         if j != i:
             hole &= ~dilate_np(other.mask, 1)
     hole |= o.mask
+    if p_remove > 0 and rng.random() < p_remove:
+        return scene.without_object(i).image, None, hole, ""
     caption = _caption(rng, scene, i, p_drop)
     source = None
     if inpaint_input == "pairs" and rng.random() < 0.5:
@@ -278,7 +285,7 @@ def _save_weights(path: Path, model, meta: dict) -> None:
 def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | None = 38.0, batch_size: int = 32,
                   lr: float = 1e-3, ema: float = 0.999, device="cpu", seed: int = 0, resume: bool = False,
                   inpaint_input: InpaintInput = "pairs", save_every: int = 250, threads: int | None = None,
-                  progress: bool = True) -> Path:
+                  p_remove: float = 0.0, progress: bool = True) -> Path:
     """Train the tiny GLIDE inpainting model; returns the path of ``inpaint.pt`` (EMA weights).
 
     Stops at ``steps`` or after ``minutes`` of training (time spent before a resume counts),
@@ -291,6 +298,8 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
 
     if inpaint_input not in ("masked", "pairs"):
         raise ValueError(f"inpaint_input must be 'masked' or 'pairs', got {inpaint_input!r}")
+    if not 0.0 <= p_remove < 1.0:
+        raise ValueError(f"p_remove must lie in [0, 1), got {p_remove!r}")
     if threads:
         torch.set_num_threads(int(threads))
     out = Path(out_dir)
@@ -319,6 +328,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
              inpaint_input, device)
     budget = (minutes or float("inf")) * 60
     meta = {"steps": step, "batch_size": batch_size, "lr": lr, "ema": ema, "seed": seed, "inpaint_input": inpaint_input,
+            "p_remove": p_remove,
             "device": str(device), "threads": torch.get_num_threads(), "params": n_params,
             "schedule": ["squaredcos_cap_v2", 1000]}
 
@@ -331,7 +341,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     model.train()
     t_last = time.perf_counter()
     while step < steps and elapsed < budget:
-        b = make_batch(rng, batch_size, inpaint_input=inpaint_input)
+        b = make_batch(rng, batch_size, inpaint_input=inpaint_input, p_remove=p_remove)
         x0, keep = b["x0"].to(device), b["keep"].to(device)
         tokens, mask = tok.batch(b["texts"], TEXT_CTX, device=device)
         t = torch.randint(0, arrays.num_timesteps, (batch_size,), device=device)
@@ -482,6 +492,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="pairs",
                    help="pairs: half of the examples show a counterfactual source object under the hole (default, "
                         "the shipped model); masked: GLIDE's recipe, the hole is always blanked")
+    p.add_argument("--p-remove", type=float, default=0.0,
+                   help="share of object holes taught as removal: empty caption, clean background as the answer "
+                        "(default 0, the shipped model; 0.1 is the proposed recipe so that an empty target removes)")
     p.add_argument("--ranker-steps", type=int, default=1200, help="ranker training steps (default 1200)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -504,7 +517,7 @@ def train_command(args) -> int:
     if args.what in ("all", "inpaint"):
         written.append(train_inpaint(out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                                      device=args.device, seed=args.seed, resume=args.resume, threads=args.threads,
-                                     inpaint_input=args.inpaint_input, progress=not args.quiet))
+                                     inpaint_input=args.inpaint_input, p_remove=args.p_remove, progress=not args.quiet))
     if args.what in ("all", "ranker"):
         written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed, progress=not args.quiet))
     info = {"command": "romlib shapes-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
