@@ -53,7 +53,7 @@ def image_row(images, titles=None, size: float = 2.2, suptitle: str | None = Non
             ax.set_title(titles[i], fontsize=8)
     if suptitle:
         fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9) if suptitle else None)  # keep the suptitle clear of the panel titles
     return fig
 
 
@@ -82,7 +82,7 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     for a in ax:
         a.set_xticks([]), a.set_yticks([])
     fig.suptitle(f"{result.settings['guidance']} (s = {result.settings['scale']:g}), rank = {result.settings['rank']}", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.88))  # keep the suptitle clear of the two-line panel titles
     return fig
 
 
@@ -105,7 +105,7 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
             a.set_xticks([]), a.set_yticks([])
     first = rows[0][1].settings
     fig.suptitle(f"{first['ref']!r} → {first['target']!r}  (same mask, seed {first['seed']})", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
