@@ -65,8 +65,6 @@ def refresh(path: Path, timeout: int = 1200) -> float:
     seconds = time.perf_counter() - t0
     strip(nb)
     nbformat.write(nb, path)
-    for junk in ("my_scene.png",):  # files a notebook writes next to itself
-        (path.parent / junk).unlink(missing_ok=True)
     print(f"refreshed {path.relative_to(ROOT)}: {seconds:.0f} s, {path.stat().st_size / 1e3:.0f} kB")
     return seconds
 
