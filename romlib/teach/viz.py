@@ -36,8 +36,8 @@ def overlay_mask(image, edit_mask, color=(255, 40, 40), alpha: float = 0.45) -> 
 def _box(ax, box, color="yellow", lw=1.5):
     from matplotlib.patches import Rectangle
 
-    x0, y0, x1, y1 = box
-    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw))
+    x0, y0, x1, y1 = box  # pixel edges (x1 exclusive); imshow centres pixel i at i, so its edges are at i ± 0.5
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw))
 
 
 def image_row(images, titles=None, size: float = 2.2, suptitle: str | None = None):
