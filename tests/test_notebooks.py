@@ -36,7 +36,7 @@ def _checked(cell) -> bool:
 
 
 def _pngs(cell) -> int:
-    return sum("image/png" in o.get("data", {}) for o in cell.outputs)
+    return sum("image/png" in o.get("data", {}) for o in cell.get("outputs", []))
 
 
 def _texts(cell) -> str:
@@ -225,3 +225,30 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert demo.returncode == 0, demo.stderr[-3000:]
     assert (tmp_path / "demo" / "result.json").is_file()
+
+
+def test_study_cases_leave_no_figure_for_the_inline_backend():
+    """Colab's inline backend displays every figure still open at the end of a cell: building the blind
+    study's cases must close the comparison figures (they carry the method names)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    from romlib.study.session import cases_from_pipeline
+
+    class Result:
+        best = Image.new("RGB", (8, 8))
+
+    class FakePipe:
+        def compare(self, image, ref, target, *, guidances, **kwargs):
+            fig, ax = plt.subplots()
+            ax.set_title(" vs ".join(guidances))
+            return {g: Result() for g in guidances}, fig
+
+    plt.close("all")
+    cases = cases_from_pipeline(FakePipe(), [(Image.new("RGB", (8, 8)), "the red circle", "a blue circle")] * 2,
+                                ("cf", "ccf"))
+    assert [sorted(c.outputs) for c in cases] == [["ccf", "cf"]] * 2
+    assert plt.get_fignums() == [], "an open comparison figure would render under the blind widget"
