@@ -17,49 +17,38 @@ __all__ = ["main", "build_parser"]
 
 
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
-    from .pipeline import GUIDANCE_CHOICES
+    from .config import add_arguments
 
     p.add_argument("image", help="input image (any format PIL reads; EXIF orientation is honoured)")
-    p.add_argument("--ref", required=False, default="", help="referring text: which object to edit, e.g. 'the red car'")
+    p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
-    p.add_argument("--guidance", choices=GUIDANCE_CHOICES, default="ccf",
-                   help="guidance rule: ccf (the paper, eq. 8), cf (GLIDE, eq. 6), ccf-direction / cf-original "
-                        "(CCF's two changes alone), clip (noised-CLIP guided GLIDE), blended (Blended Diffusion)")
-    p.add_argument("--scale", type=float, default=None, help="guidance scale s > 0 (default: 15 ccf, 5 cf, 2 clip)")
-    p.add_argument("--samples", type=int, default=24, help="number of samples B to draw and rank (default 24)")
-    p.add_argument("--dilation", type=int, default=3, help="mask dilation kernel k at 64x64, odd, 1 = none (default 3)")
-    p.add_argument("--rank", choices=["local", "masked", "none"], default=None,
-                   help="ranking crop: local (box x1.3, the paper), masked (Blended's), none (default: local; masked for blended)")
-    p.add_argument("--seed", type=int, default=0, help="random seed; sample i always gets the same noise (default 0)")
-    p.add_argument("--steps", default=None, help="base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
+    add_arguments(p)  # every knob of romlib.config.EditConfig
     p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
-    p.add_argument("--threshold", type=float, default=0.5, help="mask threshold on the segmenter's sigmoid (default 0.5)")
-    p.add_argument("--min-score", type=float, default=None, help="minimum segmentation score (default: the segmenter's)")
-    p.add_argument("--best-anyway", action="store_true", help="use the best query even below --min-score (as the authors' code)")
-    p.add_argument("--frame", choices=["full", "crop"], default="full",
-                   help="edit the whole image squashed to the model's frame (full, the paper) or a square crop around the object")
-    p.add_argument("--no-upsample", action="store_true", help="skip the 64->256 upsampler (faster, 64x64 results)")
-    p.add_argument("--batch-size", type=int, default=None, help="micro-batch size (default: chosen from free memory)")
     p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
                    help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
                         "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
     p.add_argument("--out", default="romlib_out", help="output directory (default romlib_out)")
-    p.add_argument("--top", type=int, default=4, help="edits shown in the summary figure (default 4)")
+    p.add_argument("--top", type=int, default=4, help="edits shown in the summary figure, >= 1 (default 4)")
 
 
 def _run_edit(args) -> int:
     from pathlib import Path
 
+    from .config import from_args
+    from .guidance.methods import get
     from .pipeline import ROMPipeline
 
+    cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
+    if args.top < 1:
+        raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     if not Path(args.image).is_file():
-        raise SystemExit(f"romlib edit: image not found: {args.image}")
-    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=args.guidance in ("clip", "blended"))
-    result = pipe.edit(args.image, args.ref, args.target, guidance=args.guidance, scale=args.scale, samples=args.samples,
-                       dilation=args.dilation, rank=args.rank, steps=args.steps, upsample=not args.no_upsample,
-                       seed=args.seed, mask=args.mask, batch_size=args.batch_size, frame=args.frame, progress=True,
-                       threshold=args.threshold, min_score=args.min_score, best_anyway=args.best_anyway)
+        raise FileNotFoundError(f"image not found: {args.image}")
+    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
+                                       compile=args.compile)
+    result = pipe.edit(args.image, args.ref, args.target, cfg)
     _summarise(result, args.out, args.top)
     return 0
 
@@ -72,7 +61,8 @@ def _summarise(result, out_dir, top) -> None:
     fig_path = str(Path(out_dir) / "summary.png")
     fig.savefig(fig_path, dpi=120)
     s = result.settings
-    print(f"ROM edit: ref={s['ref']!r} -> target={s['target']!r}  guidance={s['guidance']} s={s['scale']:g} "
+    scale = f"s={s['scale']:g} " if s.get("scale") is not None else ""
+    print(f"ROM edit: ref={s['ref']!r} -> target={s['target']!r}  guidance={s['guidance']} {scale}"
           f"B={s['samples']} k={s['dilation']} rank={s['rank']} backend={s['backend']}")
     print(f"  best score {result.scores[0]:.4f}  (time {result.timings['total']:.1f} s)")
     print(f"  wrote {len(written['frames'])} ranked frames and {len(written['full_res'])} full-resolution edits to {out_dir}/")

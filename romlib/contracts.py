@@ -79,7 +79,7 @@ class Backend:
     ``tokenizer`` a :class:`romlib.models.tokenizers.TextTokenizer` for both. ``base_schedule`` and
     ``upsample_schedule`` are ``(noise_schedule, diffusion_steps)`` of the trained models,
     ``base_steps`` / ``upsample_steps`` the default respacing. ``default_scales`` overrides
-    :data:`romlib.guidance.DEFAULT_SCALE` (the paper's, tuned for GLIDE) for models trained
+    :attr:`Method.default_scale <romlib.guidance.methods.Method>` (the paper's, tuned for GLIDE) for models trained
     elsewhere, e.g. ShapesWorld's best scales from its benchmark.
     """
 
@@ -98,6 +98,6 @@ class Backend:
 
     def scale(self, guidance: str, scale: float | None = None) -> float:
         """``scale`` if given, else this backend's default for ``guidance`` (else the paper's)."""
-        from .guidance.cfg import DEFAULT_SCALE
+        from .guidance.methods import get
 
-        return float(scale if scale is not None else self.default_scales.get(guidance, DEFAULT_SCALE[guidance]))
+        return get(guidance).scale(self, scale)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -12,7 +12,9 @@ import torch
 if TYPE_CHECKING:  # PIL is imported where used
     from PIL import Image
 
-__all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image"]
+__all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image", "to_uint8", "Resample"]
+
+Resample = Literal["bicubic", "lanczos"]
 
 
 def _open(path) -> "Image.Image":
@@ -120,19 +122,20 @@ def load_mask(mask, size: tuple[int, int]) -> torch.Tensor:
     return out
 
 
-def to_tensor(img, size: int | tuple[int, int] | None = None) -> torch.Tensor:
-    """PIL RGB → [1, 3, H, W] in [-1, 1], optionally resized with bicubic (as the authors)."""
+def to_tensor(img, size: int | tuple[int, int] | None = None, *, resample: Resample = "bicubic") -> torch.Tensor:
+    """PIL RGB → [1, 3, H, W] in [-1, 1], optionally resized (bicubic as the ROM authors' GLIDE code;
+    Blended Diffusion's code uses LANCZOS)."""
     if size is not None:
-        img = resize_image(img, size)
+        img = resize_image(img, size, resample=resample)
     a = np.asarray(img.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(a).permute(2, 0, 1)[None] / 127.5 - 1
 
 
-def resize_image(img, size: int | tuple[int, int]):
+def resize_image(img, size: int | tuple[int, int], *, resample: Resample = "bicubic"):
     from PIL import Image
 
     size = (size, size) if isinstance(size, int) else tuple(size)
-    return img.resize(size, resample=Image.BICUBIC)
+    return img.resize(size, resample={"bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS}[resample])
 
 
 def to_pil(x: torch.Tensor):
@@ -141,5 +144,9 @@ def to_pil(x: torch.Tensor):
 
     if x.ndim == 4:
         x = x[0]
-    a = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-    return Image.fromarray(a.permute(1, 2, 0).numpy())
+    return Image.fromarray(to_uint8(x))
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[3, H, W] in [-1, 1] → [H, W, 3] uint8 (rounded; the one place romlib converts a sample to pixels)."""
+    return ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()

@@ -1,4 +1,4 @@
-"""The ROM pipeline: segment → masks → guided inpainting → upsampling → ranking → full resolution.
+"""The ROM pipeline: prepare (segment → masks → frame) → method.sample → rank → paste back.
 
 >>> import romlib as rl
 >>> pipe = rl.ROMPipeline.from_pretrained("shapes")          # or "glide" (real weights, GPU)
@@ -6,19 +6,16 @@
 >>> result.images[0], result.scores[0], result.full_res[0]   # best edit: frame, score, input size
 >>> result.save("out/"); result.grid()
 
-Every knob of the paper's ablations is an explicit keyword: ``guidance`` (``"ccf"`` the paper,
-``"cf"`` GLIDE, the ablations ``"ccf-direction"`` / ``"cf-original"``, and the baselines
-``"clip"`` / ``"blended"`` where the backend has their models), ``scale``, ``dilation``, ``rank``,
-``samples``, ``steps``, ``seed``, ``frame``.
+Every knob is an explicit keyword, defined once on :class:`romlib.config.EditConfig`
+(``guidance``, ``scale``, ``dilation``, ``rank``, ``samples``, ``steps``, ``seed``, ``frame``, ...);
+the guidance methods are the entries of :data:`romlib.guidance.methods.METHODS`.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -26,17 +23,17 @@ import torch
 from . import masks as M
 from .contracts import Backend, Segmentation
 from .sampling.diffusion import create_diffusion
-from .guidance.cfg import RULES
-from .io import load_image, load_mask, to_pil, to_tensor
+from .config import EditConfig
+from .guidance.methods import METHODS, ClassifierFree, MethodName, get
+from .io import load_image, load_mask, to_tensor
 from .rank import RankMode, rank_samples
+from .result import EditResult, paste_back
 
-__all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "default_backend", "auto_batch_size", "GUIDANCE_CHOICES"]
+__all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "get_pipeline", "default_backend", "auto_batch_size"]
 
 log = logging.getLogger(__name__)
 
-Guidance = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
 Frame = Literal["full", "crop"]
-GUIDANCE_CHOICES = ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
 MIN_IMAGE_SIDE = 32
 
 
@@ -69,78 +66,6 @@ def auto_batch_size(model, samples: int, *, branches: int = 1, device=None) -> i
     per_image = elems * (2 if model.dtype == torch.float16 else 4) * 4 * branches
     free, _ = torch.cuda.mem_get_info(device)
     return max(1, min(samples, int(0.8 * free / per_image)))
-
-
-@dataclass
-class EditResult:
-    """What one :meth:`ROMPipeline.edit` call produced, best first.
-
-    ``images``: ranked frames [B, 3, S, S] in [-1, 1] (S = 256 with the upsampler);
-    ``scores``: their ranking distances (lower = closer to the target text);
-    ``full_res``: ranked edits as PIL images at the input's resolution (only the mask changed);
-    ``samples``: the base samples [B, 3, 64, 64] in sampling order; ``order``: ranked indices;
-    ``edit_mask`` [S, S] (1 = edited) and ``keep_mask_base`` [64, 64] (GLIDE convention);
-    ``box``: the object box in input pixels; ``rank_box`` the same in frame pixels.
-    """
-
-    images: torch.Tensor
-    scores: list[float]
-    order: list[int]
-    samples: torch.Tensor
-    full_res: list
-    edit_mask: torch.Tensor
-    keep_mask_base: torch.Tensor
-    box: tuple
-    rank_box: tuple | None
-    segmentation: Segmentation
-    frame_input: Any
-    input_image: Any
-    settings: dict
-    timings: dict = field(default_factory=dict)
-
-    @property
-    def best(self):
-        """The top-ranked edit at the input's resolution (PIL)."""
-        return self.full_res[0]
-
-    def save(self, out_dir: str | os.PathLike) -> dict:
-        """Write ranked frames, full-resolution edits, the mask and ``result.json`` (settings,
-        scores, box, timings). Returns {kind: [paths]}."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written: dict[str, list[str]] = {"frames": [], "full_res": [], "mask": [], "json": []}
-        for r, (img, score) in enumerate(zip(self.images, self.scores)):
-            p = out / f"rank{r:02d}_sample{self.order[r]:02d}.png"
-            to_pil(img).save(p)
-            written["frames"].append(str(p))
-        for r, img in enumerate(self.full_res):
-            p = out / f"rank{r:02d}_full.png"
-            img.save(p)
-            written["full_res"].append(str(p))
-        from PIL import Image
-
-        p = out / "mask.png"
-        Image.fromarray((self.edit_mask.cpu().numpy() * 255).astype("uint8")).save(p)
-        written["mask"].append(str(p))
-        p = out / "result.json"
-        payload = {"settings": self.settings, "order": self.order,
-                   "scores": [None if s != s else s for s in self.scores],
-                   "box": list(self.box), "rank_box": list(self.rank_box) if self.rank_box else None,
-                   "segmentation_score": self.segmentation.score, "timings": self.timings, "files": written}
-        p.write_text(json.dumps(payload, indent=2))
-        written["json"].append(str(p))
-        return written
-
-    def grid(self, top: int = 4):
-        """Input, mask overlay and the ``top`` edits (a matplotlib Figure)."""
-        from .teach.viz import edit_grid
-
-        return edit_grid(self, top=top)
-
-
-def _check(name, value, ok: bool, accepted: str):
-    if not ok:
-        raise ValueError(f"{name}={value!r} is out of range; accepted: {accepted}")
 
 
 def _mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
@@ -185,16 +110,21 @@ class ROMPipeline:
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, *, device=None, dtype: torch.dtype | None = None,
-                        progress: bool = True, baselines: bool = False) -> "ROMPipeline":
+                        progress: bool = True, baselines: bool = False, compile: str = "off") -> "ROMPipeline":
         """``"glide"``: MDETR + GLIDE (filtered) + CLIP ViT-B/16, downloaded once (~5.5 GB), fp16 on a GPU;
         ``"shapes"``: the embedded ShapesWorld models (offline, CPU); ``"tiny"``: random tiny models
         (tests). ``None`` picks :func:`default_backend`. ``baselines=True`` also loads the models
-        of the CLIP-guided and Blended Diffusion baselines (glide backend)."""
+        of the CLIP-guided and Blended Diffusion baselines (glide backend). ``compile``: ``"off"``,
+        ``"auto"`` or a ``torch.compile`` mode for the UNets (:func:`romlib.perf.accelerate_backend`)."""
         from . import backends
 
         name = name or default_backend()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines)
+        if compile != "off":
+            from .perf import accelerate_backend
+
+            accelerate_backend(backend, compile=compile)
         return cls(backend, device=device)
 
     # ------------------------------------------------------------------------------------------
@@ -260,33 +190,38 @@ class ROMPipeline:
                         image_base=to_tensor(frame_img, base_size).to(dev), image_frame=to_tensor(frame_img, frame_size).to(dev),
                         rank_box=rank_box)
 
-    def trace(self, image, ref: str, target: str, *, guidance: Guidance = "ccf", scale: float | None = None,
+    def trace(self, image, ref: str, target: str, *, guidance: MethodName = "ccf", scale: float | None = None,
               dilation: int = 3, steps: int | str | None = None, seed: int = 0, sample: int = 0, mask=None,
               frame: Frame = "full") -> list[dict]:
         """Every base-sampling step of one sample, with the guidance branches (notebooks' scrubber):
         a list of ``{"t", "x_t", "pred_xstart", "eps_cond", "eps_base", "eps"}`` ([3, S, S] each;
-        ``eps_cond`` = ε(x_t|c_target), ``eps_base`` = ε(x_t|∅) for CF or ε(x_t|c_ref) for CCF)."""
+        ``eps_cond`` = ε(x_t|c_target), ``eps_base`` = ε(x_t|∅) for CF or ε(x_t|c_ref) for CCF).
+        ``t`` is the original timestep (of the model's 1000), ``index`` the respaced step."""
         from .sampling.diffusion import sample_generators
-        from .sampling.inpaint import prepare_base, sample_base_progressive
+        from .sampling.inpaint import sample_base_progressive
 
-        if guidance not in RULES:
-            raise ValueError(f"trace supports the classifier-free rules {sorted(RULES)}, not {guidance!r}")
+        method = get(guidance)
+        if not isinstance(method, ClassifierFree):
+            cf_names = [n for n, m in METHODS.items() if isinstance(m, ClassifierFree)]
+            raise ValueError(f"trace supports the classifier-free methods {cf_names}, not {guidance!r}")
+        EditConfig(guidance=guidance, scale=scale, dilation=dilation, steps=steps, seed=seed, frame=frame).validate()
         p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
-        setup = prepare_base(self.backend.base_model, self.backend.tokenizer, image=p.image_base, keep_mask=p.keep_base,
-                             target=target, ref=ref, rule=guidance, scale=self.backend.scale(guidance, scale), record=True)
+        setup = method.base_setup(self, p, ref, target, method.scale(self.backend, scale), record=True)
         gen = sample_generators(seed, sample + 1)[sample:]
+        diffusion = self.diffusion("base", steps)
         steps_out = []
-        for out in sample_base_progressive(setup, self.diffusion("base", steps), gen, device=self.device):
+        for out in sample_base_progressive(setup, diffusion, gen, device=self.device):
             rec = {k: out[k][0].cpu() for k in ("x_t", "pred_xstart", "eps_cond", "eps_base", "eps")}
-            rec["t"] = out["t"]
+            rec["index"], rec["t"] = out["t"], int(diffusion.timestep_map[out["t"]])
             steps_out.append(rec)
         return steps_out
 
     def compare(self, image, ref: str, target: str, *, guidances=("cf", "ccf", "clip", "blended"), samples: int = 4,
                 seed: int = 0, top: int = 4, **kwargs) -> tuple[dict, Any]:
-        """The same image, mask and seeds under several guidance rules (paper Fig. 4 and 6): one
-        call, one figure. The mask is computed once (or given) and shared by every rule; rules
-        whose models the backend lacks are skipped with a warning. Returns ``(results, figure)``."""
+        """The same image, mask and seeds under several guidance methods (paper Fig. 4 and 6): one
+        call, one figure. The mask is computed once (or given) and shared by every method; methods
+        whose models the backend lacks are skipped with a warning, and each method gets only the
+        knobs it reads (e.g. no ``scale`` for Blended). Returns ``(results, figure)``."""
         from .teach.viz import comparison_grid
 
         if kwargs.get("mask") is None:
@@ -295,10 +230,12 @@ class ROMPipeline:
                                           best_anyway=kwargs.get("best_anyway", False)).segmentation
         results = {}
         for g in guidances:
-            if g in ("clip", "blended") and g not in self.backend.extras:
+            method = get(g)
+            if not method.available(self.backend):
                 log.warning("skipping guidance=%r: the %r backend has not loaded its models", g, self.backend.name)
                 continue
-            results[g] = self.edit(image, ref, target, guidance=g, samples=samples, seed=seed, **kwargs)
+            own = {k: v for k, v in kwargs.items() if k not in method.unused_knobs()}
+            results[g] = self.edit(image, ref, target, guidance=g, samples=samples, seed=seed, **own)
         return results, comparison_grid(results, top=top)
 
     def rerank(self, result: "EditResult", rank: RankMode) -> "EditResult":
@@ -319,151 +256,79 @@ class ROMPipeline:
         new.settings = {**result.settings, "rank": rank}
         return new
 
-    def _check_knobs(self, guidance, scale, samples, dilation, rank, frame, upsample):
-        _check("guidance", guidance, guidance in GUIDANCE_CHOICES, ", ".join(GUIDANCE_CHOICES))
-        if guidance in ("clip", "blended") and guidance not in self.backend.extras:
-            raise ValueError(f"guidance={guidance!r} needs the baseline models, which the {self.backend.name!r} "
-                             "backend has not loaded (ROMPipeline.from_pretrained(..., baselines=True))")
-        _check("scale", scale, scale is None or (isinstance(scale, (int, float)) and scale > 0), "a number > 0")
-        _check("samples", samples, isinstance(samples, int) and samples >= 1, "an integer >= 1")
-        _check("dilation", dilation, isinstance(dilation, int) and dilation >= 1 and dilation % 2 == 1,
-               "an odd integer >= 1 (1 = no dilation)")
-        _check("rank", rank, rank in (None, "local", "masked", "none"), "'local', 'masked', 'none'")
-        _check("frame", frame, frame in ("full", "crop"), "'full', 'crop'")
-        if upsample and self.backend.upsampler is None:
-            log.info("the %r backend has no upsampler: results stay at %d px", self.backend.name,
-                     self.backend.base_model.cfg.image_size)
-
-    def edit(self, image, ref: str, target: str, *, guidance: Guidance = "ccf", scale: float | None = None,
-             samples: int = 24, dilation: int = 3, rank: RankMode | None = None, steps: int | str | None = None,
-             upsample: bool = True, seed: int = 0, mask=None, batch_size: int | None = None, progress: bool = True,
-             frame: Frame = "full", threshold: float = 0.5, min_score: float | None = None,
-             best_anyway: bool = False, upsample_temperature: float = 0.997) -> EditResult:
+    def edit(self, image, ref: str, target: str, config: EditConfig | None = None, **knobs) -> EditResult:
         """Edit the object ``ref`` refers to so that it matches ``target`` (empty target = inpaint).
 
-        ``mask`` (path, image, array or tensor; white = edit; or a :class:`Segmentation`) replaces segmentation. ``scale``
-        defaults to the backend's (:meth:`Backend.scale`): the paper's 15 for CCF, 5 for CF, 2 for CLIP
-        guidance with GLIDE; ShapesWorld's best scales on its benchmark. ``rank`` defaults to ``"local"``
-        (``"masked"`` for Blended Diffusion). ``steps``: base sampling steps (default 100, the
-        backend's). ``frame="crop"`` edits a square crop around the object (more pixels for
-        small objects) and pastes it back.
+        The settings are the knobs of :class:`romlib.config.EditConfig`, given as keywords
+        (``guidance="cf", scale=5, samples=8, dilation=5, rank="masked", steps="50", seed=1, ...``)
+        or as a ``config``. ``mask`` (path, image, array or tensor; white = edit; or a
+        :class:`~romlib.contracts.Segmentation`) replaces segmentation. ``scale`` defaults to the
+        method's (the paper's 15 for CCF, 5 for CF, 2 for CLIP guidance), or the backend's tuned
+        one (ShapesWorld); ``rank`` to the method's (``"local"``; ``"masked"`` for Blended).
+        ``frame="crop"`` edits a square crop around the object and pastes it back. Every knob is
+        validated before any work.
         """
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         b = self.backend
+        cfg = EditConfig.from_kwargs(config, **knobs).validate()
+        method = get(cfg.guidance)
+        method.check(cfg, b)
         ref = "" if ref is None else str(ref)
         target = "" if target is None else str(target)
-        self._check_knobs(guidance, scale, samples, dilation, rank, frame, upsample)
-        rank = rank or ("masked" if guidance == "blended" else "local")
-        scale = b.scale(guidance, scale)
-        use_up = bool(upsample and b.upsampler is not None and guidance != "blended")
-        if guidance == "blended":
-            frame_size = b.extras["blended"].image_size
-        else:
-            frame_size = b.upsampler.cfg.image_size if use_up else b.base_model.cfg.image_size
-        p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame, frame_size=frame_size,
-                         threshold=threshold, min_score=min_score, best_anyway=best_anyway, timings=timings)
-        img, seg, region, frame_img, base_size = p.image, p.segmentation, p.region, p.frame_image, p.base_size
-        keep_base, keep_frame, image_base, image_frame, rank_box = p.keep_base, p.keep_frame, p.image_base, p.image_frame, p.rank_box
-        W, H = img.size
+        rank = cfg.rank or method.default_rank
+        if cfg.upsample and b.upsampler is None:
+            log.info("the %r backend has no upsampler: results stay at %d px", b.name, b.base_model.cfg.image_size)
+        p = self.prepare(image, ref, mask=cfg.mask, dilation=cfg.dilation, frame=cfg.frame,
+                         frame_size=method.frame_size(b, cfg.upsample), threshold=cfg.threshold,
+                         min_score=cfg.min_score, best_anyway=cfg.best_anyway, timings=timings)
 
-        # 3. guided sampling
         t0 = time.perf_counter()
-        base_samples, frames = self._sample(guidance, image_base, keep_base, image_frame, keep_frame, ref, target,
-                                            scale, samples, steps, seed, batch_size, progress, use_up,
-                                            upsample_temperature, timings)
+        out = method.sample(self, p, ref, target, cfg, timings)
         timings["sampling"] = time.perf_counter() - t0
 
-        # 4. ranking
         t0 = time.perf_counter()
-        ranking = rank_samples(b.ranker, frames, target, rank, box=rank_box, edit_mask=M.to_edit_mask(keep_frame))
+        ranking = rank_samples(b.ranker, out.frames, target, rank, box=p.rank_box, edit_mask=M.to_edit_mask(out.keep_frame))
         timings["rank"] = time.perf_counter() - t0
         order = ranking.order
-        ranked = frames[order]
+        ranked = out.frames[order]
 
-        # 5. back to the input's resolution: only the (dilated, feathered) mask region changes
         t0 = time.perf_counter()
-        full = self._paste(img, ranked, keep_base, region)
+        full = paste_back(p.image, ranked, out.keep_paste, p.region)
         timings["full_res"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
 
-        settings = dict(ref=ref, target=target, guidance=guidance, scale=scale, samples=samples, dilation=dilation,
-                        rank=rank, steps=str(steps if steps is not None else b.base_steps), upsample=use_up, seed=seed,
-                        frame=frame, region=list(region), threshold=threshold, backend=b.name,
-                        user_mask=mask is not None and not isinstance(mask, Segmentation), batch_size=batch_size, upsample_temperature=upsample_temperature,
-                        input_size=[W, H], frame_size=frame_size, base_size=base_size)
-        return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=base_samples.cpu(),
-                          full_res=full, edit_mask=M.to_edit_mask(keep_frame)[0, 0].cpu(), keep_mask_base=keep_base[0, 0].cpu(),
-                          box=tuple(seg.box), rank_box=rank_box, segmentation=seg, frame_input=frame_img.resize((frame_size,) * 2),
-                          input_image=img, settings=settings, timings=timings)
-
-    def _sample(self, guidance, image_base, keep_base, image_frame, keep_frame, ref, target, scale, samples, steps, seed,
-                batch_size, progress, use_up, temperature, timings):
-        from .sampling.inpaint import prepare_base, sample_base, sample_upsample
-
-        b = self.backend
-        if guidance == "blended":
-            blended = b.extras["blended"]
-            frames = blended.sample(image=image_frame, keep_mask=keep_frame, target=target, samples=samples, seed=seed,
-                                    batch_size=batch_size, progress=progress)
-            small = torch.nn.functional.interpolate(frames, size=image_base.shape[-2:], mode="bilinear", antialias=True,
-                                                    align_corners=False)
-            return small, frames
-        t0 = time.perf_counter()
-        diffusion = self.diffusion("base", steps)
-        if guidance == "clip":
-            setup = b.extras["clip"].prepare(b.base_model, b.tokenizer, image=image_base, keep_mask=keep_base,
-                                             target=target, ref=ref, scale=scale)
-            branches = 2  # the CLIP gradient needs activations kept
-        else:
-            setup = prepare_base(b.base_model, b.tokenizer, image=image_base, keep_mask=keep_base, target=target, ref=ref,
-                                 rule=guidance, scale=scale)
-            branches = 2
-        bs = batch_size or auto_batch_size(b.base_model, samples, branches=branches, device=self.device)
-        base = sample_base(setup, diffusion, samples=samples, seed=seed, batch_size=bs, device=self.device, progress=progress)
-        timings["base"] = time.perf_counter() - t0
-        if not use_up:
-            return base, base
-        t0 = time.perf_counter()
-        bs_up = batch_size or auto_batch_size(b.upsampler, samples, device=self.device)
-        frames = sample_upsample(b.upsampler, self.diffusion("upsample"), b.tokenizer, low_res=base, image=image_frame,
-                                 keep_mask=keep_frame, target=target, seed=seed, temperature=temperature, batch_size=bs_up,
-                                 progress=progress)
-        timings["upsample"] = time.perf_counter() - t0
-        return base, frames
-
-    @staticmethod
-    def _paste(img, frames: torch.Tensor, keep_base: torch.Tensor, region) -> list:
-        """Each frame resized to its region of the input and blended in under the dilated mask,
-        feathered inwards, so every pixel outside the mask is exactly the input's."""
-        import numpy as np
-        from PIL import Image
-
-        x0, y0, x1, y1 = region
-        rw, rh = x1 - x0, y1 - y0
-        edit = M.to_edit_mask(keep_base.cpu())[None, None] if keep_base.ndim == 2 else M.to_edit_mask(keep_base.cpu())
-        edit = torch.nn.functional.interpolate(edit, size=(rh, rw), mode="nearest")[0, 0]
-        radius = max(1, round(max(rw, rh) / keep_base.shape[-1] / 2))
-        alpha = M.feather(edit, radius).numpy()[..., None]
-        base = np.asarray(img, dtype=np.float32)
-        out = []
-        for f in frames:
-            patch = np.asarray(to_pil(f).resize((rw, rh), Image.BICUBIC), dtype=np.float32)
-            full = base.copy()
-            full[y0:y1, x0:x1] = base[y0:y1, x0:x1] * (1 - alpha) + patch * alpha
-            out.append(Image.fromarray(np.clip(full + 0.5, 0, 255).astype(np.uint8)))
-        return out
+        W, H = p.image.size
+        user_mask = cfg.mask is not None and not isinstance(cfg.mask, Segmentation)
+        settings = dict(ref=ref, target=target, **method.settings(cfg, b), samples=cfg.samples, dilation=cfg.dilation,
+                        rank=rank, seed=cfg.seed, frame=cfg.frame, region=list(p.region), threshold=cfg.threshold,
+                        backend=b.name, user_mask=user_mask, batch_size=cfg.batch_size, input_size=[W, H],
+                        frame_size=p.frame_size, base_size=p.base_size)
+        return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=out.base.cpu(),
+                          full_res=full, edit_mask=M.to_edit_mask(out.keep_frame)[0, 0].cpu(),
+                          keep_mask_base=p.keep_base[0, 0].cpu(), box=tuple(p.segmentation.box), rank_box=p.rank_box,
+                          segmentation=p.segmentation, frame_input=p.frame_image.resize((p.frame_size,) * 2),
+                          input_image=p.image, settings=settings, timings=timings)
 
 
 _PIPELINES: dict = {}
 
 
-def edit(image, ref: str, target: str, *, backend: str | None = None, device=None, **kwargs) -> EditResult:
+def get_pipeline(backend: str | None = None, *, device=None, **kwargs) -> ROMPipeline:
+    """The process's pipeline for ``backend`` (loaded once, kept: models stay in memory between
+    calls and notebook cells). ``kwargs`` go to :meth:`ROMPipeline.from_pretrained`."""
+    name = backend or default_backend()
+    key = (name, str(device), tuple(sorted(kwargs.items())))
+    if key not in _PIPELINES:
+        _PIPELINES[key] = ROMPipeline.from_pretrained(name, device=device, **kwargs)
+    return _PIPELINES[key]
+
+
+def edit(image, ref: str, target: str, *, backend: str | None = None, device=None, **knobs) -> EditResult:
     """One-call ROM: ``romlib.edit("photo.jpg", "the red car", "a blue truck")``.
 
-    Loads the backend once per process (cached) and calls :meth:`ROMPipeline.edit` with ``kwargs``.
+    Loads the backend once per process (:func:`get_pipeline`) and calls :meth:`ROMPipeline.edit`
+    with the knobs of :class:`~romlib.config.EditConfig`.
     """
-    key = (backend or default_backend(), str(device))
-    if key not in _PIPELINES:
-        _PIPELINES[key] = ROMPipeline.from_pretrained(key[0], device=device)
-    return _PIPELINES[key].edit(image, ref, target, **kwargs)
+    baselines = get(knobs.get("guidance", "ccf")).needs is not None
+    return get_pipeline(backend, device=device, baselines=baselines).edit(image, ref, target, **knobs)

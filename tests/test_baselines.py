@@ -19,6 +19,7 @@ from romlib.sampling.inpaint import sample_base
 from romlib.masks import to_keep_mask
 from romlib.models.noised_clip import ClipTokenizer, NoisedClip, NoisedClipConfig, create_noised_clip
 from romlib.models.tiny import tiny_adm, tiny_clip_ranker, tiny_glide, tiny_noised_clip
+from romlib.guidance.methods import METHODS
 from romlib.rank import ClipRanker
 from romlib.models.tokenizers import ByteTokenizer, TextTokenizer
 
@@ -309,7 +310,8 @@ def test_tiny_clip_guided_glide_end_to_end():
     clip = tiny_noised_clip()
     image, keep = _scene(64)
     d = create_diffusion(1000, "squaredcos_cap_v2", "4")
-    setup = prepare_clip_base(model, tok, clip, image=image, keep_mask=keep, target="a red ball", ref="a cat")
+    setup = prepare_clip_base(model, tok, clip, image=image, keep_mask=keep, target="a red ball", ref="a cat",
+                              scale=METHODS["clip"].default_scale)
     assert setup.rule == "clip" and setup.scale == 2.0 and setup.cond_fn is not None
     a = sample_base(setup, d, samples=2, seed=0)
     b = sample_base(setup, d, samples=2, seed=0, batch_size=1)
@@ -323,7 +325,7 @@ def test_tiny_clip_guided_glide_end_to_end():
     assert not torch.allclose(sample_base(plain, d, samples=2, seed=0), a, atol=1e-4)  # the guidance acts
     with pytest.raises(ValueError, match="reads 64"):
         prepare_clip_base(model, tok, clip, image=image[..., :32, :32], keep_mask=keep[..., :32, :32],
-                          target="x", ref="y")
+                          target="x", ref="y", scale=2.0)
 
 
 def test_tiny_blended_end_to_end():

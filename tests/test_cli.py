@@ -68,6 +68,6 @@ def test_bad_knobs_exit_2_with_the_accepted_range(photo, tmp_path, capsys, args,
 
 
 def test_missing_image_is_named(tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        _run(["edit", tmp_path / "nope.jpg", "--ref", "x", "--backend", "tiny"])
-    assert "nope.jpg" in str(e.value)
+    assert _run(["edit", tmp_path / "nope.jpg", "--ref", "x", "--backend", "tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "romlib edit: error: image not found" in err and "nope.jpg" in err

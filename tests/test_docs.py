@@ -20,6 +20,9 @@ def _load_builder():
 def test_api_reference_is_up_to_date():
     stored = (ROOT / "docs" / "api.md").read_text()
     assert stored == _load_builder().render(), "docs/api.md is stale: run python tools/build_api_docs.py"
+    modules = (ROOT / "docs" / "modules.md").read_text()
+    assert modules == _load_builder().render_modules(modules), \
+        "the methods table of docs/modules.md is stale: run python tools/build_api_docs.py"
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.name)

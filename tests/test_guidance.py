@@ -30,7 +30,7 @@ def test_guided_eps_is_eq6_and_eq8():
 def test_sampling_is_fast_and_bit_identical(setup, rule):
     model, tok, image, keep, diffusion = setup
     start = time.perf_counter()
-    s = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule=rule)
+    s = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule=rule, scale=3.0)
     a = sample_base(s, diffusion, samples=2, seed=0)
     elapsed = time.perf_counter() - start
     b = sample_base(s, diffusion, samples=2, seed=0)
@@ -44,18 +44,18 @@ def test_sampling_is_fast_and_bit_identical(setup, rule):
 
 def test_rules_feed_the_intended_branches(setup):
     model, tok, image, keep, _ = setup
-    ccf = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule="ccf")
-    cf = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule="cf")
+    ccf = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule="ccf", scale=3.0)
+    cf = prepare_base(model, tok, image=image, keep_mask=keep, target="a blue truck", ref="the red car", rule="cf", scale=3.0)
     assert torch.equal(ccf.inpaint_image, image) and ccf.info == {"base_prompt": "the red car", "inpaint_input": "original"}
     assert torch.equal(cf.inpaint_image, image * keep) and cf.info == {"base_prompt": "", "inpaint_input": "masked"}
     # empty target: CCF is plain inpainting on the masked image
-    empty = prepare_base(model, tok, image=image, keep_mask=keep, target="", ref="the red car", rule="ccf")
+    empty = prepare_base(model, tok, image=image, keep_mask=keep, target="", ref="the red car", rule="ccf", scale=3.0)
     assert torch.equal(empty.inpaint_image, image * keep)
     for name in ("ccf-direction", "cf-original"):
-        s = prepare_base(model, tok, image=image, keep_mask=keep, target="a cat", ref="a dog", rule=name)
+        s = prepare_base(model, tok, image=image, keep_mask=keep, target="a cat", ref="a dog", rule=name, scale=3.0)
         assert s.info["inpaint_input"] == RULES[name].inpaint_input
     with pytest.raises(ValueError, match="unknown guidance rule"):
-        prepare_base(model, tok, image=image, keep_mask=keep, target="a", ref="b", rule="cfg")
+        prepare_base(model, tok, image=image, keep_mask=keep, target="a", ref="b", rule="cfg", scale=3.0)
 
 
 def test_scale_one_is_the_pure_target_branch(setup):

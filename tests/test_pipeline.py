@@ -101,15 +101,15 @@ def test_user_mask_replaces_segmentation(pipe, image):
 
 
 def test_default_scale_comes_from_the_backend(pipe, image, monkeypatch):
-    from romlib.guidance.cfg import DEFAULT_SCALE
+    from romlib.guidance.methods import METHODS
 
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
-    assert r.settings["scale"] == DEFAULT_SCALE["ccf"] == 15.0  # the paper's
+    assert r.settings["scale"] == METHODS["ccf"].default_scale == 15.0  # the paper's
     monkeypatch.setattr(pipe.backend, "default_scales", {"ccf": 3.0})
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
     assert r.settings["scale"] == 3.0
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False, scale=7)
-    assert r.settings["scale"] == 7.0 and pipe.backend.scale("cf") == DEFAULT_SCALE["cf"]
+    assert r.settings["scale"] == 7.0 and pipe.backend.scale("cf") == METHODS["cf"].default_scale == 5.0
 
 
 def test_empty_target_is_inpainting_with_the_masked_image(pipe, image):
@@ -150,7 +150,8 @@ def test_bad_images_and_masks(pipe, image, tmp_path):
 
 def test_trace_records_every_step_and_the_guidance_branches(pipe, image):
     steps = pipe.trace(image, "the red car", "a blue truck", guidance="ccf", scale=15.0)
-    assert [s["t"] for s in steps] == [3, 2, 1, 0]
+    assert [s["index"] for s in steps] == [3, 2, 1, 0]  # respaced steps
+    assert [s["t"] for s in steps] == [999, 666, 333, 0]  # the model's timesteps of 1000
     s = steps[1]
     assert s["x_t"].shape == s["eps"].shape == s["pred_xstart"].shape == (3, 64, 64)
     assert torch.allclose(s["eps"], s["eps_base"] + 15 * (s["eps_cond"] - s["eps_base"]), atol=1e-4)
@@ -178,7 +179,7 @@ def test_baselines_run_end_to_end(tiny_pipe, image, guidance, rank, size):
     r = tiny_pipe.edit(image, "the red car", "a blue truck", guidance=guidance, samples=2, progress=False,
                        best_anyway=True, upsample=False)
     assert r.settings["rank"] == rank and r.images.shape == (2, 3, size, size)
-    assert r.settings["scale"] == (2.0 if guidance == "clip" else 1.0)
+    assert r.settings.get("scale") == (2.0 if guidance == "clip" else None)  # Blended has no scale
     keep = torch.nn.functional.interpolate(r.keep_mask_base[None, None], size=(90, 120), mode="nearest")[0, 0].numpy()
     assert not _changed(r, image)[keep == 1].any()
 

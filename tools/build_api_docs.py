@@ -2,6 +2,8 @@
 
     python tools/build_api_docs.py
 
+It also writes the table of guidance methods in docs/modules.md from ``romlib.guidance.methods.METHODS``.
+
 tests/test_docs.py checks that docs/api.md is up to date, so the API page always matches the code.
 """
 from __future__ import annotations
@@ -61,6 +63,28 @@ def render() -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+
+
+def methods_table() -> str:
+    """The registry as a markdown table (docs/modules.md)."""
+    from romlib.guidance.methods import METHODS, SAMPLING_KNOBS
+
+    rows = ["| method | what it is | default scale | ranking | needs | knobs it reads |", "|---|---|---|---|---|---|"]
+    for m in METHODS.values():
+        knobs = ", ".join(k for k in SAMPLING_KNOBS if k in m.honours) or "—"
+        scale = f"{m.default_scale:g}" if m.default_scale is not None else "—"
+        rows.append(f"| `{m.name}` | {m.summary} | {scale} | {m.default_rank} | {m.needs or '—'} | {knobs} |")
+    return "\n".join(rows)
+
+
+def render_modules(text: str) -> str:
+    start, end = "<!-- methods:start -->", "<!-- methods:end -->"
+    a, b = text.index(start) + len(start), text.index(end)
+    return text[:a] + "\n" + methods_table() + "\n" + text[b:]
+
+
 if __name__ == "__main__":
     (ROOT / "docs" / "api.md").write_text(render())
-    print("wrote docs/api.md")
+    modules = ROOT / "docs" / "modules.md"
+    modules.write_text(render_modules(modules.read_text()))
+    print("wrote docs/api.md and the methods table of docs/modules.md")

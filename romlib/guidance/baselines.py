@@ -21,7 +21,7 @@ class ClipGuidedBaseline:
     def __init__(self, noised_clip, use_ref: bool = True):
         self.noised_clip, self.use_ref = noised_clip, use_ref
 
-    def prepare(self, model, tokenizer, *, image, keep_mask, target, ref, scale=None):
+    def prepare(self, model, tokenizer, *, image, keep_mask, target, ref, scale: float):
         from .clip import prepare_clip_base
 
         return prepare_clip_base(model, tokenizer, self.noised_clip, image=image, keep_mask=keep_mask, target=target,

@@ -323,7 +323,9 @@ def blended_sample_progressive(model, diffusion: SpacedDiffusion, clip, *, image
     """
     edit_mask = _check(image, keep_mask)
     clip = guidance_clip(clip)
-    text_emb = _text_embedding(clip, target, text_emb)
+    if text_emb is None and target is not None and not target.strip():
+        clip_lambda = 0.0  # an empty target: no CLIP guidance at all, as the authors (plain blended inpainting)
+    text_emb = _text_embedding(clip, target, text_emb) if clip_lambda else None
     if not 0 <= skip_timesteps < diffusion.num_timesteps:
         raise ValueError(f"skip_timesteps must be in [0, {diffusion.num_timesteps}), got {skip_timesteps}")
     guidance = BlendedGuidance(model, diffusion, clip, text_emb=text_emb, edit_mask=edit_mask, generators=generators,
@@ -349,10 +351,13 @@ def blended_sample(model, diffusion: SpacedDiffusion, clip, *, image: torch.Tens
     :func:`romlib.models.adm.create_diffusion` (100 steps); ``clip``: CLIP ViT-B/16 as a
     :class:`~romlib.rank.ClipRanker` (the ranker's model can be shared). ``image``: [1, 3, S, S]
     in [−1, 1]; ``keep_mask``: [1, 1, S, S], 1 = keep, 0 = edit. Sample i depends only on
-    ``seed`` and i.
+    ``seed`` and i. An empty ``target`` means no CLIP guidance (the authors' behaviour): only the
+    range loss and the background blending act.
     """
     clip = guidance_clip(clip)
-    text_emb = _text_embedding(clip, target, None)
+    if not (target or "").strip():
+        clip_lambda = 0.0  # an empty target: no CLIP guidance at all, as the authors (plain blended inpainting)
+    text_emb = _text_embedding(clip, target, None) if clip_lambda else None
     gens = sample_generators(seed, samples, stream=0)
     size = samples if not batch_size else max(1, int(batch_size))
     results = []

@@ -27,12 +27,9 @@ from typing import Literal
 
 import torch
 
-__all__ = ["GuidanceRule", "GuidanceSpec", "RULES", "guided_eps", "GuidedModel", "known_region_fn", "DEFAULT_SCALE"]
+__all__ = ["GuidanceRule", "GuidanceSpec", "RULES", "guided_eps", "GuidedModel", "known_region_fn"]
 
 GuidanceRule = Literal["cf", "ccf", "ccf-direction", "cf-original"]
-
-DEFAULT_SCALE = {"cf": 5.0, "ccf": 15.0, "ccf-direction": 15.0, "cf-original": 5.0, "clip": 2.0, "blended": 1.0}
-
 
 def guided_eps(eps_cond: torch.Tensor, eps_base: torch.Tensor, scale: float) -> torch.Tensor:
     """ε̂ = ε_base + s · (ε_cond − ε_base).

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from .cfg import DEFAULT_SCALE, _expand, _rows, known_region_fn
+from .cfg import _expand, _rows, known_region_fn
 from ..sampling.inpaint import BaseSetup, encode_prompts
 
 __all__ = ["ConditionalModel", "prepare_clip_base"]
@@ -39,14 +39,15 @@ class ConditionalModel:
 
 
 def prepare_clip_base(model, tokenizer, noised_clip, *, image: torch.Tensor, keep_mask: torch.Tensor, target: str,
-                      ref: str, scale: float | None = None, use_ref: bool = True) -> BaseSetup:
+                      ref: str, scale: float, use_ref: bool = True) -> BaseSetup:
     """The CLIP-guided base run for one 64×64 image.
 
     ``model``: GLIDE base-inpaint (:class:`romlib.models.glide.GlideUNet`); ``tokenizer``: its GPT-2
     tokenizer; ``noised_clip``: :class:`romlib.models.noised_clip.NoisedClip`. ``image``: [1, 3, 64, 64]
-    in [−1, 1]; ``keep_mask``: [1, 1, 64, 64], 1 = keep, 0 = edit. ``scale`` defaults to 2.
+    in [−1, 1]; ``keep_mask``: [1, 1, 64, 64], 1 = keep, 0 = edit. ``scale``: s (the paper's 2 is
+    ``METHODS["clip"].default_scale``).
     """
-    scale = DEFAULT_SCALE["clip"] if scale is None else float(scale)
+    scale = float(scale)
     size = noised_clip.cfg.image_size
     if tuple(image.shape[-2:]) != (size, size):
         raise ValueError(f"the noised CLIP reads {size}×{size} images, got {tuple(image.shape[-2:])}")

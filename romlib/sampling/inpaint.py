@@ -16,7 +16,7 @@ from typing import Callable, Iterator
 import torch
 
 from .diffusion import SpacedDiffusion, randn, sample_generators
-from ..guidance.cfg import DEFAULT_SCALE, RULES, GuidedModel, known_region_fn
+from ..guidance.cfg import RULES, GuidedModel, known_region_fn
 
 __all__ = ["BaseSetup", "prepare_base", "sample_base", "sample_base_progressive", "sample_upsample", "encode_prompts",
            "round_to_uint8_levels", "chunks"]
@@ -53,7 +53,7 @@ class BaseSetup:
 
 
 def prepare_base(model, tokenizer, *, image: torch.Tensor, keep_mask: torch.Tensor, target: str, ref: str,
-                 rule: str = "ccf", scale: float | None = None, record: bool = False) -> BaseSetup:
+                 rule: str = "ccf", scale: float, record: bool = False) -> BaseSetup:
     """Build the guided model function for one 64×64 image.
 
     ``image``: [1, 3, 64, 64] in [-1, 1]; ``keep_mask``: [1, 1, 64, 64], 1 = keep, 0 = edit.
@@ -61,7 +61,7 @@ def prepare_base(model, tokenizer, *, image: torch.Tensor, keep_mask: torch.Tens
     if rule not in RULES:
         raise ValueError(f"unknown guidance rule {rule!r}; expected one of {sorted(RULES)}")
     spec = RULES[rule]
-    scale = DEFAULT_SCALE[rule] if scale is None else float(scale)
+    scale = float(scale)
     masked = image * keep_mask
     inpaint_image = image if spec.uses_original(target) else masked
     cond_emb, base_emb = encode_prompts(model, tokenizer, [target, spec.base_prompt(ref)])

@@ -47,7 +47,13 @@ __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmar
 
 log = logging.getLogger(__name__)
 
-METHODS = ("inpaint", "cf", "ccf", "ccf-direction", "cf-original")
+def _methods() -> tuple[str, ...]:
+    from ..guidance.methods import METHODS as REGISTRY, ClassifierFree
+
+    return ("inpaint",) + tuple(n for n, m in REGISTRY.items() if isinstance(m, ClassifierFree))
+
+
+METHODS = _methods()  # plain inpainting, then every classifier-free method of the registry
 DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0, 15.0)
 DILATIONS = (1, 3, 5)
 
@@ -155,7 +161,9 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    from ..io import to_uint8
+
+    return to_uint8(x)
 
 
 def _psnr(se: float, n: int) -> float:

@@ -52,10 +52,9 @@ class Region:
 def _as_uint8(image) -> np.ndarray:
     """PIL, HxWx3 uint8 array or [3, H, W] tensor in [-1, 1] → HxWx3 uint8."""
     if hasattr(image, "detach"):
-        x = image.detach().float().cpu()
-        if x.ndim == 4:
-            x = x[0]
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        from ..io import to_uint8
+
+        return to_uint8(image[0] if image.ndim == 4 else image)
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 image, got {a.dtype} {a.shape}")

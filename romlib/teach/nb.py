@@ -54,14 +54,11 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
 
 
 def pipeline(backend: str | None = None, **kwargs):
-    """The notebook's pipeline, loaded once per kernel (models stay in memory between cells)."""
-    from ..pipeline import ROMPipeline, default_backend
+    """The notebook's pipeline, loaded once per kernel (models stay in memory between cells);
+    the same cache as :func:`romlib.edit` (:func:`romlib.pipeline.get_pipeline`)."""
+    from ..pipeline import get_pipeline
 
-    name = backend or default_backend()
-    key = (name, tuple(sorted(kwargs.items())))
-    if key not in _PIPE:
-        _PIPE[key] = ROMPipeline.from_pretrained(name, **kwargs)
-    return _PIPE[key]
+    return get_pipeline(backend, **kwargs)
 
 
 def example(pipe, index: int = 0) -> tuple:
@@ -196,18 +193,30 @@ def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     return [kept[int(s["t"])] for s in trace]
 
 
-def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 4, **defaults):
-    """Widgets for the ablation knobs (guidance rule and scale, dilation k, ranking mode, seed):
+def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 4, **settings):
+    """Widgets for the ablation knobs (guidance method and scale, dilation k, ranking mode, seed):
     each change reruns :meth:`~romlib.pipeline.ROMPipeline.edit` and redraws the result grid and its
-    scores. The default setting is rendered statically first. Returns the default result."""
-    kw = dict(guidance="ccf", scale=None, dilation=3, rank="local", seed=0)
-    kw.update(defaults)
+    scores. ``settings``: starting values of those knobs and any other fixed knob of
+    :class:`~romlib.config.EditConfig` (e.g. ``mask=``, ``steps=``), kept for every rerun, so the
+    widget reruns exactly the experiment shown above it. The default setting is rendered
+    statically first. Returns the default result."""
+    from ..config import EditConfig
+    from ..guidance.methods import available, get
+
+    widget_knobs = ("guidance", "scale", "dilation", "rank", "seed")
+    start = EditConfig.from_kwargs(**{k: v for k, v in settings.items() if k in widget_knobs})
+    fixed = {k: v for k, v in settings.items() if k not in widget_knobs}
+    EditConfig.from_kwargs(start, **fixed).validate()
+    kw = {k: getattr(start, k) for k in widget_knobs}
+    kw["rank"] = kw["rank"] or get(kw["guidance"]).default_rank
 
     def run(guidance, scale, dilation, rank, seed):
+        method = get(guidance)
+        scale = scale if method.default_scale is not None else None
         r = pipe.edit(image, ref, target, guidance=guidance, scale=scale, dilation=dilation, rank=rank, seed=seed,
-                      samples=samples, progress=False)
-        print(f"{guidance} s={r.settings['scale']:g} k={dilation} rank={rank} seed={seed}: "
-              f"scores {[round(s, 4) for s in r.scores[:top]]}")
+                      samples=samples, progress=False, **fixed)
+        s = f" s={r.settings['scale']:g}" if r.settings.get("scale") is not None else ""
+        print(f"{guidance}{s} k={dilation} rank={rank} seed={seed}: scores {[round(x, 4) for x in r.scores[:top]]}")
         _show(r.grid(top=top))
         return r
 
@@ -217,11 +226,10 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
     import ipywidgets as W
     from IPython.display import display
 
-    rules = [g for g in ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
-             if g not in ("clip", "blended") or g in pipe.backend.extras]
+    scale0 = get(kw["guidance"]).scale(pipe.backend, kw["scale"]) or 1.0
     ctl = dict(
-        guidance=W.Dropdown(options=rules, value=kw["guidance"], description="guidance"),
-        scale=W.FloatSlider(value=pipe.backend.scale(kw["guidance"], kw["scale"]), min=0.5, max=30, step=0.5, description="scale s"),
+        guidance=W.Dropdown(options=list(available(pipe.backend)), value=kw["guidance"], description="guidance"),
+        scale=W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, description="scale s"),
         dilation=W.IntSlider(value=kw["dilation"], min=1, max=15, step=2, description="dilation k"),
         rank=W.Dropdown(options=["local", "masked", "none"], value=kw["rank"], description="ranking"),
         seed=W.IntText(value=kw["seed"], description="seed"),

@@ -8,13 +8,17 @@ import torch
 __all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "comparison_grid", "segmentation_figure"]
 
 
+def _scale_text(settings: dict, fmt: str) -> str:
+    """The guidance scale formatted with ``fmt``, or "" for methods without one (Blended)."""
+    return fmt.format(settings["scale"]) if settings.get("scale") is not None else ""
+
+
 def as_array(img) -> np.ndarray:
     """PIL image, [3, H, W] tensor in [-1, 1] or HxWx3 array → HxWx3 uint8."""
     if isinstance(img, torch.Tensor):
-        x = img.detach().float().cpu()
-        if x.ndim == 4:
-            x = x[0]
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        from ..io import to_uint8
+
+        return to_uint8(img[0] if img.ndim == 4 else img)
     a = np.asarray(img)
     return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
 
@@ -81,7 +85,8 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
         ax[i + 2].set_title(f"#{i + 1}  {result.settings['target']!r}\n" + (f"d = {s:.3f}" if s == s else "unranked"), fontsize=8)
     for a in ax:
         a.set_xticks([]), a.set_yticks([])
-    fig.suptitle(f"{result.settings['guidance']} (s = {result.settings['scale']:g}), rank = {result.settings['rank']}", fontsize=9)
+    fig.suptitle(f"{result.settings['guidance']}{_scale_text(result.settings, ' (s = {:g})')}, rank = {result.settings['rank']}",
+                 fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.88))  # keep the suptitle clear of the two-line panel titles
     return fig
 
@@ -96,7 +101,7 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
     fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.05), squeeze=False)
     for (name, r), ax in zip(rows, axes):
         ax[0].imshow(overlay_mask(r.input_image, _full_mask(r)), interpolation="nearest")
-        ax[0].set_ylabel(f"{name}\ns = {r.settings['scale']:g}", fontsize=9)
+        ax[0].set_ylabel(f"{name}{_scale_text(r.settings, chr(10) + 's = {:g}')}", fontsize=9)
         for i in range(top):
             ax[i + 1].imshow(as_array(r.full_res[i]), interpolation="nearest")
             s = r.scores[i]

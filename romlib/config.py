@@ -1,0 +1,163 @@
+"""Every knob of one edit in one place: :class:`EditConfig` (default, accepted range, help text).
+
+``ROMPipeline.edit(..., **knobs)``, the ``romlib edit`` flags (generated from this class by
+:func:`add_arguments`), the notebooks' widgets and ``EditResult.settings`` all come from here, so a
+default or a range is written once.
+
+>>> from romlib.config import EditConfig
+>>> EditConfig(guidance="cf", scale=5).validate()
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+__all__ = ["EditConfig", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES"]
+
+MAX_SAMPLES = 256  # B above this is refused
+WARN_SAMPLES = 64  # B above this logs the expected time
+
+Frame = Literal["full", "crop"]
+RankMode = Literal["local", "masked", "none"]
+
+
+def _knob(default, help: str, *, flag: str | None = None, type=None, choices=None, cli: bool = True, metavar=None):
+    """A dataclass field whose metadata builds its command-line flag."""
+    return field(default=default, metadata=dict(help=help, flag=flag, type=type, choices=choices, cli=cli,
+                                                metavar=metavar))
+
+
+def _method_names() -> tuple[str, ...]:
+    from .guidance.methods import names
+
+    return names()
+
+
+@dataclass
+class EditConfig:
+    """The settings of one :meth:`romlib.pipeline.ROMPipeline.edit` call.
+
+    ``None`` means "the method's or the backend's default" (resolved values are recorded in
+    ``EditResult.settings``). Call :meth:`validate` before any work; it raises ``ValueError``
+    naming the bad value and what is accepted.
+    """
+
+    guidance: str = _knob("ccf", "guidance method (romlib.guidance.METHODS): {choices}", choices=_method_names)
+    scale: float | None = _knob(None, "guidance scale s > 0 (default: the method's, e.g. 15 ccf, 5 cf, 2 clip; "
+                                "ShapesWorld's tuned scales on the shapes backend)", type=float)
+    samples: int = _knob(24, f"number of samples B to draw and rank, 1..{MAX_SAMPLES} (default 24, the paper's)", type=int)
+    dilation: int = _knob(3, "mask dilation kernel k (odd; 1 = none) at 64x64 (at 256x256 for blended) (default 3)",
+                          type=int)
+    rank: RankMode | None = _knob(None, "ranking crop: local (box x1.3, the paper), masked (Blended's), none "
+                                  "(default: the method's: local; masked for blended)", choices=("local", "masked", "none"))
+    steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
+    upsample: bool = _knob(True, "run the 64->256 upsampler when the backend has one", flag="--no-upsample")
+    upsample_steps: str | None = _knob(None, "upsampler sampling steps, e.g. fast27, 10 (default: the backend's, "
+                                       "fast27 for GLIDE)")
+    upsample_temperature: float = _knob(0.997, "noise temperature of the upsampler's first sample (default 0.997)",
+                                        type=float)
+    seed: int = _knob(0, "random seed >= 0; sample i always gets the same noise (default 0)", type=int)
+    frame: Frame = _knob("full", "edit the whole image squashed to the model's frame (full, the paper) or a square "
+                         "crop around the object (crop)", choices=("full", "crop"))
+    threshold: float = _knob(0.5, "mask threshold on the segmenter's sigmoid, in (0, 1) (default 0.5)", type=float)
+    min_score: float | None = _knob(None, "minimum segmentation score in [0, 1] (default: the segmenter's)", type=float)
+    best_anyway: bool = _knob(False, "use the best query even below --min-score (the authors' behaviour)")
+    batch_size: int | None = _knob(None, "micro-batch size >= 1 (default: chosen from free memory)", type=int)
+    mask: Any = _knob(None, "a mask image used instead of segmentation (white = edit)", cli=False)
+    progress: bool = _knob(True, "progress bars", cli=False)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def knobs(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_kwargs(cls, config: "EditConfig | None" = None, **kwargs) -> "EditConfig":
+        """``config`` (or the defaults) updated with ``kwargs``; unknown names are refused."""
+        unknown = sorted(set(kwargs) - set(cls.knobs()))
+        if unknown:
+            raise TypeError(f"unknown edit setting(s) {', '.join(unknown)}; accepted: {', '.join(cls.knobs())}")
+        base = config if config is not None else cls()
+        return dataclasses.replace(base, **kwargs)
+
+    def validate(self) -> "EditConfig":
+        """Check every knob's type and range; returns self. Raises ``ValueError`` with one line per
+        value: the name, the value and what is accepted."""
+        methods = _method_names()
+        _need(self.guidance in methods, "guidance", self.guidance, ", ".join(methods))
+        if self.scale is not None:
+            _need(_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
+        _need(_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
+              f"an integer in 1..{MAX_SAMPLES}")
+        _need(_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
+              self.dilation, "an odd integer in 1..63 (1 = no dilation)")
+        _need(self.rank in (None, "local", "masked", "none"), "rank", self.rank, "'local', 'masked', 'none'")
+        _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
+        for name in ("steps", "upsample_steps"):
+            v = getattr(self, name)
+            if v is not None:
+                _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
+        _need(_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
+              self.upsample_temperature, "a number in (0, 2]")
+        _need(_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
+        _need(_real(self.threshold) and 0 < self.threshold < 1, "threshold", self.threshold, "a number in (0, 1)")
+        if self.min_score is not None:
+            _need(_real(self.min_score) and 0 <= self.min_score <= 1, "min_score", self.min_score, "a number in [0, 1]")
+        if self.batch_size is not None:
+            _need(_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+        _need(isinstance(self.upsample, bool), "upsample", self.upsample, "True or False")
+        _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
+        return self
+
+
+def _need(ok: bool, name: str, value, accepted: str) -> None:
+    if not ok:
+        text = repr(value)
+        text = text if len(text) <= 80 else text[:77] + "..."
+        raise ValueError(f"{name}={text} is out of range; accepted: {accepted}")
+
+
+def _real(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _steps_ok(v) -> bool:
+    from .sampling.diffusion import space_timesteps
+
+    try:
+        return len(space_timesteps(1000, str(v))) >= 1
+    except (ValueError, TypeError, ZeroDivisionError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------- the CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per knob of :class:`EditConfig` (``--scale``, ``--no-upsample``, ...), with its
+    default and help; values are checked by :meth:`EditConfig.validate` before any work."""
+    for f in dataclasses.fields(EditConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        choices = meta.get("choices")
+        choices = choices() if callable(choices) else choices
+        help_text = meta["help"].format(choices=", ".join(choices) if choices else "")
+        if isinstance(f.default, bool):
+            action = "store_false" if f.default else "store_true"
+            parser.add_argument(flag, dest=f.name, action=action, help=help_text)
+        else:
+            parser.add_argument(flag, dest=f.name, default=f.default, type=meta.get("type") or str, choices=choices,
+                                help=help_text)
+
+
+def from_args(args: argparse.Namespace, **extra) -> EditConfig:
+    """The :class:`EditConfig` of parsed ``args`` (as built by :func:`add_arguments`)."""
+    values = {name: getattr(args, name) for name in EditConfig.knobs() if hasattr(args, name)}
+    return EditConfig.from_kwargs(**{**values, **extra})

@@ -1,0 +1,251 @@
+"""The guidance methods of ROM in one registry: ``METHODS[name]`` → a :class:`Method`.
+
+Each entry knows what makes it differ from the others — its default scale, the frame it samples
+at, its default ranking, the knobs it honours (others are refused with a clear error, never
+ignored) and how it samples. Every other part of romlib (the pipeline, the CLI's choices, the
+notebooks' widgets, the docs' tables, ``settings`` of a result) reads this registry, so a method
+is named in exactly one place.
+
+=================  ==========================================================  =====  =======
+name               rule                                                        s      ranking
+=================  ==========================================================  =====  =======
+``ccf``            ε(x|c_ref) + s·(ε(x|c_tgt) − ε(x|c_ref)), original image      15     local
+``cf``             ε(x|∅) + s·(ε(x|c_tgt) − ε(x|∅)), masked image                5      local
+``ccf-direction``  CCF's base branch alone (c_ref), masked image                 15     local
+``cf-original``    CCF's input alone (original image), ∅ base branch             5      local
+``clip``           GLIDE + noised-CLIP gradient on the mean (eq. 4)              2      local
+``blended``        Blended Diffusion: ADM 256×256 + CLIP loss, blended background  –    masked
+=================  ==========================================================  =====  =======
+
+The CF/CCF rule itself is the two lines of :mod:`romlib.guidance.cfg` (eq. 6 and 8).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from .cfg import RULES, GuidanceSpec
+
+if TYPE_CHECKING:
+    from ..config import EditConfig
+    from ..pipeline import Prepared, ROMPipeline
+
+__all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "names",
+           "available", "get"]
+
+MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
+
+#: knobs of :class:`romlib.config.EditConfig` that only some methods read
+SAMPLING_KNOBS = ("scale", "steps", "upsample", "upsample_steps", "upsample_temperature")
+
+
+@dataclass
+class Samples:
+    """What a method's :meth:`Method.sample` returns.
+
+    ``base``: [B, 3, b, b] the low-resolution samples; ``frames``: [B, 3, S, S] the results at the
+    frame size; ``keep_frame``: [1, 1, S, S] the mask (1 = keep) the frames were made under (used by
+    the masked ranking); ``keep_paste``: the mask pasted back at full resolution (1 = keep)."""
+
+    base: torch.Tensor
+    frames: torch.Tensor
+    keep_frame: torch.Tensor
+    keep_paste: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Method:
+    """One guidance method: its defaults, the knobs it honours, and how it samples."""
+
+    name: str
+    title: str  # how figures and tables name it
+    summary: str  # one line for the CLI's help and the docs
+    default_scale: float | None  # None: the method has no guidance scale
+    default_rank: Literal["local", "masked", "none"] = "local"
+    needs: str | None = None  # the backend extra holding its models (``Backend.extras``), if any
+    honours: frozenset = field(default_factory=lambda: frozenset(SAMPLING_KNOBS))
+
+    def available(self, backend) -> bool:
+        """Whether ``backend`` has loaded this method's models."""
+        return self.needs is None or self.needs in backend.extras
+
+    def check(self, config: "EditConfig", backend) -> None:
+        """Refuse knobs set away from their default that this method does not read, and a backend
+        without this method's models."""
+        if not self.available(backend):
+            raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
+                             "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
+                             "glide backend loads them for --guidance clip/blended)")
+        defaults = {f.name: f.default for f in dataclasses.fields(config)}
+        for knob in SAMPLING_KNOBS:
+            if knob == "upsample" and not config.upsample:
+                continue  # "no upsampler" holds trivially for a method that never upsamples
+            if knob not in self.honours and getattr(config, knob) != defaults[knob]:
+                raise ValueError(f"guidance={self.name!r} does not use {knob}={getattr(config, knob)!r} "
+                                 f"(it reads {', '.join(sorted(self.honours)) or 'none of ' + ', '.join(SAMPLING_KNOBS)}); "
+                                 f"leave {knob} unset")
+
+    def unused_knobs(self) -> tuple[str, ...]:
+        """The sampling knobs this method does not read (it refuses them when set)."""
+        return tuple(k for k in SAMPLING_KNOBS if k not in self.honours)
+
+    def scale(self, backend, scale: float | None = None) -> float | None:
+        """``scale`` if given, else the backend's tuned default, else this method's (the paper's)."""
+        if self.default_scale is None:
+            return None
+        if scale is not None:
+            return float(scale)
+        return float(backend.default_scales.get(self.name, self.default_scale))
+
+    def frame_size(self, backend, upsample: bool) -> int:
+        """The side of the square frame this method's results have."""
+        up = backend.upsampler is not None and upsample and "upsample" in self.honours
+        return backend.upsampler.cfg.image_size if up else backend.base_model.cfg.image_size
+
+    def settings(self, config: "EditConfig", backend) -> dict:
+        """The knobs this method read, resolved (for ``EditResult.settings``)."""
+        out = {"guidance": self.name}
+        if "scale" in self.honours:
+            out["scale"] = self.scale(backend, config.scale)
+        if "steps" in self.honours:
+            out["steps"] = str(config.steps if config.steps is not None else backend.base_steps)
+        up = "upsample" in self.honours and config.upsample and backend.upsampler is not None
+        out["upsample"] = bool(up)
+        if up:
+            out["upsample_steps"] = str(config.upsample_steps if config.upsample_steps is not None else backend.upsample_steps)
+            out["upsample_temperature"] = config.upsample_temperature
+        return out
+
+    def sample(self, pipe: "ROMPipeline", p: "Prepared", ref: str, target: str, config: "EditConfig",
+               timings: dict) -> Samples:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class _GlideMethod(Method):
+    """GLIDE's two stages: a guided 64×64 base run, then the 64→256 inpainting upsampler."""
+
+    def base_setup(self, pipe, p, ref, target, scale):
+        raise NotImplementedError
+
+    def sample(self, pipe, p, ref, target, config, timings) -> Samples:
+        from ..pipeline import auto_batch_size
+        from ..sampling.inpaint import sample_base, sample_upsample
+
+        b, dev = pipe.backend, pipe.device
+        t0 = time.perf_counter()
+        setup = self.base_setup(pipe, p, ref, target, self.scale(b, config.scale))
+        bs = config.batch_size or auto_batch_size(b.base_model, config.samples, branches=2, device=dev)
+        base = sample_base(setup, pipe.diffusion("base", config.steps), samples=config.samples, seed=config.seed,
+                           batch_size=bs, device=dev, progress=config.progress)
+        timings["base"] = time.perf_counter() - t0
+        frames = base
+        if config.upsample and b.upsampler is not None:
+            t0 = time.perf_counter()
+            bs_up = config.batch_size or auto_batch_size(b.upsampler, config.samples, device=dev)
+            frames = sample_upsample(b.upsampler, pipe.diffusion("upsample", config.upsample_steps), b.tokenizer,
+                                     low_res=base, image=p.image_frame, keep_mask=p.keep_frame, target=target,
+                                     seed=config.seed, temperature=config.upsample_temperature, batch_size=bs_up,
+                                     progress=config.progress)
+            timings["upsample"] = time.perf_counter() - t0
+        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base)
+
+
+@dataclass(frozen=True)
+class ClassifierFree(_GlideMethod):
+    """CF, CCF and CCF's two changes taken apart: a :class:`~romlib.guidance.cfg.GuidanceSpec`
+    (base branch ∅ or c_ref; masked or original input) under ε̂ = ε_base + s·(ε_cond − ε_base)."""
+
+    @property
+    def spec(self) -> GuidanceSpec:
+        return RULES[self.name]
+
+    def base_setup(self, pipe, p, ref, target, scale, record: bool = False):
+        from ..sampling.inpaint import prepare_base
+
+        b = pipe.backend
+        return prepare_base(b.base_model, b.tokenizer, image=p.image_base, keep_mask=p.keep_base, target=target, ref=ref,
+                            rule=self.name, scale=scale, record=record)
+
+
+@dataclass(frozen=True)
+class ClipGuided(_GlideMethod):
+    """GLIDE without classifier-free guidance, its mean shifted by the noised CLIP's gradient."""
+
+    def base_setup(self, pipe, p, ref, target, scale):
+        b = pipe.backend
+        return b.extras[self.needs].prepare(b.base_model, b.tokenizer, image=p.image_base, keep_mask=p.keep_base,
+                                            target=target, ref=ref, scale=scale)
+
+
+@dataclass(frozen=True)
+class Blended(Method):
+    """Blended Diffusion on its own 256×256 ADM, as the authors ran it: the mask at 256 (the
+    segmentation resized to 256, thresholded, dilated k×k at 256), the frame resized with LANCZOS,
+    no CLIP guidance for an empty target; its own 100-step schedule with 25 skipped."""
+
+    def frame_size(self, backend, upsample: bool) -> int:
+        return backend.extras[self.needs].image_size
+
+    def keep_mask(self, p: "Prepared", config: "EditConfig") -> torch.Tensor:
+        """[1, 1, S, S] keep mask (1 = keep) at the ADM's size, dilated there (not at 64×64)."""
+        from .. import masks as M
+
+        seg, (x0, y0, x1, y1), size = p.segmentation, p.region, p.frame_size
+        if seg.mask_logits is not None and config.frame == "full":
+            edit = M.logits_to_edit_mask(seg.mask_logits, size, config.threshold)
+        else:
+            edit = M.resize_edit_mask(seg.mask[y0:y1, x0:x1], size)
+        return M.to_keep_mask(M.dilate(edit[None, None].float(), config.dilation)).to(p.keep_frame)
+
+    def sample(self, pipe, p, ref, target, config, timings) -> Samples:
+        from ..io import to_tensor
+
+        t0 = time.perf_counter()
+        keep = self.keep_mask(p, config)
+        image = to_tensor(p.frame_image, p.frame_size, resample="lanczos").to(pipe.device)
+        frames = pipe.backend.extras[self.needs].sample(image=image, keep_mask=keep, target=target, samples=config.samples,
+                                                        seed=config.seed, batch_size=config.batch_size,
+                                                        progress=config.progress)
+        timings["base"] = time.perf_counter() - t0
+        base = torch.nn.functional.interpolate(frames, size=p.image_base.shape[-2:], mode="bilinear", antialias=True,
+                                               align_corners=False)
+        return Samples(base=base, frames=frames, keep_frame=keep, keep_paste=keep)
+
+
+_KNOBS = frozenset(SAMPLING_KNOBS)
+
+METHODS: dict[str, Method] = {m.name: m for m in (
+    ClassifierFree("ccf", "CCF (ours)", "conditional classifier-free guidance, the paper's eq. 8: base branch c_ref, "
+                   "original image as input", 15.0),
+    ClassifierFree("cf", "CF (GLIDE)", "GLIDE's classifier-free guidance, eq. 6: base branch ∅, masked image", 5.0),
+    ClassifierFree("ccf-direction", "CCF direction only", "ablation: CCF's base branch c_ref with GLIDE's masked image",
+                   15.0),
+    ClassifierFree("cf-original", "CF + original input", "ablation: GLIDE's ∅ base branch with CCF's original image",
+                   5.0),
+    ClipGuided("clip", "GLIDE CLIP-guided", "GLIDE guided by the noised CLIP's gradient (eq. 4), masked image", 2.0,
+               needs="clip"),
+    Blended("blended", "Blended Diffusion", "Blended Diffusion: unconditional ADM 256x256 + CLIP loss, background "
+            "blended in at every step", None, default_rank="masked", needs="blended", honours=frozenset()),
+)}
+
+
+def names() -> tuple[str, ...]:
+    """Every method's name, in the registry's order (the CLI's choices)."""
+    return tuple(METHODS)
+
+
+def available(backend) -> tuple[str, ...]:
+    """The methods ``backend`` can run (the baselines need their models loaded)."""
+    return tuple(n for n, m in METHODS.items() if m.available(backend))
+
+
+def get(name: Any) -> Method:
+    """``METHODS[name]`` with an error that lists the accepted names."""
+    if name not in METHODS:
+        raise ValueError(f"guidance={name!r} is not a method; accepted: {', '.join(METHODS)}")
+    return METHODS[name]
