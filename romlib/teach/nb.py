@@ -185,10 +185,13 @@ def baselines_note(pipe, guidances=BASELINES) -> list[str]:
 
 def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     """The trace's steps as timesteps of the original ``num_timesteps`` schedule (the toy's and the
-    paper's convention), in sampling order. ``trace[i]["t"]`` is the index into the respaced
-    schedule (``space_timesteps(1000, str(len(trace)))``: e.g. 24…0 for 25 steps)."""
+    paper's convention), in sampling order. Traces that carry ``"index"`` (the step's index in the
+    respaced schedule) already hold the original timestep in ``"t"``; older ones hold the index in
+    ``"t"``, mapped here through ``space_timesteps(1000, str(len(trace)))`` (e.g. 24…0 → 999…0)."""
     from ..sampling.diffusion import space_timesteps
 
+    if all("index" in s for s in trace):
+        return [int(s["t"]) for s in trace]
     kept = sorted(space_timesteps(num_timesteps, str(len(trace))))
     return [kept[int(s["t"])] for s in trace]
 
