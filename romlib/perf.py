@@ -137,7 +137,10 @@ class CompiledCore:
             self._give_up(e)
 
     def _give_up(self, e: Exception):
-        log.warning("torch.compile failed (%s: %s); falling back to eager execution", type(e).__name__, e)
+        cache = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+        hint = (f" (the compile cache may be damaged, e.g. by a process killed while compiling: delete {cache})"
+                if cache and cache in str(e) else "")
+        log.warning("torch.compile failed (%s: %s); falling back to eager execution%s", type(e).__name__, e, hint)
         self.model._core = self.eager
         self.compiled = None
 

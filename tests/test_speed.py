@@ -173,9 +173,27 @@ def test_compile_failure_falls_back_to_eager(monkeypatch, caplog):
     model = accelerate(_small(), compile="default")
     with caplog.at_level(logging.WARNING):
         out = _sample(model)
-    assert "falling back to eager" in caplog.text
+    assert "falling back to eager" in caplog.text and "damaged" not in caplog.text
     assert model._core == model._forward
     assert torch.equal(out, _sample(_small()))
+
+
+def test_a_damaged_compile_cache_is_named(monkeypatch, caplog):
+    """Seen on the CPU: a process killed while compiling leaves a truncated kernel in the cache,
+    and the next process's compile fails loading it."""
+    cache = perf.compile_cache_dir()
+
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise ImportError(f"{cache}/cf/kernel.main.so: file too short")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = _small()
+    model._core = CompiledCore(model, "default")
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        model(**_inputs(model, 2))
+    assert "falling back to eager" in caplog.text and f"damaged, e.g. by a process killed while compiling: delete {cache}" in caplog.text
 
 
 def test_compiled_artifacts_are_cached_under_romlib_cache(monkeypatch, tmp_path):
