@@ -453,8 +453,12 @@ def run_bench(device=None, *, batches=(4, 24), dtype: Literal["fp16", "fp32"] | 
             total = time.perf_counter() - t0
             cores = [m._core for m in (base, up) if isinstance(m._core, CompiledCore)]
             compile_s = sum(c.first_call_s or 0 for c in cores) if cores else None
-            note = "fell back to fp32 (non-finite fp16)" if tdtype == torch.float16 and (
-                base.dtype != tdtype or up.dtype != tdtype) else ""
+            notes = []
+            if tdtype == torch.float16 and (base.dtype != tdtype or up.dtype != tdtype):
+                notes.append("fell back to fp32 (non-finite fp16)")
+            if path.startswith("compile:") and len(cores) < 2:
+                notes.append("compile failed: eager (see the warning)")
+            note = "; ".join(notes)
             t = result.timings
             rows.append(BenchRow(path, dtype, b, n_base, n_up, t.get("base"), t.get("upsample"), t.get("rank"), total,
                                  warmup, compile_s, _peak(device), gf_base * 2 * b * n_base + gf_up * b * n_up, note))
