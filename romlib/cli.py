@@ -34,6 +34,21 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top", type=int, default=4, help="edits shown in the summary figure, >= 1 (default 4)")
 
 
+def _check_device(device: str | None) -> None:
+    """Refuse a device this machine does not have, before any model is loaded."""
+    import torch
+
+    if device is None:
+        return
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device={device!r} is not a device; accepted: cpu, cuda, cuda:N, mps") from None
+    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
+        raise ValueError(f"device={device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
+                         "use --device cpu")
+
+
 def _run_edit(args) -> int:
     from pathlib import Path
 
@@ -42,10 +57,12 @@ def _run_edit(args) -> int:
     from .pipeline import ROMPipeline
 
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
+    get(cfg.guidance).check(cfg)
     if args.top < 1:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     if not Path(args.image).is_file():
         raise FileNotFoundError(f"image not found: {args.image}")
+    _check_device(args.device)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)
@@ -183,13 +200,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from .contracts import NoObjectFound
-    from .hub import CheckpointUnavailable
+    from .hub import CheckpointUnavailable, UnsafeCheckpoint
+
+    def fail(message: str) -> int:
+        print(f"romlib {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, NoObjectFound, CheckpointUnavailable) as e:
-        print(f"romlib {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"romlib {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
+        return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk
+    except RuntimeError as e:  # out of memory, a missing device: say what to change
+        text = str(e)
+        if "out of memory" in text.lower():
+            return fail(f"out of memory ({text.splitlines()[0][:120]}); lower --batch-size (or --samples)")
+        if "cuda" in text.lower() or "device" in text.lower():
+            return fail(f"{text.splitlines()[0][:200]}; check --device (cpu works everywhere)")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -71,3 +71,35 @@ def test_missing_image_is_named(tmp_path, capsys):
     assert _run(["edit", tmp_path / "nope.jpg", "--ref", "x", "--backend", "tiny"]) == 2
     err = capsys.readouterr().err
     assert "romlib edit: error: image not found" in err and "nope.jpg" in err
+
+
+@pytest.mark.parametrize("extra,fragment", [
+    (["--device", "cuda:7"], "device='cuda:7' is not available"), (["--scale", "inf"], "scale=inf"),
+    (["--batch-size", "0"], "batch_size=0"), (["--threshold", "nan"], "threshold=nan"), (["--top", "-3"], "top=-3"),
+    (["--guidance", "blended", "--scale", "3"], "does not use scale"),
+])
+def test_bad_settings_fail_before_any_model_loads(tmp_path, capsys, monkeypatch, extra, fragment):
+    import romlib.pipeline
+
+    def no_load(*a, **k):
+        raise AssertionError("a model was loaded before the settings were checked")
+
+    monkeypatch.setattr(romlib.pipeline.ROMPipeline, "from_pretrained", classmethod(no_load))
+    img = tmp_path / "in.png"
+    Image.new("RGB", (64, 48)).save(img)
+    assert _run(["edit", img, "--ref", "x", "--backend", "tiny", "--out", tmp_path / "o", *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("romlib edit: error: ") and fragment in err and "Traceback" not in err
+
+
+def test_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
+    import romlib.pipeline
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(romlib.pipeline.ROMPipeline, "from_pretrained", classmethod(interrupted))
+    img = tmp_path / "in.png"
+    Image.new("RGB", (64, 48)).save(img)
+    assert _run(["edit", img, "--ref", "x", "--backend", "tiny", "--out", tmp_path / "o"]) == 130
+    assert "interrupted" in capsys.readouterr().err

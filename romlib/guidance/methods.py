@@ -73,10 +73,10 @@ class Method:
         """Whether ``backend`` has loaded this method's models."""
         return self.needs is None or self.needs in backend.extras
 
-    def check(self, config: "EditConfig", backend) -> None:
-        """Refuse knobs set away from their default that this method does not read, and a backend
-        without this method's models."""
-        if not self.available(backend):
+    def check(self, config: "EditConfig", backend=None) -> None:
+        """Refuse knobs set away from their default that this method does not read, and (when
+        ``backend`` is given) a backend without this method's models."""
+        if backend is not None and not self.available(backend):
             raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
                              "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
                              "glide backend loads them for --guidance clip/blended)")
