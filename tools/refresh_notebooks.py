@@ -71,9 +71,16 @@ def refresh(path: Path, timeout: int = 1200) -> float:
 
 if __name__ == "__main__":
     paths = [Path(p).resolve() for p in sys.argv[1:]] or sorted((ROOT / "notebooks").glob("*.ipynb"))
+    failed = []
     for p in paths:
-        refresh(p)
+        try:
+            refresh(p)
+        except Exception as e:  # noqa: BLE001 - report every notebook, then fail
+            failed.append(p.name)
+            print(f"FAILED {p.name}: {type(e).__name__}: {str(e)[-2000:]}")
     total = sum(p.stat().st_size for p in (ROOT / "notebooks").iterdir() if p.is_file())
     print(f"notebooks/: {total / 1e6:.2f} MB (limit {MAX_BYTES / 1e6:.0f} MB)")
+    if failed:
+        sys.exit(f"not refreshed (left as they were): {failed}")
     if total > MAX_BYTES:
         sys.exit(f"notebooks/ is {total / 1e6:.2f} MB, over {MAX_BYTES / 1e6:.0f} MB: lower the figures' dpi in rl.nb.show")
