@@ -18,11 +18,12 @@ __all__ = ["main", "build_parser"]
 
 def _add_edit_args(p: argparse.ArgumentParser) -> None:
     from .config import add_arguments
+    from .guidance.methods import names
 
     p.add_argument("image", help="input image (any format PIL reads; EXIF orientation is honoured)")
     p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
-    add_arguments(p)  # every knob of romlib.config.EditConfig
+    add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
     p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
     p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
                    help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
@@ -30,8 +31,13 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
-    p.add_argument("--out", default="romlib_out", help="output directory (default romlib_out)")
-    p.add_argument("--top", type=int, default=4, help="edits shown in the summary figure, >= 1 (default 4)")
+    p.add_argument("--out", default="romlib_out",
+                   help="parent folder: each run writes into a new folder inside it, named time_method_text "
+                        "(default romlib_out)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into --out itself, replacing the run recorded in its result.json (never an input)")
+    p.add_argument("--top", type=int, default=4,
+                   help="edits saved at full resolution and shown in the summary figure, >= 1 (default 4)")
 
 
 def _check_device(device: str | None) -> None:
@@ -49,60 +55,138 @@ def _check_device(device: str | None) -> None:
                          "use --device cpu")
 
 
-def _run_edit(args) -> int:
+def _check_inputs(args) -> tuple[int, int]:
+    """The image and the mask file read from their headers (nothing decoded): exist, are images,
+    within the pixel limit, the mask of the image's aspect ratio. Returns the image's (W, H)."""
+    from .io import MASK_ASPECT_TOLERANCE, image_size
+
+    W, H = image_size(args.image)
+    if args.mask is not None:
+        mw, mh = image_size(args.mask) if True else (0, 0)
+        if abs((mw / mh) / (W / H) - 1) > MASK_ASPECT_TOLERANCE:
+            raise ValueError(f"mask {args.mask} is {mw}x{mh} (aspect {mw / mh:.3f}) but the image is {W}x{H} "
+                             f"(aspect {W / H:.3f}); a mask must have the image's aspect ratio (within 1 %)")
+    return W, H
+
+
+def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=()) -> None:
+    """Before any model is loaded: ``folder`` (to be created if missing) is not a file, can be
+    written, has room for about ``need_bytes``; with ``overwrite`` it holds no input under an
+    output's name."""
+    import os
+    import shutil
+    import tempfile
     from pathlib import Path
+
+    from .io import quote
+    from .result import OUTPUT_PATTERN
+
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"--out {quote(folder, 120)} is a file, not a folder; choose another --out")
+    probe = folder
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"--out {quote(folder, 120)}: {probe} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=probe, prefix=".romlib-probe-"):
+            pass
+    except OSError as e:
+        raise PermissionError(f"--out {quote(folder, 120)} cannot be written ({probe}: {e.strerror or e}); "
+                              "choose a writable --out") from None
+    free = shutil.disk_usage(probe).free
+    if free < need_bytes:
+        raise OSError(f"--out {quote(folder, 120)}: not enough free space for the outputs "
+                      f"(about {need_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free on {probe})")
+    if overwrite and folder.is_dir():
+        for p in inputs:
+            if p is not None and Path(p).parent.resolve() == folder.resolve() and OUTPUT_PATTERN.match(Path(p).name):
+                raise FileExistsError(f"--overwrite would replace the input {p} (an output of a run has that name); "
+                                      "move the input or choose another --out")
+    elif not overwrite and folder.is_dir() and os.environ.get("_ROMLIB_OUT_IS_RUN"):
+        pass
+
+
+def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
+    """An upper bound of a run's files: PNGs at most raw size (+ the figure and result.json)."""
+    return min(top, samples) * width * height * 3 + samples * 256 * 256 * 3 + 4_000_000
+
+
+def _run_edit(args) -> int:
+    import time as _time
 
     from .config import from_args
     from .guidance.methods import get
+    from .io import quote
     from .pipeline import ROMPipeline
+    from .result import new_run_dir, run_dir_name
 
+    started = _time.time()
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
     get(cfg.guidance).check(cfg)
     if args.top < 1:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
-    if not Path(args.image).is_file():
-        raise FileNotFoundError(f"image not found: {args.image}")
+    W, H = _check_inputs(args)
     _check_device(args.device)
+    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top), overwrite=args.overwrite,
+               inputs=(args.image, args.mask))
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)
-    _summarise(result, args.out, args.top)
+    if args.overwrite:
+        folder, made = args.out, False
+    else:
+        folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
+        made = True
+    try:
+        _summarise(result, folder, args.top, overwrite=args.overwrite)
+    except BaseException:
+        if made:
+            try:
+                folder.rmdir()  # empty after a failed save: leave nothing behind
+            except OSError:
+                pass
+        raise
     return 0
 
 
-def _summarise(result, out_dir, top) -> None:
-    from pathlib import Path
-
-    written = result.save(out_dir)
-    fig = result.grid(top=top)
-    fig_path = str(Path(out_dir) / "summary.png")
-    fig.savefig(fig_path, dpi=120)
+def _summarise(result, out_dir, top, *, overwrite: bool = False) -> None:
+    written = result.save(out_dir, top=top, summary="summary.png", overwrite=overwrite)
     s = result.settings
     scale = f"s={s['scale']:g} " if s.get("scale") is not None else ""
-    print(f"ROM edit: ref={s['ref']!r} -> target={s['target']!r}  guidance={s['guidance']} {scale}"
+    best = result.scores[0]
+    print(f"ROM edit: ref={_short(s['ref'])} -> target={_short(s['target'])}  guidance={s['guidance']} {scale}"
           f"B={s['samples']} k={s['dilation']} rank={s['rank']} backend={s['backend']}")
-    print(f"  best score {result.scores[0]:.4f}  (time {result.timings['total']:.1f} s)")
-    print(f"  wrote {len(written['frames'])} ranked frames and {len(written['full_res'])} full-resolution edits to {out_dir}/")
+    print(f"  best score {'unranked' if best != best else f'{best:.4f}'}  (time {result.timings['total']:.1f} s)")
+    print(f"  run folder: {out_dir}")
+    print(f"  wrote {len(written['frames'])} ranked frames and {len(written['full_res'])} full-resolution edits")
     print(f"  best edit: {written['full_res'][0]}")
-    print(f"  settings and scores: {written['json'][0]}")
-    print(f"  figure: {fig_path}")
+    print(f"  figure: {written['summary'][0]}")
+    print(f"  settings, scores and the list of files: {written['json'][0]}")
+
+
+def _short(text) -> str:
+    from .io import quote
+
+    return quote(text)
 
 
 def _run_demo(args) -> int:
     from .shapes import demo
 
     t0 = time.perf_counter()
-    result, image_path = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples, progress=not args.quiet)
-    fig = result.grid(top=4)
-    from pathlib import Path
-
-    fig_path = str(Path(args.out) / "demo.png")
-    fig.savefig(fig_path, dpi=150)
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4), overwrite=args.overwrite)
+    result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
+                                           progress=not args.quiet, overwrite=args.overwrite, with_files=True)
     s = result.settings
     print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
           f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {time.perf_counter() - t0:.1f} s")
     print(f"input image: {image_path}")
-    print(fig_path)
+    print(f"run folder: {args.out}")
+    print(written["summary"][0])
     return 0
 
 
@@ -164,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run_edit)
 
     p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
-    p.add_argument("--out", default="romlib_demo", help="output directory (default romlib_demo)")
+    p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
+                                                         "files there are kept unless --overwrite")
+    p.add_argument("--overwrite", action="store_true", help="replace the earlier demo run recorded in --out")
     p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
     p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -203,13 +289,17 @@ def main(argv: list[str] | None = None) -> int:
     from .hub import CheckpointUnavailable, UnsafeCheckpoint
 
     def fail(message: str) -> int:
+        import re
+
+        # never echo a long text whole: any quoted part is cut to 80 characters
+        message = re.sub(r"(['\"])([^'\"]{77})[^'\"]{4,}\1", lambda m: f"{m[1]}{m[2]}...{m[1]}", message)
         print(f"romlib {args.command}: error: {message}", file=sys.stderr)
         return 2
 
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print(f"romlib {args.command}: interrupted", file=sys.stderr)
+        print(f"romlib {args.command}: interrupted, nothing written", file=sys.stderr)
         return 130
     except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
         return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk

@@ -30,12 +30,6 @@ def _knob(default, help: str, *, flag: str | None = None, type=None, choices=Non
                                                 metavar=metavar))
 
 
-def _method_names() -> tuple[str, ...]:
-    from .guidance.methods import names
-
-    return names()
-
-
 @dataclass
 class EditConfig:
     """The settings of one :meth:`romlib.pipeline.ROMPipeline.edit` call.
@@ -45,7 +39,7 @@ class EditConfig:
     naming the bad value and what is accepted.
     """
 
-    guidance: str = _knob("ccf", "guidance method (romlib.guidance.METHODS): {choices}", choices=_method_names)
+    guidance: str = _knob("ccf", "guidance method (romlib.guidance.METHODS): {choices}", choices="methods")
     scale: float | None = _knob(None, "guidance scale s > 0 (default: the method's, e.g. 15 ccf, 5 cf, 2 clip; "
                                 "ShapesWorld's tuned scales on the shapes backend)", type=float)
     samples: int = _knob(24, f"number of samples B to draw and rank, 1..{MAX_SAMPLES} (default 24, the paper's)", type=int)
@@ -85,9 +79,9 @@ class EditConfig:
 
     def validate(self) -> "EditConfig":
         """Check every knob's type and range; returns self. Raises ``ValueError`` with one line per
-        value: the name, the value and what is accepted."""
-        methods = _method_names()
-        _need(self.guidance in methods, "guidance", self.guidance, ", ".join(methods))
+        value: the name, the value and what is accepted. (Which methods exist is the registry's to
+        say: :func:`romlib.guidance.methods.get`.)"""
+        _need(isinstance(self.guidance, str), "guidance", self.guidance, "a method name of romlib.guidance.METHODS")
         if self.scale is not None:
             _need(_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
         _need(_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
@@ -138,16 +132,16 @@ def _steps_ok(v) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------- the CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser, *, methods: tuple[str, ...]) -> None:
     """One flag per knob of :class:`EditConfig` (``--scale``, ``--no-upsample``, ...), with its
-    default and help; values are checked by :meth:`EditConfig.validate` before any work."""
+    default and help; values are checked by :meth:`EditConfig.validate` before any work.
+    ``methods``: the choices of ``--guidance`` (the registry's names)."""
     for f in dataclasses.fields(EditConfig):
         meta = f.metadata
         if not meta.get("cli", True):
             continue
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
-        choices = meta.get("choices")
-        choices = choices() if callable(choices) else choices
+        choices = methods if meta.get("choices") == "methods" else meta.get("choices")
         help_text = meta["help"].format(choices=", ".join(choices) if choices else "")
         if isinstance(f.default, bool):
             action = "store_false" if f.default else "store_true"

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Segmentation", "NoObjectFound", "Segmenter", "Ranker", "Backend"]
+__all__ = ["Segmentation", "NoObjectFound", "Segmenter", "Ranker", "Backend", "Prepared"]
 
 
 @dataclass
@@ -96,8 +96,19 @@ class Backend:
     extras: dict = field(default_factory=dict)  # e.g. noised CLIP, ADM for the baselines
     default_scales: dict = field(default_factory=dict)
 
-    def scale(self, guidance: str, scale: float | None = None) -> float:
-        """``scale`` if given, else this backend's default for ``guidance`` (else the paper's)."""
-        from .guidance.methods import get
 
-        return get(guidance).scale(self, scale)
+@dataclass
+class Prepared:
+    """An input made ready for the diffusion models: the frame, its masks and the ranking box."""
+
+    image: Any  # the input (PIL RGB)
+    segmentation: Segmentation
+    region: tuple[int, int, int, int]  # the frame's pixels in the input
+    frame_image: Any  # PIL crop of the region (the whole image for frame="full")
+    base_size: int
+    frame_size: int
+    keep_base: torch.Tensor  # [1, 1, base, base], 1 = keep (GLIDE's convention), dilated
+    keep_frame: torch.Tensor  # [1, 1, frame, frame]
+    image_base: torch.Tensor  # [1, 3, base, base] in [-1, 1]
+    image_frame: torch.Tensor  # [1, 3, frame, frame]
+    rank_box: tuple  # the object's box in frame pixels

@@ -15,21 +15,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+
 from typing import Any, Literal
 
 import torch
 
 from . import masks as M
-from .contracts import Backend, Segmentation
+from .contracts import Backend, Prepared, Segmentation
 from .sampling.diffusion import create_diffusion
 from .config import EditConfig
 from .guidance.methods import METHODS, ClassifierFree, MethodName, get
-from .io import load_image, load_mask, to_tensor
+from .io import load_image, load_mask, quote, to_tensor
 from .rank import RankMode, rank_samples
 from .result import EditResult, paste_back
 
-__all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "get_pipeline", "default_backend", "auto_batch_size"]
+__all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "get_pipeline", "default_backend"]
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +53,6 @@ def default_backend() -> str:
         return "shapes"
 
 
-def auto_batch_size(model, samples: int, *, branches: int = 1, device=None) -> int:
-    """Largest micro-batch that should fit: on a GPU from free memory and an estimate of the
-    UNet's activations per image (skip connections of every level, ×4 working space); on the
-    CPU at most 8 images (speed is flat beyond that, memory is not)."""
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    if device.type != "cuda":
-        return max(1, min(samples, 8))
-    cfg = model.cfg
-    size = cfg.image_size or 64
-    elems = sum((cfg.num_res_blocks + 1) * cfg.model_channels * m * (size >> lvl) ** 2 for lvl, m in enumerate(cfg.channel_mult))
-    per_image = elems * (2 if model.dtype == torch.float16 else 4) * 4 * branches
-    free, _ = torch.cuda.mem_get_info(device)
-    return max(1, min(samples, int(0.8 * free / per_image)))
-
-
 def _mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
     ys, xs = torch.nonzero(mask, as_tuple=True)
     return float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)
@@ -81,23 +66,6 @@ def _square_region(box, width: int, height: int, scale: float = 2.0, min_side: i
     left = int(round(min(max(cx - side / 2, 0), width - side)))
     top = int(round(min(max(cy - side / 2, 0), height - side)))
     return left, top, left + side, top + side
-
-
-@dataclass
-class Prepared:
-    """An input made ready for the diffusion models: the frame, its masks and the ranking box."""
-
-    image: Any  # the input (PIL RGB)
-    segmentation: Segmentation
-    region: tuple[int, int, int, int]  # the frame's pixels in the input
-    frame_image: Any  # PIL crop of the region (the whole image for frame="full")
-    base_size: int
-    frame_size: int
-    keep_base: torch.Tensor  # [1, 1, base, base], 1 = keep (GLIDE's convention), dilated
-    keep_frame: torch.Tensor  # [1, 1, frame, frame]
-    image_base: torch.Tensor  # [1, 3, base, base] in [-1, 1]
-    image_frame: torch.Tensor  # [1, 3, frame, frame]
-    rank_box: tuple  # the object's box in frame pixels
 
 
 class ROMPipeline:
@@ -177,9 +145,10 @@ class ROMPipeline:
             rx0, ry0, rx1, ry1 = region
             edit_base = M.resize_edit_mask(seg.mask[ry0:ry1, rx0:rx1], base_size)
         if edit_base.sum() == 0:
-            raise ValueError(f"the mask of {ref!r} covers no pixel at {base_size}x{base_size}; "
+            raise ValueError(f"the mask of {quote(ref)} covers no pixel at {base_size}x{base_size}; "
                              "use frame='crop' for small objects, or give a larger mask")
         keep_base, keep_frame = M.prepare_masks(edit_base, dilation, frame_size)
+        _warn_coverage(keep_base, dilation)
         dev = self.device
         rw, rh = region[2] - region[0], region[3] - region[1]
         bx0, by0, bx1, by1 = seg.box
@@ -247,12 +216,12 @@ class ROMPipeline:
         edit_mask = result.edit_mask[None, None].to(self.device)
         ranking = rank_samples(self.backend.ranker, unranked.to(self.device), result.settings["target"], rank,
                                box=result.rank_box, edit_mask=edit_mask)
-        full_unranked = [None] * len(result.order)
-        for r, i in enumerate(result.order):
-            full_unranked[i] = result.full_res[r]
+        position = {i: r for r, i in enumerate(result.order)}
         new = copy.copy(result)
         new.images, new.order, new.scores = unranked[ranking.order], ranking.order, ranking.ranked_scores
-        new.full_res = [full_unranked[i] for i in ranking.order]
+        fr = result.full_res  # lazy: nothing is made at full resolution here
+        new.full_res = (fr.select if hasattr(fr, "select") else (lambda ps: [fr[p] for p in ps]))(
+            [position[i] for i in ranking.order])
         new.settings = {**result.settings, "rank": rank}
         return new
 
@@ -271,8 +240,9 @@ class ROMPipeline:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         b = self.backend
-        cfg = EditConfig.from_kwargs(config, **knobs).validate()
+        cfg = EditConfig.from_kwargs(config, **knobs)
         method = get(cfg.guidance)
+        cfg.validate()
         method.check(cfg, b)
         ref = "" if ref is None else str(ref)
         target = "" if target is None else str(target)
@@ -293,9 +263,7 @@ class ROMPipeline:
         order = ranking.order
         ranked = out.frames[order]
 
-        t0 = time.perf_counter()
-        full = paste_back(p.image, ranked, out.keep_paste, p.region)
-        timings["full_res"] = time.perf_counter() - t0
+        full = paste_back(p.image, ranked, out.keep_paste, p.region)  # lazy: made when read or saved
         timings["total"] = time.perf_counter() - t_start
 
         W, H = p.image.size
@@ -308,7 +276,8 @@ class ROMPipeline:
                           full_res=full, edit_mask=M.to_edit_mask(out.keep_frame)[0, 0].cpu(),
                           keep_mask_base=p.keep_base[0, 0].cpu(), box=tuple(p.segmentation.box), rank_box=p.rank_box,
                           segmentation=p.segmentation, frame_input=p.frame_image.resize((p.frame_size,) * 2),
-                          input_image=p.image, settings=settings, timings=timings)
+                          input_image=p.image, settings=settings, timings=timings,
+                          sources=tuple(x for x in (image, cfg.mask) if isinstance(x, (str, os.PathLike))))
 
 
 _PIPELINES: dict = {}

@@ -109,7 +109,7 @@ def test_default_scale_comes_from_the_backend(pipe, image, monkeypatch):
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False)
     assert r.settings["scale"] == 3.0
     r = pipe.edit(image, "the red car", "a blue truck", samples=1, progress=False, upsample=False, scale=7)
-    assert r.settings["scale"] == 7.0 and pipe.backend.scale("cf") == METHODS["cf"].default_scale == 5.0
+    assert r.settings["scale"] == 7.0 and METHODS["cf"].scale(pipe.backend) == METHODS["cf"].default_scale == 5.0
 
 
 def test_empty_target_is_inpainting_with_the_masked_image(pipe, image):

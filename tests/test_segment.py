@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 
-from romlib import hub
 from romlib.contracts import NoObjectFound, Segmentation
 from romlib.models.mdetr import LEGACY_KEYS, MDETRConfig, official_config
 from romlib.segment import MIN_SIDE, MDETRSegmenter, build_from_state_dict, create_model, load_segmenter
@@ -131,7 +130,8 @@ def test_load_segmenter_reads_an_official_style_file(tmp_path, monkeypatch):
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
                 "args": argparse.Namespace(backbone="timm_tf_efficientnet_b3_ns", masks=True, lr=1e-5)}, path)
     monkeypatch.setattr("romlib.segment.official_config", lambda name: tiny_mdetr_config())
-    monkeypatch.setattr(hub, "download", lambda name, **kw: path)
+    monkeypatch.setenv("ROMLIB_MIRROR", str(tmp_path))  # a local mirror folder holding the official file name
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
     seg = load_segmenter("phrasecut-eb3", tokenizer=tiny_roberta_tokenizer(), progress=False)
     loaded = seg.model.state_dict()
     assert loaded.keys() == state.keys()

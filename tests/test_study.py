@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from romlib.study import stats as st
+import romlib.study as st
 
 # A study small enough to do by hand: 3 methods, user u1 ranks cases c1 and c2, user u2 only c1.
 HAND = [("u1", "c1", "X", 1), ("u1", "c1", "Y", 2), ("u1", "c1", "Z", 3),

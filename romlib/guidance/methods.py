@@ -32,7 +32,7 @@ from .cfg import RULES, GuidanceSpec
 
 if TYPE_CHECKING:
     from ..config import EditConfig
-    from ..pipeline import Prepared, ROMPipeline
+    from ..contracts import Prepared
 
 __all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "names",
            "available", "get"]
@@ -120,7 +120,7 @@ class Method:
             out["upsample_temperature"] = config.upsample_temperature
         return out
 
-    def sample(self, pipe: "ROMPipeline", p: "Prepared", ref: str, target: str, config: "EditConfig",
+    def sample(self, pipe, p: "Prepared", ref: str, target: str, config: "EditConfig",
                timings: dict) -> Samples:
         raise NotImplementedError
 
@@ -133,8 +133,7 @@ class _GlideMethod(Method):
         raise NotImplementedError
 
     def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        from ..pipeline import auto_batch_size
-        from ..sampling.inpaint import sample_base, sample_upsample
+        from ..sampling.inpaint import auto_batch_size, sample_base, sample_upsample
 
         b, dev = pipe.backend, pipe.device
         t0 = time.perf_counter()

@@ -378,18 +378,13 @@ class NoisedClip(nn.Module):
 def create_noised_clip(*, device="cpu", config: NoisedClipConfig | str | None = None, tokenizer=None) -> NoisedClip:
     """A noised CLIP with uninitialised weights (``device="meta"`` costs no memory).
 
-    ``config``: a :class:`NoisedClipConfig`, ``None``/``"official"`` (the released sizes) or
-    ``"tiny"`` (about 0.1 M parameters and a byte tokenizer, for tests).
+    ``config``: a :class:`NoisedClipConfig` (e.g. :func:`romlib.models.tiny.tiny_noised_clip_config`)
+    or ``None``/``"official"`` (the released sizes).
     """
     if config is None or config == "official":
         config = NoisedClipConfig()
-    elif config == "tiny":
-        from .tiny import tiny_noised_clip_config
-
-        config = tiny_noised_clip_config()
-        tokenizer = tokenizer if tokenizer is not None else ByteClipTokenizer()
     elif not isinstance(config, NoisedClipConfig):
-        raise ValueError(f"config must be a NoisedClipConfig, 'official' or 'tiny', got {config!r}")
+        raise ValueError(f"config must be a NoisedClipConfig, 'official', got {config!r}")
     with torch.device(device):
         model = NoisedClip(config, tokenizer=tokenizer)
     return model.eval().requires_grad_(False)

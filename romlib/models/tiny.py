@@ -178,9 +178,9 @@ def tiny_noised_clip_config() -> NoisedClipConfig:
 
 def tiny_noised_clip(seed: int = 0) -> NoisedClip:
     """A tiny random-weight noised CLIP (every parameter redrawn; LayerNorm gains around 1)."""
-    from .noised_clip import create_noised_clip
+    from .noised_clip import ByteClipTokenizer, create_noised_clip
 
-    model = create_noised_clip(config="tiny")
+    model = create_noised_clip(config=tiny_noised_clip_config(), tokenizer=ByteClipTokenizer())
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -19,7 +19,7 @@ from .diffusion import SpacedDiffusion, randn, sample_generators
 from ..guidance.cfg import RULES, GuidedModel, known_region_fn
 
 __all__ = ["BaseSetup", "prepare_base", "sample_base", "sample_base_progressive", "sample_upsample", "encode_prompts",
-           "round_to_uint8_levels", "chunks"]
+           "round_to_uint8_levels", "chunks", "auto_batch_size"]
 
 
 def encode_prompts(model, tokenizer, texts: list[str]) -> list[dict]:
@@ -137,3 +137,18 @@ def sample_upsample(model, diffusion: SpacedDiffusion, tokenizer, *, low_res: to
                                            model_kwargs=kwargs, device=device, generator=gens[sl],
                                            progress=bool(progress)))
     return torch.cat(out)
+
+
+def auto_batch_size(model, samples: int, *, branches: int = 1, device=None) -> int:
+    """Largest micro-batch that should fit: on a GPU from free memory and an estimate of the
+    UNet's activations per image (skip connections of every level, ×4 working space); on the
+    CPU at most 8 images (speed is flat beyond that, memory is not)."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    if device.type != "cuda":
+        return max(1, min(samples, 8))
+    cfg = model.cfg
+    size = cfg.image_size or 64
+    elems = sum((cfg.num_res_blocks + 1) * cfg.model_channels * m * (size >> lvl) ** 2 for lvl, m in enumerate(cfg.channel_mult))
+    per_image = elems * (2 if model.dtype == torch.float16 else 4) * 4 * branches
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(samples, int(0.8 * free / per_image)))

@@ -17,11 +17,11 @@ Only numpy and the standard library are needed; matplotlib and ipywidgets are im
 functions that draw or display.
 """
 from .data import CSV_COLUMNS, METHODS, SHORT_NAMES, Rankings, load_csv, save_csv
-from .plots import format_table, plot_average_rank, plot_ci_vs_users, plot_win_matrix
+from .plots import plot_average_rank, plot_ci_vs_users, plot_win_matrix
 from .session import RankingSession, StudyCase
 from .simulate import ci_vs_users, fit_strengths, simulate_rankings
-from .stats import (ConsistencyReport, Estimate, StudyTable, average_rank, consistency_check, paper_table1, summarize,
-                    table_ci, win_probability)
+from .stats import (ConsistencyReport, Estimate, StudyTable, average_rank, consistency_check, format_table, paper_table1,
+                    summarize, table_ci, win_probability)
 
 __all__ = [
     "METHODS", "SHORT_NAMES", "CSV_COLUMNS", "Rankings", "Estimate", "StudyTable", "ConsistencyReport", "StudyCase",

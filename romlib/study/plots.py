@@ -15,38 +15,6 @@ from .stats import StudyTable
 # ----------------------------------------------------------------------------------------------
 
 
-def format_table(table: StudyTable, *, ci: bool = True) -> str:
-    """Table 1 as text (the numbers behind :func:`plot_average_rank` and :func:`plot_win_matrix`)."""
-    m = len(table.methods)
-    a, w = table.avg_rank, table.win_prob
-    show = ci and a.low is not None
-
-    def rank(i):
-        return f"{a.value[i]:.2f}" + (f" [{a.low[i]:.2f}, {a.high[i]:.2f}]" if show else "")
-
-    def win(i, j):
-        if i == j:
-            return "–"
-        s = f"{w.value[i, j] * 100:.1f}%"
-        return s + (f" [{w.low[i, j] * 100:.1f}, {w.high[i, j] * 100:.1f}]" if show and w.low is not None else "")
-
-    head = ["method", "avg rank ↓"] + [f"beats {_short(n)}" for n in table.methods]
-    body = [[n, rank(i)] + [win(i, j) for j in range(m)] for i, n in enumerate(table.methods)]
-    widths = [max(len(r[k]) for r in [head] + body) for k in range(len(head))]
-
-    def fmt(r):
-        return "  ".join(c.ljust(wd) if k == 0 else c.rjust(wd) for k, (c, wd) in enumerate(zip(r, widths)))
-
-    title = table.source or "study"
-    if table.n_users and table.n_cases:
-        title += f" — {table.n_users} users × {table.n_cases} cases"
-    lines = [title, fmt(head)] + [fmt(r) for r in body]
-    if show:
-        lines.append(f"{a.level:.0%} intervals" + (f": {a.how}" if w.how == a.how else
-                                                  f" — avg rank: {a.how}\n  win prob: {w.how}"))
-    return "\n".join(lines)
-
-
 def _tables(tables) -> dict[str, StudyTable]:
     if isinstance(tables, StudyTable):
         return {tables.source or "study": tables}

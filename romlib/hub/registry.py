@@ -1,0 +1,96 @@
+"""The registry: every file romlib can fetch, its official address and size; the errors of the hub."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+log = logging.getLogger("romlib.hub")
+
+
+_GLIDE = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/"
+_ADM = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
+_MDETR = "https://zenodo.org/record/4721981/files/"
+_HF = "https://huggingface.co/"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One downloadable file: where it lives and what we know about it.
+
+    ``file``: the name in the cache and on a mirror (default: the last part of ``url``)."""
+
+    name: str
+    url: str
+    description: str = ""
+    sha256: str | None = None  # checked after download when known
+    approx_mb: float | None = None  # for messages and the README
+    file: str | None = None
+
+    @property
+    def filename(self) -> str:
+        return self.file or self.url.rsplit("/", 1)[-1].split("?")[0]
+
+    @property
+    def size_text(self) -> str:
+        return f"about {human_size(self.approx_mb * 1e6)}" if self.approx_mb else "size unknown"
+
+
+REGISTRY: dict[str, Checkpoint] = {}
+
+
+def register(ckpt: Checkpoint) -> Checkpoint:
+    """Add (or replace) a registry entry; returns it."""
+    REGISTRY[ckpt.name] = ckpt
+    return ckpt
+
+
+for _c in [
+    Checkpoint("glide/base-inpaint", _GLIDE + "base_inpaint.pt", "GLIDE (filtered) 64x64 inpainting", approx_mb=1540),
+    Checkpoint("glide/upsample-inpaint", _GLIDE + "upsample_inpaint.pt", "GLIDE (filtered) 64->256 inpainting upsampler", approx_mb=1600),
+    Checkpoint("glide/clip-image-enc", _GLIDE + "clip_image_enc.pt", "GLIDE noised CLIP image encoder", approx_mb=346),
+    Checkpoint("glide/clip-text-enc", _GLIDE + "clip_text_enc.pt", "GLIDE noised CLIP text encoder", approx_mb=287),
+    Checkpoint("adm/256x256-uncond", _ADM + "256x256_diffusion_uncond.pt", "guided-diffusion 256x256 unconditional (Blended Diffusion)", approx_mb=2210),
+    Checkpoint("mdetr/phrasecut-eb3", _MDETR + "phrasecut_EB3_checkpoint.pth", "MDETR EfficientNet-B3 fine-tuned on PhraseCut", approx_mb=1830),
+    Checkpoint("mdetr/phrasecut-r101", _MDETR + "phrasecut_resnet101_checkpoint.pth", "MDETR ResNet-101 fine-tuned on PhraseCut", approx_mb=2320),
+    # the file open_clip itself fetches for ViT-B-16 / "openai": OpenAI's weights as an open_clip state dict
+    Checkpoint("clip/vit-b-16-openai", _HF + "timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
+               "CLIP ViT-B/16, OpenAI weights (open_clip safetensors)", approx_mb=599, file="clip_vit_b16_openai.safetensors"),
+    Checkpoint("roberta/vocab", _HF + "FacebookAI/roberta-base/resolve/main/vocab.json",
+               "RoBERTa-base BPE vocabulary (MDETR's text encoder)", approx_mb=0.9, file="roberta-base-vocab.json"),
+    Checkpoint("roberta/merges", _HF + "FacebookAI/roberta-base/resolve/main/merges.txt",
+               "RoBERTa-base BPE merges (MDETR's text encoder)", approx_mb=0.46, file="roberta-base-merges.txt"),
+    Checkpoint("example/coco-39769", "http://images.cocodataset.org/val2017/000000039769.jpg",
+               "COCO val2017 #39769, two cats on a couch (the notebooks' example)", approx_mb=0.17),
+]:
+    register(_c)
+
+#: What the ``glide`` backend reads, in loading order.
+GLIDE_BACKEND = ("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges", "glide/base-inpaint",
+                 "glide/upsample-inpaint", "clip/vit-b-16-openai")
+#: What the CLIP-guided GLIDE and Blended Diffusion baselines add.
+BASELINES = ("glide/clip-image-enc", "glide/clip-text-enc", "adm/256x256-uncond")
+#: The notebooks' example input.
+EXAMPLES = ("example/coco-39769",)
+
+
+class CheckpointUnavailable(RuntimeError):
+    """Files that are not cached and cannot be fetched (offline, no mirror copy, the server failed).
+
+    ``missing``: one ``(Checkpoint, destination, reason)`` per file."""
+
+    def __init__(self, message: str, missing: Iterable[tuple] = ()):
+        super().__init__(message)
+        self.missing = list(missing)
+
+
+class UnsafeCheckpoint(RuntimeError):
+    """A checkpoint file that asks to run code when unpickled; it is refused, never executed."""
+
+
+def human_size(n: float) -> str:
+    """``1.5 GB``, ``600.0 MB``, ``170.0 kB``: a size in bytes for messages and tables."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
