@@ -217,7 +217,7 @@ def test_auto_stays_eager_on_the_cpu_and_compiles_after_its_cost_on_a_gpu(monkey
     # the rule itself (as on a GPU): eager until the eager time reaches the compile cost
     calls = []
     monkeypatch.setattr(torch, "compile", _fake_compile(calls))
-    monkeypatch.setattr(perf, "_compile_available", lambda device: (True, ""))
+    monkeypatch.setattr(perf.fast, "_compile_available", lambda device: (True, ""))
     model = accelerate(_small(), compile="auto")
     core = model._core
     assert isinstance(core, CompiledCore) and core.after_s == AUTO_COMPILE_COST_S and core.mode == "default"
@@ -279,7 +279,7 @@ def _bench_models_small(device, tiny, dtype):
 
 
 def test_bench_times_the_pipeline_edit_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(perf, "_bench_models", _bench_models_small)
+    monkeypatch.setattr(perf.bench, "_bench_models", _bench_models_small)
     rows = run_bench("cpu", batches=(1,), steps=2, upsample_steps="2", paths=("eager",), warmup_steps=2)
     (row,) = rows
     assert (row.path, row.dtype, row.batch, row.steps, row.upsample_steps) == ("eager", "fp32", 1, 2, 2)
