@@ -132,7 +132,7 @@ NOTEBOOKS["00_quickstart"] = header(
 
 NOTEBOOKS["01_diffusion_and_guidance"] = header(
     "01_diffusion_and_guidance", "01 · Diffusion and guidance, from scratch",
-    "CPU: about 1–2 minutes (the toy trains in about 30 seconds). Colab T4: about 3 minutes.",
+    "CPU: about 1–2 minutes (the toy trains in about 20 seconds). Colab T4: about 3 minutes.",
     "The forward process, ε-prediction, respacing, classifier-free guidance (CF) and the paper's conditional "
     "classifier-free guidance (CCF) — first on a 2-D toy where every vector can be drawn, then inside the real "
     "inpainting model. One timestep convention throughout: t counts the 1000 training steps (t = 999 is pure noise).",
@@ -154,7 +154,7 @@ NOTEBOOKS["01_diffusion_and_guidance"] = header(
     ("md", "## 3. A toy that trains in seconds\n\nPoints from three labelled blobs. A small MLP learns "
            "ε_θ(x_t, t, c) with L_simple = E‖ε − ε_θ‖² (eq. 3); 20 % of the labels are dropped to ∅ so the same "
            "network also predicts ε_θ(x_t, t, ∅)."),
-    ("code", "world = rl.toy.ToyWorld()\nmodel, losses = rl.toy.train_toy(world, steps=1500, progress=env.progress)\n"
+    ("code", "world = rl.toy.ToyWorld()\nmodel, losses = rl.toy.train_toy(world, steps=800, progress=env.progress)\n"
              "print(f'loss: first 100 steps {np.mean(losses[:100]):.3f}, last 100 steps {np.mean(losses[-100:]):.3f}')"),
     ("md", "## 4. Guidance: CF (eq. 6) and CCF (eq. 8)\n\n"
            "CF: ε̂ = ε(x|∅) + s·(ε(x|c_target) − ε(x|∅)).  CCF: ε̂ = ε(x|c_ref) + s·(ε(x|c_target) − ε(x|c_ref)).\n\n"
