@@ -62,18 +62,18 @@ def _check_inputs(args) -> tuple[int, int]:
 
     W, H = image_size(args.image)
     if args.mask is not None:
-        mw, mh = image_size(args.mask) if True else (0, 0)
+        mw, mh = image_size(args.mask)
         if abs((mw / mh) / (W / H) - 1) > MASK_ASPECT_TOLERANCE:
             raise ValueError(f"mask {args.mask} is {mw}x{mh} (aspect {mw / mh:.3f}) but the image is {W}x{H} "
                              f"(aspect {W / H:.3f}); a mask must have the image's aspect ratio (within 1 %)")
     return W, H
 
 
-def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=()) -> None:
+def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folder: bool = False) -> None:
     """Before any model is loaded: ``folder`` (to be created if missing) is not a file, can be
     written, has room for about ``need_bytes``; with ``overwrite`` it holds no input under an
-    output's name."""
-    import os
+    output's name; without, it holds no earlier run (unless ``run_folder``: a new folder is made
+    inside it)."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -101,13 +101,16 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=()) -> None:
     if free < need_bytes:
         raise OSError(f"--out {quote(folder, 120)}: not enough free space for the outputs "
                       f"(about {need_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free on {probe})")
+    if not overwrite and not run_folder and folder.is_dir():
+        taken = sorted(p.name for p in folder.iterdir() if OUTPUT_PATTERN.match(p.name))
+        if taken:
+            raise FileExistsError(f"--out {quote(folder, 120)} already holds a run ({', '.join(taken[:3])}"
+                                  f"{', ...' if len(taken) > 3 else ''}); choose another --out or pass --overwrite")
     if overwrite and folder.is_dir():
         for p in inputs:
             if p is not None and Path(p).parent.resolve() == folder.resolve() and OUTPUT_PATTERN.match(Path(p).name):
                 raise FileExistsError(f"--overwrite would replace the input {p} (an output of a run has that name); "
                                       "move the input or choose another --out")
-    elif not overwrite and folder.is_dir() and os.environ.get("_ROMLIB_OUT_IS_RUN"):
-        pass
 
 
 def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
@@ -120,7 +123,6 @@ def _run_edit(args) -> int:
 
     from .config import from_args
     from .guidance.methods import get
-    from .io import quote
     from .pipeline import ROMPipeline
     from .result import new_run_dir, run_dir_name
 
@@ -132,7 +134,7 @@ def _run_edit(args) -> int:
     W, H = _check_inputs(args)
     _check_device(args.device)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top), overwrite=args.overwrite,
-               inputs=(args.image, args.mask))
+               inputs=(args.image, args.mask), run_folder=not args.overwrite)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)

@@ -2,7 +2,9 @@
 or bit depth, EXIF orientation honoured; and converting between PIL and [-1, 1] tensors."""
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -12,21 +14,66 @@ import torch
 if TYPE_CHECKING:  # PIL is imported where used
     from PIL import Image
 
-__all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image", "to_uint8", "Resample"]
+__all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image", "to_uint8", "Resample", "MAX_PIXELS",
+           "check_pixels", "image_size", "quote", "MASK_ASPECT_TOLERANCE"]
+
+log = logging.getLogger(__name__)
 
 Resample = Literal["bicubic", "lanczos"]
 
+#: images above this many pixels (100 MP) are refused: a 100 MP edit needs about 2 GB of memory
+MAX_PIXELS = 100_000_000
+#: a mask whose width/height differs from the image's by more than this (relative) is refused
+MASK_ASPECT_TOLERANCE = 0.01
 
-def _open(path) -> "Image.Image":
+
+def quote(text, limit: int = 80) -> str:
+    """``repr(text)`` cut to at most ``limit`` characters (errors never echo a whole long text)."""
+    r = repr(str(text))
+    return r if len(r) <= limit else r[:limit - 4] + "...'"
+
+
+def check_pixels(width: int, height: int, what="the image") -> None:
+    """Refuse an image above :data:`MAX_PIXELS`."""
+    if width * height > MAX_PIXELS:
+        raise ValueError(f"{what} is {width}x{height} = {width * height / 1e6:.0f} MP; romlib accepts at most "
+                         f"{MAX_PIXELS / 1e6:.0f} MP: downscale it first (e.g. to 8000x6000)")
+
+
+def image_size(path) -> tuple[int, int]:
+    """(width, height) of an image file from its header (nothing decoded), after EXIF rotation;
+    raises the same errors as :func:`load_image`, including the pixel limit."""
+    img = _open(path, decode=False)
+    w, h = img.size
+    try:
+        if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            w, h = h, w
+    except Exception:  # a broken EXIF block: PIL ignores it when decoding too
+        pass
+    img.close()
+    return w, h
+
+
+def _open(path, decode: bool = True, what: str = "image") -> "Image.Image":
+    """Open (and decode) an image file; the pixel limit is checked on the header, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"image not found: {p}")
+        raise FileNotFoundError(f"{what} not found: {p}")
+    if p.is_dir():
+        raise IsADirectoryError(f"{what} {p} is a folder, not an image file")
     try:
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # romlib's own limit applies
+            img = Image.open(p)
+            check_pixels(*img.size, what=f"{what} {p}")
+            if decode:
+                img.load()
+    except Image.DecompressionBombError as e:  # beyond PIL's hard limit (2 x 89 MP)
+        raise ValueError(f"{what} {p} is too large ({e}); romlib accepts at most {MAX_PIXELS / 1e6:.0f} MP: "
+                         "downscale it first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
         raise ValueError(f"cannot read {p} as an image: {e}") from e
     return img
 
@@ -80,6 +127,7 @@ def load_image(image, *, min_size: int = 1) -> "Image.Image":
         img = Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)
     else:
         raise TypeError(f"cannot use {type(image).__name__} as an image; pass a path, PIL image, array or tensor")
+    check_pixels(*img.size)
     img = ImageOps.exif_transpose(img) or img
     img = _to_rgb(img)
     if min(img.size) < min_size:
@@ -88,37 +136,61 @@ def load_image(image, *, min_size: int = 1) -> "Image.Image":
 
 
 def load_mask(mask, size: tuple[int, int]) -> torch.Tensor:
-    """A user mask (path, PIL, array or tensor; white / nonzero / True = edit) → bool [H, W] at
-    ``size`` = (width, height), resized if needed. Raises if nothing is to be edited."""
+    """A user mask (path, PIL, array or tensor) → bool [H, W] at ``size`` = (width, height).
+
+    What is read: a pixel is **edited where any colour channel is at least half-bright** (>= 128 of
+    255, or >= 0.5 for floats): white, red, green, ... all mean "edit", black means "keep"
+    (a colour mask is logged with what was read). A mask with a transparent part uses its alpha
+    instead (opaque = edit). A mask of another size is resized (bilinear, then > 0.5), but one
+    whose aspect ratio differs from the image's by more than 1 % is refused (it would be
+    stretched). Raises if nothing is to be edited."""
     from PIL import Image
 
+    name = f"mask {mask}" if isinstance(mask, (str, os.PathLike)) else "the mask"
+    how = "brightest channel >= 128"
     if isinstance(mask, torch.Tensor):
         m = mask.detach().cpu().float().squeeze()
-    else:
-        if isinstance(mask, (str, os.PathLike)):
-            img = _open(mask)
-        elif isinstance(mask, Image.Image):
-            img = mask
-        elif isinstance(mask, np.ndarray):
-            a = mask.astype(np.float32)
-            m = torch.from_numpy(a if a.max() <= 1 else a / a.max()).squeeze()
-            img = None
+        if m.ndim == 3 and m.shape[0] in (3, 4):
+            m = m[:3].amax(0)
+    elif isinstance(mask, np.ndarray):
+        a = mask.astype(np.float32)
+        if a.ndim == 3 and a.shape[2] in (3, 4):
+            a = a[..., :3].max(-1)
+        top = 1.0 if mask.dtype == bool or a.max() <= 1 else (65535.0 if mask.dtype == np.uint16 else 255.0)
+        m = torch.from_numpy(a / top).squeeze()
+    elif isinstance(mask, (str, os.PathLike, Image.Image)):
+        img = _open(mask, what="mask") if isinstance(mask, (str, os.PathLike)) else mask
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            img = img.convert("RGBA") if img.mode != "LA" else img
+            alpha = np.asarray(img.getchannel("A"))
         else:
-            raise TypeError(f"cannot use {type(mask).__name__} as a mask")
-        if isinstance(mask, (str, os.PathLike, Image.Image)):
-            if img.mode in ("RGBA", "LA") and np.asarray(img.getchannel("A")).min() < 255:
-                a = np.asarray(img.getchannel("A"), dtype=np.float32) / 255.0  # painted alpha = edit
-            else:
-                a = np.asarray(_to_rgb(img).convert("L"), dtype=np.float32) / 255.0
-            m = torch.from_numpy(a)
+            alpha = None
+        if alpha is not None and alpha.min() < 255:
+            a = alpha.astype(np.float32) / 255.0  # painted alpha = edit
+            how = "alpha (opaque = edit)"
+        else:
+            rgb = np.asarray(_to_rgb(img), dtype=np.float32)
+            a = rgb.max(-1) / 255.0
+            coloured = (np.ptp(rgb, axis=-1) > 16).mean() > 0.001
+            if coloured:
+                log.warning("%s is in colour: read as 'edit where any of R, G, B >= 128' (%.1f %% of it; "
+                            "black = keep)", name, 100.0 * float((a > 0.5).mean()))
+        m = torch.from_numpy(np.ascontiguousarray(a))
+    else:
+        raise TypeError(f"cannot use {type(mask).__name__} as a mask; pass a path, PIL image, array or tensor")
     if m.ndim != 2:
-        raise ValueError(f"a mask must be a single-channel image, got shape {tuple(m.shape)}")
+        raise ValueError(f"a mask must be a single image [H, W] (or [H, W, 3]), got shape {tuple(m.shape)}")
     w, h = size
+    mh, mw = m.shape
+    if abs((mw / mh) / (w / h) - 1) > MASK_ASPECT_TOLERANCE:
+        raise ValueError(f"{name} is {mw}x{mh} (aspect {mw / mh:.3f}) but the image is {w}x{h} (aspect {w / h:.3f}); "
+                         "a mask must have the image's aspect ratio (within 1 %): it would be stretched")
     if m.shape != (h, w):
-        m = torch.nn.functional.interpolate(m[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+        m = torch.nn.functional.interpolate(m[None, None].float(), size=(h, w), mode="bilinear", align_corners=False)[0, 0]
     out = m > 0.5
     if not out.any():
-        raise ValueError("the mask has nothing to edit: it must be white (or nonzero) where the object is")
+        raise ValueError(f"{name} has nothing to edit: a pixel is edited where its brightest channel is >= 128 "
+                         f"(white, red, ...; read: {how}); the brightest value in this mask is {float(m.max()) * 255:.0f}")
     return out
 
 

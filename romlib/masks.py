@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
-           "enlarge_box", "box_to_pixels", "feather", "check_dilation", "erode"]
+           "enlarge_box", "box_to_pixels", "feather", "chessboard_distance", "check_dilation", "erode"]
 
 
 def to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
@@ -99,13 +99,49 @@ def box_to_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int
     return tuple(int(v) for v in box)  # type: ignore[return-value]
 
 
+def chessboard_distance(edit_mask: torch.Tensor, limit: int | None = None) -> torch.Tensor:
+    """For each pixel of an edit mask [H, W], the chessboard (L∞) distance to the nearest pixel
+    outside the mask (1 on the mask's edge, 0 outside; the image border does not count as
+    outside), capped at ``limit``. Exact, O(H·W): two raster passes of the 8-neighbour chamfer
+    with unit weights, vectorised along each row (``cummin``)."""
+    m = edit_mask.reshape(edit_mask.shape[-2:]) > 0.5
+    H, W = m.shape
+    big = H + W + 1 if limit is None else int(limit)
+    d = torch.where(m, torch.tensor(big, dtype=torch.int32), torch.tensor(0, dtype=torch.int32))
+    if not m.any() or m.all():
+        return d.clamp(max=big)
+    x = torch.arange(W, dtype=torch.int32)
+    inf_col = torch.tensor([big], dtype=torch.int32)
+
+    def sweep(rows, reverse: bool):
+        prev = None
+        for y in rows:
+            c = d[y]
+            if prev is not None:
+                up = torch.minimum(prev, torch.minimum(torch.cat([inf_col, prev[:-1]]), torch.cat([prev[1:], inf_col])))
+                c = torch.minimum(c, up + 1)
+            # along the row: c[x] = min over x' on the swept side of c[x'] + |x - x'|
+            if reverse:
+                c = (torch.cummin((c + x).flip(0), 0).values.flip(0) - x)
+            else:
+                c = torch.cummin(c - x, 0).values + x
+            c = c.clamp(max=big)
+            d[y] = c
+            prev = c
+
+    sweep(range(H), reverse=False)
+    sweep(range(H - 1, -1, -1), reverse=True)
+    return d
+
+
 def feather(edit_mask: torch.Tensor, radius: int) -> torch.Tensor:
-    """Soft edit mask in [0, 1]: 0 outside the mask, rising to 1 over ``radius`` pixels inside it
-    (the mean of the mask and its 1..radius-fold erosions), so that blending with it never
-    touches a pixel outside the mask. The image border does not erode the mask."""
-    m = edit_mask.float().reshape(1, 1, *edit_mask.shape[-2:])
-    acc, cur = m.clone(), m
-    for _ in range(max(0, int(radius))):
-        cur = -F.max_pool2d(-cur, 3, stride=1, padding=1)  # 3×3 erosion
-        acc = acc + cur
-    return (acc / (max(0, int(radius)) + 1)).reshape(edit_mask.shape)
+    """Soft edit mask in [0, 1]: 0 outside the mask, rising to 1 over ``radius`` pixels inside it:
+    min(d, radius + 1) / (radius + 1) with d the chessboard distance to the outside (the same
+    values as the mean of the mask and its 1..radius-fold 3×3 erosions, at O(pixels) cost
+    whatever the radius), so blending with it never touches a pixel outside the mask. The image
+    border does not erode the mask."""
+    r = max(0, int(radius))
+    if r == 0:
+        return edit_mask.float()
+    d = chessboard_distance(edit_mask.float(), limit=r + 1)
+    return (d.float() / (r + 1)).reshape(edit_mask.shape)

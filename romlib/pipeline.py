@@ -38,11 +38,18 @@ MIN_IMAGE_SIDE = 32
 
 
 def default_backend() -> str:
-    """``$ROMLIB_BACKEND`` if set; else ``"glide"`` on a GPU with network access, else ``"shapes"``."""
+    """``$ROMLIB_BACKEND`` if set; else ``"glide"`` on a GPU whose files are reachable (every file
+    cached, a ``$ROMLIB_MIRROR``, or network access), else ``"shapes"``."""
+    from . import hub
+
     env = os.environ.get("ROMLIB_BACKEND")
     if env:
         return env
-    if not torch.cuda.is_available() or os.environ.get("ROMLIB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+    if not torch.cuda.is_available():
+        return "shapes"
+    if hub.mirror() or all(hub.cached(n) for n in hub.GLIDE_BACKEND):
+        return "glide"
+    if os.environ.get("ROMLIB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
         return "shapes"
     import socket
 
@@ -66,6 +73,20 @@ def _square_region(box, width: int, height: int, scale: float = 2.0, min_side: i
     left = int(round(min(max(cx - side / 2, 0), width - side)))
     top = int(round(min(max(cy - side / 2, 0), height - side)))
     return left, top, left + side, top + side
+
+
+COVERAGE_WARN = 0.9  # a dilated mask covering more of the frame than this is logged
+
+
+def _warn_coverage(keep_base: torch.Tensor, dilation: int) -> None:
+    """Log when the dilated mask leaves (almost) nothing of the input to condition on."""
+    edited = float(M.to_edit_mask(keep_base).mean())
+    if edited >= 1.0:
+        log.warning("nothing of the input survives: the mask, dilated by k=%d, covers the whole frame; the image is "
+                    "generated from the text alone (give a smaller mask or a smaller --dilation)", dilation)
+    elif edited > COVERAGE_WARN:
+        log.warning("the mask, dilated by k=%d, covers %.0f %% of the frame (> %.0f %%): little of the input is kept",
+                    dilation, 100 * edited, 100 * COVERAGE_WARN)
 
 
 class ROMPipeline:

@@ -1,11 +1,29 @@
-"""What one edit produced (:class:`EditResult`), and how a frame goes back into the full-size input."""
+"""What one edit produced (:class:`EditResult`), how a frame goes back into the full-size input
+(:func:`paste_back`, :class:`FullRes`), and how a run is written without destroying anything
+(:class:`RunWriter`, :func:`new_run_dir`).
+
+Writing rules (the CLI and :meth:`EditResult.save` share them):
+
+* every file is written to a temporary name in the destination folder and renamed into place;
+  without ``overwrite`` the rename refuses to replace an existing file, even one created by a
+  concurrent run a moment earlier;
+* ``result.json`` is written last and lists exactly the files of its run; an interrupted or failed
+  save removes what it had written (no partial run, no 33-byte PNG);
+* an input (the image or the mask file) is never written over, not even with ``overwrite``;
+* ``overwrite=True`` first removes the files the folder's old ``result.json`` lists (and only
+  those), so no stale ``rank*`` file of an earlier run survives beside the new ones.
+"""
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -13,26 +31,288 @@ from . import masks as M
 from .contracts import Segmentation
 from .io import to_pil
 
-__all__ = ["EditResult", "paste_back"]
+__all__ = ["EditResult", "paste_back", "FullRes", "RunWriter", "new_run_dir", "run_dir_name", "OUTPUT_PATTERN"]
+
+log = logging.getLogger(__name__)
+
+#: the names a saved run uses (an input whose name matches, in a folder written with overwrite, is refused)
+OUTPUT_PATTERN = re.compile(r"^(rank\d+_(sample\d+|full)\.png|mask\.png|result\.json|summary\.png|input\.png|demo\.png)$")
 
 
+# ---------------------------------------------------------------------------------------------- full resolution
+class FullRes(Sequence):
+    """The ranked edits at the input's resolution, computed on access (one full-size copy per
+    edit asked for; the B frames stay at frame size). ``full_res[0]`` is the best edit (PIL).
+    Each image is computed once and kept; :meth:`compute` makes one without keeping it."""
+
+    def __init__(self, image, frames: torch.Tensor, keep: torch.Tensor, region):
+        self.image, self.frames, self.keep, self.region = image, frames.detach().cpu(), keep.detach().cpu(), tuple(region)
+        self._alpha = None  # (bbox, alpha) computed once for every frame
+        self._cache: dict[int, Any] = {}
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self))[i]  # negative indices, IndexError
+        if i not in self._cache:
+            self._cache[i] = self.compute(i)
+        return self._cache[i]
+
+    def select(self, positions: list[int]) -> "FullRes":
+        """The same edits in another order (positions into this sequence)."""
+        new = FullRes(self.image, self.frames[list(positions)], self.keep, self.region)
+        new._alpha = self._alpha
+        return new
+
+    def compute(self, i: int):
+        """Edit ``i`` pasted into the input (PIL), not cached."""
+        import numpy as np
+        from PIL import Image
+
+        if self._alpha is None:
+            self._alpha = _paste_alpha(self.keep, self.region)
+        bbox, alpha = self._alpha
+        x0, y0, x1, y1 = self.region
+        rw, rh = x1 - x0, y1 - y0
+        out = np.array(self.image, dtype=np.uint8)  # one copy of the input; outside the mask it stays exact
+        if bbox is None:
+            return Image.fromarray(out)
+        bx0, by0, bx1, by1 = bbox
+        patch = to_pil(self.frames[i]).resize((rw, rh), Image.BICUBIC, box=None)
+        patch = np.asarray(patch.crop((bx0, by0, bx1, by1)), dtype=np.float32)
+        base = out[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1].astype(np.float32)
+        blended = base * (1 - alpha) + patch * alpha
+        out[y0 + by0:y0 + by1, x0 + bx0:x0 + bx1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(out)
+
+
+def _nearest_index(n_in: int, n_out: int) -> torch.Tensor:
+    """The source index of each output index under ``F.interpolate(mode="nearest")`` (exactly)."""
+    src = torch.arange(n_in, dtype=torch.float32).view(1, 1, n_in)
+    return torch.nn.functional.interpolate(src, size=n_out, mode="nearest").flatten().long()
+
+
+def _paste_alpha(keep: torch.Tensor, region):
+    """``(bbox, alpha)``: the feathered edit mask inside the bounding box of the edited pixels of
+    the region (alpha [h, w, 1] float32; 0 everywhere else). O(region pixels), once."""
+    x0, y0, x1, y1 = region
+    rw, rh = x1 - x0, y1 - y0
+    k = keep.detach().cpu().float()
+    k = k.reshape(k.shape[-2:])
+    edit_small = M.to_edit_mask(k) > 0.5
+    if not edit_small.any():
+        return None, None
+    sh, sw = edit_small.shape
+    ymap, xmap = _nearest_index(sh, rh), _nearest_index(sw, rw)
+    rows = torch.nonzero(edit_small.any(1)[ymap]).flatten()
+    cols = torch.nonzero(edit_small.any(0)[xmap]).flatten()
+    by0, by1, bx0, bx1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
+    edit = edit_small[ymap[by0:by1]][:, xmap[bx0:bx1]]  # nearest upsampling of the bounding box only
+    radius = max(1, round(max(rw, rh) / sw / 2))
+    # beyond the box nothing is edited (a frame of kept pixels) unless the box meets the region's
+    # border, which does not erode the mask
+    pt, pb, pl, pr = int(by0 > 0), int(by1 < rh), int(bx0 > 0), int(bx1 < rw)
+    padded = torch.nn.functional.pad(edit[None].float(), (pl, pr, pt, pb), value=0.0)[0]
+    alpha = M.feather(padded, radius)[pt:pt + edit.shape[0], pl:pl + edit.shape[1]]
+    return (bx0, by0, bx1, by1), alpha.numpy()[..., None].astype("float32")
+
+
+def paste_back(img, frames: torch.Tensor, keep: torch.Tensor, region) -> FullRes:
+    """Each frame resized to its region of the input and blended in under the dilated mask
+    ``keep`` (1 = keep, any size), feathered inwards, so every pixel outside the mask is exactly
+    the input's. Lazy: a :class:`FullRes` whose items are made on access (one full-size copy
+    each). (romlib's own step: the authors' code stops at the 256×256 frame.)"""
+    return FullRes(img, frames, keep, region)
+
+
+# ---------------------------------------------------------------------------------------------- writing
+def run_dir_name(guidance: str, text: str, when: float | None = None) -> str:
+    """``2026-11-27T10-42-05_ccf_the-red-car``: the start time, the method and the text (a slug)."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(when if when is not None else time.time()))
+    slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:40].strip("-") or "edit"
+    return f"{stamp}_{re.sub(r'[^a-z0-9]+', '-', guidance.lower())}_{slug}"
+
+
+def new_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create ``parent/name`` (or ``name-2``, ``name-3``, ... if taken; created atomically, so two
+    runs started in the same second never share a folder)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10000):
+        p = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot make a new run folder named {name} in {parent}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+class RunWriter:
+    """Writes the files of one run into ``folder``: each file to a temporary name first; at
+    :meth:`finish` they are renamed into place and ``result.json`` is written last. Never over an
+    input (``protect``); without ``overwrite`` never over any existing file (checked before any
+    work and again at each rename, which cannot replace a file); with ``overwrite`` the files of
+    the run recorded in the folder's ``result.json`` are replaced, and those it listed that this
+    run does not write are removed (nothing else). :meth:`abort` removes everything this writer
+    wrote (and the folder when it made it), so the earlier run stays whole until :meth:`finish`.
+    Use as a context manager: an exception (Ctrl-C included) aborts."""
+
+    def __init__(self, folder: str | os.PathLike, *, overwrite: bool = False, protect=(), created: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"output folder {self.folder} exists and is a file; choose another --out")
+        self.created = created or not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self.protect = [Path(p) for p in protect if p is not None]
+        self.written: list[Path] = []
+        self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def _check_target(self, path: Path) -> None:
+        for p in self.protect:
+            if _same_file(path, p):
+                raise FileExistsError(f"refusing to write {path}: it is an input of this run; choose another --out")
+        if path.exists() and not self.overwrite:
+            raise FileExistsError(f"refusing to overwrite {path}: it exists (another run's output?); write into a "
+                                  "new folder, or pass --overwrite / overwrite=True to replace that run")
+
+    def _old_run_files(self) -> list[Path]:
+        old = self.folder / "result.json"
+        if not old.is_file():
+            return []
+        try:
+            listed = json.loads(old.read_text()).get("files", {})
+        except (ValueError, OSError, AttributeError):
+            listed = {}
+        names = [n for group in listed.values() for n in (group if isinstance(group, list) else [group])]
+        out = []
+        for n in names:
+            p = self.folder / Path(str(n)).name  # only inside the folder, only output names, never an input
+            if OUTPUT_PATTERN.match(p.name) and not any(_same_file(p, q) for q in self.protect):
+                out.append(p)
+        return out
+
+    def write(self, name: str, save: Callable[[Path], None]) -> Path:
+        """``save(tmp_path)`` writes the file under a temporary name; it becomes ``folder/name`` at
+        :meth:`finish`."""
+        final = self.folder / name
+        self._check_target(final)
+        tmp = self.folder / f".{name}.{os.getpid()}-{len(self._staged)}.tmp{Path(name).suffix}"
+        self._staged.append((tmp, final))
+        save(tmp)
+        return final
+
+    def _publish(self, tmp: Path, final: Path) -> None:
+        self._check_target(final)
+        if self.overwrite:
+            os.replace(tmp, final)
+        else:
+            try:
+                os.link(tmp, final)  # atomic and never replaces: a concurrent writer cannot be clobbered
+            except FileExistsError:
+                raise FileExistsError(f"refusing to overwrite {final}: it appeared while writing (a concurrent run?)") from None
+            except OSError:  # no hard links on this file system
+                if final.exists():
+                    raise FileExistsError(f"refusing to overwrite {final}: it exists") from None
+                os.replace(tmp, final)
+            else:
+                tmp.unlink()
+        self.written.append(final)
+
+    def finish(self, payload: dict, files: dict) -> Path:
+        """Rename every staged file into place, remove the earlier run's files that this run does
+        not replace (``overwrite``), then write ``result.json`` (``payload`` plus ``files``) last."""
+        text = json.dumps({**payload, "files": files}, indent=2, allow_nan=False)
+        stale = self._old_run_files() if self.overwrite else []
+        old_json = self.folder / "result.json"
+        if self.overwrite and old_json.is_file():
+            old_json.unlink()  # from here on the folder holds no claim to a complete run until the new one
+        staged, self._staged = self._staged, []
+        for i, (tmp, final) in enumerate(staged):
+            try:
+                self._publish(tmp, final)
+            except BaseException:
+                self._staged = staged[i:]
+                raise
+        mine = {p.name for p in self.written}
+        for p in stale:
+            if p.name not in mine and p.name != "result.json" and p.is_file():
+                p.unlink()
+        tmp = self.folder / f".result.json.{os.getpid()}.tmp"
+        self._staged.append((tmp, old_json))
+        tmp.write_text(text)
+        self._staged.pop()
+        self._publish(tmp, old_json)
+        return old_json
+
+    def abort(self) -> None:
+        for tmp, _ in self._staged:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        for p in self.written:
+            try:
+                p.unlink()
+            except OSError:
+                pass
+        self._staged, self.written = [], []
+        if self.created:
+            try:
+                self.folder.rmdir()  # only if empty
+            except OSError:
+                pass
+
+
+def _finite(x):
+    """NaN/inf → None (``result.json`` is strict JSON), recursively."""
+    if isinstance(x, float):
+        return x if x == x and x not in (float("inf"), float("-inf")) else None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+# ---------------------------------------------------------------------------------------------- the result
 @dataclass
 class EditResult:
     """What one :meth:`ROMPipeline.edit` call produced, best first.
 
     ``images``: ranked frames [B, 3, S, S] in [-1, 1] (S = 256 with the upsampler);
     ``scores``: their ranking distances (lower = closer to the target text);
-    ``full_res``: ranked edits as PIL images at the input's resolution (only the mask changed);
+    ``full_res``: ranked edits as PIL images at the input's resolution (only the mask changed),
+    a lazy :class:`FullRes` sequence: each is made when first read;
     ``samples``: the base samples [B, 3, 64, 64] in sampling order; ``order``: ranked indices;
     ``edit_mask`` [S, S] (1 = edited) and ``keep_mask_base`` [64, 64] (GLIDE convention);
-    ``box``: the object box in input pixels; ``rank_box`` the same in frame pixels.
+    ``box``: the object box in input pixels; ``rank_box`` the same in frame pixels;
+    ``sources``: the input files (image, mask) when given as paths: :meth:`save` never writes over them.
     """
 
     images: torch.Tensor
     scores: list[float]
     order: list[int]
     samples: torch.Tensor
-    full_res: list
+    full_res: Any
     edit_mask: torch.Tensor
     keep_mask_base: torch.Tensor
     box: tuple
@@ -42,38 +322,61 @@ class EditResult:
     input_image: Any
     settings: dict
     timings: dict = field(default_factory=dict)
+    sources: tuple = ()
 
     @property
     def best(self):
         """The top-ranked edit at the input's resolution (PIL)."""
         return self.full_res[0]
 
-    def save(self, out_dir: str | os.PathLike) -> dict:
-        """Write ranked frames, full-resolution edits, the mask and ``result.json`` (settings,
-        scores, box, timings). Returns {kind: [paths]}."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written: dict[str, list[str]] = {"frames": [], "full_res": [], "mask": [], "json": []}
-        for r, (img, score) in enumerate(zip(self.images, self.scores)):
-            p = out / f"rank{r:02d}_sample{self.order[r]:02d}.png"
-            to_pil(img).save(p)
-            written["frames"].append(str(p))
-        for r, img in enumerate(self.full_res):
-            p = out / f"rank{r:02d}_full.png"
-            img.save(p)
-            written["full_res"].append(str(p))
-        from PIL import Image
+    def save(self, out_dir: str | os.PathLike, *, top: int | None = None, summary: str | None = None,
+             overwrite: bool = False, extra: dict | None = None) -> dict:
+        """Write the ranked frames (all B, at frame size), the ``top`` best edits at full resolution
+        (default: all), the mask, optionally the figure :meth:`grid` as ``summary`` (a file name)
+        and ``extra`` ({name: PIL image}), then ``result.json`` (settings, scores, box, timings and
+        the list of files) last.
 
-        p = out / "mask.png"
-        Image.fromarray((self.edit_mask.cpu().numpy() * 255).astype("uint8")).save(p)
-        written["mask"].append(str(p))
-        p = out / "result.json"
-        payload = {"settings": self.settings, "order": self.order,
-                   "scores": [None if s != s else s for s in self.scores],
-                   "box": list(self.box), "rank_box": list(self.rank_box) if self.rank_box else None,
-                   "segmentation_score": self.segmentation.score, "timings": self.timings, "files": written}
-        p.write_text(json.dumps(payload, indent=2))
-        written["json"].append(str(p))
+        ``out_dir`` is used as given: the API makes no run folder (``romlib edit`` does, see
+        :func:`new_run_dir`). An existing file is never replaced unless ``overwrite=True``, which
+        first removes the files the folder's previous ``result.json`` lists; an input (``sources``)
+        is never replaced. A failed or interrupted save removes what it wrote.
+        Returns {kind: [paths]} (kinds: frames, full_res, mask, summary, extra, json)."""
+        top = len(self.images) if top is None else int(top)
+        if top < 1:
+            raise ValueError(f"top={top} is out of range; accepted: an integer >= 1")
+        written: dict[str, list[str]] = {"frames": [], "full_res": [], "mask": [], "json": []}
+        with RunWriter(out_dir, overwrite=overwrite, protect=self.sources) as w:
+            for name, img in (extra or {}).items():
+                written.setdefault("extra", []).append(str(w.write(name, lambda p, img=img: img.save(p, format="PNG"))))
+            for r in range(len(self.images)):
+                p = w.write(f"rank{r:02d}_sample{self.order[r]:02d}.png",
+                            lambda p, r=r: to_pil(self.images[r]).save(p, format="PNG"))
+                written["frames"].append(str(p))
+            for r in range(min(top, len(self.images))):
+                fr = self.full_res
+                make = (lambda r=r: fr.compute(r)) if isinstance(fr, FullRes) and r not in fr._cache else (lambda r=r: fr[r])
+                p = w.write(f"rank{r:02d}_full.png", lambda p, make=make: make().save(p, format="PNG"))
+                written["full_res"].append(str(p))
+            from PIL import Image
+
+            mask = Image.fromarray((self.edit_mask.cpu().numpy() * 255).astype("uint8"))
+            written["mask"].append(str(w.write("mask.png", lambda p: mask.save(p, format="PNG"))))
+            if summary:
+                import matplotlib.pyplot as plt
+
+                fig = self.grid(top=min(top, len(self.images)))
+                try:
+                    p = w.write(summary, lambda p: fig.savefig(p, dpi=120, format="png"))
+                finally:
+                    plt.close(fig)
+                written["summary"] = [str(p)]
+            payload = {"settings": self.settings, "order": self.order, "scores": self.scores,
+                       "box": list(self.box), "rank_box": list(self.rank_box) if self.rank_box else None,
+                       "segmentation_score": self.segmentation.score, "timings": self.timings}
+            files = {k: [Path(v).name for v in vs] for k, vs in written.items() if k != "json"}
+            files["json"] = ["result.json"]
+            p = w.finish(_finite(_jsonable(payload)), files)
+            written["json"].append(str(p))
         return written
 
     def grid(self, top: int = 4):
@@ -83,24 +386,13 @@ class EditResult:
         return edit_grid(self, top=top)
 
 
-def paste_back(img, frames: torch.Tensor, keep: torch.Tensor, region) -> list:
-    """Each frame resized to its region of the input and blended in under the dilated mask
-    ``keep`` (1 = keep, any size), feathered inwards, so every pixel outside the mask is exactly
-    the input's. (romlib's own step: the authors' code stops at the 256×256 frame.)"""
-    import numpy as np
-    from PIL import Image
-
-    x0, y0, x1, y1 = region
-    rw, rh = x1 - x0, y1 - y0
-    edit = M.to_edit_mask(keep.cpu())[None, None] if keep.ndim == 2 else M.to_edit_mask(keep.cpu())
-    edit = torch.nn.functional.interpolate(edit, size=(rh, rw), mode="nearest")[0, 0]
-    radius = max(1, round(max(rw, rh) / keep.shape[-1] / 2))
-    alpha = M.feather(edit, radius).numpy()[..., None]
-    base = np.asarray(img, dtype=np.float32)
-    out = []
-    for f in frames:
-        patch = np.asarray(to_pil(f).resize((rw, rh), Image.BICUBIC), dtype=np.float32)
-        full = base.copy()
-        full[y0:y1, x0:x1] = base[y0:y1, x0:x1] * (1 - alpha) + patch * alpha
-        out.append(Image.fromarray(np.clip(full + 0.5, 0, 255).astype(np.uint8)))
-    return out
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if isinstance(x, torch.Tensor) and x.numel() == 1:
+        return x.item()
+    return str(x)

@@ -23,6 +23,13 @@ def _run(args):
     return main([str(a) for a in args])
 
 
+def _run_folder(out):
+    """The one run folder `romlib edit` made inside --out."""
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
 def test_help_documents_every_edit_flag():
     text = build_parser()._subparsers._group_actions[0].choices["edit"].format_help()
     for flag in ("--ref", "--target", "--guidance", "--scale", "--samples", "--dilation", "--rank", "--seed", "--mask",
@@ -39,6 +46,8 @@ def test_edit_writes_ranked_files_and_a_summary(photo, tmp_path, capsys, guidanc
                "--samples", 2, "--backend", "tiny", "--device", "cpu", "--out", out, "--no-upsample", "--best-anyway"])
     assert rc == 0
     printed = capsys.readouterr().out
+    out = _run_folder(out)  # each run writes into a new folder inside --out
+    assert out.name.endswith(f"_{guidance}_the-red-car") and str(out) in printed
     payload = json.loads((out / "result.json").read_text())
     assert payload["settings"]["guidance"] == guidance and payload["settings"]["rank"] == rank
     assert payload["settings"]["samples"] == 2 and len(payload["order"]) == 2
@@ -54,7 +63,7 @@ def test_edit_with_a_mask_file_of_another_size(photo, tmp_path):
     out = tmp_path / "o"
     assert _run(["edit", photo, "--target", "a cat", "--mask", tmp_path / "mask.png", "--samples", 1, "--backend", "tiny",
                  "--out", out, "--no-upsample"]) == 0
-    edited = np.asarray(Image.open(out / "rank00_full.png")).astype(int)
+    edited = np.asarray(Image.open(_run_folder(out) / "rank00_full.png")).astype(int)
     original = np.asarray(Image.open(photo)).astype(int)
     assert (edited[70:] == original[70:]).all()  # far outside the (resized, dilated) mask
 

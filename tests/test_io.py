@@ -60,8 +60,8 @@ def test_arrays_and_tensors():
 
 
 def test_mask_is_resized_and_must_edit_something(tmp_path):
-    m = Image.new("L", (10, 10), 0)
-    m.paste(255, (0, 0, 5, 10))
+    m = Image.new("L", (10, 5), 0)  # the image's aspect ratio (another one is refused: test_mask_aspect...)
+    m.paste(255, (0, 0, 5, 5))
     p = tmp_path / "m.png"
     m.save(p)
     out = load_mask(p, (40, 20))

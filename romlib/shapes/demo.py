@@ -62,18 +62,19 @@ def demo_case(seed: int = 0):
 
 
 def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress: bool = True, device="cpu",
-        guidance: str = "ccf", scale: float | None = DEMO_SCALE):
-    """Run the demo edit; returns ``(EditResult, path of the input image)``. The result is saved
-    in ``out_dir`` (ranked frames, the mask and ``result.json``)."""
+        guidance: str = "ccf", scale: float | None = DEMO_SCALE, *, overwrite: bool = False, with_files: bool = False):
+    """Run the demo edit; returns ``(EditResult, path of the input image)`` (and the written files
+    with ``with_files=True``). Everything goes to ``out_dir`` through :meth:`EditResult.save`:
+    ``input.png``, the ranked frames, the mask, the figure ``demo.png`` and ``result.json`` last;
+    an earlier run there is refused unless ``overwrite=True``."""
     from ..pipeline import ROMPipeline
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     case = demo_case(seed)
-    image_path = out / "input.png"
-    case.scene.pil().save(image_path)
+    scene = case.scene.pil()
     pipe = ROMPipeline.from_pretrained("shapes", device=device)
-    result = pipe.edit(str(image_path), case.ref, case.target, guidance=guidance, scale=scale, samples=samples, seed=seed,
+    result = pipe.edit(scene, case.ref, case.target, guidance=guidance, scale=scale, samples=samples, seed=seed,
                        progress=progress)
-    result.save(out)
-    return result, str(image_path)
+    written = result.save(out, top=min(4, samples), summary="demo.png", overwrite=overwrite, extra={"input.png": scene})
+    image_path = str(out / "input.png")
+    return (result, image_path, written) if with_files else (result, image_path)
