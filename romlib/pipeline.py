@@ -75,6 +75,32 @@ def _square_region(box, width: int, height: int, scale: float = 2.0, min_side: i
     return left, top, left + side, top + side
 
 
+SEGMENT_MAX_SIDE = 2048  # larger photos are segmented on a copy of this size (MDETR reads 800 px anyway)
+
+
+def _segment_large(segmenter, img, ref: str, **kw) -> Segmentation:
+    """Segment ``img``; a photo larger than :data:`SEGMENT_MAX_SIDE` is segmented on a reduced
+    copy (box filter, O(pixels) once) and the mask and box are scaled back to the input."""
+    W, H = img.size
+    factor = -(-max(W, H) // SEGMENT_MAX_SIDE)
+    if factor <= 1:
+        return segmenter.segment(img, ref, **kw)
+    small = img.reduce(factor)
+    seg = segmenter.segment(small, ref, **kw)
+    sw, sh = small.size
+    ys = (torch.arange(H) * sh // H).clamp(max=sh - 1)
+    xs = (torch.arange(W) * sw // W).clamp(max=sw - 1)
+    mask = seg.mask[ys][:, xs]
+    fx, fy = W / sw, H / sh
+    x0, y0, x1, y1 = seg.box
+    box = (x0 * fx, y0 * fy, min(W, x1 * fx), min(H, y1 * fy))
+    boxes = seg.boxes * torch.tensor([fx, fy, fx, fy], dtype=seg.boxes.dtype) if seg.boxes is not None else None
+    import dataclasses
+
+    return dataclasses.replace(seg, mask=mask, box=box, boxes=boxes,
+                               extra={**seg.extra, "segmented_at": [sw, sh]})
+
+
 COVERAGE_WARN = 0.9  # a dilated mask covering more of the frame than this is logged
 
 
@@ -111,7 +137,7 @@ class ROMPipeline:
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines)
         if compile != "off":
-            from .perf import accelerate_backend
+            from .perf.fast import accelerate_backend
 
             accelerate_backend(backend, compile=compile)
         return cls(backend, device=device)
@@ -153,7 +179,8 @@ class ROMPipeline:
         else:
             if not (ref or "").strip():
                 raise ValueError("ref is empty: give a referring text (e.g. 'the red car') or a mask")
-            seg = b.segmenter.segment(img, ref, threshold=threshold, min_score=min_score, best_anyway=best_anyway)
+            seg = _segment_large(b.segmenter, img, ref, threshold=threshold, min_score=min_score,
+                                 best_anyway=best_anyway)
         if timings is not None:
             timings["segment"] = time.perf_counter() - t0
         region = (0, 0, W, H) if frame == "full" else _square_region(seg.box, W, H)

@@ -31,14 +31,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .oracle import colour_labels, describe_region, judge, object_region
-from .scenes import COLOURS, SHAPES, Scene, describe, erode_np, make_scene, referring_expressions
+from .cases import Case, make_cases  # noqa: F401  (re-exported: the benchmark's cases)
+from .measure import _edit_mask, _uint8, sample_cases, score_samples, segmenter_accuracy  # noqa: F401
+from .oracle import describe_region, judge, object_region
 
 __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmark", "METHODS", "DEFAULT_SCALES",
            "add_bench_args", "bench_command", "sample_cases", "score_samples", "NOTEBOOK_TABLES", "notebook_table",
@@ -56,171 +56,6 @@ def _methods() -> tuple[str, ...]:
 METHODS = _methods()  # plain inpainting, then every classifier-free method of the registry
 DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0, 15.0)
 DILATIONS = (1, 3, 5)
-
-
-@dataclass
-class Case:
-    """One edit: ``scene``, the referred object ``obj`` (index), its referring expression
-    ``ref`` and the ``target`` text."""
-
-    index: int
-    scene: Scene
-    obj: int
-    ref: str
-    target: str
-
-    @property
-    def original(self):
-        return self.scene.objects[self.obj]
-
-    @property
-    def others(self) -> list[np.ndarray]:
-        return [o.mask for j, o in enumerate(self.scene.objects) if j != self.obj]
-
-
-def make_cases(n: int = 200, seed: int = 0) -> list[Case]:
-    """``n`` edit cases, deterministic in ``seed`` (a stream apart from the training data's)."""
-    rng = np.random.default_rng([seed, 2022])
-    cases = []
-    for i in range(n):
-        refs: list[str] = []
-        while not refs:  # the middle one of three identical shapes cannot be referred to
-            scene = make_scene(rng)
-            k = int(rng.integers(len(scene.objects)))
-            refs = referring_expressions(scene, k)
-        o = scene.objects[k]
-        ref = str(rng.choice(refs))
-        kind = rng.choice(["both", "shape", "colour"], p=[0.5, 0.25, 0.25])
-        if kind == "both":
-            pairs = [(c, s) for c in COLOURS for s in SHAPES if (c, s) != (o.colour, o.shape)]
-            target = describe(pairs[int(rng.integers(len(pairs)))])
-        elif kind == "shape":
-            target = describe((None, str(rng.choice([s for s in SHAPES if s != o.shape]))), colour=False)
-        else:
-            target = describe((str(rng.choice([c for c in COLOURS if c != o.colour])), None), shape=False)
-        cases.append(Case(i, scene, k, ref, target))
-    return cases
-
-
-def _edit_mask(case: Case, erode: int, dilation: int) -> np.ndarray:
-    """The true object mask, eroded by ``erode`` px, dilated by a k×k kernel (romlib.masks)."""
-    from ..masks import dilate
-
-    m = case.original.mask
-    if erode:
-        m = erode_np(m, erode)
-    return dilate(torch.from_numpy(m).float(), dilation).numpy() > 0.5
-
-
-def _to_tensor(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(a).permute(2, 0, 1)[None].float() / 127.5 - 1
-
-
-def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: list[np.ndarray], *, rule: str,
-                 scale: float, samples: int, seed: int = 0, plain: bool = False, batch_rows: int = 96,
-                 progress: bool = False, desc: str = "") -> torch.Tensor:
-    """B samples per case [n_cases, B, 3, H, W] in [-1, 1]: :func:`romlib.sampling.inpaint.prepare_base`
-    per case, with the cases stacked into one batch for speed (each row keeps its own prompts,
-    images, masks and noise). ``plain``: an empty target (plain inpainting)."""
-    from tqdm.auto import tqdm
-
-    from ..sampling.diffusion import sample_generators
-    from ..guidance.cfg import GuidedModel, known_region_fn
-    from ..sampling.inpaint import prepare_base
-    from ..masks import to_keep_mask
-
-    device = next(model.parameters()).device
-    per_chunk = max(1, batch_rows // samples)
-    out = []
-    chunks = range(0, len(cases), per_chunk)
-    for c0 in tqdm(chunks, desc=desc or f"{rule} s={scale:g}", disable=not progress, leave=False, dynamic_ncols=True):
-        setups, images, keeps, gens = [], [], [], []
-        for case, em in zip(cases[c0:c0 + per_chunk], edit_masks[c0:c0 + per_chunk]):
-            image = _to_tensor(case.scene.image).to(device)
-            keep = to_keep_mask(torch.from_numpy(em))[None, None].to(device)
-            setups.append(prepare_base(model, tokenizer, image=image, keep_mask=keep, target="" if plain else case.target,
-                                       ref=case.ref, rule=rule, scale=scale).model_fn)
-            images.append(image)
-            keeps.append(keep)
-            gens += sample_generators(seed * 100_003 + case.index, samples)
-
-        def stack(branch: str, key: str):
-            rows = [getattr(s, branch)[key] for s in setups]
-            if key == "text_emb":
-                return {k: torch.cat([r[k] for r in rows]).repeat_interleave(samples, 0) for k in rows[0]}
-            return torch.cat(rows).repeat_interleave(samples, 0)
-
-        cond = {k: stack("cond", k) for k in ("text_emb", "inpaint_image", "inpaint_mask")}
-        base = {k: stack("base", k) for k in ("text_emb", "inpaint_image", "inpaint_mask")}
-        model_fn = GuidedModel(model, scale, cond, base)
-        img, keep = torch.cat(images).repeat_interleave(samples, 0), torch.cat(keeps).repeat_interleave(samples, 0)
-        x = diffusion.p_sample_loop(model_fn, tuple(img.shape), denoised_fn=known_region_fn(img, keep), clip_denoised=True,
-                                    device=device, generator=gens)
-        out.append(x.reshape(-1, samples, *x.shape[1:]).cpu())
-    return torch.cat(out)
-
-
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    from ..io import to_uint8
-
-    return to_uint8(x)
-
-
-def _psnr(se: float, n: int) -> float:
-    return float("inf") if n == 0 or se == 0 else 10 * math.log10(255.0 ** 2 / (se / n))
-
-
-def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torch.Tensor, ranker=None) -> dict:
-    """Oracle metrics of ``samples`` [n_cases, B, 3, H, W] (see the module docstring)."""
-    from ..rank import rank_samples
-
-    succ, pres, top = [], [], {"local": [], "masked": []}
-    se_out = n_out = se_bg = n_bg = 0
-    seam_err, seam_n = 0.0, 0
-    for case, em, xs in zip(cases, edit_masks, samples):
-        region = object_region(em, case.original.mask, case.others)
-        orig = case.scene.image.astype(np.float64)
-        bg = case.scene.background.astype(np.float64)
-        inner = em & ~erode_np(em, 1)
-        ok = []
-        for x in xs:
-            a = _uint8(x)
-            j = judge(describe_region(a, region), case.target, case.original)
-            ok.append(j["success"])
-            if j["preserved"] is not None:
-                pres.append(j["preserved"])
-            af = a.astype(np.float64)
-            d = (af - orig)[~em]
-            se_out, n_out = se_out + float((d ** 2).sum()), n_out + d.size
-            bgpix = em & (colour_labels(a) < 0) & ~case.original.mask
-            d = (af - bg)[bgpix]
-            se_bg, n_bg = se_bg + float((d ** 2).sum()), n_bg + d.size
-            ring = inner & bgpix
-            seam_err, seam_n = seam_err + float(np.abs(af - bg)[ring].sum()), seam_n + int(ring.sum()) * 3
-        succ += ok
-        if ranker is not None and len(xs) > 1:
-            box = tuple(float(v) for v in case.original.box)
-            em_t = torch.from_numpy(em)[None, None].float()
-            for mode in ("local", "masked"):
-                r = rank_samples(ranker, xs, case.target, mode, box=box, edit_mask=em_t)
-                top[mode].append(ok[r.order[0]])
-    mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
-    return {"success": mean(succ), "top1_local": mean(top["local"]), "top1_masked": mean(top["masked"]),
-            "preservation": mean(pres), "psnr_out": _psnr(se_out, n_out), "psnr_bg": _psnr(se_bg, n_bg),
-            "seam": seam_err / seam_n if seam_n else float("nan"), "n_cases": len(cases), "n_samples": len(succ)}
-
-
-def segmenter_accuracy(cases: list[Case]) -> dict:
-    """How often the rule-based segmenter returns exactly the referred object's mask."""
-    from .segmenter import ShapesSegmenter
-
-    seg, exact, ious = ShapesSegmenter(), 0, []
-    for case in cases:
-        m = seg.segment(case.scene.image, case.ref, best_anyway=True).mask.numpy()
-        t = case.original.mask
-        ious.append((m & t).sum() / (m | t).sum())
-        exact += bool((m == t).all())
-    return {"exact": exact / len(cases), "mean_iou": float(np.mean(ious)), "n_cases": len(cases)}
 
 
 def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, samples: int = 2, seed: int = 0, *,
@@ -419,7 +254,7 @@ def _rate(flags) -> dict:
 def table_cases(spec) -> list[Case]:
     """The cases of a notebook table: ``("first", n)`` or pairs ``(kind, n, kind, n, ...)`` of
     :func:`romlib.shapes.demo.select_cases`."""
-    from .demo import select_cases
+    from .cases import select_cases
 
     if spec[0] == "first":
         return make_cases(spec[1], 0)
@@ -496,7 +331,7 @@ def segmenter_table(n: int = 24, seed: int = 0) -> dict:
     """Notebook 02's table (instant, computed live): the rule-based segmenter on the first ``n``
     cases with distractors (:func:`romlib.shapes.demo.select_cases`): exact masks, IoU, and the
     margin between the chosen query's score and the best other one."""
-    from .demo import select_cases
+    from .cases import select_cases
     from .segmenter import ShapesSegmenter
 
     seg = ShapesSegmenter()

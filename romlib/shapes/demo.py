@@ -8,47 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
+
 __all__ = ["run", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
 
 DEMO_SCALE = None  # None: the pipeline's default CCF scale
 
-
-CASE_KINDS = ("both", "colour", "shape", "distractors")
-
-
-def _is_kind(case, kind: str) -> bool:
-    from .scenes import parse_text
-
-    named = parse_text(case.target).named
-    if kind == "both":
-        return len(named) == 2
-    if kind in ("colour", "shape"):
-        return set(named) == {kind}
-    o = case.original
-    others = [x for j, x in enumerate(case.scene.objects) if j != case.obj]
-    return len(others) == 2 and any(x.colour == o.colour or x.shape == o.shape for x in others)
-
-
-def select_cases(kind: str, n: int, seed: int = 0) -> list:
-    """The notebooks' fixed selection: the first ``n`` cases of the benchmark's stream
-    (:func:`romlib.shapes.bench.make_cases` with ``seed``) of the given kind —
-
-    * ``"both"``: the target names colour and shape ("a blue square");
-    * ``"colour"`` / ``"shape"``: the target names only that attribute ("a blue shape", "a square"),
-      so there is an unnamed attribute to keep (notebook 04);
-    * ``"distractors"``: three objects, at least one sharing the referred object's colour or shape
-      (the segmenter has to choose; notebook 02).
-    """
-    from .bench import make_cases
-
-    if kind not in CASE_KINDS:
-        raise ValueError(f"unknown case kind {kind!r}; expected one of {CASE_KINDS}")
-    m = max(8, 4 * n)
-    while True:
-        chosen = [c for c in make_cases(m, seed) if _is_kind(c, kind)]
-        if len(chosen) >= n:
-            return chosen[:n]
-        m *= 2
 
 
 def select_case(kind: str = "both", seed: int = 0):
