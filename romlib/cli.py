@@ -62,7 +62,7 @@ def _check_inputs(args) -> tuple[int, int]:
 
     W, H = image_size(args.image)
     if args.mask is not None:
-        mw, mh = image_size(args.mask)
+        mw, mh = image_size(args.mask, what="mask")
         if abs((mw / mh) / (W / H) - 1) > MASK_ASPECT_TOLERANCE:
             raise ValueError(f"mask {args.mask} is {mw}x{mh} (aspect {mw / mh:.3f}) but the image is {W}x{H} "
                              f"(aspect {W / H:.3f}); a mask must have the image's aspect ratio (within 1 %)")

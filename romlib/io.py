@@ -40,10 +40,10 @@ def check_pixels(width: int, height: int, what="the image") -> None:
                          f"{MAX_PIXELS / 1e6:.0f} MP: downscale it first (e.g. to 8000x6000)")
 
 
-def image_size(path) -> tuple[int, int]:
+def image_size(path, what: str = "image") -> tuple[int, int]:
     """(width, height) of an image file from its header (nothing decoded), after EXIF rotation;
     raises the same errors as :func:`load_image`, including the pixel limit."""
-    img = _open(path, decode=False)
+    img = _open(path, decode=False, what=what)
     w, h = img.size
     try:
         if img.getexif().get(0x0112, 1) in (5, 6, 7, 8):

@@ -111,6 +111,13 @@ class ClipRanker:
         return self.model.encode_image(x.to(dtype)).float()
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
+        from .models.tokenizers import warn_text
+
+        ctx = getattr(self.tokenizer, "context_length", 77)
+        encode = getattr(self.tokenizer, "encode", None)
+        for t in texts:  # CLIP reads 77 tokens with its start and end tokens; open_clip truncates silently
+            if callable(encode):
+                warn_text(t, len(encode(t)) + 2, ctx, reader="CLIP")
         return self.model.encode_text(self.tokenizer(texts).to(self.device)).float()
 
 

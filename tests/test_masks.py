@@ -75,3 +75,30 @@ def test_erode_is_the_dual_of_dilate():
     e = M.erode(m, 3)
     assert e.sum() == 9 and e[3:6, 3:6].all()
     assert torch.equal(M.dilate(e, 3), m)  # opening a square gives it back
+
+
+def _feather_by_erosions(edit, radius):
+    """The definition: the mean of the mask and its 1..radius-fold 3x3 erosions (border = inside)."""
+    m = edit.float()[None, None]
+    acc, cur = m.clone(), m
+    for _ in range(radius):
+        cur = -torch.nn.functional.max_pool2d(-cur, 3, stride=1, padding=1)
+        acc = acc + cur
+    return (acc / (radius + 1))[0, 0]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_feather_by_distance_equals_the_repeated_erosions(seed):
+    g = torch.Generator().manual_seed(seed)
+    H, W = torch.randint(1, 30, (2,), generator=g).tolist()
+    edit = M.dilate((torch.rand(H, W, generator=g) > 0.6).float(), 3)
+    for r in (1, 2, 4, 9):
+        assert torch.allclose(M.feather(edit, r), _feather_by_erosions(edit, r), atol=1e-6)
+
+
+def test_chessboard_distance_of_a_square():
+    edit = torch.zeros(9, 9)
+    edit[1:8, 1:8] = 1
+    d = M.chessboard_distance(edit)
+    assert d[4, 4] == 4 and d[1, 4] == 1 and d[2, 2] == 2 and d[0, 0] == 0
+    assert M.chessboard_distance(edit, limit=2).max() == 2

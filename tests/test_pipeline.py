@@ -191,3 +191,16 @@ def test_four_way_comparison_is_one_call(tiny_pipe, image):
     masks = {g: r.keep_mask_base for g, r in results.items()}
     assert all(torch.equal(masks["cf"], m) for m in masks.values())  # the same mask for every rule
     assert len(fig.axes) == 4 * 3
+
+
+def test_full_resolution_edits_are_made_only_when_read(pipe, image, monkeypatch):
+    from romlib.result import FullRes
+
+    made = []
+    real = FullRes.compute
+    monkeypatch.setattr(FullRes, "compute", lambda self, i: made.append(i) or real(self, i))
+    r = pipe.edit(image, "the red car", "a blue truck", samples=3, progress=False, upsample=False)
+    assert made == [] and len(r.full_res) == 3
+    assert r.best.size == image.size and r.full_res[0] is r.best and made == [0]  # made once, kept
+    again = pipe.rerank(r, "masked")
+    assert made == [0] and len(again.full_res) == 3  # re-ranking makes none

@@ -12,14 +12,33 @@ Any tokenizer with ``encode(text) -> list[int]``, ``end_token`` and ``n_vocab`` 
 from __future__ import annotations
 
 import gzip
+import logging
 import os
+import string
 import shutil
 import tempfile
 from pathlib import Path
 
 import torch
 
-__all__ = ["TextTokenizer", "GlideTokenizer", "ByteTokenizer"]
+__all__ = ["TextTokenizer", "GlideTokenizer", "ByteTokenizer", "warn_text"]
+
+log = logging.getLogger(__name__)
+_WARNED: set = set()
+
+
+def warn_text(text: str, n_tokens: int, text_ctx: int, *, reader: str, dropped: str = "") -> None:
+    """Log (once per text and reader) when a prompt is cut to ``text_ctx`` tokens or characters
+    were dropped because the tokenizer cannot represent them."""
+    from ..io import quote
+
+    if n_tokens > text_ctx and (text, text_ctx, reader) not in _WARNED:
+        _WARNED.add((text, text_ctx, reader))
+        log.warning("the prompt %s is %d tokens; %s reads %d: the rest is ignored", quote(text), n_tokens, reader,
+                    text_ctx)
+    if dropped and (text, "dropped", reader) not in _WARNED:
+        _WARNED.add((text, "dropped", reader))
+        log.warning("%s cannot represent %s in the prompt %s: dropped", reader, quote(dropped, 40), quote(text))
 
 
 class TextTokenizer:
@@ -41,10 +60,23 @@ class TextTokenizer:
         """``(tokens [B, text_ctx] long, mask [B, text_ctx] bool)`` for a list of prompts."""
         if isinstance(texts, str):
             texts = [texts]
-        rows = [self.padded_tokens_and_mask(self.encode(t), text_ctx) for t in texts]
+        encoded = [self.encode(t) for t in texts]
+        for t, tok in zip(texts, encoded):
+            warn_text(t, len(tok), text_ctx, reader=f"{type(self).__name__}", dropped=self.dropped(t, tok))
+        rows = [self.padded_tokens_and_mask(tok, text_ctx) for tok in encoded]
         tokens = torch.tensor([r[0] for r in rows], dtype=torch.long, device=device)
         mask = torch.tensor([r[1] for r in rows], dtype=torch.bool, device=device)
         return tokens, mask
+
+    def dropped(self, text: str, tokens: list[int]) -> str:
+        """The characters of ``text`` its tokens do not give back (letters, digits, symbols, emoji;
+        spaces and ASCII punctuation are not counted). Byte-level tokenizers drop nothing."""
+        decode = getattr(self, "decode", None)
+        if decode is None or not text:
+            return ""
+        back = decode(tokens).lower()
+        ignore = set(string.whitespace + string.punctuation)
+        return "".join(dict.fromkeys(c for c in text.lower() if c not in ignore and c not in back))
 
 
 class GlideTokenizer(TextTokenizer):
@@ -93,12 +125,18 @@ class GlideTokenizer(TextTokenizer):
     def decode(self, tokens: list[int]) -> str:
         return self._tok.decode([t for t in tokens if t != self.end_token])
 
+    def dropped(self, text: str, tokens: list[int]) -> str:
+        return ""  # byte-level BPE: every character is representable
+
 
 class ByteTokenizer(TextTokenizer):
     """UTF-8 bytes of the lower-cased text (256 ids) plus an end token: offline, for tiny test models."""
 
     n_vocab = 257
     end_token = 256
+
+    def dropped(self, text: str, tokens: list[int]) -> str:
+        return ""  # every character is its UTF-8 bytes
 
     def encode(self, text: str) -> list[int]:
         return list(text.lower().encode("utf-8"))
