@@ -12,7 +12,6 @@ import zlib
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from romlib.cli import main
