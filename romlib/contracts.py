@@ -47,10 +47,12 @@ class NoObjectFound(RuntimeError):
     """No query scored above ``min_score``; carries the best score and box."""
 
     def __init__(self, text: str, best_score: float, best_box, min_score: float):
+        from .io import quote
+
         self.text, self.best_score, self.best_box, self.min_score = text, best_score, best_box, min_score
         box = tuple(round(float(v), 1) for v in best_box) if best_box is not None else None
         super().__init__(
-            f"no object found for {text!r}: the best query scored {best_score:.3f} (box {box}), below "
+            f"no object found for {quote(text)}: the best query scored {best_score:.3f} (box {box}), below "
             f"min_score={min_score}; lower min_score, pass best_anyway=True, or give a mask yourself"
         )
 

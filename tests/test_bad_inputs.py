@@ -287,3 +287,29 @@ def test_api_save_never_overwrites_and_never_writes_over_an_input(pipe, tmp_path
         r.save(out)
     assert json.loads((out / "result.json").read_text())["files"]["full_res"] == ["rank00_full.png"]
     assert np.array_equal(np.asarray(Image.open(img)), np.asarray(r.input_image))  # the input is untouched
+
+
+def test_long_texts_are_quoted_short_in_api_errors():
+    from romlib.contracts import NoObjectFound
+    from romlib.shapes.scenes import parse_text
+
+    long = "the " + "very " * 300 + "red car"
+    assert len(str(NoObjectFound(long, 0.01, (0, 0, 1, 1), 0.1))) < 400
+    with pytest.raises(ValueError) as e:
+        parse_text(long + " 🚗")
+    assert len(str(e.value)) < 400 and "..." in str(e.value)
+
+
+def test_many_samples_warn_with_the_expected_time(caplog):
+    import logging
+
+    from romlib.models.tiny import tiny_backend
+    from romlib.pipeline import ROMPipeline
+
+    pipe = ROMPipeline(tiny_backend(), device="cpu")
+    img = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:48, 16:48] = 255
+    with caplog.at_level(logging.WARNING, logger="romlib.pipeline"):
+        pipe.edit(img, "x", "a cat", samples=65, mask=mask, steps="2", upsample=False, progress=False, rank="none")
+    assert any("samples=65" in r.getMessage() and "B = 24" in r.getMessage() for r in caplog.records)

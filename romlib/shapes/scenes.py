@@ -251,7 +251,10 @@ def _words(text: str) -> list[str]:
     words = _WORD.findall(text.lower())
     bad = [w for w in words if w not in VOCAB]
     if bad:
-        raise ValueError(f"{text!r}: unknown word(s) {bad} for ShapesWorld; its vocabulary is {list(VOCAB[1:])}")
+        from ..io import quote
+
+        raise ValueError(f"{quote(text)}: unknown word(s) {quote(' '.join(bad))} for ShapesWorld; its vocabulary is "
+                         f"{list(VOCAB[1:])}")
     return words
 
 
@@ -265,7 +268,9 @@ def parse_text(text: str) -> Parsed:
     shape = next((w for w in words if w in SHAPES), None)
     position = next((w for w in words if w in POSITIONS), None)
     if sum(w in COLOURS for w in words) > 1 or sum(w in SHAPES for w in words) > 1 or "and" in words:
-        raise ValueError(f"{text!r} names more than one object; describe one, e.g. 'the red circle'")
+        from ..io import quote
+
+        raise ValueError(f"{quote(text)} names more than one object; describe one, e.g. 'the red circle'")
     return Parsed(colour, shape, position, definite=words[0] == "the")
 
 
