@@ -208,7 +208,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     if resume and ckpt.is_file():
         from ..hub import safe_load
 
-        c = safe_load(ckpt, map_location=device)
+        c = safe_load(ckpt, map_location=device, mmap=False)  # this file is rewritten below: no mapping of it may live on
         model.load_state_dict(c["model"]), ema_model.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
         step, elapsed, rows = c["step"], c["elapsed"], c["rows"]
         rng.bit_generator.state = c["rng"]
