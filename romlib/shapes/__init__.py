@@ -24,3 +24,15 @@ from .scenes import COLOURS, SHAPES, SIZE, VOCAB, Obj, Scene, WordTokenizer, des
 __all__ = ["WEIGHTS_DIR", "load_backend", "load_inpaint_model", "load_ranker", "weights_path", "BASE_STEPS", "BEST_SCALES", "make_scene", "Scene", "Obj",
            "describe", "referring_expressions", "parse_text", "WordTokenizer", "describe_region", "object_region", "judge",
            "Region", "COLOURS", "SHAPES", "SIZE", "VOCAB"]
+
+_SUBMODULES = ("backend", "bench", "cases", "cli", "demo", "measure", "oracle", "ranker", "scenes", "segmenter", "train",
+               "train_data")
+
+
+def __getattr__(name):
+    """``rl.shapes.bench`` and the other submodules, imported when first used (the trainer stays unimported)."""
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -406,9 +406,10 @@ def format_notebook_table(table: dict) -> str:
     return "\n".join([fmt(head)] + [fmt(r) for r in body] + [f"cases: {s['doc']}; {s['steps']} steps"])
 
 
-def write_notebook_tables(names=tuple(NOTEBOOK_TABLES), path: str | Path = TABLES_FILE) -> dict:
-    """Recompute the tables and write the shipped file (``python -m romlib.shapes.bench``)."""
-    path = Path(path)
+def write_notebook_tables(names=tuple(NOTEBOOK_TABLES), path: str | Path | None = None) -> dict:
+    """Recompute the tables and write them to ``path`` (default: the shipped :data:`TABLES_FILE`;
+    ``python -m romlib.shapes.bench``)."""
+    path = Path(path) if path is not None else TABLES_FILE
     data = json.loads(path.read_text()) if path.is_file() else {}
     for name in names:
         data[name] = measure_table(name)
