@@ -266,3 +266,33 @@ def test_removal_examples_teach_the_clean_background():
     x0, source, hole, caption = make_example(np.random.default_rng(1), p_remove=0.999)
     assert caption == "" and source is None and hole.any()
     assert not (colour_labels(x0)[hole] >= 0).any(), "a removal example's hole shows no shape"
+
+
+def test_removal_recipe_gives_the_empty_caption_one_meaning_and_partial_captions_their_share():
+    """With p_remove > 0 an empty caption over a blanked object hole is always a removal example (the other
+    empty-captioned holes show their source), and p_partial sets the share of one-attribute captions."""
+    import numpy as np
+
+    from romlib.shapes.oracle import colour_labels
+    from romlib.shapes.scenes import parse_text
+    from romlib.shapes.train import make_example
+
+    rng = np.random.default_rng(5)
+    blanked_empty = shown_empty = partial = non_empty = 0
+    for _ in range(600):
+        x0, source, hole, caption = make_example(rng, p_remove=0.1, p_partial=0.4, p_empty=0.0)
+        if not caption:
+            if source is None:
+                blanked_empty += 1
+                assert not (colour_labels(x0)[hole] >= 0).any(), "empty caption + blanked hole must show background"
+            else:
+                shown_empty += 1
+        else:
+            non_empty += 1
+            partial += len(parse_text(caption).named) == 1 and caption.startswith("a ")
+    assert blanked_empty > 30 and shown_empty > 30
+    assert 0.32 < partial / non_empty < 0.48, partial / non_empty  # 0.4 of the non-removal captions
+    with pytest.raises(ValueError, match="p_partial"):
+        from romlib.shapes.train import train_inpaint
+
+        train_inpaint("unused", p_partial=0.9)

@@ -47,15 +47,18 @@ def _empty_hole(rng: np.random.Generator, scene: Scene) -> np.ndarray | None:
     return None
 
 
-def _caption(rng: np.random.Generator, scene: Scene, i: int, p_drop: float) -> str:
+def _caption(rng: np.random.Generator, scene: Scene, i: int, p_drop: float, p_partial: float = 0.2) -> str:
+    """Empty (``p_drop``); else a full description, a one-attribute one ("a circle", "a red shape":
+    ``p_partial`` of the non-empty captions, half each) or (35 %) a referring expression."""
     r = rng.random()
     if r < p_drop:
         return ""
     o = scene.objects[i]
     r = (r - p_drop) / (1 - p_drop)
-    if r < 0.45:
+    full = 0.65 - p_partial
+    if r < full:
         return describe(o)
-    if r < 0.55:
+    if r < full + p_partial / 2:
         return describe(o, colour=False)
     if r < 0.65:
         return describe(o, shape=False)
@@ -78,12 +81,18 @@ def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str
 
 
 def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: float = 0.1,
-                 inpaint_input: InpaintInput = "pairs", p_remove: float = 0.0
+                 inpaint_input: InpaintInput = "pairs", p_remove: float = 0.0, p_partial: float = 0.2
                  ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
     """One training example: ``(x0 uint8 [H, W, 3], source uint8 or None, hole bool [H, W], caption)``;
     ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0.
+
     ``p_remove``: share of object holes whose answer is the scene without the object under an empty
-    caption (removal examples; 0 draws no extra random number, so the shipped recipe is unchanged)."""
+    caption (removal examples). With ``p_remove`` > 0 every other empty-captioned object hole shows
+    its source (the object itself: an empty caption names nothing to change), so an empty caption
+    over a *blanked* hole always means "nothing here" — the empty target removes. ``p_partial``:
+    share of the non-empty captions that name one attribute ("a circle", "a red shape"), the
+    examples that teach keeping what the caption leaves free. The defaults (0, 0.2) draw exactly
+    the shipped recipe's random stream."""
     scene = make_scene(rng)
     size = scene.image.shape[0]
     if rng.random() < p_empty:
@@ -102,9 +111,9 @@ def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: floa
     hole |= o.mask
     if p_remove > 0 and rng.random() < p_remove:
         return scene.without_object(i).image, None, hole, ""
-    caption = _caption(rng, scene, i, p_drop)
+    caption = _caption(rng, scene, i, p_drop, p_partial)
     source = None
-    if inpaint_input == "pairs" and rng.random() < 0.5:
+    if inpaint_input == "pairs" and (rng.random() < 0.5 or (p_remove > 0 and not caption)):
         source = _counterfactual(rng, scene, i, caption)
     return scene.image, source, hole, caption
 
