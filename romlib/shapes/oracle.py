@@ -13,6 +13,12 @@ Rules over the pixels, no learning (so it can *measure* what the paper could onl
 
 A region with fewer than :data:`MIN_AREA` shape pixels shows nothing (colour and shape ``None``).
 The ranker (:mod:`romlib.shapes.ranker`) is a separately *learned* model and never calls this.
+
+**What an edit keeps** (:func:`keeps`) — the paper's "keeps the pose/shape", in this world: the
+edited object's **size** (the longer side of its tight box) within :data:`SIZE_TOL` px of the
+original's, its **position** (the box centre) within :data:`POS_TOL` px, and every attribute the
+target does not name (:func:`judge`'s ``preserved``). Objects are 8–12 px, so 2 px is about a fifth
+of an object; the clean scene reads 0 px / 0 px by construction.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ import numpy as np
 
 from .scenes import COLOURS, SHAPES, Obj, Parsed, dilate_np, parse_text, render_shape
 
-__all__ = ["FG_SPREAD", "FG_DIST", "MIN_AREA", "MIN_IOU", "MAX_ASPECT", "Region", "colour_labels", "label_components",
+__all__ = ["FG_SPREAD", "FG_DIST", "MIN_AREA", "MIN_IOU", "MAX_ASPECT", "SIZE_TOL", "POS_TOL", "Region", "keeps", "removed", "colour_labels", "label_components",
            "largest_component", "shape_ious", "describe_component", "describe_region", "object_region", "judge"]
 
 FG_SPREAD = 80
@@ -30,6 +36,8 @@ FG_DIST = 100.0
 MIN_AREA = 6
 MIN_IOU = 0.6
 MAX_ASPECT = 1.5
+SIZE_TOL = 2.0
+POS_TOL = 2.0
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
 _NAMES = list(COLOURS)
 
@@ -161,3 +169,29 @@ def judge(region: Region, target: str | Parsed, original: Obj) -> dict:
     unnamed = [k for k in ("colour", "shape") if k not in t.named]
     preserved = all(seen[k] == getattr(original, k) for k in unnamed) if unnamed else None
     return {"success": bool(success), "preserved": preserved, "colour": region.colour, "shape": region.shape}
+
+
+def _box(mask: np.ndarray | None) -> tuple[int, int, int, int] | None:
+    if mask is None or not mask.any():
+        return None
+    ys, xs = np.nonzero(mask)
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def keeps(seen: Region, before: Region) -> dict:
+    """Size and position of the edited object (``seen``) against the original as the oracle reads it
+    in the unedited image (``before``): ``size_change`` (px, longer box side), ``shift`` (px, box
+    centres), and whether each is within :data:`SIZE_TOL` / :data:`POS_TOL`. Nothing seen = not kept."""
+    a, b = _box(seen.mask if seen.area >= MIN_AREA else None), _box(before.mask)
+    if a is None or b is None:
+        return {"size_change": float("nan"), "shift": float("nan"), "size_kept": False, "position_kept": False}
+    side = lambda r: max(r[2] - r[0], r[3] - r[1])  # noqa: E731
+    size_change = float(abs(side(a) - side(b)))
+    shift = float(np.hypot((a[0] + a[2] - b[0] - b[2]) / 2, (a[1] + a[3] - b[1] - b[3]) / 2))
+    return {"size_change": size_change, "shift": shift, "size_kept": size_change <= SIZE_TOL, "position_kept": shift <= POS_TOL}
+
+
+def removed(seen: Region) -> bool:
+    """The region shows no object at all (what an empty target should leave): fewer than
+    :data:`MIN_AREA` shape pixels."""
+    return seen.area < MIN_AREA
