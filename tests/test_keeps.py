@@ -146,3 +146,26 @@ def test_dilation_table_measures_removal_and_target_live(monkeypatch):
         for col in ("removed ('')", "old back ('')", "target reached", "old back (target)"):
             assert r[col]["n"] == 2 and 0 <= r[col]["pct"] <= 100
     assert "n = 2 samples per rate" in tables.format_notebook_table(t)
+
+
+def test_removal_variant_removes_under_an_empty_target():
+    """The shipped 'removal' model (run D) fills the hole with background under an empty target (200/200 on the
+    benchmark; here 8 cases, k = 3 on the true mask); its meta records the recipe; unknown variants are named."""
+    from romlib.sampling.diffusion import create_diffusion
+    from romlib.shapes import VARIANTS, load_backend
+    from romlib.shapes.measure import _edit_mask, _uint8, sample_cases
+    from romlib.shapes.oracle import object_region
+    from romlib.shapes.tables import table_cases
+
+    b = load_backend("cpu", variant="removal")
+    assert b.base_model.meta["p_remove"] == 0.1 and b.default_scales == VARIANTS["removal"][1]
+    schedule, n = b.base_schedule
+    cases = table_cases(("first", 8))
+    masks = [_edit_mask(c, 0, 3) for c in cases]
+    xs = sample_cases(b.base_model, b.tokenizer, create_diffusion(n, schedule, b.base_steps), cases, masks, rule="ccf",
+                      scale=3.0, samples=1, plain=True)
+    gone = [removed(describe_region(_uint8(x[0]), object_region(m, c.original.mask, c.others)))
+            for c, m, x in zip(cases, masks, xs)]
+    assert sum(gone) >= 7, gone
+    with pytest.raises(ValueError, match="unknown ShapesWorld variant 'nope'"):
+        load_backend("cpu", variant="nope")

@@ -17,11 +17,11 @@ the package, and an exact oracle measures what the paper showed with pictures.
 """
 from __future__ import annotations
 
-from .backend import BASE_STEPS, BEST_SCALES, WEIGHTS_DIR, load_backend, load_inpaint_model, load_ranker, weights_path
+from .backend import BASE_STEPS, BEST_SCALES, VARIANTS, WEIGHTS_DIR, load_backend, load_inpaint_model, load_ranker, weights_path
 from .oracle import Region, describe_region, judge, object_region
 from .scenes import COLOURS, SHAPES, SIZE, VOCAB, Obj, Scene, WordTokenizer, describe, make_scene, parse_text, referring_expressions
 
-__all__ = ["WEIGHTS_DIR", "load_backend", "load_inpaint_model", "load_ranker", "weights_path", "BASE_STEPS", "BEST_SCALES", "make_scene", "Scene", "Obj",
+__all__ = ["WEIGHTS_DIR", "VARIANTS", "load_backend", "load_inpaint_model", "load_ranker", "weights_path", "BASE_STEPS", "BEST_SCALES", "make_scene", "Scene", "Obj",
            "describe", "referring_expressions", "parse_text", "WordTokenizer", "describe_region", "object_region", "judge",
            "Region", "COLOURS", "SHAPES", "SIZE", "VOCAB"]
 

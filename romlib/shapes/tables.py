@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 #: Heavy ones are shipped in :data:`TABLES_FILE` and recomputed with ``notebook_table(name, rerun=True)``.
 NOTEBOOK_TABLES = {
     "dilation": dict(cases=("first", 24), rule="ccf", scale=3.0, samples=2, erode=1, dilations=(1, 3, 5, 7),
+                     empty_variant="removal",
                      doc="the first 24 cases of make_cases(seed=0); true mask eroded by 1 px, dilated by k; an empty "
-                         "target ('': remove) and the case's target under CCF s = 3"),
+                         "target ('': remove) with the 'removal' model, the case's target with the default one, CCF s = 3"),
     "guidance": dict(cases=("colour", 12, "shape", 12), methods=("inpaint", "cf", "ccf-direction", "cf-original", "ccf"),
                      scale=3.0, samples=2, dilation=3,
                      doc="the first 12 colour-only and 12 shape-only targets of make_cases(seed=0); every rule at s = 3"),
@@ -74,7 +75,10 @@ def table_cases(spec) -> list[Case]:
 
 
 def _measure_dilation(b, diffusion, cfg) -> list[dict]:
+    from .backend import load_backend
+
     cases = table_cases(cfg["cases"])
+    rm = load_backend("cpu", variant=cfg["empty_variant"]).base_model  # the model that learned removal
     rows = []
     for k in cfg["dilations"]:
         masks = [_edit_mask(c, cfg["erode"], k) for c in cases]
@@ -82,7 +86,7 @@ def _measure_dilation(b, diffusion, cfg) -> list[dict]:
                           samples=cfg["samples"])
         left = [int((c.original.mask & ~m).sum()) for c, m in zip(cases, masks)]
         over = [int((m & ~c.original.mask).sum()) for c, m in zip(cases, masks)]
-        empty = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
+        empty = sample_cases(rm, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
                              samples=cfg["samples"], plain=True)
         succ, old, gone, back = [], [], [], []
         for c, m, ss, es in zip(cases, masks, xs, empty):

@@ -387,7 +387,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                         "the shipped model); masked: GLIDE's recipe, the hole is always blanked")
     p.add_argument("--p-remove", type=float, default=0.0,
                    help="share of object holes taught as removal: empty caption, clean background as the answer "
-                        "(default 0; with it, an empty caption over a blanked hole always means 'nothing here')")
+                        "(default 0, the default model; the shipped 'removal' model used 0.1 with --p-partial 0.4; with it, an empty "
+                        "caption over a blanked hole always means 'nothing here')")
     p.add_argument("--p-partial", type=float, default=0.2,
                    help="share of non-empty captions naming one attribute ('a circle', 'a red shape'): the examples "
                         "that teach keeping what a target leaves free (default 0.2)")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["setup", "pipeline", "example", "chosen_case", "missing_phrase", "explore", "scrubber", "plot_trace",
+__all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "explore", "scrubber", "plot_trace",
            "trace_numbers", "widgets_available", "show", "note", "baselines_note", "timesteps_1000"]
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,24 @@ def pipeline(backend: str | None = None, **kwargs):
     from ..pipeline import get_pipeline
 
     return get_pipeline(backend, **kwargs)
+
+
+_REMOVAL: dict = {}
+
+
+def removal_pipeline(pipe):
+    """The pipeline to use for an *empty* target (remove the object, the paper's Fig. 8): on
+    ShapesWorld the shipped ``"removal"`` model (:data:`romlib.shapes.VARIANTS`, trained with removal
+    examples; the default model redraws a shape under an empty caption), loaded once; with the real
+    models ``pipe`` itself (GLIDE fills an empty-caption hole with background)."""
+    if pipe.backend.name != "shapes":
+        return pipe
+    if "pipe" not in _REMOVAL:
+        from ..pipeline import ROMPipeline
+        from ..shapes import load_backend
+
+        _REMOVAL["pipe"] = ROMPipeline(load_backend(pipe.device, variant="removal"))
+    return _REMOVAL["pipe"]
 
 
 def example(pipe, index: int = 0) -> tuple:
