@@ -253,7 +253,8 @@ NOTEBOOKS["03_ablation_dilation"] = header(
     "Here the mask is deliberately eroded first, so the effect is visible.",
     "the masks grow with k (red); at k = 1 the old object's rim is left outside the mask, so the object cannot be "
     "removed and the model often completes the old object instead of the target; from k = 3 on the empty target "
-    "leaves clean background and the target text is followed more and more often; larger k repaints more background.") + [
+    "leaves a background-like (blurred) fill and the target text is followed more and more often; larger k repaints "
+    "more background.") + [
     ("md", "**The paper's Fig. 8 removes the object**: an *empty* target asks for the clean background. On ShapesWorld "
            "this uses a second shipped model, `removal` (`rl.nb.removal_pipeline`), trained with removal examples "
            "(`romlib shapes-train --p-remove 0.1 --p-partial 0.4`, 38 minutes on 2 cores): it removes the object in "
@@ -290,10 +291,11 @@ NOTEBOOKS["03_ablation_dilation"] = header(
     "the model completes the whole old object in 17 % of samples) and the target is reached in only 15 % (the old "
     "object wins 71 %); k = 3 leaves about 2 pixels and removes the object in 100 % (target 75 %), k = 5 leaves under "
     "one (target 96 %); from there nothing improves for removal while over-coverage keeps growing (37 → 80 background "
-    "pixels repainted at k = 5 → 7). \"Removed\" means no shape is left; the fill is background-like but blurred (the "
-    "whole hole against the clean background: 23.6 dB for the `removal` model, 11.5 dB for the default one that redraws "
-    "a shape; 100 cases, k = 3): a tiny model brings textures such as the checks back as a smudge, as in the figure — the paper's trade-off, and why its kernel is small (k = 3 at 64×64) and the mask "
-    "slightly larger than the object.") + [
+    "pixels repainted at k = 5 → 7) — the paper's trade-off, and why its kernel is small (k = 3 at 64×64) and the mask "
+    "slightly larger than the object. What \"removed\" means here: no shape of 6 or more pixels is left (specks at a "
+    "triangle's thin tips can survive k = 3, as in the figure, and are gone at k = 5); the fill is background-like but "
+    "blurred (the whole hole against the clean background: 23.6 dB for the `removal` model, 11.5 dB for the default "
+    "one that redraws a shape; 100 cases, k = 3) — a tiny model brings textures such as the checks back as a smudge.") + [
     ("md", "Try other kernels and seeds with the widget (it reruns `edit` on the predicted mask)."),
     ("code", "rl.nb.explore(pipe, image, ref, target, samples=4, dilation=3);"),
 ] + footer(
