@@ -8,7 +8,7 @@ import numpy as np
 
 from .scenes import COLOURS, SHAPES, Scene, describe, make_scene, referring_expressions
 
-__all__ = ["Case", "make_cases", "select_cases", "CASE_KINDS"]
+__all__ = ["Case", "make_cases", "select_cases", "table_cases", "CASE_KINDS"]
 
 CASE_KINDS = ("both", "colour", "shape", "distractors")
 
@@ -88,3 +88,14 @@ def select_cases(kind: str, n: int, seed: int = 0) -> list:
         if len(chosen) >= n:
             return chosen[:n]
         m *= 2
+
+
+def table_cases(spec) -> list[Case]:
+    """The cases of a notebook table: ``("first", n)`` or pairs ``(kind, n, kind, n, ...)`` of
+    :func:`romlib.shapes.demo.select_cases`."""
+    if spec[0] == "first":
+        return make_cases(spec[1], 0)
+    out = []
+    for kind, n in zip(spec[::2], spec[1::2]):
+        out += select_cases(kind, n, 0)
+    return out

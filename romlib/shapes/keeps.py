@@ -18,7 +18,7 @@ dilated by 3, every rule at the same scale and from the same noise. The shipped 
 """
 from __future__ import annotations
 
-from .cases import Case
+from .cases import Case, table_cases
 from .oracle import describe_region, judge, keeps, object_region
 from .scenes import parse_text
 
@@ -47,8 +47,7 @@ def _kept_attribute(case: Case, j: dict) -> bool | None:
 def measure_keeps(b, diffusion, cfg) -> list[dict]:
     """One row per rule and target group: success, attribute / size / position kept, and all of
     them at once with the target reached ("edited, all kept"); rates with Wilson intervals."""
-    from .tables import _rate, table_cases
-    from .measure import _edit_mask, _uint8, sample_cases
+    from .measure import _edit_mask, _uint8, rate, sample_cases
 
     cases = table_cases(cfg["cases"])
     masks = [_edit_mask(c, 0, cfg["dilation"]) for c in cases]
@@ -78,5 +77,5 @@ def measure_keeps(b, diffusion, cfg) -> list[dict]:
         for g in GROUPS:
             f = flags[g]
             rows.append({"rule": rule, "targets": g, "n": len(f["success"]),
-                         **{k: (_rate(v) if v else "–") for k, v in f.items()}})
+                         **{k: (rate(v) if v else "–") for k, v in f.items()}})
     return rows

@@ -12,7 +12,7 @@ from .oracle import colour_labels, describe_region, judge, object_region
 from .scenes import erode_np
 
 
-__all__ = ["sample_cases", "score_samples", "segmenter_accuracy"]
+__all__ = ["sample_cases", "score_samples", "segmenter_accuracy", "wilson", "rate"]
 
 
 def _edit_mask(case: Case, erode: int, dilation: int) -> np.ndarray:
@@ -134,3 +134,22 @@ def segmenter_accuracy(cases: list[Case]) -> dict:
         ious.append((m & t).sum() / (m | t).sum())
         exact += bool((m == t).all())
     return {"exact": exact / len(cases), "mean_iou": float(np.mean(ious)), "n_cases": len(cases)}
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval of a proportion k/n (95 % by default)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    d = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / d
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, c - h), min(1.0, c + h)
+
+
+def rate(flags) -> dict:
+    """A rate with its Wilson 95 % interval: ``{"k", "n", "pct", "low", "high"}`` (percentages)."""
+    k, n = int(sum(bool(f) for f in flags)), len(flags)
+    lo, hi = wilson(k, n)
+    return {"k": k, "n": n, "pct": round(100 * k / n, 1) if n else float("nan"), "low": round(100 * lo, 1),
+            "high": round(100 * hi, 1)}

@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .cases import Case, make_cases
-from .measure import _edit_mask, _uint8, sample_cases
+from .cases import table_cases
+from .measure import _edit_mask, _uint8, rate, sample_cases, wilson  # noqa: F401 (wilson re-exported)
 from .oracle import describe_region, judge, object_region, removed
 
 __all__ = ["NOTEBOOK_TABLES", "TABLES_FILE", "wilson", "table_cases", "notebook_table", "measure_table",
@@ -41,37 +40,6 @@ NOTEBOOK_TABLES = {
                                   "(romlib.shapes.keeps)"),
 }
 TABLES_FILE = Path(__file__).resolve().parent / "weights" / "notebook_tables.json"
-
-
-def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (95 % by default)."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
-
-
-def _rate(flags) -> dict:
-    k, n = int(sum(bool(f) for f in flags)), len(flags)
-    lo, hi = wilson(k, n)
-    return {"k": k, "n": n, "pct": round(100 * k / n, 1) if n else float("nan"), "low": round(100 * lo, 1),
-            "high": round(100 * hi, 1)}
-
-
-def table_cases(spec) -> list[Case]:
-    """The cases of a notebook table: ``("first", n)`` or pairs ``(kind, n, kind, n, ...)`` of
-    :func:`romlib.shapes.demo.select_cases`."""
-    from .cases import select_cases
-
-    if spec[0] == "first":
-        return make_cases(spec[1], 0)
-    out = []
-    for kind, n in zip(spec[::2], spec[1::2]):
-        out += select_cases(kind, n, 0)
-    return out
 
 
 def _measure_dilation(b, diffusion, cfg) -> list[dict]:
@@ -101,8 +69,8 @@ def _measure_dilation(b, diffusion, cfg) -> list[dict]:
                 gone.append(removed(seen))
                 back.append(seen.colour == o.colour and seen.shape == o.shape)
         rows.append({"k": k, "leftover px": round(float(np.mean(left)), 1), "over px": round(float(np.mean(over)), 1),
-                     "removed ('')": _rate(gone), "old back ('')": _rate(back), "target reached": _rate(succ),
-                     "old back (target)": _rate(old)})
+                     "removed ('')": rate(gone), "old back ('')": rate(back), "target reached": rate(succ),
+                     "old back (target)": rate(old)})
     return rows
 
 
@@ -121,8 +89,8 @@ def _measure_guidance(b, diffusion, cfg) -> list[dict]:
                 j = judge(describe_region(_uint8(x), region), c.target, c.original)
                 succ.append(j["success"])
                 pres.append(bool(j["preserved"]))
-        rows.append({"rule": method, "scale": 1.0 if method == "inpaint" else cfg["scale"], "success": _rate(succ),
-                     "preservation": _rate(pres)})
+        rows.append({"rule": method, "scale": 1.0 if method == "inpaint" else cfg["scale"], "success": rate(succ),
+                     "preservation": rate(pres)})
     return rows
 
 
@@ -143,8 +111,8 @@ def _measure_ranking(b, diffusion, cfg) -> list[dict]:
         em = torch.from_numpy(m)[None, None].float()
         for mode in ("local", "masked"):
             top[mode].append(ok[rank_samples(b.ranker, ss, c.target, mode, box=box, edit_mask=em).order[0]])
-    rows = [{"pick": k, "top-1 success": _rate(v)} for k, v in top.items()]
-    rows.append({"pick": "any sample (mean)", "top-1 success": _rate(ok_all)})
+    rows = [{"pick": k, "top-1 success": rate(v)} for k, v in top.items()]
+    rows.append({"pick": "any sample (mean)", "top-1 success": rate(ok_all)})
     return rows
 
 
@@ -164,7 +132,7 @@ def segmenter_table(n: int = 24, seed: int = 0) -> dict:
         ious.append(float((m & t).sum() / (m | t).sum()))
         sc = sorted(r.scores.tolist(), reverse=True)
         margins.append(sc[0] - sc[1] if len(sc) > 1 else float("nan"))
-    return {"n": n, "exact": _rate(exact), "mean IoU": round(float(np.mean(ious)), 3),
+    return {"n": n, "exact": rate(exact), "mean IoU": round(float(np.mean(ious)), 3),
             "margin min": round(float(np.nanmin(margins)), 3), "margin mean": round(float(np.nanmean(margins)), 3),
             "doc": f"the first {n} cases of make_cases(seed={seed}) with three objects, one sharing the referred "
                    "object's colour or shape"}
