@@ -296,3 +296,14 @@ def test_removal_recipe_gives_the_empty_caption_one_meaning_and_partial_captions
         from romlib.shapes.train import train_inpaint
 
         train_inpaint("unused", p_partial=0.9)
+
+
+def test_p_source_sets_the_share_of_examples_showing_a_source():
+    import numpy as np
+
+    from romlib.shapes.train import make_example
+
+    for p, lo, hi in ((0.0, 0.0, 0.0), (0.9, 0.8, 0.97), (1.0, 1.0, 1.0)):
+        rng = np.random.default_rng(7)
+        shown = [make_example(rng, p_empty=0.0, p_source=p)[1] is not None for _ in range(200)]
+        assert lo <= np.mean(shown) <= hi, (p, np.mean(shown))

@@ -176,7 +176,7 @@ def _save_weights(path: Path, model, meta: dict) -> None:
 def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | None = 38.0, batch_size: int = 32,
                   lr: float = 1e-3, ema: float = 0.999, device="cpu", seed: int = 0, resume: bool = False,
                   inpaint_input: InpaintInput = "pairs", save_every: int = 250, threads: int | None = None,
-                  p_remove: float = 0.0, p_partial: float = 0.2, progress: bool = True) -> Path:
+                  p_remove: float = 0.0, p_partial: float = 0.2, p_source: float = 0.5, progress: bool = True) -> Path:
     """Train the tiny GLIDE inpainting model; returns the path of ``inpaint.pt`` (EMA weights).
 
     Stops at ``steps`` or after ``minutes`` of training (time spent before a resume counts),
@@ -191,6 +191,8 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
         raise ValueError(f"inpaint_input must be 'masked' or 'pairs', got {inpaint_input!r}")
     if not 0.0 <= p_remove < 1.0:
         raise ValueError(f"p_remove must lie in [0, 1), got {p_remove!r}")
+    if not 0.0 <= p_source <= 1.0:
+        raise ValueError(f"p_source must lie in [0, 1], got {p_source!r}")
     if not 0.0 <= p_partial <= 0.65:
         raise ValueError(f"p_partial must lie in [0, 0.65] (the share of non-referring captions), got {p_partial!r}")
     if threads:
@@ -221,7 +223,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
              inpaint_input, device)
     budget = (minutes or float("inf")) * 60
     meta = {"steps": step, "batch_size": batch_size, "lr": lr, "ema": ema, "seed": seed, "inpaint_input": inpaint_input,
-            "p_remove": p_remove, "p_partial": p_partial,
+            "p_remove": p_remove, "p_partial": p_partial, "p_source": p_source,
             "device": str(device), "threads": torch.get_num_threads(), "params": n_params,
             "schedule": ["squaredcos_cap_v2", 1000]}
 
@@ -234,7 +236,8 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     model.train()
     t_last = time.perf_counter()
     while step < steps and elapsed < budget:
-        b = make_batch(rng, batch_size, inpaint_input=inpaint_input, p_remove=p_remove, p_partial=p_partial)
+        b = make_batch(rng, batch_size, inpaint_input=inpaint_input, p_remove=p_remove, p_partial=p_partial,
+                       p_source=p_source)
         x0, keep = b["x0"].to(device), b["keep"].to(device)
         tokens, mask = tok.batch(b["texts"], TEXT_CTX, device=device)
         t = torch.randint(0, arrays.num_timesteps, (batch_size,), device=device)
@@ -392,6 +395,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--p-partial", type=float, default=0.2,
                    help="share of non-empty captions naming one attribute ('a circle', 'a red shape'): the examples "
                         "that teach keeping what a target leaves free (default 0.2)")
+    p.add_argument("--p-source", type=float, default=0.5,
+                   help="pairs: share of examples showing a source object under the hole instead of a blank (default 0.5)")
     p.add_argument("--ranker-steps", type=int, default=1200, help="ranker training steps (default 1200)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -415,6 +420,7 @@ def train_command(args) -> int:
         written.append(train_inpaint(out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
                                      device=args.device, seed=args.seed, resume=args.resume, threads=args.threads,
                                      inpaint_input=args.inpaint_input, p_remove=args.p_remove, p_partial=args.p_partial,
+                                     p_source=args.p_source,
                                      progress=not args.quiet))
     if args.what in ("all", "ranker"):
         written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed, progress=not args.quiet))

@@ -81,8 +81,8 @@ def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str
 
 
 def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: float = 0.1,
-                 inpaint_input: InpaintInput = "pairs", p_remove: float = 0.0, p_partial: float = 0.2
-                 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
+                 inpaint_input: InpaintInput = "pairs", p_remove: float = 0.0, p_partial: float = 0.2,
+                 p_source: float = 0.5) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, str]:
     """One training example: ``(x0 uint8 [H, W, 3], source uint8 or None, hole bool [H, W], caption)``;
     ``source`` is the unmasked counterfactual the model is shown (pairs), None = the masked x0.
 
@@ -91,8 +91,9 @@ def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: floa
     its source (the object itself: an empty caption names nothing to change), so an empty caption
     over a *blanked* hole always means "nothing here" — the empty target removes. ``p_partial``:
     share of the non-empty captions that name one attribute ("a circle", "a red shape"), the
-    examples that teach keeping what the caption leaves free. The defaults (0, 0.2) draw exactly
-    the shipped recipe's random stream."""
+    examples that teach keeping what the caption leaves free. ``p_source``: share of the (pairs)
+    examples that show a source under the hole instead of a blank. The defaults (0, 0.2, 0.5) draw
+    exactly the shipped recipe's random stream."""
     scene = make_scene(rng)
     size = scene.image.shape[0]
     if rng.random() < p_empty:
@@ -113,7 +114,7 @@ def make_example(rng: np.random.Generator, *, p_drop: float = 0.2, p_empty: floa
         return scene.without_object(i).image, None, hole, ""
     caption = _caption(rng, scene, i, p_drop, p_partial)
     source = None
-    if inpaint_input == "pairs" and (rng.random() < 0.5 or (p_remove > 0 and not caption)):
+    if inpaint_input == "pairs" and (rng.random() < p_source or (p_remove > 0 and not caption)):
         source = _counterfactual(rng, scene, i, caption)
     return scene.image, source, hole, caption
 
