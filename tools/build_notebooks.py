@@ -63,15 +63,16 @@ def footer(name: str, summary: str, exercises: list[str]) -> list:
     return [("md", f"## Summary\n\n{summary}\n\n## Exercises\n\n{ex}\n\n**Next:** [{nxt}]({nxt}.ipynb) — {why}.")]
 
 
-def table_cells(name: str, question: str, claim: str) -> list:
+def table_cells(name: str, question: str, claim: str, title: str = "Measured over a fixed selection (ShapesWorld)",
+                rerun: str = "a few minutes on a CPU") -> list:
     """A measured table: the shipped numbers in a checked cell, and a cell that reruns them on demand."""
     return [
-        ("md", f"## Measured over a fixed selection (ShapesWorld)\n\n{question}\n\nThe numbers come from "
+        ("md", f"## {title}\n\n{question}\n\nThe numbers come from "
                f"`rl.shapes.bench.notebook_table({name!r})` — shipped with the package because they take minutes on a "
                "CPU; the next cell recomputes them on demand (same cases, same seeds). Rates are over all samples, "
                "with Wilson 95 % intervals."),
         ("code", CHECK + f"table = rl.shapes.bench.notebook_table({name!r})\nprint(rl.shapes.bench.format_notebook_table(table))"),
-        ("code", "RERUN = False  # True: recompute the table above on this machine (a few minutes on a CPU)\n"
+        ("code", f"RERUN = False  # True: recompute the table above on this machine ({rerun})\n"
                  f"if RERUN:\n    print(rl.shapes.bench.format_notebook_table(rl.shapes.bench.notebook_table({name!r}, rerun=True)))"),
         ("md", claim),
     ]
@@ -378,7 +379,9 @@ NOTEBOOKS["04_ablation_guidance"] = header(
     "should stay, and s = 3 amplifies that push; at s = 1, where nothing is amplified, CCF keeps the free attribute in "
     "55 % of samples (`docs/shapesworld.md`). Retraining with twice as many one-attribute captions (the `removal` "
     "model of notebook 03) did not change it (CCF 25.4 %, CF-original 36.3 % on the same 400 cases). What works in "
-    "this world: name what should stay — then every rule keeps it.") + footer(
+    "this world: name what should stay — then every rule keeps it.",
+    title="What an edit keeps: size, position, attributes (400 cases, ShapesWorld)",
+    rerun="about 10 minutes on 2 CPU cores") + footer(
     "04_ablation_guidance",
     "The rules differ in one line (the base branch) and one input (original or masked image). Measured at equal scale, "
     "all reach the target; they differ in what they keep.",
