@@ -20,14 +20,18 @@ log = logging.getLogger(__name__)
 NAMES = ("glide", "shapes", "tiny")
 
 
-def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False) -> Backend:
+def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False,
+         variant: str | None = None) -> Backend:
+    """Backend ``name``; ``variant`` picks one of ShapesWorld's shipped models (:data:`romlib.shapes.VARIANTS`)."""
     device = torch.device(device)
+    if variant is not None and name != "shapes":
+        raise ValueError(f"variant={variant!r} applies to the 'shapes' backend only, not {name!r}")
     if name == "glide":
         return _glide(device, dtype, progress, baselines)
     if name == "shapes":
         from .shapes import load_backend
 
-        return load_backend(device=device)
+        return load_backend(device=device, variant=variant or "default")
     if name == "tiny":
         from .models.tiny import tiny_backend
 

@@ -54,13 +54,6 @@ def test_target_groups():
     assert group("a blue square") == "changes both"
 
 
-def _ideal(case):
-    from romlib.shapes.scenes import parse_text
-
-    named = parse_text(case.target).named
-    return case.scene.with_object(case.obj, named.get("colour"), named.get("shape")).image
-
-
 @pytest.mark.parametrize("answer", ["ideal", "unedited", "emptied", "moved"])
 def test_keeps_report_on_known_answers(monkeypatch, answer):
     """measure_keeps with a sampler that returns a known image: the ideal edit scores 100 % everywhere,
@@ -169,3 +162,17 @@ def test_removal_variant_removes_under_an_empty_target():
     assert sum(gone) >= 7, gone
     with pytest.raises(ValueError, match="unknown ShapesWorld variant 'nope'"):
         load_backend("cpu", variant="nope")
+
+
+def test_removal_variant_comes_from_the_one_pipeline_cache():
+    """rl.nb.removal_pipeline is get_pipeline('shapes', variant='removal'): loaded once, the removal model;
+    a variant on another backend is refused by name."""
+    import romlib as rl
+    from romlib import backends
+
+    pipe = rl.nb.pipeline("shapes")
+    rem = rl.nb.removal_pipeline(pipe)
+    assert rem is rl.nb.removal_pipeline(pipe) and rem is not pipe
+    assert rem.backend.base_model.meta["p_remove"] == 0.1 and pipe.backend.base_model.meta.get("p_remove", 0) == 0
+    with pytest.raises(ValueError, match="variant='removal' applies to the 'shapes' backend only"):
+        backends.load("tiny", variant="removal")

@@ -66,7 +66,7 @@ def measure_keeps(b, diffusion, cfg) -> list[dict]:
             for x in ss:
                 seen = describe_region(_uint8(x), region)
                 j, geo = judge(seen, c.target, c.original), keeps(seen, orig)
-                attr = _kept_attribute(c, {**j, "colour": seen.colour, "shape": seen.shape})
+                attr = _kept_attribute(c, j)
                 f = flags[g]
                 f["success"].append(j["success"])
                 if attr is not None:

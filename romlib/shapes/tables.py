@@ -46,7 +46,8 @@ def _measure_dilation(b, diffusion, cfg) -> list[dict]:
     from .backend import load_backend
 
     cases = table_cases(cfg["cases"])
-    rm = load_backend("cpu", variant=cfg["empty_variant"]).base_model  # the model that learned removal
+    device = next(b.base_model.parameters()).device
+    rm = load_backend(device, variant=cfg["empty_variant"]).base_model  # the model that learned removal
     rows = []
     for k in cfg["dilations"]:
         masks = [_edit_mask(c, cfg["erode"], k) for c in cases]

@@ -61,22 +61,16 @@ def pipeline(backend: str | None = None, **kwargs):
     return get_pipeline(backend, **kwargs)
 
 
-_REMOVAL: dict = {}
-
-
 def removal_pipeline(pipe):
     """The pipeline to use for an *empty* target (remove the object, the paper's Fig. 8): on
     ShapesWorld the shipped ``"removal"`` model (:data:`romlib.shapes.VARIANTS`, trained with removal
-    examples; the default model redraws a shape under an empty caption), loaded once; with the real
-    models ``pipe`` itself (GLIDE fills an empty-caption hole with background)."""
+    examples; the default model redraws a shape under an empty caption), from the same cache as
+    :func:`pipeline`; with the real models ``pipe`` itself (GLIDE fills an empty-caption hole with background)."""
     if pipe.backend.name != "shapes":
         return pipe
-    if "pipe" not in _REMOVAL:
-        from ..pipeline import ROMPipeline
-        from ..shapes import load_backend
+    from ..pipeline import get_pipeline
 
-        _REMOVAL["pipe"] = ROMPipeline(load_backend(pipe.device, variant="removal"))
-    return _REMOVAL["pipe"]
+    return get_pipeline("shapes", device=pipe.device, variant="removal")
 
 
 def example(pipe, index: int = 0) -> tuple:
