@@ -16,6 +16,10 @@ served by a loopback **mirror** that ``ROMLIB_MIRROR`` points at.
 
 Weights are drawn fast rather than well: each tensor is cut from one pool of Gaussian numbers,
 scaled by 1/sqrt(fan-in); norm scales are 1 and biases 0, so activations stay finite.
+* :func:`reduce_budget` caps every edit, comparison and trace at :data:`REDUCED` (1 sample, 2 base and
+  2 upsampler steps; Blended Diffusion at 2 of its own steps) so the notebooks' real path runs on a CPU,
+  handing each method only the knobs its registry entry reads (:func:`reduced_knobs`).
+
 Used by ``tests/test_rehearsal.py`` and ``tools/rehearse_notebooks.py``; nothing here is needed
 to use romlib.
 """
@@ -34,7 +38,8 @@ import torch
 
 from . import hub
 
-__all__ = ["MANIFESTS", "BUILDABLE", "build_mirror", "build_file", "random_state_dict", "MirrorServer"]
+__all__ = ["MANIFESTS", "BUILDABLE", "build_mirror", "build_file", "random_state_dict", "MirrorServer", "REDUCED",
+           "reduced_knobs", "reduce_budget"]
 
 log = logging.getLogger(__name__)
 
@@ -323,3 +328,61 @@ class MirrorServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+#: ``tools/rehearse_notebooks.py --reduced``: every edit at 1 sample, 2 base and 2 upsampler steps (a CPU's budget)
+REDUCED = {"samples": 1, "steps": 2, "upsample_steps": 2}
+#: Blended Diffusion's own schedule under the reduced budget: respaced to 4 steps, the first 2 skipped (2 run)
+REDUCED_BLENDED = {"steps": "4", "skip_timesteps": 2}
+
+
+def reduced_knobs(guidance: str, budget: dict | None = None) -> dict:
+    """The part of ``budget`` (default :data:`REDUCED`) that ``guidance`` reads: the sampling knobs
+    its registry entry honours (:attr:`romlib.guidance.methods.Method.honours`), and every other
+    knob (``samples``) as is. Blended, which reads no sampling knob, gets ``{"samples": 1}``."""
+    from .guidance.methods import SAMPLING_KNOBS, get
+
+    method = get(guidance)
+    return {k: v for k, v in (REDUCED if budget is None else budget).items()
+            if k not in SAMPLING_KNOBS or k in method.honours}
+
+
+def _reduce_blended(backend) -> None:
+    """Cut the loaded Blended baseline (if any) to :data:`REDUCED_BLENDED`: its step count lives on the
+    baseline, not on the edit's knobs (Blended refuses ``steps=``)."""
+    blended = backend.extras.get("blended")
+    if blended is None or getattr(blended, "_reduced", False):
+        return
+    from .models.adm import create_diffusion
+
+    blended.diffusion = create_diffusion(REDUCED_BLENDED["steps"])
+    blended.kw = {**blended.kw, "skip_timesteps": REDUCED_BLENDED["skip_timesteps"]}
+    blended._reduced = True
+
+
+def reduce_budget(budget: dict | None = None) -> None:
+    """Patch :class:`romlib.pipeline.ROMPipeline` in this process so that every ``edit`` (and so every
+    ``compare``, widget and study case) runs at ``budget`` (default :data:`REDUCED`), each method with
+    only the knobs it reads (:func:`reduced_knobs`), and every ``trace`` at the budget's ``steps``.
+    The rehearsal's first cell calls it; idempotent."""
+    import dataclasses
+
+    from .config import EditConfig
+    from .pipeline import ROMPipeline
+
+    budget = dict(REDUCED if budget is None else budget)
+    if getattr(ROMPipeline.edit, "_reduced", False):
+        ROMPipeline.edit, ROMPipeline.trace = ROMPipeline.edit.__wrapped__, ROMPipeline.trace.__wrapped__
+    edit, trace = ROMPipeline.edit, ROMPipeline.trace
+
+    def reduced_edit(self, image, ref, target, config=None, **knobs):
+        cfg = EditConfig.from_kwargs(config, **knobs)
+        _reduce_blended(self.backend)
+        return edit(self, image, ref, target, dataclasses.replace(cfg, **reduced_knobs(cfg.guidance, budget)))
+
+    def reduced_trace(self, *args, **kw):
+        return trace(self, *args, **{**kw, "steps": budget.get("steps", kw.get("steps"))})
+
+    for new, old in ((reduced_edit, edit), (reduced_trace, trace)):
+        new.__wrapped__, new._reduced, new.__doc__ = old, True, old.__doc__
+    ROMPipeline.edit, ROMPipeline.trace = reduced_edit, reduced_trace

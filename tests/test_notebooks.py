@@ -15,6 +15,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+import torch
 
 nbformat = pytest.importorskip("nbformat")
 
@@ -76,23 +77,35 @@ def _mutated(tmp_path, change) -> list[str]:
     return builder.problems(path)
 
 
+def _install(cells):
+    return next(c for c in cells if "ROMLIB_SOURCE =" in c.source)
+
+
+def _before(cells):
+    return next(c for c in cells if c.source.startswith("## Before you start"))
+
+
 def _first_checked(cells):
     return next(c for c in cells if _checked(c))
 
 
 @pytest.mark.parametrize("change, says", [
-    (lambda cells: cells[1].__setitem__("source", cells[1].source.replace("romlib/romlib", "someone/else")),
+    (lambda cells: _install(cells).__setitem__("source", _install(cells).source.replace("romlib/romlib", "someone/else")),
      "not the install cell"),
     (lambda cells: cells[0].__setitem__("source", cells[0].source.replace("colab-badge.svg", "badge.svg")), "Colab badge"),
     (lambda cells: cells[0].__setitem__("source", cells[0].source.replace("# ", "", 1)), "'# ' title"),
-    (lambda cells: cells[0].__setitem__("source", cells[0].source.replace("Expected time", "Time")), "'Expected time'"),
+    (lambda cells: cells[1].__setitem__("source", cells[1].source.replace("Expected time", "Time")), "'Expected time'"),
     (lambda cells: cells[-1].__setitem__("source", cells[-1].source.replace("## Exercises", "## Things to try")),
      "lacks '## Exercises'"),
     (lambda cells: cells[-1].__setitem__("source", cells[-1].source.replace(".ipynb)", ".md)")), "**Next:**"),
     (lambda cells: _first_checked(cells).__setitem__(
         "source", _first_checked(cells).source.replace(MARK + "\n", "") + "  " + MARK), "not as its first line"),
     (lambda cells: setattr(_first_checked(cells), "execution_count", None), "execution_count"),
-], ids=["install", "badge", "title", "header", "footer", "next", "marker", "count"])
+    (lambda cells: _before(cells).__setitem__("source", _before(cells).source.replace("**Learning objectives.**", "")),
+     "'**Learning objectives.**'"),
+    (lambda cells: _before(cells).__setitem__("source", _before(cells).source.replace("**Paper.**", "Paper")), "'**Paper.**'"),
+    (lambda cells: cells[-1].__setitem__("source", cells[-1].source + " word" * 200), "words"),
+], ids=["install", "badge", "title", "header", "footer", "next", "marker", "count", "objectives", "paper", "long"])
 def test_checker_catches_each_missing_part(tmp_path, change, says):
     found = _mutated(tmp_path, change)
     assert any(says in msg for msg in found), f"expected a finding with {says!r}, got {found}"
@@ -106,7 +119,7 @@ def test_sync_rewrites_install_cell_and_badge_and_keeps_outputs(tmp_path):
     assert builder.sync(path) is False, "the committed notebook is already in sync"
     assert builder.sync(path, source="romlib==9.9", repo="class/fork") is True
     nb = nbformat.read(path, as_version=4)
-    assert "ROMLIB_SOURCE = 'romlib==9.9'" in nb.cells[1].source
+    assert "ROMLIB_SOURCE = 'romlib==9.9'" in _install(nb.cells).source
     assert "github/class/fork/blob/main/notebooks/03_ablation_dilation.ipynb" in nb.cells[0].source
     assert sum(_pngs(c) for c in nb.cells) == sum(_pngs(c) for c in nbformat.read(NOTEBOOKS[3], as_version=4).cells)
     assert builder.problems(path, source="romlib==9.9", repo="class/fork") == []
@@ -301,3 +314,55 @@ def test_study_cases_leave_no_figure_for_the_inline_backend():
                                 ("cf", "ccf"))
     assert [sorted(c.outputs) for c in cases] == [["ccf", "cf"]] * 2
     assert plt.get_fignums() == [], "an open comparison figure would render under the blind widget"
+
+
+def _fake_pipe(segment):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(segment=segment, backend=SimpleNamespace(base_model=SimpleNamespace(cfg=SimpleNamespace(image_size=64))))
+
+
+def _seg(mask):
+    from romlib.contracts import Segmentation
+
+    return Segmentation(mask=mask, box=(0.0, 0.0, 1.0, 1.0), score=0.9)
+
+
+def test_referred_mask_erodes_a_found_object():
+    from PIL import Image
+
+    from romlib.teach.nb import referred_mask
+
+    mask = torch.zeros(90, 120, dtype=torch.bool)
+    mask[30:60, 40:80] = True
+    seg, got = referred_mask(_fake_pipe(lambda image, ref, **kw: _seg(mask)), Image.new("RGB", (120, 90)), "the cat", erode=3)
+    assert seg.mask is mask and int(got.sum()) == 28 * 38  # one pixel off each side
+
+
+def test_referred_mask_goes_on_with_a_named_fallback_when_nothing_is_found(capsys):
+    """An empty (or, once eroded, empty) mask and a NoObjectFound each say so and go on; never a traceback."""
+    from PIL import Image
+
+    from romlib.contracts import NoObjectFound
+    from romlib.teach.nb import centred_box_mask, referred_mask
+
+    image = Image.new("RGB", (120, 90))
+    speckle = torch.zeros(90, 120, dtype=torch.bool)
+    speckle[::4, ::4] = True  # a random-weight MDETR's mask: many pixels, none survives erosion
+    seg, got = referred_mask(_fake_pipe(lambda image, ref, **kw: _seg(speckle)), image, "the cat", erode=3)
+    out = capsys.readouterr().out
+    assert "Nothing found" in out and "'the cat'" in out and "centred box" in out
+    assert got.equal(centred_box_mask(image)) and int(got.sum()) == 30 * 40
+
+    calls = []
+
+    def segment(image, ref, best_anyway=False, **kw):
+        calls.append(best_anyway)
+        if not best_anyway:
+            raise NoObjectFound(ref, 0.12, (1, 2, 3, 4), 0.5)
+        return _seg(centred_box_mask(image))
+
+    seg, got = referred_mask(_fake_pipe(segment), image, "a purple elephant")
+    out = capsys.readouterr().out
+    assert calls == [False, True] and "best score 0.120" in out and "best_anyway=True" in out
+    assert got.equal(centred_box_mask(image))

@@ -262,3 +262,43 @@ def test_the_shipped_gpt2_vocabulary_is_glides():
     assert tok.n_vocab == golden["n_vocab"] and tok.end_token == golden["end_token"]
     for text, case in golden["cases"].items():
         assert tok.encode(text) == case["ids"], text
+
+
+def test_reduced_budget_hands_each_method_only_the_knobs_it_reads():
+    """``--reduced`` must not hand ``steps`` to Blended (which refuses it): each method gets what its entry honours."""
+    from romlib.config import EditConfig
+    from romlib.guidance.methods import METHODS
+    from romlib.rehearsal import REDUCED, reduced_knobs
+
+    assert reduced_knobs("blended") == {"samples": 1}
+    assert reduced_knobs("ccf") == REDUCED and reduced_knobs("clip") == REDUCED
+    for name, method in METHODS.items():
+        knobs = reduced_knobs(name)
+        method.check(EditConfig.from_kwargs(guidance=name, **knobs))  # refuses any knob it does not read
+        assert set(knobs) - {"samples"} <= method.honours, name
+    with pytest.raises(ValueError, match="blended"):
+        METHODS["blended"].check(EditConfig.from_kwargs(guidance="blended", **REDUCED))  # what the old budget did
+
+
+def test_reduce_budget_caps_edits_traces_and_blendeds_own_schedule(monkeypatch):
+    from types import SimpleNamespace
+
+    from romlib.pipeline import ROMPipeline
+    from romlib.rehearsal import _reduce_blended, reduce_budget
+
+    monkeypatch.setattr(ROMPipeline, "edit", ROMPipeline.edit)  # restored after the test
+    monkeypatch.setattr(ROMPipeline, "trace", ROMPipeline.trace)
+    reduce_budget()
+    reduce_budget()  # idempotent: wraps the originals once
+    assert not getattr(ROMPipeline.edit.__wrapped__, "_reduced", False)
+    pipe = ROMPipeline.from_pretrained("tiny")
+    image = torch.rand(3, 64, 64)
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[20:40, 20:40] = True
+    r = pipe.edit(image, "the red car", "a blue truck", mask=mask, samples=4, steps="10", upsample=False)
+    assert (r.settings["samples"], r.settings["steps"]) == (1, "2") and len(r.images) == 1
+    trace = pipe.trace(image, "the red car", "a blue truck", mask=mask, steps=25)
+    assert len(trace) == 2
+    blended = SimpleNamespace(diffusion=None, kw={"skip_timesteps": 25, "aug_num": 8})
+    _reduce_blended(SimpleNamespace(extras={"blended": blended}))
+    assert blended.kw == {"skip_timesteps": 2, "aug_num": 8} and blended.diffusion.num_timesteps == 4

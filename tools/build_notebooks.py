@@ -9,7 +9,8 @@ Each ``notebooks/*.ipynb`` is its own source: edit it in Jupyter or Colab, then
 What every notebook has (``problems`` lists what is missing, by notebook and cell):
 
 * a header before the first code cell: a ``# `` title, the Colab badge of :func:`badge`, the lines of
-  :data:`HEADER_NEEDS`;
+  :data:`HEADER_NEEDS` (learning objectives, prerequisites, the paper by section and equation);
+* markdown cells of at most :data:`MAX_WORDS` words (collapsed ``<details>`` solutions aside);
 * the install cell :data:`INSTALL` as its first code cell, identical everywhere, then the setup cell :data:`SETUP`;
 * a footer: ``## Summary``, then ``## Exercises``, then a last markdown cell with ``**Next:**`` and a link to
   another notebook of the folder;
@@ -34,7 +35,10 @@ REPO = "romlib/romlib"  # GitHub owner/name for the Colab badges
 PACKAGE_SOURCE = f"git+https://github.com/{REPO}"
 MARK = "# NBVAL_CHECK_OUTPUT"
 #: what the header (the markdown before the first code cell) must say, besides its title and badge
-HEADER_NEEDS = ("What you should see", "Expected time")
+HEADER_NEEDS = ("What you should see", "Expected time", "## Before you start", "**Learning objectives.**",
+                "**Prerequisites.**", "**Paper.**", "§")
+#: a student reads short cells: no markdown cell over this many words (``\w+``; collapsed ``<details>`` cells aside)
+MAX_WORDS = 180
 FOOTER_NEEDS = ("## Summary", "## Exercises", "**Next:**")
 
 
@@ -90,6 +94,11 @@ def problems(path: Path, *, source: str = PACKAGE_SOURCE, repo: str = REPO) -> l
     if len(code_at) < 2 or cells[code_at[1]].source != SETUP:
         out.append(f"{name}: the second code cell is not the setup cell {SETUP.splitlines()[0]!r}...")
     md = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
+    for i, src in md:
+        words = len(re.findall(r"\w+", src))
+        if words > MAX_WORDS and "<details" not in src:
+            out.append(f"{name}: markdown cell {i} has {words} words (at most {MAX_WORDS}; details belong in docs/): "
+                       f"{src[:50]!r}")
     at = {w: next((i for i, s in md if w in s), None) for w in FOOTER_NEEDS}
     for w, i in at.items():
         if i is None:

@@ -10,7 +10,8 @@ temporary folder by default; a kept ``--work`` reuses them) and served from 127.
 ``ROMLIB_CACHE`` shared by the notebooks, ``ROMLIB_BACKEND=glide`` and ``ROMLIB_PROGRESS=0``; the
 table gives its seconds, the peak GPU memory its kernel allocated (``torch.cuda.max_memory_allocated``)
 and its first error. ``--reduced`` caps every ``edit``/``compare``/``trace`` at 1 sample and 2 base and
-2 upsampler steps (for the CPU); without it each notebook runs its own budget at full size.
+2 upsampler steps, Blended at 2 of its own steps (for the CPU; each method gets only the knobs it reads:
+:func:`romlib.rehearsal.reduce_budget`); without it each notebook runs its own budget at full size.
 ``--markdown`` prints the table as Markdown (for docs/reproduce.md). Exit code 1 if a notebook failed.
 """
 from __future__ import annotations
@@ -26,31 +27,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REDUCE = '''# rehearsal: reduced budget (1 sample, 2 base + 2 upsampler steps)
-import dataclasses as _dc, inspect as _inspect
-import romlib.pipeline as _rp
-_BUDGET = {"samples": 1, "steps": 2, "upsample_steps": 2}
-def _reduced(method):
-    names = set(_inspect.signature(method).parameters)
-    def wrapper(self, *args, **kw):
-        cfg = kw.get("config") or next((a for a in args if _dc.is_dataclass(a)), None)
-        if cfg is not None:
-            new = _dc.replace(cfg, **{k: v for k, v in _BUDGET.items() if hasattr(cfg, k)})
-            args = tuple(new if a is cfg else a for a in args)
-            if "config" in kw: kw["config"] = new
-        else:
-            kw.update({k: v for k, v in _BUDGET.items() if k in names or "knobs" in names or "kwargs" in names})
-        return method(self, *args, **kw)
-    return wrapper
-for _name in ("edit", "trace"):
-    if hasattr(_rp.ROMPipeline, _name):
-        setattr(_rp.ROMPipeline, _name, _reduced(getattr(_rp.ROMPipeline, _name)))
-_orig_compare = _rp.ROMPipeline.compare
-def _compare(self, *args, **kw):
-    kw["samples"] = 1
-    return _orig_compare(self, *args, **kw)
-_rp.ROMPipeline.compare = _compare
-'''
+REDUCE = """# rehearsal: the reduced budget (romlib.rehearsal.REDUCED; each method gets only the knobs it reads)
+import romlib.rehearsal
+romlib.rehearsal.reduce_budget()
+"""
 REPORT = '''import json as _json, torch as _torch
 print("REHEARSAL_GPU_PEAK", _json.dumps(_torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None))
 '''
