@@ -141,7 +141,8 @@ def segmentation_figure(image, seg, top: int = 5):
             rows.append((q, round(float(seg.scores[q]), 3), box))
             _box(ax[0], box, color="yellow" if q == seg.index else "white", lw=2 if q == seg.index else 1)
             ax[0].text(box[0], box[1], f"{seg.scores[q]:.2f}", color="k", fontsize=7, backgroundcolor="w")
-    shown = f"the {len(rows)} best of {len(seg.scores)} queries" if rows else "no query scores"
+    n = 0 if seg.scores is None else len(seg.scores)
+    shown = (f"all {n} queries" if len(rows) == n else f"the {len(rows)} best of {n} queries") if rows else "no query scores"
     ax[0].set_title(f"{shown} for {seg.text!r} (yellow: chosen)", fontsize=9)
     ax[1].imshow(overlay_mask(image, seg.mask))
     _box(ax[1], seg.box)
