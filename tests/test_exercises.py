@@ -108,3 +108,11 @@ def test_import_romlib_stays_light():
     code = "import romlib, sys; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "False"
+
+
+def test_the_teaching_guide_lists_every_exercise():
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "teaching.md").read_text()
+    missing = [eid for eid in EXERCISES if f"`{eid}`" not in guide]
+    assert not missing, f"docs/teaching.md does not list {missing}"
