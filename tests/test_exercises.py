@@ -116,3 +116,18 @@ def test_the_teaching_guide_lists_every_exercise():
     guide = (Path(__file__).resolve().parent.parent / "docs" / "teaching.md").read_text()
     missing = [eid for eid in EXERCISES if f"`{eid}`" not in guide]
     assert not missing, f"docs/teaching.md does not list {missing}"
+
+
+@pytest.mark.parametrize("eid", IDS)
+def test_the_notebook_cells_run_and_check(eid, capsys):
+    """The student's cell (stub + check call) runs as it stands and prints a verdict; the folded
+    solution cell holds code that passes."""
+    e = EXERCISES[eid]
+    ns = {"rl": rl}
+    exec(e.cell, ns)
+    assert f"[{eid}]" in capsys.readouterr().out
+    assert e.solution_cell.startswith("<details>") and e.solution_cell.rstrip().endswith("</details>")
+    code = e.solution_cell.split("```python\n", 1)[1].split("```", 1)[0]
+    ns = {}
+    exec(code, ns)
+    assert e.check(ns[e.function]).ok

@@ -170,8 +170,24 @@ class Exercise:
 
     @property
     def solution_source(self) -> str:
-        """The solution's code, for a collapsed <details> cell."""
+        """The solution's code (self-contained: its imports are inside it)."""
         return inspect.getsource(self.solution)
+
+    @property
+    def check_call(self) -> str:
+        """The line that checks the student's function: ``rl.check("<id>", <function>)``."""
+        return f'rl.check("{self.id}", {self.function})'
+
+    @property
+    def cell(self) -> str:
+        """The code cell the student sees: the stub with its TODO, then the check."""
+        return f"{self.stub.rstrip()}\n\n\n{self.check_call}\n"
+
+    @property
+    def solution_cell(self) -> str:
+        """A markdown cell with the solution folded away (a ``<details>`` block)."""
+        return (f"<details><summary>Solution ({self.id})</summary>\n\n```python\n{self.solution_source.rstrip()}\n```\n"
+                f"\n</details>")
 
     def _inputs_and_expected(self):
         if "expected" not in self._memo:

@@ -110,6 +110,7 @@ CF = Exercise(
                 "sign error: the direction is ε(x|c) − ε(x|∅), you added ε(x|∅)"),
     ),
     checks="ε̂ against eq. 6 at s = 0, 1, 2.5, 5, 15 on random ε pairs (romlib.guidance.cfg.guided_eps)",
+    hint="ε̂ = eps_uncond + scale · (eps_cond − eps_uncond).",
 )
 
 # ----------------------------------------------------------------------------------------------

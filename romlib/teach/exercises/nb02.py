@@ -59,6 +59,7 @@ BEST_QUERY = Exercise(
     ),
     checks="the chosen index against 1 − softmax(logits)[:, −1] (romlib.segment) on random logits and a hand-made row "
            "where the lowest no-object logit is not the best query",
+    hint="softmax each row over all K + 1 logits; the score is 1 minus its last column; return int(argmax).",
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -117,6 +118,7 @@ def edit_mask_64(logits):
                 "not thresholded: you returned probabilities; the mask is binary (sigmoid > 0.5)"),
     ),
     checks="the 64×64 mask against romlib.masks.logits_to_edit_mask on noisy blobs at 16×20 to 100×80",
+    hint="F.interpolate(..., mode='bilinear', align_corners=False), then (sigmoid > 0.5).float().",
 )
 
 EXERCISES = (BEST_QUERY, EDIT_MASK)

@@ -79,11 +79,15 @@ def keep_mask(edit_mask, k):
         Mistake(lambda m, k: to_keep_mask(_conv(m, _cross(k)).clamp(max=1)),
                 "a cross-shaped (4-neighbour) kernel: the paper's dilation is a k×k all-ones square, so diagonal "
                 "neighbours are edited too"),
+        Mistake(lambda m, k: to_keep_mask(m),
+                "the convention is right but nothing was dilated: grow the edit region by the k×k kernel first "
+                "(k = 1 is the only case where that changes nothing)"),
         Mistake(lambda m, k: to_keep_mask(dilate(m, 3)),
                 "the dilation size k is ignored: you always dilate by 3"),
     ),
     checks="the keep mask against romlib.masks.to_keep_mask(dilate(m, k)) for k = 1, 3, 5, 7 on a dot, a square, "
            "random pixels and a mask touching the border",
+    hint="1 − clamp(conv2d(edit, ones(k, k), padding=k // 2), max=1), as [H, W].",
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -131,6 +135,7 @@ KNOWN_REGION = Exercise(
                 "you returned x̂_0 unchanged: the known region is never forced, so the kept background drifts"),
     ),
     checks="x̂_0 against romlib.guidance.cfg.known_region_fn on batches of 1–3, an all-keep and an all-edit mask",
+    hint="x0_pred · (1 − keep_mask) + image · keep_mask.",
 )
 
 EXERCISES = (DILATE_KEEP, KNOWN_REGION)

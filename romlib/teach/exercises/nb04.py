@@ -72,6 +72,7 @@ RULE_INPUTS = Exercise(
                 "CF and 'cf-original' start from ∅, the empty text ''; only CCF and 'ccf-direction' start from c_ref"),
     ),
     checks="(base text, image) against romlib.guidance.cfg.RULES for the four rules and three targets (one empty)",
+    hint="the table of notebook 04: cf (∅, masked), ccf-direction (c_ref, masked), cf-original (∅, original), ccf (c_ref, original).",
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -160,6 +161,7 @@ def judge_edit(seen_colour, seen_shape, target, original_colour, original_shape)
                 "success means the edit shows what the target names, not that it differs from the original"),
     ),
     checks="(success, preserved) against romlib.shapes.oracle.judge for 6 targets (one empty) × 4 seen objects",
+    hint="success: all named attributes seen and the target not empty; preserved: the unnamed attributes equal the original's, None if none.",
 )
 
 EXERCISES = (RULE_INPUTS, JUDGE)

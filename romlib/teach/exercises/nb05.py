@@ -65,6 +65,7 @@ CROP_BOX = Exercise(
     ),
     checks="the box against romlib.masks.enlarge_box(box, 1.3, W, H) inside, on edges, in a corner, non-square, "
            "zero width",
+    hint="centre ± 1.3 · side / 2 on each axis, then max(0, ·) and min(width or height, ·).",
 )
 
 # ----------------------------------------------------------------------------------------------
@@ -112,6 +113,7 @@ def rank_order(distances):
                 "you returned the sorted distances; return the sample indices in that order"),
     ),
     checks="the order against romlib.rank's (stable ascending distance) for 3, 4, 8 and 24 samples",
+    hint="the indices that sort the distances ascending (argsort), as a list or tuple of ints.",
 )
 
 EXERCISES = (CROP_BOX, ORDER)

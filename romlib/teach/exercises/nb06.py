@@ -75,6 +75,7 @@ def average_rank(ranks):
     ),
     checks="per-method average against romlib.study.average_rank on unbalanced studies (NaN = not ranked), 2–4 "
            "methods, one user included",
+    hint="np.nanmean over axes 0 and 1 (users and cases).",
 )
 
 
@@ -131,6 +132,7 @@ def win_probability(ranks):
                 "count over all rankings"),
     ),
     checks="P against romlib.study.win_probability on the same unbalanced studies (diagonal ignored)",
+    hint="over the rankings present, r = ranks[present]: (r[:, :, None] < r[:, None, :]).mean(0).",
     normalise=_nan_diagonal,
 )
 
