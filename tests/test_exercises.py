@@ -131,3 +131,14 @@ def test_the_notebook_cells_run_and_check(eid, capsys):
     ns = {}
     exec(code, ns)
     assert e.check(ns[e.function]).ok
+
+
+def test_answers_in_other_containers_are_compared_by_value():
+    import torch
+
+    # a list of 0-d tensors, a numpy array, a tensor: all the same order
+    assert check("05.order", lambda d: [torch.tensor(int(i)) for i in torch.as_tensor(d).argsort()], show=False).ok
+    assert check("05.order", lambda d: np.argsort(np.asarray(d), kind="stable"), show=False).ok
+    assert check("05.crop-box", lambda b, w, h: torch.tensor(rl.masks.enlarge_box(b, 1.3, w, h)), show=False).ok
+    v = check("05.order", lambda d: [[0, 1]], show=False)
+    assert not v.ok and "shape" in v.message

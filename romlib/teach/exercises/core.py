@@ -62,8 +62,11 @@ def _as_array(x) -> np.ndarray | None:
         return np.asarray(float(x))
     if isinstance(x, np.ndarray) and (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
         return x.astype(np.float64)
-    if isinstance(x, (list, tuple)) and x and all(_is_num(v) for v in x):
-        return np.asarray(x, dtype=np.float64)
+    if isinstance(x, (list, tuple)) and x:  # numbers, nested lists, 0-d tensors
+        try:
+            return np.asarray([_as_array(v) if hasattr(v, "detach") else v for v in x], dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
     return None
 
 
