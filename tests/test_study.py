@@ -1,4 +1,5 @@
 import importlib.util
+import re
 import itertools
 
 import numpy as np
@@ -348,10 +349,14 @@ def test_ranking_session_says_which_methods_it_ranks():
                     for c in cases]
     s = st.RankingSession(shapes_cases, seed=0)
     assert not s.study_methods.is_table1 and s.study_methods.missing == ("blended", "clip")
-    assert "Not Table 1's methods" in s.text()
+    assert "Blended" in s.study_methods.label  # named where the cases are built ...
+    assert "Not Table 1's methods: 2 of Table 1's 4 are missing" in s.text()
+    # ... never next to the blinded outputs (notebook 06's widget cell shows no method name)
+    names = re.compile(r"\b(ccf-direction|cf-original|ccf|cf|clip|blended)\b", re.I)
+    assert not names.findall(s.text())
     if importlib.util.find_spec("ipywidgets"):
         s.widget()
-        assert "Not Table 1" in s.ui["header"].value
+        assert "Not Table 1" in s.ui["header"].value and not names.findall(s.ui["header"].value)
 
 
 def test_cases_from_pipeline_defaults_to_the_study_methods():

@@ -32,7 +32,8 @@ def _title(name: str) -> str:
 @dataclass(frozen=True)
 class StudyMethods:
     """Which methods a class study ranks, measured against Table 1's four (Blended, CLIP-guided GLIDE,
-    CF-guided GLIDE, CCF). ``label`` says it in one line, for the notebook and the ranking widget."""
+    CF-guided GLIDE, CCF). ``label`` says it in one line, naming them (for the cell that builds the cases);
+    ``blind_label`` says it without a name (for next to the blinded outputs)."""
 
     ranked: tuple[str, ...]  # the methods ranked (guidance names, or Table 1's names)
     missing: tuple[str, ...]  # Table 1's methods not ranked (guidance names)
@@ -50,6 +51,16 @@ class StudyMethods:
         why = (f"; {', '.join(_title(m) for m in self.stand_ins)} stand in for them" if self.stand_ins else "")
         return (f"Not Table 1's methods: this study ranks {names}. Missing from Table 1's four: "
                 f"{', '.join(_title(m) for m in self.missing)} (the backend has no models for them{why}).")
+
+    @property
+    def blind_label(self) -> str:
+        """The same fact without a method's name, for next to the blinded outputs (the ranking widget):
+        whether these are Table 1's four, and how many are missing or stand in."""
+        if self.is_table1:
+            return "These outputs are Table 1's four methods, shown blind."
+        extra = f", and {len(self.stand_ins)} stand-in(s) take their place" if self.stand_ins else ""
+        return (f"Not Table 1's methods: {len(self.missing)} of Table 1's {len(TABLE1_GUIDANCE)} are missing on this "
+                f"backend{extra} (which: session.study_methods.label, best read after ranking).")
 
     @classmethod
     def of(cls, methods: Sequence[str]) -> "StudyMethods":
@@ -240,7 +251,7 @@ class RankingSession:
         nxt = self.next_case()
         lines = [f"Blinded ranking for {self.user!r}: {len(self.cases)} cases, {len(self.methods)} outputs each, "
                  f"labelled {self.labels[0]}–{self.labels[-1]} in a shuffled order per case; "
-                 f"{self.n_recorded}/{len(self.cases)} ranked.", self.study_methods.label]
+                 f"{self.n_recorded}/{len(self.cases)} ranked.", self.study_methods.blind_label]
         if nxt is None:
             lines.append(f"All cases ranked: session.save_csv('ranks_{self.user}.csv').")
         else:
@@ -287,7 +298,7 @@ class RankingSession:
             header.value = (f"<b>Case {index + 1}/{len(self.cases)}</b> — target: <i>{html.escape(c.target)}</i>"
                             + (f" (referring to <i>{html.escape(c.ref)}</i>)" if c.ref else "")
                             + f" — rank the outputs, 1 = best ({self.n_recorded} ranked)"
-                            + f"<br><small>{html.escape(self.study_methods.label)}</small>")
+                            + f"<br><small>{html.escape(self.study_methods.blind_label)}</small>")
             ims = [c.image] + ([c.region] if c.region is not None else [])
             inputs.children = [W.Image(value=_png(im), format="png", width=size) for im in ims]
             done = self._results.get(c.case_id)
