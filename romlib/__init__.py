@@ -18,6 +18,7 @@ _LAZY = {
     "EditResult": "romlib.pipeline",
     "EditConfig": "romlib.config",
     "METHODS": "romlib.guidance.methods",
+    "check": "romlib.teach.exercises",  # rl.check("01.cf", cf_eps): the notebooks' checked exercises
 }
 
 # ``rl.<name>``: every module, by its short name (the notebooks say ``rl.nb``, ``rl.viz``, ``rl.study``).
@@ -31,6 +32,7 @@ _SUBMODULES = {
     "glide": "romlib.models.glide", "mdetr": "romlib.models.mdetr", "noised_clip": "romlib.models.noised_clip",
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
     "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
+    "exercises": "romlib.teach.exercises",
 }
 
 

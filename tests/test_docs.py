@@ -46,3 +46,17 @@ def test_commands_in_docs_exist():
             shown |= set(re.findall(r"(?m)^\s*[$!]?\s*romlib ([a-z][a-z-]+)", chunk))
     assert shown, "the README shows no romlib command"
     assert shown <= set(sub.choices), f"commands in the docs that the CLI lacks: {shown - set(sub.choices)}"
+
+
+def test_glossary_defines_the_terms_the_notebooks_use():
+    text = (ROOT / "docs" / "glossary.md").read_text()
+    terms = ["ε-prediction", "ᾱ_t", "respacing", "`fast27`", "`ddim25`", '`"100"`', "`squaredcos_cap_v2`",
+             "classifier guidance", "CLIP guidance", "CF, classifier-free guidance", "CCF, conditional classifier-free",
+             "c_ref, c_target", "known region", "dilation k", "local ranking", "masked ranking", "Wilson interval",
+             "ICC", "design effect", "win probability", "average rank", "ShapesWorld", "the oracle", "run A … E",
+             "`--p-partial`", "`--p-source`", "`--p-remove`"]
+    defined = re.findall(r"\*\*(.+?)\*\*", text)  # the bold heads of the definitions
+    missing = [t for t in terms if not any(t in d for d in defined)]
+    assert not missing, f"docs/glossary.md lacks a definition of {missing}"
+    for eq in ("eq. 1", "eq. 3", "eq. 4", "eq. 6", "eq. 7", "eq. 8", "§4.4", "§4.5", "Table 1"):
+        assert eq in text, eq

@@ -1,3 +1,5 @@
+import importlib.util
+import re
 import itertools
 
 import numpy as np
@@ -244,3 +246,150 @@ def test_plots_and_table_text():
     plt.close("all")
     text = st.format_table(t)
     assert "65.8% [63.1, 68.4]" in text and "2.20 [2.14, 2.26]" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 19, point 5: case variance in ci_vs_users, a one-user summary, which methods a class ranks
+# ----------------------------------------------------------------------------------------------
+
+TABLE1_STRENGTHS = [0.043, -0.261, -0.039, 0.258]  # fit_strengths(paper_table1().win_prob), rounded
+
+
+def test_case_floor_matches_a_direct_simulation_of_many_users():
+    # infinitely many users: the win rate of i over j on case c is Φ((Δ + b_ci − b_cj)/√2); its spread over
+    # cases, divided by n_cases, is the variance no number of users removes
+    from statistics import NormalDist
+
+    rng = np.random.default_rng(0)
+    s, sd, n_cases = np.array(TABLE1_STRENGTHS), 0.4, 20
+    b = sd * rng.standard_normal((40_000, 4))
+    cdf = np.vectorize(NormalDist().cdf)
+    var = [np.var(cdf((s[i] - s[j] + b[:, i] - b[:, j]) / np.sqrt(2))) for i in range(4) for j in range(4) if i != j]
+    direct = np.mean(1.959964 * np.sqrt(np.array(var) / n_cases)) * 100
+    assert st.case_floor(s, case_sd=sd, n_cases=n_cases) == pytest.approx(direct, rel=0.02)
+    assert st.case_floor(s, case_sd=0.0, n_cases=n_cases) == 0.0
+    assert st.case_floor(s, case_sd=sd, n_cases=80) == pytest.approx(st.case_floor(s, case_sd=sd, n_cases=20) / 2)
+
+
+def test_ci_vs_users_floors_with_case_variance_and_shrinks_without():
+    users = (20, 1000)
+    with_cases = st.ci_vs_users(TABLE1_STRENGTHS, users, case_sd=0.4, n_boot=400)
+    floor = with_cases[0]["floor ± pp"]
+    assert floor == pytest.approx(st.case_floor(TABLE1_STRENGTHS, case_sd=0.4, n_cases=20), abs=0.01) and floor > 4
+    wide, many = (r["win prob ± pp (mean)"] for r in with_cases)
+    assert many >= 0.8 * floor, "with case variance, 1000 users cannot shrink the interval below the case floor"
+    assert many > wide / 2, "50x the users shrink a 1/sqrt(users) interval 7-fold; case variance stops that"
+    without = st.ci_vs_users(TABLE1_STRENGTHS, users, case_sd=0.0, n_boot=400)
+    w20, w1000 = (r["win prob ± pp (mean)"] for r in without)
+    assert without[0]["floor ± pp"] == 0.0
+    assert w1000 < w20 / 4 and w1000 < 0.3 * floor, "without case variance the interval keeps shrinking"
+
+
+def test_ci_vs_users_rows_share_the_same_cases():
+    # more users, same cases: the case effects are drawn once, so the point estimates converge to one value
+    eff = 0.4 * np.random.default_rng([0, 1]).standard_normal((20, 4))
+    a = st.simulate_rankings(TABLE1_STRENGTHS, n_users=5, n_cases=20, case_effects=eff, seed=1)
+    b = st.simulate_rankings(TABLE1_STRENGTHS, n_users=5, n_cases=20, case_effects=eff, seed=2)
+    assert not np.array_equal(a.ranks, b.ranks)
+    with pytest.raises(ValueError, match="case_effects has shape"):
+        st.simulate_rankings(TABLE1_STRENGTHS, n_users=5, n_cases=10, case_effects=eff)
+
+
+def test_a_summary_of_one_user_warns_and_shows_no_zero_width_interval(caplog):
+    one = st.simulate_rankings(TABLE1_STRENGTHS, n_users=1, n_cases=6, seed=0)
+    with caplog.at_level("WARNING", logger="romlib.study.stats"):
+        t = st.summarize(one, n_boot=200)
+    assert any("one user" in r.message for r in caplog.records)
+    assert t.notes and "one user" in t.notes[0]
+    assert t.avg_rank.low is None and t.win_prob.low is None  # not a zero-width [x, x]
+    text = str(t)
+    assert "NOTE: one user" in text and "[" not in text.split("\n")[2]
+    # cases resampled: an interval exists, and the note says it covers this user only
+    t = st.summarize(one, n_boot=200, resample="cases")
+    assert t.avg_rank.low is not None and "over cases only" in t.notes[0]
+    t = st.summarize(one, ci="cluster")
+    assert t.avg_rank.low is None and "NOTE" in str(t)
+    # two users: no note about users
+    two = st.simulate_rankings(TABLE1_STRENGTHS, n_users=2, n_cases=6, seed=0)
+    assert not any("one user" in n for n in st.summarize(two, n_boot=200).notes)
+
+
+def test_zero_width_intervals_are_flagged():
+    # every user ranks the same way: the bootstrap never varies, which is a small sample, not certainty
+    recs = [(u, c, m, r) for u in ("u1", "u2", "u3") for c in ("c1", "c2") for m, r in (("X", 1), ("Y", 2), ("Z", 3))]
+    t = st.summarize(st.Rankings.from_records(recs), n_boot=200)
+    assert any("zero width" in n for n in t.notes) and "NOTE" in str(t)
+
+
+class _Backend:
+    def __init__(self, name, extras=()):
+        self.name, self.extras = name, {e: object() for e in extras}
+
+
+def test_study_methods_are_table1s_where_the_backend_has_them():
+    full = st.study_methods(_Backend("glide", ("clip", "blended")))
+    assert full.ranked == st.TABLE1_GUIDANCE and full.is_table1 and not full.missing
+    assert "Table 1's four methods" in full.label
+    shapes = st.study_methods(_Backend("shapes"))
+    assert shapes.ranked == ("cf", "ccf", "ccf-direction", "cf-original") and not shapes.is_table1
+    assert shapes.missing == ("blended", "clip") and shapes.stand_ins == st.STAND_INS
+    assert "Not Table 1's methods" in shapes.label and "Blended Diffusion" in shapes.label
+    assert st.study_methods(_Backend("shapes"), stand_ins=False).ranked == ("cf", "ccf")
+    # the registry decides: the names come from romlib.guidance.methods, not from a list here
+    from romlib.guidance.methods import available
+    assert set(shapes.ranked) <= set(available(_Backend("shapes")))
+
+
+def test_ranking_session_says_which_methods_it_ranks():
+    cases, _ = _cases(2)  # Table 1's four (by their long names)
+    s = st.RankingSession(cases, seed=0)
+    assert s.study_methods.is_table1 and "Table 1's four" in s.text()
+    shapes_cases = [dict(id=c["id"], image=c["image"], target=c["target"],
+                         outputs=dict(zip(("cf", "ccf", "ccf-direction", "cf-original"), c["outputs"].values())))
+                    for c in cases]
+    s = st.RankingSession(shapes_cases, seed=0)
+    assert not s.study_methods.is_table1 and s.study_methods.missing == ("blended", "clip")
+    assert "Blended" in s.study_methods.label  # named where the cases are built ...
+    assert "Not Table 1's methods: 2 of Table 1's 4 are missing" in s.text()
+    # ... never next to the blinded outputs (notebook 06's widget cell shows no method name)
+    names = re.compile(r"\b(ccf-direction|cf-original|ccf|cf|clip|blended)\b", re.I)
+    assert not names.findall(s.text())
+    if importlib.util.find_spec("ipywidgets"):
+        s.widget()
+        assert "Not Table 1" in s.ui["header"].value and not names.findall(s.ui["header"].value)
+
+
+def test_cases_from_pipeline_defaults_to_the_study_methods():
+    from PIL import Image
+
+    from romlib.study.session import cases_from_pipeline
+
+    class Result:
+        best = Image.new("RGB", (8, 8))
+
+    class Pipe:
+        backend = _Backend("shapes")
+
+        def compare(self, image, ref, target, *, guidances, **kwargs):
+            import matplotlib.pyplot as plt
+
+            return {g: Result() for g in guidances}, plt.figure()
+
+    cases = cases_from_pipeline(Pipe(), [(Image.new("RGB", (8, 8)), "the red circle", "a blue circle")])
+    assert tuple(cases[0].outputs) == ("cf", "ccf", "ccf-direction", "cf-original")
+
+
+def test_plot_ci_vs_users_draws_the_floor():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = st.ci_vs_users(TABLE1_STRENGTHS, (5, 20), n_boot=100)
+    fig = st.plot_ci_vs_users(rows)
+    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert any("floor from case variance" in s and f"{rows[0]['floor ± pp']:g}" in s for s in labels)
+    plt.close(fig)
+    fig = st.plot_ci_vs_users(st.ci_vs_users(TABLE1_STRENGTHS, (5, 20), case_sd=0.0, n_boot=100))
+    assert not any("floor" in t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    plt.close(fig)

@@ -16,16 +16,16 @@ identities :func:`consistency_check` tests on a published table:
 Only numpy and the standard library are needed; matplotlib and ipywidgets are imported inside the
 functions that draw or display.
 """
-from .data import CSV_COLUMNS, METHODS, SHORT_NAMES, Rankings, load_csv, save_csv
+from .data import CSV_COLUMNS, METHODS, SHORT_NAMES, TABLE1_GUIDANCE, Rankings, load_csv, save_csv
 from .plots import plot_average_rank, plot_ci_vs_users, plot_win_matrix
-from .session import RankingSession, StudyCase
-from .simulate import ci_vs_users, fit_strengths, simulate_rankings
+from .session import STAND_INS, RankingSession, StudyCase, StudyMethods, study_methods
+from .simulate import case_floor, ci_vs_users, fit_strengths, simulate_rankings
 from .stats import (ConsistencyReport, Estimate, StudyTable, average_rank, consistency_check, format_table, paper_table1,
                     summarize, table_ci, win_probability)
 
 __all__ = [
-    "METHODS", "SHORT_NAMES", "CSV_COLUMNS", "Rankings", "Estimate", "StudyTable", "ConsistencyReport", "StudyCase",
-    "RankingSession", "load_csv", "save_csv", "average_rank", "win_probability", "summarize", "paper_table1", "table_ci",
-    "consistency_check", "fit_strengths", "simulate_rankings", "ci_vs_users", "format_table", "plot_average_rank",
+    "METHODS", "TABLE1_GUIDANCE", "SHORT_NAMES", "CSV_COLUMNS", "Rankings", "Estimate", "StudyTable", "ConsistencyReport", "StudyCase",
+    "RankingSession", "StudyMethods", "study_methods", "STAND_INS", "load_csv", "save_csv", "average_rank", "win_probability", "summarize", "paper_table1", "table_ci",
+    "consistency_check", "fit_strengths", "simulate_rankings", "ci_vs_users", "case_floor", "format_table", "plot_average_rank",
     "plot_win_matrix", "plot_ci_vs_users",
 ]

@@ -14,6 +14,8 @@ log = logging.getLogger(__name__)
 
 #: The four methods of Table 1, in the paper's order.
 METHODS = ("Blended", "GLIDE (CLIP-guided)", "GLIDE (CF-guided)", "Ours (CCF-guided)")
+#: The same four methods as romlib's guidance methods (``romlib.guidance.methods.METHODS``), in the same order.
+TABLE1_GUIDANCE = ("blended", "clip", "cf", "ccf")
 #: Column headers of Table 1.
 SHORT_NAMES = {"Blended": "Blend", "GLIDE (CLIP-guided)": "G-CLIP", "GLIDE (CF-guided)": "G-CF",
                "Ours (CCF-guided)": "Ours"}

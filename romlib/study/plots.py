@@ -82,9 +82,11 @@ def plot_win_matrix(table: StudyTable, *, ax=None):
 
 
 def plot_ci_vs_users(rows: list[dict], *, ax=None):
-    """The rows of :func:`ci_vs_users`: mean interval half-width against the number of users (log–log;
-    a bootstrap over independent users shrinks like 1/√users; with very few users the percentile
-    bootstrap is too narrow, so the smallest studies fall below the line)."""
+    """The rows of :func:`ci_vs_users`: mean interval half-width against the number of users (log–log).
+    Without case variance the width shrinks like 1/√users (the dotted line, through the largest study;
+    with very few users the percentile bootstrap is too narrow, so the smallest studies fall below it);
+    with case variance it flattens onto the floor that no number of users removes (the dashed line,
+    ``"floor ± pp"``; the dotted line then starts at the smallest study)."""
     import matplotlib
     import matplotlib.pyplot as plt
 
@@ -92,7 +94,12 @@ def plot_ci_vs_users(rows: list[dict], *, ax=None):
     n = np.array([r["users"] for r in rows], dtype=float)
     pp = np.array([r["win prob ± pp (mean)"] for r in rows])
     ax.loglog(n, pp, "o-", label="win probability (± pp)")
-    ax.loglog(n, pp[-1] * np.sqrt(n[-1] / n), "k:", lw=0.8, label="∝ 1/√users")
+    floor = float(rows[0].get("floor ± pp", 0.0))
+    anchor = 0 if floor > 0 else -1
+    ax.loglog(n, pp[anchor] * np.sqrt(n[anchor] / n), "k:", lw=0.8, label="∝ 1/√users")
+    if floor > 0:
+        ax.axhline(floor, color="C3", ls="--", lw=1, label=f"floor from case variance ({floor:g} pp)")
+        pp = np.append(pp, floor)  # keep the floor within the ticks
     ax.set_xticks(n, [f"{v:g}" for v in n])
     ticks = [v for v in (0.5, 1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30) if pp.min() / 1.3 <= v <= pp.max() * 1.3]
     ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

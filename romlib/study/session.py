@@ -14,9 +14,77 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from .data import Rankings, _check_permutation, save_csv
+from .data import METHODS, TABLE1_GUIDANCE, Rankings, _check_permutation, save_csv
 
-__all__ = ["StudyCase", "RankingSession", "cases_from_pipeline"]
+__all__ = ["StudyCase", "RankingSession", "cases_from_pipeline", "StudyMethods", "study_methods", "STAND_INS"]
+
+#: What stands in for Table 1's baselines on a backend without their models (ShapesWorld has no Blended
+#: Diffusion and no noised CLIP): CCF's two one-change ablations, so the class still ranks four outputs.
+STAND_INS = ("ccf-direction", "cf-original")
+
+
+def _title(name: str) -> str:
+    from ..guidance.methods import METHODS as REGISTRY
+
+    return REGISTRY[name].title if name in REGISTRY else name
+
+
+@dataclass(frozen=True)
+class StudyMethods:
+    """Which methods a class study ranks, measured against Table 1's four (Blended, CLIP-guided GLIDE,
+    CF-guided GLIDE, CCF). ``label`` says it in one line, naming them (for the cell that builds the cases);
+    ``blind_label`` says it without a name (for next to the blinded outputs)."""
+
+    ranked: tuple[str, ...]  # the methods ranked (guidance names, or Table 1's names)
+    missing: tuple[str, ...]  # Table 1's methods not ranked (guidance names)
+    stand_ins: tuple[str, ...] = ()  # methods ranked in their place
+
+    @property
+    def is_table1(self) -> bool:
+        return not self.missing and len(self.ranked) == len(TABLE1_GUIDANCE)
+
+    @property
+    def label(self) -> str:
+        names = ", ".join(_title(m) for m in self.ranked)
+        if self.is_table1:
+            return f"This study ranks Table 1's four methods: {names}."
+        why = (f"; {', '.join(_title(m) for m in self.stand_ins)} stand in for them" if self.stand_ins else "")
+        return (f"Not Table 1's methods: this study ranks {names}. Missing from Table 1's four: "
+                f"{', '.join(_title(m) for m in self.missing)} (the backend has no models for them{why}).")
+
+    @property
+    def blind_label(self) -> str:
+        """The same fact without a method's name, for next to the blinded outputs (the ranking widget):
+        whether these are Table 1's four, and how many are missing or stand in."""
+        if self.is_table1:
+            return "These outputs are Table 1's four methods, shown blind."
+        extra = f", and {len(self.stand_ins)} stand-in(s) take their place" if self.stand_ins else ""
+        return (f"Not Table 1's methods: {len(self.missing)} of Table 1's {len(TABLE1_GUIDANCE)} are missing on this "
+                f"backend{extra} (which: session.study_methods.label, best read after ranking).")
+
+    @classmethod
+    def of(cls, methods: Sequence[str]) -> "StudyMethods":
+        """Describe a set of ranked methods (guidance names or Table 1's names)."""
+        ranked = tuple(methods)
+        missing = tuple(g for g, long in zip(TABLE1_GUIDANCE, METHODS) if g not in ranked and long not in ranked)
+        stand_ins = tuple(m for m in ranked if m not in TABLE1_GUIDANCE and m not in METHODS) if missing else ()
+        return cls(ranked, missing, stand_ins)
+
+
+def study_methods(backend, *, stand_ins: bool = True) -> StudyMethods:
+    """The methods an in-class study on ``backend`` ranks: Table 1's four where the backend has them
+    (``romlib.guidance.methods.available``); where it does not, the ones it has, and (``stand_ins``)
+    CCF's ablations (:data:`STAND_INS`) in place of the missing, so the class still ranks four."""
+    from ..guidance.methods import available
+
+    have = available(backend)
+    ranked = [g for g in TABLE1_GUIDANCE if g in have]
+    missing = tuple(g for g in TABLE1_GUIDANCE if g not in have)
+    extra = [g for g in STAND_INS if g in have][:len(missing)] if stand_ins else []
+    if len(ranked) + len(extra) < 2:
+        raise ValueError(f"the {getattr(backend, 'name', 'given')!r} backend runs {list(have)}; a study ranks at "
+                         f"least two of Table 1's methods {list(TABLE1_GUIDANCE)} or their stand-ins {list(STAND_INS)}")
+    return StudyMethods(tuple(ranked + extra), missing, tuple(extra))
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +129,23 @@ def _png(img) -> bytes:
     return buf.getvalue()
 
 
-def cases_from_pipeline(pipe, examples: Sequence[tuple], guidances: Sequence[str], *, samples: int = 2, seed: int = 0,
-                        progress: bool = False, **kwargs) -> list[StudyCase]:
+def cases_from_pipeline(pipe, examples: Sequence[tuple], guidances: Sequence[str] | None = None, *, samples: int = 2,
+                        seed: int = 0, progress: bool = False, **kwargs) -> list[StudyCase]:
     """Study cases from a pipeline: for each ``(image, ref, target)`` of ``examples``, the best edit of
     every guidance rule (:meth:`~romlib.pipeline.ROMPipeline.compare`: one shared mask, same seeds).
+    ``guidances=None``: Table 1's four methods where the backend has them (:func:`study_methods`; on
+    ShapesWorld, CF and CCF with CCF's two ablations standing in for Blended and CLIP-guided GLIDE);
+    a :class:`RankingSession` over these cases says which methods it ranks (``session.study_methods``).
 
     The comparison figures, which carry the method names, are closed here without being displayed:
     under an inline backend an open figure would otherwise render at the end of the cell, right
     under the blind ranking widget, and un-blind the study."""
     import matplotlib.pyplot as plt
 
+    if guidances is None:
+        chosen = study_methods(pipe.backend)
+        guidances = chosen.ranked
+        log.info("study cases: %s", chosen.label)
     cases = []
     for i, (image, ref, target) in enumerate(examples):
         results, fig = pipe.compare(image, ref, target, guidances=tuple(guidances), samples=samples, seed=seed,
@@ -109,6 +184,8 @@ class RankingSession:
         for c in self.cases:
             if set(c.outputs) != set(self.methods):
                 raise ValueError(f"case {c.case_id!r} has outputs for {sorted(c.outputs)}; expected {sorted(self.methods)}")
+        #: which methods this session ranks, against Table 1's four (``study_methods.label`` says it)
+        self.study_methods = StudyMethods.of(self.methods)
         self.labels = tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ"[: len(self.methods)])
         rng = np.random.default_rng([seed, zlib.crc32(self.user.encode())])
         self._blind = {c.case_id: dict(zip(self.labels, (self.methods[k] for k in rng.permutation(len(self.methods)))))
@@ -174,7 +251,7 @@ class RankingSession:
         nxt = self.next_case()
         lines = [f"Blinded ranking for {self.user!r}: {len(self.cases)} cases, {len(self.methods)} outputs each, "
                  f"labelled {self.labels[0]}–{self.labels[-1]} in a shuffled order per case; "
-                 f"{self.n_recorded}/{len(self.cases)} ranked."]
+                 f"{self.n_recorded}/{len(self.cases)} ranked.", self.study_methods.blind_label]
         if nxt is None:
             lines.append(f"All cases ranked: session.save_csv('ranks_{self.user}.csv').")
         else:
@@ -220,7 +297,8 @@ class RankingSession:
             c = self.cases[index]
             header.value = (f"<b>Case {index + 1}/{len(self.cases)}</b> — target: <i>{html.escape(c.target)}</i>"
                             + (f" (referring to <i>{html.escape(c.ref)}</i>)" if c.ref else "")
-                            + f" — rank the outputs, 1 = best ({self.n_recorded} ranked)")
+                            + f" — rank the outputs, 1 = best ({self.n_recorded} ranked)"
+                            + f"<br><small>{html.escape(self.study_methods.blind_label)}</small>")
             ims = [c.image] + ([c.region] if c.region is not None else [])
             inputs.children = [W.Image(value=_png(im), format="png", width=size) for im in ims]
             done = self._results.get(c.case_id)

@@ -40,6 +40,7 @@ class StudyTable:
     n_users: int | None = None
     n_cases: int | None = None
     source: str = ""
+    notes: tuple[str, ...] = ()  # what the reader must know before trusting the intervals (printed under the table)
 
     def __str__(self) -> str:
         return format_table(self)
@@ -138,12 +139,38 @@ def win_probability(rankings: Rankings, *, ci: Literal["bootstrap", "cluster", "
 def summarize(rankings: Rankings, *, ci: Literal["bootstrap", "cluster", "none"] = "bootstrap", level: float = 0.95,
               n_boot: int = 2000, resample: Literal["users", "cases", "both"] = "users", seed: int = 0,
               source: str = "") -> StudyTable:
-    """Table 1 computed from raw rankings (average rank and win probabilities with intervals)."""
+    """Table 1 computed from raw rankings (average rank and win probabilities with intervals).
+
+    A summary says what its intervals cannot show, in :attr:`StudyTable.notes` (printed under the table)
+    and as a logged warning: with **one user** an interval over users does not exist (it is left out rather
+    than shown as a zero-width [x, x], which would read as certainty), and resampling that user's cases
+    says nothing about other people; and a **zero-width** interval (every resample agreed, e.g. a handful
+    of rankings that all order two methods the same way) is flagged as a small-sample artefact."""
     kw = dict(ci=ci, level=level, n_boot=n_boot, resample=resample, seed=seed)
     present = rankings.present
-    return StudyTable(rankings.methods, average_rank(rankings, **kw), win_probability(rankings, **kw),
-                      n_users=int(present.any(1).sum()), n_cases=int(present.any(0).sum()),
-                      source=source or f"{rankings.n_rankings} rankings")
+    n_users = int(present.any(1).sum())
+    notes = []
+    if n_users == 1 and ci != "none":
+        if ci == "cluster" or resample == "users":
+            kw["ci"] = "none"
+            notes.append("one user: no interval is shown — an interval over users needs at least 2 users, and a "
+                         "bootstrap of one user has zero width, which is not certainty. These are one person's "
+                         "preferences; pool several users' CSVs (load_csv) for a study.")
+        else:
+            notes.append(f"one user: the intervals resample this user's {int(present.sum())} rankings over cases only; "
+                         "they say nothing about how other people would rank. Pool several users' CSVs (load_csv).")
+    elif n_users == 1:
+        notes.append("one user: these are one person's preferences, not a study; pool several users' CSVs (load_csv).")
+    avg, win = average_rank(rankings, **kw), win_probability(rankings, **kw)
+    zero = [name for name, e in (("average rank", avg), ("win probability", win))
+            if e.low is not None and (np.nan_to_num(e.high - e.low, nan=1.0) <= 1e-12).any()]
+    if zero:
+        notes.append(f"some {' and '.join(zero)} intervals have zero width: every resample agreed because there are "
+                     "few rankings, not because the value is certain.")
+    for note in notes:
+        log.warning("summarize: %s", note)
+    return StudyTable(rankings.methods, avg, win, n_users=n_users, n_cases=int(present.any(0).sum()),
+                      source=source or f"{rankings.n_rankings} rankings", notes=tuple(notes))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -355,4 +382,5 @@ def format_table(table: StudyTable, *, ci: bool = True) -> str:
     if show:
         lines.append(f"{a.level:.0%} intervals" + (f": {a.how}" if w.how == a.how else
                                                   f" — avg rank: {a.how}\n  win prob: {w.how}"))
+    lines += [f"NOTE: {n}" for n in table.notes]
     return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""Checked exercises for the notebooks: the student writes a line of the method, romlib says what differs.
+
+``EXERCISES`` maps an id (``"<notebook>.<name>"``, e.g. ``"01.ccf-base"``) to an
+:class:`~romlib.teach.exercises.core.Exercise`: its ``prompt``, the ``stub`` cell the student starts
+from, a worked ``solution`` (and ``solution_source`` for a collapsed cell) and ``check(answer)``,
+which compares the student's function with the library's on fixed inputs and names typical
+mistakes. In a notebook::
+
+    def cf_eps(eps_uncond, eps_cond, scale):
+        return eps_uncond + scale * (eps_cond - eps_uncond)
+
+    rl.check("01.cf", cf_eps)          # prints ✓ or ✗ with what is wrong, returns the Verdict
+
+One module per notebook (``nb01`` … ``nb06``); ``core`` holds the checker they share.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from . import nb01, nb02, nb03, nb04, nb05, nb06
+from .core import Exercise, Mistake, Verdict
+
+__all__ = ["EXERCISES", "Exercise", "Mistake", "Verdict", "check", "get", "for_notebook"]
+
+#: every checked exercise, by id, in notebook order
+EXERCISES: dict[str, Exercise] = {e.id: e for mod in (nb01, nb02, nb03, nb04, nb05, nb06) for e in mod.EXERCISES}
+
+
+def get(exercise_id: Any) -> Exercise:
+    """``EXERCISES[exercise_id]`` with an error that lists the ids."""
+    if exercise_id not in EXERCISES:
+        raise ValueError(f"no exercise {exercise_id!r}; the exercises are: {', '.join(EXERCISES)}")
+    return EXERCISES[exercise_id]
+
+
+def for_notebook(notebook: str) -> list[Exercise]:
+    """The exercises of one notebook, by its number (``"01"``) or its name (``"01_diffusion_and_guidance"``)."""
+    return [e for e in EXERCISES.values() if e.notebook == str(notebook)[:2]]
+
+
+def check(exercise_id: str, answer: Any, *, show: bool = True) -> Verdict:
+    """Check ``answer`` (the student's function) against exercise ``exercise_id``; print the verdict
+    (``show=True``) and return it. A wrong answer is a verdict, never an exception; an unknown id
+    is a verdict too, listing the ids."""
+    if exercise_id not in EXERCISES:
+        v = Verdict(False, f"no exercise {exercise_id!r}; the exercises are: {', '.join(EXERCISES)}", str(exercise_id))
+    else:
+        v = EXERCISES[exercise_id].check(answer)
+    if show:
+        print(v)
+    return v

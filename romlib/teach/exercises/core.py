@@ -1,0 +1,251 @@
+"""What every checked exercise shares: the :class:`Verdict`, the :class:`Exercise` and its checker.
+
+A check runs the student's function and the library's reference on a few fixed inputs (several
+shapes and scales, edge cases included) and compares the outputs. When they differ, it runs the
+exercise's *known wrong variants* (:class:`Mistake`) on the same inputs: if the student's outputs
+match one of them, the verdict names that mistake ("sqrt missing on ᾱ_t"), not just "wrong".
+
+A check never raises on a wrong answer: not a function, a function that raises, the wrong shape or
+type, NaN — each is a :class:`Verdict` with a message.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+__all__ = ["Verdict", "Mistake", "Exercise", "difference"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The result of checking one answer: ``ok`` and a ``message`` saying what is right or wrong."""
+
+    ok: bool
+    message: str
+    exercise: str = ""
+
+    def __str__(self) -> str:
+        return f"{'✓ passed' if self.ok else '✗ not yet'} [{self.exercise}] {self.message}"
+
+    def __repr__(self) -> str:
+        return f"<Verdict {self.exercise}: {'passed' if self.ok else 'not yet'}>"
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """A typical wrong answer: a function with the exercise's signature, and the message that names it."""
+
+    fn: Callable
+    message: str
+
+
+def _is_num(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+
+def _as_array(x) -> np.ndarray | None:
+    """Numbers, numpy arrays and torch tensors as float64 arrays; None for anything else."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # a torch tensor
+        x = x.detach().cpu().double().numpy()
+    if _is_num(x):
+        return np.asarray(float(x))
+    if isinstance(x, np.ndarray) and (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+        return x.astype(np.float64)
+    if isinstance(x, (list, tuple)) and x:  # numbers, nested lists, 0-d tensors
+        try:
+            return np.asarray([_as_array(v) if hasattr(v, "detach") else v for v in x], dtype=np.float64)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def difference(got: Any, want: Any, *, atol: float = 1e-5, rtol: float = 1e-4, where: str = "the result") -> str | None:
+    """None when ``got`` equals ``want`` (strings exactly, numbers, arrays and tensors to a tolerance,
+    tuples element by element), else one sentence saying how they differ."""
+    if got is Ellipsis:
+        return f"{where} is `...`: a TODO is still to be filled in"
+    if got is None and want is not None:
+        return f"{where} is None: did you forget `return`?"
+    if want is None:
+        return None if got is None else f"{where} is {got!r}; expected None"
+    if isinstance(want, (bool, np.bool_)):
+        if hasattr(got, "item") and getattr(got, "ndim", 1) == 0:
+            got = got.item()
+        if not isinstance(got, (bool, np.bool_)):
+            return f"{where} is {got!r}; expected True or False"
+        return None if bool(got) == bool(want) else f"{where} is {bool(got)}; expected {bool(want)}"
+    if isinstance(want, str):
+        if not isinstance(got, str):
+            return f"{where} is a {type(got).__name__}; expected a text (str)"
+        return None if got == want else f"{where} is {got!r}; expected {want!r}"
+    if isinstance(want, (tuple, list)) and not all(_is_num(v) for v in want):  # e.g. (text, tensor)
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            return f"{where} is a {type(got).__name__}; expected a tuple of {len(want)}"
+        for i, (g, w) in enumerate(zip(got, want)):
+            d = difference(g, w, atol=atol, rtol=rtol, where=f"item {i} of {where}")
+            if d:
+                return d
+        return None
+    w = _as_array(want)
+    g = _as_array(got)
+    if g is None:
+        return f"{where} is a {type(got).__name__}; expected a number, an array or a tensor"
+    if g.shape != w.shape:
+        return f"{where} has shape {tuple(g.shape)}; expected {tuple(w.shape)}"
+    nan_g, nan_w = np.isnan(g), np.isnan(w)
+    if (nan_g & ~nan_w).any():
+        return f"{where} has NaN at {int((nan_g & ~nan_w).sum())} place(s) where a number is expected"
+    if (nan_w & ~nan_g).any():
+        return f"{where} has a number at {int((nan_w & ~nan_g).sum())} place(s) where NaN is expected"
+    ok = nan_w | np.isclose(g, np.where(nan_w, 0, w), atol=atol, rtol=rtol)
+    if ok.all():
+        return None
+    k = np.unravel_index(np.argmax(np.where(ok, -np.inf, np.abs(np.nan_to_num(g - w)))), g.shape)
+    at = f" at index {tuple(int(i) for i in k)}" if g.ndim else ""
+    return (f"{where} differs from the library's in {int((~ok).sum())} of {ok.size} value(s); "
+            f"largest difference{at}: {float(g[k]):.4g} instead of {float(w[k]):.4g}")
+
+
+def _copy(args: tuple) -> tuple:
+    """A fresh copy of the inputs for each call, so an answer that edits its inputs in place cannot
+    change what the next function sees."""
+    out = []
+    for a in args:
+        if hasattr(a, "clone") and hasattr(a, "detach"):
+            out.append(a.detach().clone())
+        elif callable(a):
+            out.append(a)
+        else:
+            out.append(copy.deepcopy(a))
+    return tuple(out)
+
+
+def _describe(args: tuple) -> str:
+    def one(a):
+        if hasattr(a, "shape"):
+            return f"{type(a).__name__}{tuple(a.shape)}"
+        if callable(a):
+            return getattr(a, "__name__", "a function")
+        return repr(a) if len(repr(a)) < 40 else type(a).__name__
+    return "(" + ", ".join(one(a) for a in args) + ")"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One checked exercise of a notebook.
+
+    ``id``: ``"<notebook>.<name>"`` (e.g. ``"01.ccf-base"``); ``prompt``: what the student is asked;
+    ``stub``: the code cell the student starts from (defines ``function`` with a TODO);
+    ``reference``: the library's answer (same signature); ``solution``: a worked answer (passes);
+    ``cases``: a function giving the fixed inputs (tuples of arguments); ``mistakes``: known wrong
+    variants with their messages; ``checks``: one line on what the check compares (for the guide)."""
+
+    id: str
+    title: str
+    function: str
+    prompt: str
+    stub: str
+    reference: Callable
+    solution: Callable
+    cases: Callable[[], Sequence[tuple]]
+    mistakes: tuple[Mistake, ...]
+    checks: str
+    paper: str = ""  # the section / equation it is about
+    atol: float = 1e-5
+    hint: str = ""  # said when no known mistake matches
+    normalise: Callable | None = None  # applied to every output before comparing (e.g. a diagonal that is not checked)
+    _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def notebook(self) -> str:
+        return self.id.split(".", 1)[0]
+
+    @property
+    def solution_source(self) -> str:
+        """The solution's code (self-contained: its imports are inside it)."""
+        return inspect.getsource(self.solution)
+
+    @property
+    def check_call(self) -> str:
+        """The line that checks the student's function: ``rl.check("<id>", <function>)``."""
+        return f'rl.check("{self.id}", {self.function})'
+
+    @property
+    def cell(self) -> str:
+        """The code cell the student sees: the stub with its TODO, then the check."""
+        return f"{self.stub.rstrip()}\n\n\n{self.check_call}\n"
+
+    @property
+    def solution_cell(self) -> str:
+        """A markdown cell with the solution folded away (a ``<details>`` block)."""
+        return (f"<details><summary>Solution ({self.id})</summary>\n\n```python\n{self.solution_source.rstrip()}\n```\n"
+                f"\n</details>")
+
+    def _inputs_and_expected(self):
+        if "expected" not in self._memo:
+            inputs = [tuple(a) for a in self.cases()]
+            self._memo["inputs"] = inputs
+            self._memo["expected"] = [self._norm(self.reference(*_copy(a))) for a in inputs]
+        return self._memo["inputs"], self._memo["expected"]
+
+    def check(self, answer: Any) -> Verdict:
+        """Compare ``answer`` (the student's function) with the library's on the fixed inputs."""
+        def verdict(ok, msg):
+            return Verdict(ok, msg, self.id)
+
+        if not callable(answer):
+            return verdict(False, f"expected the function `{self.function}` itself (pass it without calling it: "
+                                  f"rl.check({self.id!r}, {self.function})); got a {type(answer).__name__}")
+        inputs, expected = self._inputs_and_expected()
+        got = []
+        for args in inputs:
+            try:
+                got.append(self._norm(answer(*_copy(args))))
+            except NotImplementedError:
+                return verdict(False, f"`{self.function}` is not written yet: replace the TODO")
+            except Exception as e:  # any error of the student's code is a verdict, never a crash
+                text = f"{type(e).__name__}: {e}"
+                if "ellipsis" in text.lower():
+                    return verdict(False, f"`{self.function}` still has a `...` where a TODO is to be filled in ({text})")
+                return verdict(False, f"`{self.function}` raised {text[:300]} on the inputs {_describe(args)}")
+        first = next(((a, d) for a, g, w in zip(inputs, got, expected) if (d := difference(g, w, atol=self.atol))), None)
+        if first is None:
+            return verdict(True, f"matches the library's answer on all {len(inputs)} test inputs. {self.title}: done.")
+        for mistake in self.mistakes:
+            if self._matches(mistake.fn, inputs, got):
+                return verdict(False, mistake.message)
+        args, diff = first
+        end = "" if diff.endswith(("?", ".")) else "."
+        return verdict(False, f"on the inputs {_describe(args)}, {diff}{end}" + (f" Hint: {self.hint}" if self.hint else ""))
+
+    def _norm(self, out):
+        if self.normalise is None:
+            return out
+        try:
+            return self.normalise(out)
+        except Exception:  # an output of the wrong kind is compared as it is (and reported as such)
+            return out
+
+    def _matches(self, fn: Callable, inputs, got) -> bool:
+        for args, g in zip(inputs, got):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    w = self._norm(fn(*_copy(args)))
+            except Exception as e:  # a wrong variant that cannot run on some input simply does not match
+                log.debug("mistake variant %s failed: %s", getattr(fn, "__name__", fn), e)
+                return False
+            if difference(g, w, atol=self.atol) is not None:
+                return False
+        return True
