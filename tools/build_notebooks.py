@@ -14,6 +14,10 @@ What every notebook has (``problems`` lists what is missing, by notebook and cel
 * the install cell :data:`INSTALL` as its first code cell, identical everywhere, then the setup cell :data:`SETUP`;
 * a footer: ``## Summary``, then ``## Exercises``, then a last markdown cell with ``**Next:**`` and a link to
   another notebook of the folder;
+* every relative link resolving, to a file and, for ``#anchor`` links into ``.md`` files, to a heading or an
+  ``<a id="anchor">`` there (the glossary's terms);
+* each checked exercise of :mod:`romlib.teach.exercises` for the notebook (``rl.check("<id>", ...)`` in a code
+  cell) followed by its solution in a collapsed ``<details>`` markdown cell;
 * checked cells (nbval compares their output): ``# NBVAL_CHECK_OUTPUT`` as their *first* line (nbval 0.11
   ignores the marker anywhere else), stored outputs and an execution count.
 """
@@ -27,6 +31,7 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 NOTEBOOKS = ROOT / "notebooks"
 REPO = "romlib/romlib"  # GitHub owner/name for the Colab badges
 #: Where the install cell gets romlib when it is not importable and no ``romlib-*.whl`` lies in the
@@ -76,6 +81,47 @@ def checked(cell) -> bool:
     return cell.cell_type == "code" and any(line.strip() == MARK for line in cell.source.splitlines())
 
 
+LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def _anchors(md: Path) -> set[str]:
+    """GitHub's anchors of a Markdown file: its headings' slugs and every ``id="..."``."""
+    text = md.read_text()
+    slugs = {re.sub(r"\s", "-", re.sub(r"[^\w\s-]", "", h.strip().lower())) for h in re.findall(r"(?m)^#+ (.+)$", text)}
+    return slugs | set(re.findall(r'id="([^"]+)"', text))
+
+
+def _link_problems(name: str, folder: Path, cells) -> list[str]:
+    out = []
+    for i, c in enumerate(cells):
+        if c.cell_type != "markdown":
+            continue
+        for target in LINK.findall(c.source):
+            if "://" in target or target.startswith(("mailto:", "#")):
+                continue
+            file, _, anchor = target.partition("#")
+            where = folder / file
+            if not where.exists():
+                out.append(f"{name}: cell {i} links to {target!r}: no such file")
+            elif anchor and where.suffix == ".md" and anchor not in _anchors(where):
+                out.append(f"{name}: cell {i} links to {target!r}: {file} has no anchor #{anchor}")
+    return out
+
+
+def _exercise_problems(name: str, cells) -> list[str]:
+    from romlib.teach.exercises import for_notebook
+
+    out = []
+    for e in for_notebook(name[:2]):
+        at = next((i for i, c in enumerate(cells) if c.cell_type == "code"
+                   and re.search(rf"rl\.check\(\s*['\"]{re.escape(e.id)}['\"]", c.source)), None)
+        if at is None:
+            out.append(f"{name}: lacks the checked exercise {e.id!r} (a code cell: its stub, then rl.check({e.id!r}, ...))")
+        elif at + 1 >= len(cells) or cells[at + 1].cell_type != "markdown" or "<details" not in cells[at + 1].source:
+            out.append(f"{name}: exercise {e.id!r} is not followed by its solution in a collapsed <details> markdown cell")
+    return out
+
+
 def problems(path: Path, *, source: str = PACKAGE_SOURCE, repo: str = REPO) -> list[str]:
     """What ``path`` lacks of the shared parts, one sentence each (empty: all there)."""
     name, nb = path.stem, nbformat.read(path, as_version=4)
@@ -112,6 +158,7 @@ def problems(path: Path, *, source: str = PACKAGE_SOURCE, repo: str = REPO) -> l
         out.append(f"{name}: the last cell must be markdown with '**Next:** [name](name.ipynb)'")
     elif not (path.parent / nxt.group(1)).is_file():
         out.append(f"{name}: **Next:** links to {nxt.group(1)!r}, which is not in {path.parent.name}/")
+    out += _link_problems(name, path.parent, cells) + _exercise_problems(name, cells)
     for n, c in enumerate((cells[i] for i in code_at), 1):
         if MARK not in c.source:
             continue
