@@ -14,7 +14,7 @@ import torch
 
 from .cases import table_cases
 from .measure import _edit_mask, _uint8, rate, sample_cases, wilson  # noqa: F401 (wilson re-exported)
-from .oracle import describe_region, judge, object_region, removed
+from .oracle import describe_region, judge, object_region, removed, rim_left
 
 __all__ = ["NOTEBOOK_TABLES", "TABLES_FILE", "wilson", "table_cases", "notebook_table", "measure_table",
            "format_notebook_table", "write_notebook_tables", "segmenter_table", "format_segmenter_table"]
@@ -67,7 +67,7 @@ def _measure_dilation(b, diffusion, cfg) -> list[dict]:
                 old.append(seen.colour == o.colour and seen.shape == o.shape)
             for x in es:
                 seen = describe_region(_uint8(x), region)
-                gone.append(removed(seen))
+                gone.append(removed(seen, rim_left(_uint8(x), o, c.scene.background)))
                 back.append(seen.colour == o.colour and seen.shape == o.shape)
         rows.append({"k": k, "leftover px": round(float(np.mean(left)), 1), "over px": round(float(np.mean(over)), 1),
                      "removed ('')": rate(gone), "old back ('')": rate(back), "target reached": rate(succ),
