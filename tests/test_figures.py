@@ -59,3 +59,117 @@ def test_edit_grid_names_every_box_and_the_mask():
     fig = r.grid(top=2)
     labels = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     assert any("object box" in x for x in labels) and any("×1.3" in x for x in labels) and any("edit mask" in x for x in labels)
+
+
+# ----------------------------------------------------------------------------- the ablations' figures (ShapesWorld)
+def test_dilation_figure_shows_the_tables_samples_with_their_verdicts():
+    """Case 0 of the dilation table: at k = 1 the rim lies outside the mask, so the whole old outline is left
+    (rim 1.0, not removed) — a known answer; every panel's title carries its verdict."""
+    from romlib.shapes.figures import dilation_figure
+
+    fig, rows = dilation_figure(0, ks=(1, 7))
+    assert len(fig.axes) == 5 * 2  # mask + 2 empty-target + 2 target samples, per k
+    k1, k7 = rows
+    assert k1["k"] == 1 and k1["leftover px"] > 20 and k7["leftover px"] == 0 and k7["over px"] > k1["over px"]
+    assert all(e["rim"] == 1.0 and not e["removed"] for e in k1["empty"])
+    titles = [a.get_title() for a in fig.axes]
+    assert all("removed" in t for t in titles[2:6]) and all("target" in t for t in titles[6:10])
+    assert titles[2].count("removed ✗") == 1 and "outline left 100%" in titles[2]  # k = 1, sample 1
+    with pytest.raises(ValueError, match="case=99"):
+        dilation_figure(99)
+
+
+def test_ranking_paired_counts_on_a_known_table():
+    from romlib.shapes.figures import ranking_example_case, ranking_paired
+
+    picks = [{"case": 0, "ok": [True, False], "local": 0, "masked": 1},   # differ, local right
+             {"case": 1, "ok": [True, True], "local": 0, "masked": 1},    # differ, both right
+             {"case": 2, "ok": [True, False], "local": 0, "masked": 0},   # same pick
+             {"case": 3, "ok": [False, True], "local": 0, "masked": 1}]   # differ, masked right
+    p = ranking_paired({"cases": picks})
+    assert p["top-1 differ"] == 3 and p["local right, masked wrong"] == 1 and p["masked right, local wrong"] == 1
+    assert p["both right"] == 1 and p["both wrong"] == 0 and p["discordant"] == 2
+    assert p["local preferred among discordant %"][0] == 50.0 and p["differ %"][0] == 75.0
+    assert ranking_example_case({"cases": picks}) == 0 and ranking_example_case({"cases": picks[1:3]}) == 0
+    assert ranking_example_case({"cases": picks[2:3]}) == 0
+    with pytest.raises(ValueError, match="no per-case picks"):
+        ranking_paired({"rows": []})
+
+
+def test_shipped_ranking_table_carries_its_picks():
+    from romlib.shapes.figures import ranking_paired
+    from romlib.shapes.tables import notebook_table
+
+    t = notebook_table("ranking")
+    local = [p["ok"][p["local"]] for p in t["cases"]]
+    assert sum(local) == t["rows"][0]["top-1 success"]["k"]  # the picks are the table's own
+    p = ranking_paired(t)
+    assert p["cases"] == 24 and 0 <= p["discordant"] <= p["top-1 differ"] <= 24
+
+
+def test_keeps_figure_draws_both_models_from_their_counts():
+    from romlib.shapes.figures import RUN_E_FREE_KEPT, keeps_figure
+
+    fig, numbers = keeps_figure()
+    default, run_e = numbers.values()
+    assert run_e["ccf"][:3] == (103, 201, 51.2) and default["ccf"][2] == 23.4 and default["cf"][2] == 35.8
+    assert run_e["ccf"][2] > run_e["cf"][2] and default["ccf"][2] < default["cf"][2]  # both sides of the claim
+    bars = [p for p in fig.axes[0].patches]
+    assert len(bars) == 8 and sorted(round(b.get_height(), 1) for b in bars) == sorted(
+        v[2] for m in numbers.values() for v in m.values())
+    assert set(RUN_E_FREE_KEPT) == set(default)
+
+
+# ----------------------------------------------------------------------------- the paper's story
+@pytest.fixture(scope="module")
+def shapes_result():
+    import romlib as rl
+
+    pipe = rl.nb.pipeline("shapes")
+    image, ref, target = rl.nb.chosen_case(pipe, "both")
+    return pipe, pipe.edit(image, ref, target, samples=3, steps=3, progress=False)
+
+
+def test_pipeline_figure_draws_every_stage_on_shapes(shapes_result):
+    import romlib as rl
+
+    _, r = shapes_result
+    fig, n = rl.viz.pipeline_figure(r)
+    assert len(fig.axes) == 5 + 3
+    assert n["dilated px"] == int((1 - r.keep_mask_base).sum()) and n["mask px"] == int(r.segmentation.mask.sum())
+    assert n["distances (ranked)"] == [round(x, 4) for x in r.scores] and n["crop box (frame px)"][0] < r.rank_box[0]
+    assert "score 1.00" in fig.axes[1].get_title()
+
+
+def test_pipeline_figure_works_on_the_tiny_backend():
+    import romlib as rl
+
+    pipe = rl.nb.pipeline("tiny")
+    image, ref, target = rl.nb.example(pipe)
+    r = pipe.edit(image, ref, target, samples=2, steps="2", upsample_steps="2", progress=False)
+    fig, n = rl.viz.pipeline_figure(r, top=2)
+    assert len(fig.axes) == 5 + 2 and n["base size"] == r.keep_mask_base.shape[-1] and n["frame size"] == r.images.shape[-1]
+
+
+def test_targets_figure_runs_every_target_with_the_oracles_verdict(shapes_result):
+    import romlib as rl
+
+    pipe, _ = shapes_result
+    fig, rows = rl.viz.targets_figure(pipe, samples=2, steps=3)
+    assert len(fig.axes) == 1 + 4 and [r["target"] for r in rows][-1] == ""
+    assert rows[-1]["model"] == "removal" and "removed" in rows[-1]["verdict"] and 0 <= rows[-1]["rim"] <= 1
+    assert all("target" in r["verdict"] for r in rows[:-1])
+    with pytest.raises(ValueError, match="needs image="):
+        rl.viz.targets_figure(rl.nb.pipeline("tiny"))
+
+
+def test_forward_figure_prints_alpha_bar_of_the_schedule():
+    import romlib as rl
+
+    x = torch.zeros(3, 8, 8)
+    fig, ab = rl.viz.forward_figure(x, ts=(0, 500, 999))
+    d = rl.diffusion.create_diffusion(1000, "squaredcos_cap_v2", "1000")
+    assert ab == {t: round(float(d.alphas_cumprod[t]), 4) for t in (0, 500, 999)} and len(fig.axes) == 3
+    assert f"{ab[500]:.4f}" in fig.axes[1].get_xlabel()
+    with pytest.raises(ValueError, match="1000"):
+        rl.viz.forward_figure(x, ts=(1000,))

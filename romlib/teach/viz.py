@@ -222,3 +222,7 @@ def segmentation_figure(image, seg, top: int = 5):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     box_legend(fig, ("yellow", "white"), loc="lower center", ncol=3)
     return fig, rows
+
+
+# the paper's story figures live in romlib.teach.story; the notebooks call them as rl.viz.<name>
+from .story import default_targets, forward_figure, pipeline_figure, targets_figure  # noqa: E402,F401
