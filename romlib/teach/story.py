@@ -14,7 +14,6 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .viz import _imshow, as_array, box_legend, overlay_mask
 
 __all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure"]
 
@@ -24,7 +23,7 @@ def _off(ax):
 
 
 def _box(ax, box, color, lw=2.0):
-    from .viz import _box as draw
+    from .viz import _box as draw  # (imported here: viz re-exports this module's figures)
 
     draw(ax, box, color=color, lw=lw)
 
@@ -40,6 +39,7 @@ def pipeline_figure(result, top: int = 8):
 
     from ..masks import box_to_pixels, enlarge_box
     from ..rank import ranking_inputs
+    from .viz import _imshow, box_legend, overlay_mask
 
     s = result.settings
     seg = result.segmentation
@@ -130,6 +130,7 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     import matplotlib.pyplot as plt
 
     from .nb import removal_pipeline
+    from .viz import _imshow, overlay_mask
 
     shapes = pipe.backend.name == "shapes"
     if shapes and image is None:
@@ -184,6 +185,7 @@ def _full_edit_mask(result) -> torch.Tensor:
 def _oracle_verdict(case, result, target: str) -> dict:
     """The ShapesWorld oracle on the best edit: target success, or (empty target) removal with the rim."""
     from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
+    from .viz import as_array
 
     a = as_array(result.best)
     em = _full_edit_mask(result).numpy() > 0.5
@@ -207,6 +209,7 @@ def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "s
 
     from ..io import to_tensor
     from ..sampling.diffusion import create_diffusion
+    from .viz import _imshow
 
     if isinstance(image, torch.Tensor):
         x0 = image[None] if image.ndim == 3 else image
