@@ -173,3 +173,20 @@ def test_forward_figure_prints_alpha_bar_of_the_schedule():
     assert f"{ab[500]:.4f}" in fig.axes[1].get_xlabel()
     with pytest.raises(ValueError, match="1000"):
         rl.viz.forward_figure(x, ts=(1000,))
+
+
+def test_trace_numbers_measure_how_much_of_the_difference_is_in_the_mask():
+    from romlib.teach.nb import trace_numbers
+
+    trace = _trace([0.0, 0.0])
+    for s in trace:
+        s["eps_cond"] = s["eps_base"].clone()
+        s["eps_cond"][:, :2, :2] += 1.0  # the whole difference in the top-left 2x2 block
+    mask = torch.zeros(16, 16)
+    mask[:4, :4] = 1  # the same block at twice the resolution
+    rows = trace_numbers(trace, edit_mask=mask)
+    assert rows[0]["share in mask"] == 1.0 and rows[0]["mask share of pixels"] == round(4 / 64, 3)
+    mask2 = torch.zeros(8, 8)
+    mask2[4:, 4:] = 1
+    assert trace_numbers(trace, edit_mask=mask2)[1]["share in mask"] == 0.0
+    assert "share in mask" not in trace_numbers(trace)[0]

@@ -262,14 +262,27 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
     return result
 
 
-def trace_numbers(trace: list[dict]) -> list[dict]:
+def trace_numbers(trace: list[dict], edit_mask=None) -> list[dict]:
     """Per step: t (of the 1000-step schedule), |ε_cond − ε_base| (the guidance direction's RMS size)
-    and the x̂_0 range, rounded."""
+    and the x̂_0 range, rounded. With ``edit_mask`` (1 = edit, any size, e.g. ``result.edit_mask``) also
+    "share in mask": the fraction of the difference's energy Σ(ε_cond − ε_base)² inside the mask — which
+    rule's difference is concentrated on the object (the mask's share of the pixels is the no-preference level)."""
     rows = []
+    inside = None
+    if edit_mask is not None:
+        m = torch.as_tensor(edit_mask, dtype=torch.float32)
+        m = m.reshape(1, 1, *m.shape[-2:])
+        side = trace[0]["eps_cond"].shape[-2:]
+        inside = torch.nn.functional.interpolate(m, size=tuple(side), mode="nearest")[0, 0] > 0.5
     for s, t in zip(trace, timesteps_1000(trace)):
         d = s["eps_cond"] - s["eps_base"]
-        rows.append({"t (of 1000)": t, "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
-                     "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)})
+        row = {"t (of 1000)": t, "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
+               "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)}
+        if inside is not None:
+            e = (d ** 2).sum(0)
+            row["share in mask"] = round((e[inside].sum() / e.sum().clamp_min(1e-12)).item(), 3)
+            row["mask share of pixels"] = round(inside.float().mean().item(), 3)
+        rows.append(row)
     return rows
 
 

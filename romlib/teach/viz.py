@@ -181,7 +181,8 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
             a.set_xticks([]), a.set_yticks([])
     first = rows[0][1].settings
     fig.suptitle(f"{first['ref']!r} → {first['target']!r}  (same mask, seed {first['seed']})", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    box_legend(fig, (), loc="lower center")
     return fig
 
 
