@@ -71,7 +71,7 @@ def overlay_mask(image, edit_mask, color=MASK_COLOUR, alpha: float = 0.45, *, st
     big = enlarge(a, min_side).copy()
     f = big.shape[0] // a.shape[0]
     mb = np.repeat(np.repeat(m, f, axis=0), f, axis=1)
-    width = max(2, f // 4) if f > 1 else 2
+    width = max(2, f // 4) if f > 1 else max(2, round(max(a.shape[:2]) / 160))  # visible when shown ~2-3 inches wide
     p = np.pad(mb, width, constant_values=False)
     inner = mb.copy()
     for dy in range(-width, width + 1):
