@@ -190,3 +190,30 @@ def test_trace_numbers_measure_how_much_of_the_difference_is_in_the_mask():
     mask2[4:, 4:] = 1
     assert trace_numbers(trace, edit_mask=mask2)[1]["share in mask"] == 0.0
     assert "share in mask" not in trace_numbers(trace)[0]
+
+
+def test_ranking_figure_shows_the_tables_own_picks():
+    """The example is the table's: its recomputed picks and verdicts equal the ones the shipped table counted,
+    the two top-1 samples differ and the oracle tells them apart (the rule of ranking_example_case)."""
+    from romlib.shapes.figures import ranking_figure
+    from romlib.shapes.tables import notebook_table
+
+    fig, n = ranking_figure()
+    shipped = notebook_table("ranking")["cases"][n["case"]]
+    assert (n["ok"], n["local top-1"], n["masked top-1"]) == (shipped["ok"], shipped["local"], shipped["masked"])
+    assert n["local top-1"] != n["masked top-1"] and n["ok"][n["local top-1"]] != n["ok"][n["masked top-1"]]
+    assert n["local order"][0] == n["local top-1"] and n["masked order"][0] == n["masked top-1"]
+    assert len(fig.axes) == len(n["ok"]) + 2
+
+
+def test_guidance_figure_titles_carry_the_tables_metrics():
+    from romlib.shapes.figures import guidance_figure
+    from romlib.shapes.tables import NOTEBOOK_TABLES
+
+    fig, rows = guidance_figure(0)
+    methods = NOTEBOOK_TABLES["guidance"]["methods"]
+    assert [r["rule"] for r in rows] == list(methods) and len(fig.axes) == len(methods) * 3
+    titles = [a.get_title() for a in fig.axes]
+    ticks = sum(t.count("target ✓") for t in titles)
+    assert ticks == sum(s["success"] for r in rows for s in r["samples"])
+    assert sum(t.count("keeps shape ✓") for t in titles) == sum(bool(s["preserved"]) for r in rows for s in r["samples"])
