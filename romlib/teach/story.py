@@ -49,7 +49,7 @@ def pipeline_figure(result, top: int = 8):
     side = int(result.images.shape[-1])
     B = len(result.order)
     shown = min(int(top), B)
-    fig = plt.figure(figsize=(2.6 * max(5, shown) * 0.75, 6.2))
+    fig = plt.figure(figsize=(max(13.0, 2.0 * shown), 6.2))
     outer = fig.add_gridspec(2, 1, height_ratios=[1.15, 1])
     up, down = outer[0].subgridspec(1, 5), outer[1].subgridspec(1, shown)
     ax = [fig.add_subplot(up[0, i]) for i in range(5)]
@@ -63,7 +63,7 @@ def pipeline_figure(result, top: int = 8):
     ax[1].set_title(f"2. referring mask ({source})\nscore {seg.score:.2f}, {int(seg_mask.sum())} px", fontsize=8)
     small = result.input_image.resize((n_base, n_base))
     _imshow(ax[2], overlay_mask(small, edit_base), size=(n_base, n_base))
-    ax[2].set_title(f"3. mask at {n_base}×{n_base}, dilated k = {s['dilation']}\n{int(edit_base.sum())} px edited", fontsize=8)
+    ax[2].set_title(f"3. mask at {n_base}×{n_base}, k = {s['dilation']}\n{int(edit_base.sum())} px edited", fontsize=8)
     rank = s["rank"]
     numbers = {"segmentation score": round(float(seg.score), 3), "box": tuple(round(float(v), 1) for v in seg.box),
                "mask px": int(seg_mask.sum()), "base size": n_base, "dilated px": int(edit_base.sum()),
