@@ -111,7 +111,10 @@ def _paste_alpha(keep: torch.Tensor, region):
     cols = torch.nonzero(edit_small.any(0)[xmap]).flatten()
     by0, by1, bx0, bx1 = int(rows.min()), int(rows.max()) + 1, int(cols.min()), int(cols.max()) + 1
     edit = edit_small[ymap[by0:by1]][:, xmap[bx0:bx1]]  # nearest upsampling of the bounding box only
-    radius = max(1, round(max(rw, rh) / sw / 2))
+    # feather over half a mask pixel at the input's resolution; none when the mask is at the input's own
+    # resolution (ShapesWorld: a 1-px feather there would blend back a whole mask pixel of the input, i.e.
+    # the old object's rim that the dilation was meant to cover)
+    radius = round(max(rw, rh) / sw / 2)
     # beyond the box nothing is edited (a frame of kept pixels) unless the box meets the region's
     # border, which does not erode the mask
     pt, pb, pl, pr = int(by0 > 0), int(by1 < rh), int(bx0 > 0), int(bx1 < rw)

@@ -179,6 +179,7 @@ def test_shipped_weights_load_and_ranker_learned(backend):
 
 
 def test_pipeline_edit_on_shapes(backend):
+    from romlib.io import to_uint8 as rl_uint8
     from romlib.pipeline import ROMPipeline
 
     pipe = ROMPipeline(backend, device="cpu")
@@ -188,6 +189,9 @@ def test_pipeline_edit_on_shapes(backend):
     out = np.asarray(r.full_res[0])
     keep = r.keep_mask_base.numpy() > 0.5
     assert (out[keep] == sc.image[keep]).all()  # only the dilated mask changes
+    # the frame is at the input's resolution: pasted exactly, no feather blending the old object's rim back
+    frame = rl_uint8(r.images[0])
+    assert (out[~keep] == frame[~keep]).all()
 
 
 # ----------------------------------------------------------------------------- training and benchmark

@@ -25,7 +25,7 @@ __all__ = ["WEIGHTS_DIR", "VARIANTS", "load_backend", "load_inpaint_model", "loa
            "describe", "referring_expressions", "parse_text", "WordTokenizer", "describe_region", "object_region", "judge",
            "Region", "COLOURS", "SHAPES", "SIZE", "VOCAB"]
 
-_SUBMODULES = ("backend", "bench", "cases", "cli", "demo", "measure", "oracle", "ranker", "scenes", "segmenter", "train",
+_SUBMODULES = ("backend", "bench", "cases", "cli", "demo", "figures", "measure", "oracle", "ranker", "scenes", "segmenter", "train",
                "train_data")
 
 

@@ -19,6 +19,12 @@ edited object's **size** (the longer side of its tight box) within :data:`SIZE_T
 original's, its **position** (the box centre) within :data:`POS_TOL` px, and every attribute the
 target does not name (:func:`judge`'s ``preserved``). Objects are 8–12 px, so 2 px is about a fifth
 of an object; the clean scene reads 0 px / 0 px by construction.
+
+**Removed** (:func:`removed`, an empty target) — what the eye sees: no shape is left (fewer than
+:data:`MIN_AREA` shape pixels) **and** no outline of the old object is left: fewer than :data:`RIM_MAX`
+of the old object's outline pixels (its mask minus its 1-px erosion) are still closer in RGB to the old
+object's colour than to the clean background there (:func:`rim_left`). The second rule sees a faint or
+thin outline that the shape-pixel rule misses (a blended rim is not saturated enough to be a shape pixel).
 """
 from __future__ import annotations
 
@@ -26,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import COLOURS, SHAPES, Obj, Parsed, dilate_np, parse_text, render_shape
+from .scenes import COLOURS, SHAPES, Obj, Parsed, dilate_np, erode_np, parse_text, render_shape
 
-__all__ = ["FG_SPREAD", "FG_DIST", "MIN_AREA", "MIN_IOU", "MAX_ASPECT", "SIZE_TOL", "POS_TOL", "Region", "keeps", "removed", "colour_labels", "label_components",
+__all__ = ["FG_SPREAD", "FG_DIST", "MIN_AREA", "MIN_IOU", "MAX_ASPECT", "SIZE_TOL", "POS_TOL", "RIM_MAX", "Region", "keeps", "removed", "rim_left", "colour_labels", "label_components",
            "largest_component", "shape_ious", "describe_component", "describe_region", "object_region", "judge"]
 
 FG_SPREAD = 80
@@ -38,6 +44,7 @@ MIN_IOU = 0.6
 MAX_ASPECT = 1.5
 SIZE_TOL = 2.0
 POS_TOL = 2.0
+RIM_MAX = 0.25
 _PALETTE = np.array(list(COLOURS.values()), dtype=np.float64)
 _NAMES = list(COLOURS)
 
@@ -191,7 +198,28 @@ def keeps(seen: Region, before: Region) -> dict:
     return {"size_change": size_change, "shift": shift, "size_kept": size_change <= SIZE_TOL, "position_kept": shift <= POS_TOL}
 
 
-def removed(seen: Region) -> bool:
+def rim_left(image, original: Obj, background) -> float:
+    """The share (0–1) of the old object's outline left in ``image``: of the outline pixels of
+    ``original`` (its mask minus its 1-px erosion), those whose RGB is closer to the object's colour
+    (``original.rgb``) than to the clean ``background`` (HxWx3 uint8) at that pixel. 1.0 on the
+    unedited scene, 0.0 on the clean background."""
+    a = _as_uint8(image).astype(np.float64)
+    bg = np.asarray(background, dtype=np.float64)
+    if bg.shape != a.shape:
+        raise ValueError(f"background shape {bg.shape} does not match the image's {a.shape}")
+    rim = original.mask & ~erode_np(original.mask, 1)
+    if not rim.any():
+        raise ValueError(f"the original object ({original.colour} {original.shape}, box {original.box}) has an empty mask")
+    p = a[rim]
+    to_obj = np.linalg.norm(p - np.asarray(original.rgb, dtype=np.float64), axis=-1)
+    to_bg = np.linalg.norm(p - bg[rim], axis=-1)
+    return float((to_obj < to_bg).mean())
+
+
+def removed(seen: Region, rim: float | None = None) -> bool:
     """The region shows no object at all (what an empty target should leave): fewer than
-    :data:`MIN_AREA` shape pixels."""
-    return seen.area < MIN_AREA
+    :data:`MIN_AREA` shape pixels and, when ``rim`` (:func:`rim_left`) is given, less than
+    :data:`RIM_MAX` of the old object's outline left."""
+    if rim is not None and not 0.0 <= rim <= 1.0:
+        raise ValueError(f"rim={rim!r} is not a share in [0, 1] (see rim_left)")
+    return seen.area < MIN_AREA and (rim is None or rim < RIM_MAX)

@@ -14,10 +14,11 @@ import torch
 
 from .cases import table_cases
 from .measure import _edit_mask, _uint8, rate, sample_cases, wilson  # noqa: F401 (wilson re-exported)
-from .oracle import describe_region, judge, object_region, removed
+from .oracle import describe_region, judge, object_region, removed, rim_left
 
 __all__ = ["NOTEBOOK_TABLES", "TABLES_FILE", "wilson", "table_cases", "notebook_table", "measure_table",
-           "format_notebook_table", "write_notebook_tables", "segmenter_table", "format_segmenter_table"]
+           "format_notebook_table", "write_notebook_tables", "segmenter_table", "format_segmenter_table",
+           "dilation_verdicts", "dilation_samples", "ranking_picks"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,37 @@ NOTEBOOK_TABLES = {
 TABLES_FILE = Path(__file__).resolve().parent / "weights" / "notebook_tables.json"
 
 
+def dilation_verdicts(case, edit_mask: np.ndarray, target_samples, empty_samples) -> dict:
+    """The oracle's verdict on each sample of one case of the ``dilation`` table (and of its figure,
+    :func:`romlib.shapes.figures.dilation_figure`): ``"target"``: per sample ``{"success", "old back"}``
+    (the case's target); ``"empty"``: per sample ``{"removed", "rim", "old back"}`` (the empty target;
+    ``rim`` = :func:`~romlib.shapes.oracle.rim_left`)."""
+    region = object_region(edit_mask, case.original.mask, case.others)
+    o = case.original
+    out = {"target": [], "empty": []}
+    for x in target_samples:
+        seen = describe_region(_uint8(x), region)
+        out["target"].append({"success": judge(seen, case.target, o)["success"],
+                              "old back": seen.colour == o.colour and seen.shape == o.shape})
+    for x in empty_samples:
+        a = _uint8(x)
+        seen = describe_region(a, region)
+        rim = rim_left(a, o, case.scene.background)
+        out["empty"].append({"removed": removed(seen, rim), "rim": round(rim, 3),
+                             "old back": seen.colour == o.colour and seen.shape == o.shape})
+    return out
+
+
+def dilation_samples(b, diffusion, cfg, cases, k: int, removal_model=None):
+    """The ``dilation`` table's masks and samples at kernel ``k``: ``(masks, target samples, empty-target samples)``."""
+    masks = [_edit_mask(c, cfg["erode"], k) for c in cases]
+    xs = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
+                      samples=cfg["samples"])
+    empty = sample_cases(removal_model or b.base_model, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"],
+                         scale=cfg["scale"], samples=cfg["samples"], plain=True)
+    return masks, xs, empty
+
+
 def _measure_dilation(b, diffusion, cfg) -> list[dict]:
     from .backend import load_backend
 
@@ -50,28 +82,14 @@ def _measure_dilation(b, diffusion, cfg) -> list[dict]:
     rm = load_backend(device, variant=cfg["empty_variant"]).base_model  # the model that learned removal
     rows = []
     for k in cfg["dilations"]:
-        masks = [_edit_mask(c, cfg["erode"], k) for c in cases]
-        xs = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
-                          samples=cfg["samples"])
+        masks, xs, empty = dilation_samples(b, diffusion, cfg, cases, k, rm)
         left = [int((c.original.mask & ~m).sum()) for c, m in zip(cases, masks)]
         over = [int((m & ~c.original.mask).sum()) for c, m in zip(cases, masks)]
-        empty = sample_cases(rm, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
-                             samples=cfg["samples"], plain=True)
-        succ, old, gone, back = [], [], [], []
-        for c, m, ss, es in zip(cases, masks, xs, empty):
-            region = object_region(m, c.original.mask, c.others)
-            o = c.original
-            for x in ss:
-                seen = describe_region(_uint8(x), region)
-                succ.append(judge(seen, c.target, o)["success"])
-                old.append(seen.colour == o.colour and seen.shape == o.shape)
-            for x in es:
-                seen = describe_region(_uint8(x), region)
-                gone.append(removed(seen))
-                back.append(seen.colour == o.colour and seen.shape == o.shape)
+        v = [dilation_verdicts(c, m, ss, es) for c, m, ss, es in zip(cases, masks, xs, empty)]
+        col = lambda kind, key: [s[key] for x in v for s in x[kind]]  # noqa: E731
         rows.append({"k": k, "leftover px": round(float(np.mean(left)), 1), "over px": round(float(np.mean(over)), 1),
-                     "removed ('')": rate(gone), "old back ('')": rate(back), "target reached": rate(succ),
-                     "old back (target)": rate(old)})
+                     "removed ('')": rate(col("empty", "removed")), "old back ('')": rate(col("empty", "old back")),
+                     "target reached": rate(col("target", "success")), "old back (target)": rate(col("target", "old back"))})
     return rows
 
 
@@ -95,26 +113,31 @@ def _measure_guidance(b, diffusion, cfg) -> list[dict]:
     return rows
 
 
-def _measure_ranking(b, diffusion, cfg) -> list[dict]:
+def ranking_picks(ranker, case, edit_mask: np.ndarray, samples) -> dict:
+    """One case of the ``ranking`` table: the oracle's verdict per sample (``"ok"``, sampling order) and
+    the sample each ranking puts first (``"local"``, ``"masked"``: indices; the first sample is the unranked pick)."""
     from ..rank import rank_samples
 
+    region = object_region(edit_mask, case.original.mask, case.others)
+    ok = [judge(describe_region(_uint8(x), region), case.target, case.original)["success"] for x in samples]
+    box = tuple(float(v) for v in case.original.box)
+    em = torch.from_numpy(edit_mask)[None, None].float()
+    top = {mode: int(rank_samples(ranker, samples, case.target, mode, box=box, edit_mask=em).order[0])
+           for mode in ("local", "masked")}
+    return {"case": case.index, "ok": [bool(x) for x in ok], **top}
+
+
+def _measure_ranking(b, diffusion, cfg) -> list[dict]:
     cases = table_cases(cfg["cases"])
     masks = [_edit_mask(c, 0, cfg["dilation"]) for c in cases]
     xs = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=cfg["rule"], scale=cfg["scale"],
                       samples=cfg["samples"])
-    ok_all, top = [], {"local": [], "masked": [], "first sample (no ranking)": []}
-    for c, m, ss in zip(cases, masks, xs):
-        region = object_region(m, c.original.mask, c.others)
-        ok = [judge(describe_region(_uint8(x), region), c.target, c.original)["success"] for x in ss]
-        ok_all += ok
-        top["first sample (no ranking)"].append(ok[0])
-        box = tuple(float(v) for v in c.original.box)
-        em = torch.from_numpy(m)[None, None].float()
-        for mode in ("local", "masked"):
-            top[mode].append(ok[rank_samples(b.ranker, ss, c.target, mode, box=box, edit_mask=em).order[0]])
+    picks = [ranking_picks(b.ranker, c, m, ss) for c, m, ss in zip(cases, masks, xs)]
+    top = {"local": [p["ok"][p["local"]] for p in picks], "masked": [p["ok"][p["masked"]] for p in picks],
+           "first sample (no ranking)": [p["ok"][0] for p in picks]}
     rows = [{"pick": k, "top-1 success": rate(v)} for k, v in top.items()]
-    rows.append({"pick": "any sample (mean)", "top-1 success": rate(ok_all)})
-    return rows
+    rows.append({"pick": "any sample (mean)", "top-1 success": rate([x for p in picks for x in p["ok"]])})
+    return rows, picks
 
 
 def segmenter_table(n: int = 24, seed: int = 0) -> dict:
@@ -163,9 +186,12 @@ def measure_table(name: str, backend=None) -> dict:
 
     measure = {"dilation": _measure_dilation, "guidance": _measure_guidance, "ranking": _measure_ranking, "keeps": measure_keeps}
     rows = measure[name](b, diffusion, cfg)
+    extra = {}
+    if isinstance(rows, tuple):  # (rows, per-case data behind them: the ranking table's picks)
+        rows, extra = rows[0], {"cases": rows[1]}
     settings = {k: v for k, v in cfg.items()}
     settings.update(steps=str(b.base_steps), seed=0, seconds=round(time.perf_counter() - t0, 1))
-    return {"name": name, "rows": rows, "settings": settings}
+    return {"name": name, "rows": rows, "settings": settings, **extra}
 
 
 def notebook_table(name: str, *, rerun: bool = False) -> dict:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 __all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "referred_mask",
-           "centred_box_mask", "explore", "scrubber", "plot_trace",
+           "centred_box_mask", "explore", "scrubber", "plot_trace", "trace_scales",
            "trace_numbers", "widgets_available", "show", "note", "baselines_note", "timesteps_1000"]
 
 log = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
     return example(pipe, 2 if kind == "removal" else 0)
 
 
-def show(fig, *, dpi: int = 80) -> None:
+def show(fig, *, dpi: int = 100) -> None:
     """Display a matplotlib figure explicitly, as a PNG, and close it (every notebook figure goes
     through here). Works the same under Colab's and Jupyter's inline backend, under ``Agg`` (the
     tests: an implicitly shown figure would vanish there) and in nbval; returns None so the cell
@@ -305,37 +305,69 @@ def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 
     return result
 
 
-def trace_numbers(trace: list[dict]) -> list[dict]:
+def trace_numbers(trace: list[dict], edit_mask=None) -> list[dict]:
     """Per step: t (of the 1000-step schedule), |ε_cond − ε_base| (the guidance direction's RMS size)
-    and the x̂_0 range, rounded."""
+    and the x̂_0 range, rounded. With ``edit_mask`` (1 = edit, any size, e.g. ``result.edit_mask``) also
+    "share in mask": the fraction of the difference's energy Σ(ε_cond − ε_base)² inside the mask — which
+    rule's difference is concentrated on the object (the mask's share of the pixels is the no-preference level)."""
     rows = []
+    inside = None
+    if edit_mask is not None:
+        m = torch.as_tensor(edit_mask, dtype=torch.float32)
+        m = m.reshape(1, 1, *m.shape[-2:])
+        side = trace[0]["eps_cond"].shape[-2:]
+        inside = torch.nn.functional.interpolate(m, size=tuple(side), mode="nearest")[0, 0] > 0.5
     for s, t in zip(trace, timesteps_1000(trace)):
         d = s["eps_cond"] - s["eps_base"]
-        rows.append({"t (of 1000)": t, "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
-                     "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)})
+        row = {"t (of 1000)": t, "|eps_cond - eps_base|": round(d.norm().item() / d.numel() ** 0.5, 4),
+               "x0 min": round(s["pred_xstart"].min().item(), 3), "x0 max": round(s["pred_xstart"].max().item(), 3)}
+        if inside is not None:
+            e = (d ** 2).sum(0)
+            row["share in mask"] = round((e[inside].sum() / e.sum().clamp_min(1e-12)).item(), 3)
+            row["mask share of pixels"] = round(inside.float().mean().item(), 3)
+        rows.append(row)
     return rows
 
 
-def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_base)")):
+def trace_scales(*traces: list[dict]) -> dict:
+    """The display scales common to every step of the ``traces`` (give two, e.g. CF's and CCF's, to
+    draw both on one scale): ``eps`` = max |ε| over both branches and every step, ``diff`` = max
+    |ε_cond − ε_base| over every step (so a difference 4× larger at one t *looks* 4× larger)."""
+    steps = [s for trace in traces for s in trace]
+    if not steps:
+        raise ValueError("trace_scales needs at least one non-empty trace")
+    return {"eps": max(max(s["eps_cond"].abs().max().item(), s["eps_base"].abs().max().item()) for s in steps) + 1e-8,
+            "diff": max((s["eps_cond"] - s["eps_base"]).abs().max().item() for s in steps) + 1e-8}
+
+
+def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_base)"), scales: dict | None = None):
     """One step of a :meth:`~romlib.pipeline.ROMPipeline.trace`: x_t, the two branches, their
-    difference (what the scale multiplies) and the x̂_0 prediction."""
+    difference (what the scale multiplies) and the x̂_0 prediction. The branches and the difference are
+    each drawn on **one scale for the whole trace** (:func:`trace_scales`, or ``scales``), stated in the titles."""
     from .viz import image_row
 
     s = trace[step]
+    sc = scales or trace_scales(trace)
     diff = s["eps_cond"] - s["eps_base"]
-    norm = lambda e: e / (e.abs().max() + 1e-8)  # noqa: E731 - display scaling only
-    return image_row([s["x_t"].clamp(-1, 1), norm(s["eps_cond"]), norm(s["eps_base"]), norm(diff), s["pred_xstart"]],
-                     ["x_t", labels[0], labels[1], "difference", "x̂_0"],
+    d_here = diff.abs().max().item()
+    return image_row([s["x_t"].clamp(-1, 1), (s["eps_cond"] / sc["eps"]).clamp(-1, 1), (s["eps_base"] / sc["eps"]).clamp(-1, 1),
+                      (diff / sc["diff"]).clamp(-1, 1), s["pred_xstart"]],
+                     ["x_t", f"{labels[0]}\n÷ {sc['eps']:.2f} (all steps)", f"{labels[1]}\n÷ {sc['eps']:.2f} (all steps)",
+                      f"difference ÷ {sc['diff']:.3f} (all steps)\nhere max {d_here:.3f} = {d_here / sc['diff']:.0%}", "x̂_0"],
                      suptitle=f"step {step + 1} of {len(trace)}: t = {timesteps_1000(trace)[step]} of 1000")
 
 
-def scrubber(trace: list[dict], labels=("ε(x|c_target)", "ε(x|c_base)"), static_steps: int = 4):
-    """A timestep slider over a trace. Static fallback: ``static_steps`` evenly spaced steps."""
+def scrubber(trace: list[dict], labels=("ε(x|c_target)", "ε(x|c_base)"), static_steps: int = 4,
+             scales: dict | None = None):
+    """A timestep slider over a trace. Static fallback: ``static_steps`` evenly spaced steps. Every
+    step is drawn on one scale (:func:`trace_scales` of this trace, or ``scales``: e.g.
+    ``trace_scales(cf_trace, ccf_trace)`` to compare two rules on one scale)."""
     n = len(trace)
+    scales = scales or trace_scales(trace)
     for i in sorted({round(j * (n - 1) / max(1, static_steps - 1)) for j in range(static_steps)}):
-        _show(plot_trace(trace, i, labels))
+        _show(plot_trace(trace, i, labels, scales))
     if not widgets_available():
         return
     import ipywidgets as W
 
-    W.interact(lambda step: _show(plot_trace(trace, step, labels)), step=W.IntSlider(value=0, min=0, max=n - 1))
+    W.interact(lambda step: _show(plot_trace(trace, step, labels, scales)), step=W.IntSlider(value=0, min=0, max=n - 1))

@@ -5,6 +5,23 @@ Data: points from a few labelled Gaussian blobs ("the red car", "a blue truck", 
 ε_θ(x_t, t, c) is a small MLP trained with L_simple (eq. 3) and label dropout, so that the same
 network also predicts ε_θ(x_t, t, ∅). Its variance is fixed to β_t (output v = 1 for
 :mod:`romlib.sampling.diffusion`'s learned-range parameterisation).
+
+The two gradient-based baselines of the paper, on the same toy, beside CF and CCF:
+
+* **classifier guidance** (eq. 4, Dhariwal & Nichol): μ̂ = μ + s·Σ·∇ log p(c|x_t). The toy's *noised
+  classifier* is exact: the blobs noised to level t are Gaussians N(√ᾱ_t μ_k, (ᾱ_t σ² + 1 − ᾱ_t) I), so
+  p(c|x_t) is their softmax (:func:`classifier_log_prob`). It saturates: once x_t is surely in the
+  target's blob, p(c|x_t) ≈ 1 and the push stops.
+* **CLIP guidance** (eq. 7): the classifier is replaced by an image–text similarity f(x_t)·g(c). The toy's
+  "CLIP" (:func:`clip_score`) has an image encoder f(x_t) = the vector from the noised centre of the
+  world to x_t (in noise units) and a text encoder g(c) = the unit vector towards the blob of c. Like
+  CLIP it knows *which direction* the text means, not a likelihood: its push is the same everywhere
+  and never says "enough" (the analogy: CLIP scores how much an image looks like the text, not whether
+  it is a plausible image of it — hence adversarial, over-pushed samples at large s).
+
+Both are written in ε-form (Dhariwal & Nichol's eq. 14: a mean shift of s·Σ·∇ is an ε shift of
+−s·√(1 − ᾱ_t)·∇) on the conditional branch, as eq. 4 and 7 write them (μ_θ(x_t|y), μ_θ(x_t|c)):
+ε̂ = ε(x|c) − s·√(1 − ᾱ_t)·∇ score(x_t, c).
 """
 from __future__ import annotations
 
@@ -18,8 +35,12 @@ from ..sampling.diffusion import create_diffusion, make_generator
 from ..models.glide import timestep_embedding
 from ..guidance.cfg import guided_eps
 
-__all__ = ["ToyWorld", "ToyModel", "train_toy", "toy_sample", "guidance_vectors", "plot_guidance_field",
-           "plot_samples", "DEFAULT_CLASSES"]
+__all__ = ["ToyWorld", "ToyModel", "train_toy", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
+           "plot_samples", "DEFAULT_CLASSES", "classifier_log_prob", "clip_score", "score_grad", "GUIDANCE_COLOURS"]
+
+#: one colour per guidance rule in every toy figure
+GUIDANCE_COLOURS = {"uncond": "grey", "ref": "tab:red", "target": "tab:blue", "cf": "tab:orange", "ccf": "tab:green",
+                    "classifier": "tab:purple", "clip": "tab:brown"}
 
 DEFAULT_CLASSES = {
     "the red car": (-1.2, 0.6),
@@ -124,47 +145,125 @@ def toy_sample(model: ToyModel, world: ToyWorld, target: str, *, base: str = "",
                                    clip_denoised=False)
 
 
+def _alpha_bar(t) -> torch.Tensor:
+    d = create_diffusion(1000, "squaredcos_cap_v2", "1000")
+    return torch.as_tensor(d.alphas_cumprod, dtype=torch.float32)[torch.as_tensor(t).long()]
+
+
+def classifier_log_prob(world: ToyWorld, x: torch.Tensor, t) -> torch.Tensor:
+    """log p(c | x_t) [N, classes] of the exact noised classifier: x_t of class k is
+    N(√ᾱ_t μ_k, (ᾱ_t σ² + 1 − ᾱ_t) I) (equal priors), so p(c | x_t) is a softmax of those log-densities."""
+    ab = _alpha_bar(t).reshape(-1, 1)
+    centres = torch.tensor(list(world.classes.values()), dtype=torch.float32)
+    var = ab * world.std ** 2 + 1 - ab
+    d2 = ((x[:, None, :] - ab.sqrt()[:, :, None] * centres[None]) ** 2).sum(-1)
+    return torch.log_softmax(-d2 / (2 * var), dim=-1)
+
+
+def clip_score(world: ToyWorld, x: torch.Tensor, t, text: str) -> torch.Tensor:
+    """The toy "CLIP" similarity f(x_t)·g(c) [N], eq. 7's dot product: the image embedding f = u / √v_t with
+    u = x_t − √ᾱ_t·o, the vector from the noised world centre to x_t, in units of the noise's standard
+    deviation (v_t = ᾱ_t σ² + 1 − ᾱ_t: what a *noised* CLIP can read at level t); the text embedding g =
+    the unit vector from o to the blob of ``text`` (o = the mean of the blob centres). f·g is linear in
+    x_t, so its gradient g/√v_t is the same everywhere: it knows the text's *direction*, not where its
+    blob ends (a classifier's log p(c|x_t) saturates; this never does)."""
+    ab = _alpha_bar(t).reshape(-1, 1)
+    centres = torch.tensor(list(world.classes.values()), dtype=torch.float32)
+    o = centres.mean(0)
+    f = (x - ab.sqrt() * o) / (ab * world.std ** 2 + 1 - ab).sqrt()
+    g = F.normalize(centres[world.label(text)] - o, dim=0)
+    return (f * g).sum(-1)
+
+
+def score_grad(world: ToyWorld, x: torch.Tensor, t, text: str, kind: str) -> torch.Tensor:
+    """∇_x of the guidance score at x_t: ``"classifier"``: log p(c|x_t) (eq. 4); ``"clip"``: f(x_t)·g(c) (eq. 7)."""
+    if kind not in ("classifier", "clip"):
+        raise ValueError(f"kind={kind!r}; expected 'classifier' or 'clip'")
+    with torch.enable_grad():
+        x = x.detach().clone().requires_grad_(True)
+        if kind == "classifier":
+            score = classifier_log_prob(world, x, t)[:, world.label(text)]
+        else:
+            score = clip_score(world, x, t, text)
+        (grad,) = torch.autograd.grad(score.sum(), x)
+    return grad
+
+
+def _gradient_guided_eps(model: ToyModel, world: ToyWorld, x, t, target: str, scale: float, kind: str) -> torch.Tensor:
+    """ε̂ = ε(x|c_target) − s·√(1 − ᾱ_t)·∇ score(x_t, c_target) (eq. 4 / 7 in ε-form, on the conditional
+    branch as the paper writes them: μ_θ(x_t|y), μ_θ(x_t|c))."""
+    tt = torch.as_tensor(t).long().expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).long()
+    eps = model.eps(x, tt, torch.full((x.shape[0],), world.label(target)))
+    ab = _alpha_bar(tt).reshape(-1, 1)
+    return eps - scale * (1 - ab).sqrt() * score_grad(world, x, tt, target, kind)
+
+
+def toy_sample_gradient(model: ToyModel, world: ToyWorld, target: str, *, kind: str, scale: float = 1.0, n: int = 500,
+                        steps: str = "50", seed: int = 0) -> torch.Tensor:
+    """Samples under classifier (``kind="classifier"``, eq. 4) or CLIP guidance (``"clip"``, eq. 7)."""
+    diffusion = create_diffusion(1000, "squaredcos_cap_v2", steps)
+
+    def fn(x, t):
+        return torch.cat([_gradient_guided_eps(model, world, x, t, target, scale, kind), torch.ones_like(x)], dim=-1)
+
+    return diffusion.p_sample_loop(fn, (n, 2), generator=seed, device="cpu", clip_denoised=False)
+
+
 def guidance_vectors(model: ToyModel, world: ToyWorld, x: torch.Tensor, t: int, *, ref: str, target: str,
-                     scale: float) -> dict[str, torch.Tensor]:
+                     scale: float, classifier_scale: float | None = None, clip_scale: float | None = None
+                     ) -> dict[str, torch.Tensor]:
     """At points x [N, 2] and timestep t (of 1000): the noise predictions and the two guided
-    predictions. The denoising direction is −ε (x̂_0 = (x_t − sqrt(1−ᾱ)ε)/sqrt(ᾱ))."""
+    predictions. The denoising direction is −ε (x̂_0 = (x_t − sqrt(1−ᾱ)ε)/sqrt(ᾱ)). With
+    ``classifier_scale`` / ``clip_scale`` also ``"classifier"`` (eq. 4) and ``"clip"`` (eq. 7), in ε-form."""
     tt = torch.full((x.shape[0],), int(t))
     e = {name: model.eps(x, tt, torch.full((x.shape[0],), world.label(c))) for name, c in
          (("uncond", ""), ("ref", ref), ("target", target))}
     e["cf"] = guided_eps(e["target"], e["uncond"], scale)
     e["ccf"] = guided_eps(e["target"], e["ref"], scale)
+    for kind, s in (("classifier", classifier_scale), ("clip", clip_scale)):
+        if s is not None:
+            e[kind] = _gradient_guided_eps(model, world, x, tt, target, s, kind)
     return e
 
 
 def plot_guidance_field(model: ToyModel, world: ToyWorld, *, ref: str, target: str, scale: float = 3.0, t: int = 400,
-                        point=(0.0, 0.2), grid: int = 9):
+                        point=(0.0, 0.2), grid: int = 9, classifier_scale: float | None = None,
+                        clip_scale: float | None = None):
     """Fig. 3 made real, at timestep ``t`` of 1000 (the convention of the whole notebook).
 
     Left: ε-space at one x_t — the vectors −ε(x|∅), −ε(x|c_ref), −ε(x|c_target) and the CF and CCF
-    guided −ε̂, all drawn from the origin with their **true lengths** on equal axes (the dotted
-    segments are s·(ε(x|c_target) − ε(x|base)) added to the base branch: the overshoot). Middle and
-    right: the CF and CCF fields −ε̂ on a grid of x_t, drawn with **one common arrow scale** (the key
+    guided −ε̂ (and, with ``classifier_scale`` / ``clip_scale``, classifier guidance, eq. 4, and CLIP
+    guidance, eq. 7), all drawn from the origin with their **true lengths** on equal axes (the dotted
+    segments are s·(ε(x|c_target) − ε(x|base)) added to the base branch: the overshoot). Then one
+    panel per rule: its field −ε̂ on a grid of x_t, all drawn with **one common arrow scale** (the key
     arrow gives it). Returns (figure, the vectors at the point as lists)."""
     import matplotlib.pyplot as plt
 
+    rules = ["cf", "ccf"] + [k for k, s in (("classifier", classifier_scale), ("clip", clip_scale)) if s is not None]
     centres = torch.tensor(list(world.classes.values()))
-    fig, axes = plt.subplots(1, 3, figsize=(14, 5.4), gridspec_kw={"width_ratios": [1.25, 1, 1]})
+    fig, axes = plt.subplots(1, 1 + len(rules), figsize=(14 + 4.6 * (len(rules) - 2), 5.4),
+                             gridspec_kw={"width_ratios": [1.25] + [1] * len(rules)})
     p = torch.tensor([point], dtype=torch.float32)
-    v = guidance_vectors(model, world, p, t, ref=ref, target=target, scale=scale)
-    colours = {"uncond": "grey", "ref": "tab:red", "target": "tab:blue", "cf": "tab:orange", "ccf": "tab:green"}
+    kw = dict(ref=ref, target=target, scale=scale, classifier_scale=classifier_scale, clip_scale=clip_scale)
+    v = guidance_vectors(model, world, p, t, **kw)
+    colours = GUIDANCE_COLOURS
+    scales = {"cf": scale, "ccf": scale, "classifier": classifier_scale, "clip": clip_scale}
     labels = {"uncond": "−ε(x|∅)", "ref": "−ε(x|c_ref)", "target": "−ε(x|c_target)", "cf": f"CF −ε̂, s={scale:g}",
-              "ccf": f"CCF −ε̂, s={scale:g}"}
+              "ccf": f"CCF −ε̂, s={scale:g}", "classifier": f"classifier −ε̂ (eq. 4), s={classifier_scale}",
+              "clip": f"CLIP −ε̂ (eq. 7), s={clip_scale}"}
     ax = axes[0]
     tips = [torch.zeros(2)]
-    for k in ("uncond", "ref", "target", "cf", "ccf"):
+    for k in ["uncond", "ref", "target"] + rules:
         d = -v[k][0]
         tips.append(d)
         ax.annotate("", xy=(d[0].item(), d[1].item()), xytext=(0, 0),
-                    arrowprops=dict(arrowstyle="-|>", color=colours[k], lw=2.2 if k in ("cf", "ccf") else 1.6,
+                    arrowprops=dict(arrowstyle="-|>", color=colours[k], lw=2.2 if k in rules else 1.6,
                                     shrinkA=0, shrinkB=0))
         ax.plot([], [], color=colours[k], lw=2, label=f"{labels[k]}  |ε| = {v[k].norm().item():.2f}")
-    for k, base in (("cf", "uncond"), ("ccf", "ref")):  # base + s·(target − base): where the guided vector comes from
-        b, g = -v[base][0], -v[k][0]
+    for k, base in (("cf", "uncond"), ("ccf", "ref"), ("classifier", "target"), ("clip", "target")):
+        if k not in rules:
+            continue
+        b, g = -v[base][0], -v[k][0]  # base + the guidance term: where the guided vector comes from
         ax.plot([b[0].item(), g[0].item()], [b[1].item(), g[1].item()], ":", color=colours[k], lw=1.2)
     tips = torch.stack(tips)
     lo, hi = tips.min(0).values, tips.max(0).values
@@ -173,30 +272,32 @@ def plot_guidance_field(model: ToyModel, world: ToyWorld, *, ref: str, target: s
     ax.set_aspect("equal"), ax.grid(alpha=0.3)
     ax.axhline(0, color="k", lw=0.5), ax.axvline(0, color="k", lw=0.5)
     ax.set_xlabel("−ε, first coordinate"), ax.set_ylabel("−ε, second coordinate")
-    ax.set_title(f"ε-space at x_t = {tuple(point)} (•), t = {t} of 1000\ntrue lengths; dotted: + s·(ε_target − ε_base)",
+    ax.set_title(f"ε-space at x_t = {tuple(point)} (•), t = {t} of 1000\ntrue lengths; dotted: the guidance term added to the base",
                  fontsize=9)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     xs = torch.linspace(-2, 2, grid)
     gx, gy = torch.meshgrid(xs, xs, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], -1)
-    field_v = guidance_vectors(model, world, pts, t, ref=ref, target=target, scale=scale)
-    longest = max(field_v[k].norm(dim=-1).max().item() for k in ("cf", "ccf"))
+    field_v = guidance_vectors(model, world, pts, t, **kw)
+    longest = max(field_v[k].norm(dim=-1).max().item() for k in rules)
     spacing = 4.0 / (grid - 1)
     qscale = longest / (0.9 * spacing)  # data units per arrow length: the longest arrow spans 0.9 cells
     key = float(f"{longest / 2:.1g}")
-    for ax, k in ((axes[1], "cf"), (axes[2], "ccf")):
+    bases = {"cf": "ε(x|∅) + s·(ε(x|c_target) − ε(x|∅))", "ccf": "ε(x|c_ref) + s·(ε(x|c_target) − ε(x|c_ref))",
+             "classifier": "ε(x|c) − s·√(1−ᾱ)·∇log p(c|x_t)", "clip": "ε(x|c) − s·√(1−ᾱ)·∇ f(x_t)·g(c)"}
+    for ax, k in zip(axes[1:], rules):
         d = -field_v[k]
         q = ax.quiver(pts[:, 0], pts[:, 1], d[:, 0], d[:, 1], color=colours[k], angles="xy", scale_units="xy",
                       scale=qscale, width=0.006)
         ax.quiverkey(q, 0.82, 0.06, key, f"|ε̂| = {key:g}", labelpos="N", coordinates="axes",
                      fontproperties={"size": 7})
-        ax.set_xlabel(f"x_t (one arrow scale in both panels; longest |ε̂| = {longest:.2f})", fontsize=8)
+        ax.set_xlabel(f"x_t (one arrow scale in all {len(rules)} panels; longest |ε̂| = {longest:.2f})", fontsize=8)
         ax.scatter(centres[:, 0], centres[:, 1], s=60, marker="x", color="k")
         for name, c in world.classes.items():
             ax.annotate(name, c, textcoords="offset points", xytext=(4, -10), fontsize=7)
         ax.scatter(*point, s=30, color="k", marker="o")
-        base = "∅" if k == "cf" else "c_ref"
-        ax.set_title(f"{k.upper()} field −ε̂, base ε(x|{base}), s = {scale:g}, t = {t} of 1000", fontsize=9)
+        name = {"cf": "CF", "ccf": "CCF", "classifier": "classifier (eq. 4)", "clip": "CLIP (eq. 7)"}[k]
+        ax.set_title(f"{name} field −ε̂, s = {scales[k]:g}, t = {t} of 1000\nε̂ = {bases[k]}", fontsize=8)
         ax.set_xlim(-2.5, 2.5), ax.set_ylim(-2.5, 2.5), ax.set_aspect("equal")
     fig.tight_layout()
     return fig, {k: v[k][0].tolist() for k in v}

@@ -5,7 +5,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "comparison_grid", "segmentation_figure"]
+__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
+           "box_legend", "DISPLAY_SIDE", "BOX_COLOURS", "MASK_COLOUR"]
+
+#: small images (ShapesWorld's 32 px) are enlarged by an integer factor, nearest neighbour, to at least this
+#: many pixels on their longer side before drawing, so a projector shows sharp pixels (no blur)
+DISPLAY_SIDE = 256
+#: what every box colour means (the figures' legends read it from here)
+BOX_COLOURS = {"yellow": "object box (segmenter)", "cyan": "box ×1.3: what local ranking crops",
+               "white": "other queries"}
+#: the edit mask's outline colour (the object's own colour stays readable inside it)
+MASK_COLOUR = (255, 40, 40)
 
 
 def _scale_text(settings: dict, fmt: str) -> str:
@@ -23,18 +33,77 @@ def as_array(img) -> np.ndarray:
     return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
 
 
-def overlay_mask(image, edit_mask, color=(255, 40, 40), alpha: float = 0.45) -> np.ndarray:
-    """The image with the edit mask (1 = edit) tinted in ``color``."""
-    a = as_array(image).astype(np.float32)
+def enlarge(img, min_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """HxWx3 uint8, enlarged by the smallest integer factor that makes its longer side ≥ ``min_side``
+    (nearest neighbour: every pixel becomes an f×f block, no blur); larger images are returned as they are."""
+    a = as_array(img)
+    f = max(1, -(-int(min_side) // max(a.shape[:2])))
+    return a if f == 1 else np.repeat(np.repeat(a, f, axis=0), f, axis=1)
+
+
+def _mask_array(edit_mask, shape) -> np.ndarray:
+    """The mask (tensor / array, any size) as a bool array of ``shape`` (nearest)."""
     m = np.asarray(edit_mask.float().cpu() if isinstance(edit_mask, torch.Tensor) else edit_mask, dtype=np.float32)
     m = m.reshape(m.shape[-2:])
-    if m.shape != a.shape[:2]:
+    if m.shape != tuple(shape):
         from PIL import Image
 
-        m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(a.shape[1::-1], Image.NEAREST)) / 255.0
-    tint = np.array(color, dtype=np.float32)
-    out = a * (1 - alpha * m[..., None]) + tint * alpha * m[..., None]
-    return out.clip(0, 255).astype(np.uint8)
+        m = np.asarray(Image.fromarray((m * 255).astype(np.uint8)).resize(tuple(shape)[::-1], Image.NEAREST)) / 255.0
+    return m > 0.5
+
+
+def overlay_mask(image, edit_mask, color=MASK_COLOUR, alpha: float = 0.45, *, style: str = "outline",
+                 min_side: int = DISPLAY_SIDE) -> np.ndarray:
+    """The image with the edit mask (1 = edit) drawn on it, as an array ready for ``imshow``.
+
+    ``style="outline"`` (default): the image enlarged (:func:`enlarge`, nearest) and the mask's inner
+    border drawn in ``color`` a fraction of a source pixel thick, so the colour *inside* the mask — the
+    object being edited — stays exactly readable; ``"tint"``: the mask blended with ``color`` at
+    ``alpha`` at the image's own size (changes the colours under it: purple reads as magenta)."""
+    if style not in ("outline", "tint"):
+        raise ValueError(f"style={style!r}; expected 'outline' or 'tint'")
+    a = as_array(image)
+    m = _mask_array(edit_mask, a.shape[:2])
+    if style == "tint":
+        tint = np.array(color, dtype=np.float32)
+        out = a.astype(np.float32) * (1 - alpha * m[..., None]) + tint * alpha * m[..., None]
+        return out.clip(0, 255).astype(np.uint8)
+    big = enlarge(a, min_side).copy()
+    f = big.shape[0] // a.shape[0]
+    mb = np.repeat(np.repeat(m, f, axis=0), f, axis=1)
+    width = max(2, f // 4) if f > 1 else max(2, round(max(a.shape[:2]) / 160))  # visible when shown ~2-3 inches wide
+    p = np.pad(mb, width, constant_values=False)
+    inner = mb.copy()
+    for dy in range(-width, width + 1):
+        for dx in range(-width, width + 1):
+            inner &= p[width + dy:width + dy + mb.shape[0], width + dx:width + dx + mb.shape[1]]
+    big[mb & ~inner] = color
+    return big
+
+
+def _imshow(ax, img, size=None):
+    """Draw an image sharply (nearest, enlarged when small); ``size=(W, H)``: the coordinates of the
+    original image, so boxes in its pixels land right on an enlarged array."""
+    a = as_array(img)
+    if size is None:
+        a = enlarge(a)
+        size = (a.shape[1], a.shape[0])
+    W, H = size
+    ax.imshow(a, interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
+
+
+def box_legend(fig_or_ax, colours=("yellow", "cyan"), extra: dict | None = None, **kw):
+    """A legend naming every box colour drawn (:data:`BOX_COLOURS`) and the mask outline."""
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=c, lw=2, label=BOX_COLOURS[c]) for c in colours]
+    handles.append(Line2D([], [], color=np.array(MASK_COLOUR) / 255, lw=2, label="edit mask (outline; inside: the pixels edited)"))
+    for label, c in (extra or {}).items():
+        handles.append(Line2D([], [], color=c, lw=2, label=label))
+    kw.setdefault("fontsize", 7)
+    kw.setdefault("facecolor", "0.55")  # mid grey: yellow, cyan, white and red lines all show
+    kw.setdefault("frameon", True)
+    return fig_or_ax.legend(handles=handles, **kw)
 
 
 def _box(ax, box, color="yellow", lw=1.5):
@@ -44,14 +113,14 @@ def _box(ax, box, color="yellow", lw=1.5):
     ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw))
 
 
-def image_row(images, titles=None, size: float = 2.2, suptitle: str | None = None):
-    """One row of images with titles."""
+def image_row(images, titles=None, size: float = 2.4, suptitle: str | None = None):
+    """One row of images with titles (small images enlarged, nearest neighbour: :func:`enlarge`)."""
     import matplotlib.pyplot as plt
 
     n = len(images)
     fig, axes = plt.subplots(1, n, figsize=(size * n, size * 1.15), squeeze=False)
     for i, (ax, img) in enumerate(zip(axes[0], images)):
-        ax.imshow(as_array(img), interpolation="nearest")
+        _imshow(ax, img)
         ax.set_xticks([]), ax.set_yticks([])
         if titles:
             ax.set_title(titles[i], fontsize=8)
@@ -68,9 +137,10 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     top = min(top, len(result.images))
     fig, axes = plt.subplots(1, top + 2, figsize=(size * (top + 2), size * 1.2), squeeze=False)
     ax = axes[0]
-    ax[0].imshow(as_array(result.frame_input), interpolation="nearest")
+    side = result.edit_mask.shape[-1]
+    _imshow(ax[0], result.frame_input)
     ax[0].set_title(f"input\nref: {result.settings['ref']!r}", fontsize=8)
-    ax[1].imshow(overlay_mask(result.frame_input, result.edit_mask), interpolation="nearest")
+    _imshow(ax[1], overlay_mask(result.frame_input, result.edit_mask), size=(side, side))
     if result.rank_box is not None:
         from ..masks import enlarge_box
 
@@ -80,14 +150,15 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
             _box(ax[1], enlarge_box(result.rank_box, 1.3, side, side), color="cyan", lw=1.0)
     ax[1].set_title(f"mask (k={result.settings['dilation']})\nseg. score {result.segmentation.score:.2f}", fontsize=8)
     for i in range(top):
-        ax[i + 2].imshow(as_array(result.images[i]), interpolation="nearest")
+        _imshow(ax[i + 2], result.images[i])
         s = result.scores[i]
         ax[i + 2].set_title(f"#{i + 1}  {result.settings['target']!r}\n" + (f"d = {s:.3f}" if s == s else "unranked"), fontsize=8)
     for a in ax:
         a.set_xticks([]), a.set_yticks([])
     fig.suptitle(f"{result.settings['guidance']}{_scale_text(result.settings, ' (s = {:g})')}, rank = {result.settings['rank']}",
                  fontsize=9)
-    fig.tight_layout(rect=(0, 0, 1, 0.88))  # keep the suptitle clear of the two-line panel titles
+    fig.tight_layout(rect=(0, 0.1, 1, 0.88))  # keep the suptitle clear of the two-line panel titles
+    box_legend(fig, ("yellow", "cyan") if result.settings["rank"] == "local" else ("yellow",), loc="lower center", ncol=3)
     return fig
 
 
@@ -100,17 +171,18 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
     top = min(top, min(len(r.full_res) for _, r in rows))
     fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.05), squeeze=False)
     for (name, r), ax in zip(rows, axes):
-        ax[0].imshow(overlay_mask(r.input_image, _full_mask(r)), interpolation="nearest")
+        _imshow(ax[0], overlay_mask(r.input_image, _full_mask(r)))
         ax[0].set_ylabel(f"{name}{_scale_text(r.settings, chr(10) + 's = {:g}')}", fontsize=9)
         for i in range(top):
-            ax[i + 1].imshow(as_array(r.full_res[i]), interpolation="nearest")
+            _imshow(ax[i + 1], r.full_res[i])
             s = r.scores[i]
             ax[i + 1].set_title(f"#{i + 1}" + (f"  d = {s:.3f}" if s == s else ""), fontsize=8)
         for a in ax:
             a.set_xticks([]), a.set_yticks([])
     first = rows[0][1].settings
     fig.suptitle(f"{first['ref']!r} → {first['target']!r}  (same mask, seed {first['seed']})", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.95))
+    box_legend(fig, (), loc="lower center")
     return fig
 
 
@@ -131,8 +203,9 @@ def segmentation_figure(image, seg, top: int = 5):
     chosen query's mask. Returns (figure, rows of (query, score, box)) — the numbers behind it."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(1, 2, figsize=(8, 4))
-    ax[0].imshow(as_array(image))
+    fig, ax = plt.subplots(1, 2, figsize=(8, 4.6))
+    W, H = as_array(image).shape[1::-1]
+    _imshow(ax[0], image, size=(W, H))
     rows = []
     if seg.scores is not None and seg.boxes is not None:
         order = torch.argsort(seg.scores, descending=True)[:top]
@@ -143,11 +216,16 @@ def segmentation_figure(image, seg, top: int = 5):
             ax[0].text(box[0], box[1], f"{seg.scores[q]:.2f}", color="k", fontsize=7, backgroundcolor="w")
     n = 0 if seg.scores is None else len(seg.scores)
     shown = (f"all {n} queries" if len(rows) == n else f"the {len(rows)} best of {n} queries") if rows else "no query scores"
-    ax[0].set_title(f"{shown} for {seg.text!r} (yellow: chosen)", fontsize=9)
-    ax[1].imshow(overlay_mask(image, seg.mask))
+    ax[0].set_title(f"{shown} for {seg.text!r}", fontsize=9)
+    _imshow(ax[1], overlay_mask(image, seg.mask), size=(W, H))
     _box(ax[1], seg.box)
     ax[1].set_title(f"chosen: score {seg.score:.2f}", fontsize=9)
     for a in ax:
         a.set_xticks([]), a.set_yticks([])
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    box_legend(fig, ("yellow", "white"), loc="lower center", ncol=3)
     return fig, rows
+
+
+# the paper's story figures live in romlib.teach.story; the notebooks call them as rl.viz.<name>
+from .story import default_targets, forward_figure, pipeline_figure, targets_figure  # noqa: E402,F401

@@ -1,0 +1,238 @@
+"""The paper's story as figures, one call each (also reachable as ``rl.viz.<name>``):
+
+* :func:`pipeline_figure` — Fig. 2: every stage of one edit (input, referring mask with its box and
+  score, the dilated mask at the model's size, the B samples with their CLIP distances, what the
+  ranking sees, the result); any backend;
+* :func:`targets_figure` — Fig. 5: one input, several targets, the empty target as inpainting
+  (ShapesWorld: with the ``removal`` model, and the oracle's verdict on every panel);
+* :func:`forward_figure` — the forward process q(x_t | x_0) on an image, ᾱ_t under each panel.
+
+Each returns ``(figure, numbers)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+__all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure"]
+
+
+def _off(ax):
+    ax.set_xticks([]), ax.set_yticks([])
+
+
+def _box(ax, box, color, lw=2.0):
+    from .viz import _box as draw  # (imported here: viz re-exports this module's figures)
+
+    draw(ax, box, color=color, lw=lw)
+
+
+def pipeline_figure(result, top: int = 8):
+    """Fig. 2 of the paper for one :class:`~romlib.result.EditResult` (any backend). Top row: the input;
+    the referring mask (outline) with the segmenter's box (yellow) and score; the mask after resizing to
+    the model's n×n and dilating k×k (outline, at n×n); what the ranker sees of the best sample
+    (local: the box ×1.3 crop, cyan; masked: the masked frame); the result at the input's resolution.
+    Bottom row: up to ``top`` of the B samples in sampling order, each with its CLIP distance d and rank.
+    Returns ``(figure, numbers)``: score, box, mask pixels, dilated pixels, crop box, order and distances."""
+    import matplotlib.pyplot as plt
+
+    from ..masks import box_to_pixels, enlarge_box
+    from ..rank import ranking_inputs
+    from .viz import _imshow, box_legend, overlay_mask
+
+    s = result.settings
+    seg = result.segmentation
+    W, H = result.input_image.size
+    n_base = int(result.keep_mask_base.shape[-1])
+    edit_base = (1 - result.keep_mask_base.float()) > 0.5
+    side = int(result.images.shape[-1])
+    B = len(result.order)
+    shown = min(int(top), B)
+    fig = plt.figure(figsize=(max(13.0, 2.0 * shown), 6.2))
+    outer = fig.add_gridspec(2, 1, height_ratios=[1.15, 1])
+    up, down = outer[0].subgridspec(1, 5), outer[1].subgridspec(1, shown)
+    ax = [fig.add_subplot(up[0, i]) for i in range(5)]
+    _imshow(ax[0], result.input_image, size=(W, H))
+    ax[0].set_title(f"1. input\nref: {s['ref']!r}", fontsize=8)
+    seg_mask = seg.mask if seg.mask.shape[-2:] == (H, W) else torch.nn.functional.interpolate(
+        seg.mask[None, None].float(), size=(H, W), mode="nearest")[0, 0]
+    _imshow(ax[1], overlay_mask(result.input_image, seg_mask), size=(W, H))
+    _box(ax[1], seg.box, "yellow")
+    source = (seg.extra or {}).get("source", "segmenter")
+    ax[1].set_title(f"2. referring mask ({source})\nscore {seg.score:.2f}, {int(seg_mask.sum())} px", fontsize=8)
+    small = result.input_image.resize((n_base, n_base))
+    _imshow(ax[2], overlay_mask(small, edit_base), size=(n_base, n_base))
+    ax[2].set_title(f"3. mask at {n_base}×{n_base}, k = {s['dilation']}\n{int(edit_base.sum())} px edited", fontsize=8)
+    rank = s["rank"]
+    numbers = {"segmentation score": round(float(seg.score), 3), "box": tuple(round(float(v), 1) for v in seg.box),
+               "mask px": int(seg_mask.sum()), "base size": n_base, "dilated px": int(edit_base.sum()),
+               "frame size": side, "rank": rank, "order": list(result.order),
+               "distances (ranked)": [round(float(d), 4) for d in result.scores]}
+    if rank in ("local", "masked"):
+        best = result.images[:1]
+        if rank == "local":
+            crop = box_to_pixels(enlarge_box(result.rank_box, 1.3, side, side))
+            numbers["crop box (frame px)"] = crop
+            what = ranking_inputs(best, "local", box=result.rank_box)[0]
+            title = f"4. ranker's view of #1: box ×1.3\n{crop} of {side}×{side}, d = {result.scores[0]:.3f}"
+        else:
+            what = ranking_inputs(best, "masked", edit_mask=result.edit_mask[None, None])[0]
+            title = f"4. ranker's view of #1: masked frame\nd = {result.scores[0]:.3f}"
+        _imshow(ax[3], what * 2 - 1)
+        ax[3].set_title(title, fontsize=8)
+    else:
+        _imshow(ax[3], result.images[0])
+        ax[3].set_title("4. no ranking (rank = 'none')\nsampling order", fontsize=8)
+    _imshow(ax[4], result.best, size=(W, H))
+    ax[4].set_title(f"5. result (#1 of {B})\ntarget: {s['target']!r}", fontsize=8)
+    rank_of = {int(i): r for r, i in enumerate(result.order)}
+    for i in range(shown):
+        a = fig.add_subplot(down[0, i])
+        r = rank_of[i]
+        _imshow(a, result.images[r], size=(side, side))  # the ranked frame of sample i, in frame pixels
+        if rank == "local" and result.rank_box is not None:
+            _box(a, enlarge_box(result.rank_box, 1.3, side, side), "cyan", lw=1.0)
+        d = result.scores[r]
+        a.set_title(f"sample {i}: rank #{r + 1}\n" + (f"d = {d:.3f}" if d == d else "unranked"), fontsize=7,
+                    fontweight="bold" if r == 0 else "normal")
+        _off(a)
+    for a in ax:
+        _off(a)
+    scale = f", s = {s['scale']:g}" if s.get("scale") is not None else ""
+    fig.suptitle(f"Fig. 2, one edit stage by stage ({s['backend']}): {s['guidance']}{scale}, B = {B}, rank = {rank}; "
+                 f"bottom: the B samples in sampling order (first {shown})", fontsize=9)
+    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    box_legend(fig, ("yellow", "cyan") if rank == "local" else ("yellow",), loc="lower center", ncol=3)
+    return fig, numbers
+
+
+def default_targets(case) -> list[str]:
+    """Fig. 5's targets for a ShapesWorld case: another colour, another shape, both, and '' (remove)."""
+    from ..shapes.scenes import COLOURS, SHAPES
+
+    o = case.original
+    colour = next(c for c in COLOURS if c != o.colour)
+    shape = next(s for s in SHAPES if s != o.shape)
+    return [f"a {colour} {o.shape}", f"a {o.colour} {shape}", f"a {colour} {shape}", ""]
+
+
+def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, case=None, samples: int = 4, seed: int = 0,
+                   **knobs):
+    """Fig. 5: one input, several targets, the empty target ('') as inpainting — one edit per target, the
+    same mask and seeds, the best of ``samples`` each, in a row.
+
+    ShapesWorld (``pipe.backend.name == "shapes"``): by default the notebooks' example case
+    (:func:`romlib.shapes.demo.select_case` ``"both"``) and :func:`default_targets`; the empty target runs
+    on the ``removal`` model (:func:`romlib.teach.nb.removal_pipeline`), and every panel carries the oracle's
+    verdict ("target ✓/✗"; for '': "removed ✓/✗" with the old outline left). Other backends: ``image``,
+    ``ref`` and ``targets`` are required (no oracle). Returns ``(figure, rows)``."""
+    import matplotlib.pyplot as plt
+
+    from .nb import removal_pipeline
+    from .viz import _imshow, overlay_mask
+
+    shapes = pipe.backend.name == "shapes"
+    if shapes and image is None:
+        from ..shapes.demo import select_case
+
+        case = case or select_case("both")
+        image, ref = case.scene.pil(), case.ref
+    if image is None or ref is None:
+        raise ValueError("targets_figure needs image= and ref= on the "
+                         f"{pipe.backend.name!r} backend (ShapesWorld picks its example case itself)")
+    if targets is None:
+        if case is None:
+            raise ValueError("targets_figure needs targets= (e.g. ['a golden retriever', 'a tabby cat', '']) "
+                             "unless a ShapesWorld case gives its defaults")
+        targets = default_targets(case)
+    targets = list(targets)
+    results, rows = {}, []
+    for t in targets:
+        p = removal_pipeline(pipe) if t == "" else pipe
+        results[t] = r = p.edit(image, ref, t, samples=samples, seed=seed, progress=False, **knobs)
+        row = {"target": t, "model": "removal" if (t == "" and p is not pipe) else "default", "scores": [round(x, 4) for x in r.scores]}
+        if case is not None:
+            row.update(_oracle_verdict(case, r, t))
+        rows.append(row)
+    fig, axes = plt.subplots(1, len(targets) + 1, figsize=(2.6 * (len(targets) + 1), 3.2), squeeze=False)
+    first = next(iter(results.values()))
+    W, H = first.input_image.size
+    _imshow(axes[0, 0], overlay_mask(first.input_image, _full_edit_mask(first)), size=(W, H))
+    axes[0, 0].set_title(f"input + mask\nref: {ref!r}", fontsize=8)
+    for ax, row in zip(axes[0, 1:], rows):
+        r = results[row["target"]]
+        _imshow(ax, r.best, size=(W, H))
+        name = repr(row["target"]) if row["target"] else "'' (inpaint: remove)"
+        verdict = row.get("verdict", "")
+        ax.set_title(f"{name}\n{verdict}" + (f"\n({row['model']} model)" if row["model"] != "default" else ""), fontsize=8,
+                     color="tab:red" if row.get("ok") is False else "k")
+    for ax in axes.flat:
+        _off(ax)
+    g = first.settings
+    scale = f", s = {g['scale']:g}" if g.get("scale") is not None else ""
+    fig.suptitle(f"Fig. 5: one input, {len(targets)} targets ({g['guidance']}{scale}, best of {samples}, seed {seed})", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    return fig, rows
+
+
+def _full_edit_mask(result) -> torch.Tensor:
+    from .viz import _full_mask
+
+    return _full_mask(result)
+
+
+def _oracle_verdict(case, result, target: str) -> dict:
+    """The ShapesWorld oracle on the best edit: target success, or (empty target) removal with the rim."""
+    from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
+    from .viz import as_array
+
+    a = as_array(result.best)
+    em = _full_edit_mask(result).numpy() > 0.5
+    seen = describe_region(a, object_region(em, case.original.mask, case.others))
+    if target == "":
+        rim = rim_left(a, case.original, case.scene.background)
+        ok = removed(seen, rim)
+        return {"ok": ok, "rim": round(rim, 3), "verdict": f"removed {'✓' if ok else '✗'} (old outline {rim:.0%})"}
+    j = judge(seen, target, case.original)
+    seen_txt = f"{seen.colour or '?'} {seen.shape or '?'}"
+    return {"ok": j["success"], "seen": seen_txt, "verdict": f"target {'✓' if j['success'] else '✗'} (sees {seen_txt})"}
+
+
+def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "squaredcos_cap_v2", seed: int = 0,
+                   size: int | None = None):
+    """The forward process q(x_t | x_0) = N(√ᾱ_t x_0, (1 − ᾱ_t) I) on an image (PIL, or [3, H, W] /
+    [1, 3, H, W] in [-1, 1]): x_t = √ᾱ_t x_0 + √(1 − ᾱ_t) ε for each t of the 1000-step ``schedule``, one
+    noise ε for all, ᾱ_t under each panel. ``size``: resize first (default: as is, at most 256).
+    Returns ``(figure, {t: ᾱ_t})``."""
+    import matplotlib.pyplot as plt
+
+    from ..io import to_tensor
+    from ..sampling.diffusion import create_diffusion
+    from .viz import _imshow
+
+    if isinstance(image, torch.Tensor):
+        x0 = image[None] if image.ndim == 3 else image
+        x0 = x0[:1].float()
+    else:
+        img = image.convert("RGB")
+        side = size or (min(256, max(img.size)) if max(img.size) > 256 else None)
+        x0 = to_tensor(img, side)
+    d = create_diffusion(1000, schedule, "1000")
+    bad = [t for t in ts if not 0 <= int(t) < d.num_timesteps]
+    if bad:
+        raise ValueError(f"timesteps {bad} are outside 0..{d.num_timesteps - 1}")
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    fig, axes = plt.subplots(1, len(ts), figsize=(2.3 * len(ts), 2.9), squeeze=False)
+    numbers = {}
+    for ax, t in zip(axes[0], ts):
+        ab = float(d.alphas_cumprod[int(t)])
+        numbers[int(t)] = round(ab, 4)
+        x_t = d.q_sample(x0, torch.tensor([int(t)]), noise)
+        _imshow(ax, x_t[0].clamp(-1, 1))
+        ax.set_title(f"x_t, t = {int(t)}", fontsize=8)
+        ax.set_xlabel(f"ᾱ_t = {ab:.4f}\n√ᾱ = {np.sqrt(ab):.2f}, √(1−ᾱ) = {np.sqrt(1 - ab):.2f}", fontsize=8)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"the forward process, {schedule} schedule (one noise draw, seed {seed})", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig, numbers
