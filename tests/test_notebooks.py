@@ -105,7 +105,9 @@ def _first_checked(cells):
      "'**Learning objectives.**'"),
     (lambda cells: _before(cells).__setitem__("source", _before(cells).source.replace("**Paper.**", "Paper")), "'**Paper.**'"),
     (lambda cells: cells[-1].__setitem__("source", cells[-1].source + " word" * 200), "words"),
-], ids=["install", "badge", "title", "header", "footer", "next", "marker", "count", "objectives", "paper", "long"])
+    (lambda cells: cells[0].__setitem__("source", cells[0].source + "\n\n[a term](../docs/no_such_file.md#ccf)"),
+     "no such file"),
+], ids=["install", "badge", "title", "header", "footer", "next", "marker", "count", "objectives", "paper", "long", "link"])
 def test_checker_catches_each_missing_part(tmp_path, change, says):
     found = _mutated(tmp_path, change)
     assert any(says in msg for msg in found), f"expected a finding with {says!r}, got {found}"
@@ -113,9 +115,11 @@ def test_checker_catches_each_missing_part(tmp_path, change, says):
 
 def test_sync_rewrites_install_cell_and_badge_and_keeps_outputs(tmp_path):
     builder = _load_builder()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "docs").symlink_to(ROOT / "docs")  # the notebooks' links into ../docs resolve
     for p in NOTEBOOKS[3:5]:  # 03 and the notebook its Next link names
-        shutil.copy(p, tmp_path / p.name)
-    path = tmp_path / NOTEBOOKS[3].name
+        shutil.copy(p, tmp_path / "notebooks" / p.name)
+    path = tmp_path / "notebooks" / NOTEBOOKS[3].name
     assert builder.sync(path) is False, "the committed notebook is already in sync"
     assert builder.sync(path, source="romlib==9.9", repo="class/fork") is True
     nb = nbformat.read(path, as_version=4)
