@@ -161,7 +161,7 @@ def _run_edit(args) -> int:
     try:
         _summarise(result, folder, written)
     except KeyboardInterrupt as e:
-        e.kept = f"the run was saved whole in {folder}"
+        e.kept = f"the new run, saved whole in {folder}"
         raise
     return 0
 
@@ -196,7 +196,7 @@ def _run_demo(args) -> int:
     try:
         _summarise_demo(result, image_path, written, args.out, time.perf_counter() - t0)
     except KeyboardInterrupt as e:
-        e.kept = f"the demo run was saved whole in {args.out}"
+        e.kept = f"the new demo run, saved whole in {args.out}"
         raise
     return 0
 

@@ -282,20 +282,25 @@ class RunWriter:
         complete run into place (the earlier recorded run, with ``overwrite``, goes with the swap)."""
         text = json.dumps({**payload, "files": files}, indent=2, allow_nan=False)
         self.write("result.json", lambda p: p.write_text(text, encoding="utf-8"))
-        with deferred():
-            try:
-                old = self._old_files()
-                if old:
-                    self.backup.mkdir()
-                    for n in old:
-                        os.replace(self.folder / n, self.backup / n)
-                for n in self._names:  # result.json last: the commit
-                    self._place(n)
-            except BaseException:
-                self._undo()
-                raise
-            self.written = [self.folder / n for n in self._names]
-            self._cleanup()
+        try:
+            with deferred():  # a signal that arrives during the swap is raised after it
+                try:
+                    old = self._old_files()
+                    if old:
+                        self.backup.mkdir()
+                        for n in old:
+                            os.replace(self.folder / n, self.backup / n)
+                    for n in self._names:  # result.json last: the commit
+                        self._place(n)
+                except BaseException:
+                    self._undo()
+                    raise
+                self.written = [self.folder / n for n in self._names]
+                self._cleanup()
+        except KeyboardInterrupt as e:
+            if self.written:  # arrived during the swap, which completed
+                e.kept = f"the new run, saved whole in {self.folder}"
+            raise
         return self.folder / "result.json"
 
     def _undo(self) -> None:
