@@ -295,3 +295,132 @@ def test_every_command_catches_an_interrupt_from_its_first_line(command, tmp_pat
     assert err.strip().splitlines()[-1] == (f"romlib {command[0]}: interrupted, nothing written "
                                             f"({signal.Signals(sig).name}, exit status {128 + sig})"), err
     assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ---------------------------------------------------------------------------------------------- shapes-train / -bench
+TRAIN = ["shapes-train", "--what", "inpaint", "--batch-size", "2", "--save-every", "2", "--threads", "1", "--quiet"]
+
+
+def _losses(folder):
+    import csv
+
+    with open(folder / "inpaint_loss.csv") as f:
+        return [(int(r["step"]), float(r["loss"])) for r in csv.DictReader(f)]
+
+
+def _no_temporary_files(root):
+    return not [p for p in root.rglob("*") if p.name.startswith(".") or ".tmp" in p.name]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished 4-step training run (checkpoints at steps 2 and 4)."""
+    out = tmp_path_factory.mktemp("train") / "run"
+    assert main([*TRAIN, "--steps", "4", "--out", str(out)]) == 0
+    return out
+
+
+def test_shapes_train_never_trains_over_a_run(trained, capsys):
+    before = _snapshot(trained)
+    rc, err = _cli([*TRAIN, "--steps", "4", "--out", trained], capsys)
+    assert rc == 2 and "already holds a training run" in err and "inpaint_checkpoint.pt (step 4)" in err
+    assert "--resume" in err and "--overwrite" in err and _snapshot(trained) == before
+    rc, err = _cli([*TRAIN, "--steps", "4", "--out", trained.parent / "empty", "--resume"], capsys)
+    assert rc == 2 and "no checkpoint in" in err and "empty/inpaint_checkpoint.pt" in err
+    assert not (trained.parent / "empty").exists()
+    rc, err = _cli([*TRAIN, "--out", trained, "--resume", "--overwrite"], capsys)
+    assert rc == 2 and "exclude each other" in err and _snapshot(trained) == before
+
+
+def test_shapes_train_interrupted_keeps_its_checkpoint_and_resumes_from_it(trained, tmp_path, capsys, monkeypatch):
+    import romlib.shapes.train as T
+
+    real, calls = T.make_batch, []
+
+    def batch(*a, **k):  # Ctrl-C while drawing step 4's batch: the checkpoint of step 2 is kept
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(T, "make_batch", batch)
+        rc, err = _cli([*TRAIN, "--steps", "4", "--out", out], capsys)
+    assert rc == 130 and "Traceback" not in err
+    assert f"kept: inpaint_checkpoint.pt (step 2), inpaint_loss.csv in {out}; rerun the same command with --resume" in err
+    assert sorted(p.name for p in out.iterdir()) == ["inpaint_checkpoint.pt", "inpaint_loss.csv"]
+    assert _losses(out) == _losses(trained)[:2]
+    rc, err = _cli([*TRAIN, "--steps", "4", "--out", out, "--resume"], capsys)
+    assert rc == 0, err
+    resumed, straight = _losses(out), _losses(trained)
+    assert [s for s, _ in resumed] == [1, 2, 3, 4]
+    assert [v for _, v in resumed] == pytest.approx([v for _, v in straight], rel=1e-5)  # as if never interrupted
+    assert _no_temporary_files(tmp_path)
+
+
+def test_shapes_train_real_sigterm_keeps_a_whole_checkpoint(tmp_path):
+    """SIGTERM at a random moment after the first checkpoint: exit 143, the message names the
+    checkpoint's step, that checkpoint is whole and `--resume` continues from it."""
+    from romlib.shapes.train import _checkpoint_step
+
+    out = tmp_path / "run"
+    log = tmp_path / "train.log"
+    pid = _fork_edit([*TRAIN, "--steps", "10000", "--minutes", "2", "--save-every", "1", "--out", out], log)
+    deadline = time.monotonic() + 60
+    while not (out / "inpaint_checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(random.Random(3).uniform(0, 0.5))
+    os.kill(pid, signal.SIGTERM)
+    assert _wait(pid) == 143
+    err = log.read_text()
+    step = _checkpoint_step(out / "inpaint_checkpoint.pt")
+    assert f"inpaint_checkpoint.pt (step {step}), inpaint_loss.csv in {out}" in err and "(SIGTERM, exit status 143)" in err
+    assert [s for s, _ in _losses(out)] == list(range(1, step + 1)) and _no_temporary_files(tmp_path / "run")
+    assert main([*TRAIN, "--steps", str(step + 1), "--out", str(out), "--resume"]) == 0
+    assert _checkpoint_step(out / "inpaint_checkpoint.pt") == step + 1
+
+
+def test_damaged_checkpoints_and_weights_are_named(trained, tmp_path, capsys):
+    import torch
+
+    good = torch.load(trained / "inpaint_checkpoint.pt", weights_only=True)
+    wrong_shape = {**good, "model": {k: (v[:1] if v.ndim else v) for k, v in good["model"].items()}}
+    cases = {"garbage": os.urandom(4000), "truncated": (trained / "inpaint_checkpoint.pt").read_bytes()[:5000],
+             "empty": b"", "wrong-shapes": wrong_shape, "missing-keys": {k: v for k, v in good.items() if k != "opt"},
+             "not-a-dict": [1, 2]}
+    for name, content in cases.items():
+        out = tmp_path / name
+        out.mkdir()
+        if isinstance(content, bytes):
+            (out / "inpaint_checkpoint.pt").write_bytes(content)
+        else:
+            torch.save(content, out / "inpaint_checkpoint.pt")
+        before = _snapshot(out)
+        rc, err = _cli([*TRAIN, "--steps", "4", "--out", out, "--resume"], capsys)
+        assert rc == 2 and f"{out / 'inpaint_checkpoint.pt'} is damaged" in err, (name, err)
+        assert len(err.splitlines()) == 1 and "Traceback" not in err and _snapshot(out) == before, name
+        if isinstance(content, bytes) or name == "wrong-shapes":  # the same files as --weights of shapes-bench
+            (out / "inpaint.pt").write_bytes((out / "inpaint_checkpoint.pt").read_bytes())
+            rc, err = _cli(["shapes-bench", "--weights", out, "--cases", "1", "--out", tmp_path / "bench", "--quiet"], capsys)
+            assert rc == 2 and f"{out / 'inpaint.pt'} is damaged" in err and len(err.splitlines()) == 1, (name, err)
+    nan = torch.load(trained / "inpaint.pt", weights_only=True)
+    nan["state_dict"] = {k: v.fill_(float("nan")) if v.is_floating_point() else v for k, v in nan["state_dict"].items()}
+    torch.save(nan, tmp_path / "garbage" / "inpaint.pt")
+    rc, err = _cli(["shapes-bench", "--weights", tmp_path / "garbage", "--cases", "1", "--out", tmp_path / "bench"], capsys)
+    assert rc == 2 and "is damaged" in err and "non-finite" in err
+    assert not (tmp_path / "bench").exists()
+
+
+def test_shapes_bench_writes_a_new_folder_per_run(tmp_path, capsys):
+    args = ["shapes-bench", "--cases", "2", "--samples", "1", "--scales", "3", "--methods", "ccf", "--dilations", "",
+            "--steps", "2", "--quiet", "--out", tmp_path / "bench"]
+    assert _cli(args, capsys)[0] == 0
+    first = [p for p in (tmp_path / "bench").iterdir()]
+    snap = _snapshot(first[0])
+    assert _cli(args, capsys)[0] == 0  # the same second, the same settings
+    runs_ = sorted((tmp_path / "bench").iterdir())
+    assert len(runs_) == 2 and first[0] in runs_ and _snapshot(first[0]) == snap
+    for r in runs_:
+        assert sorted(p.name for p in r.iterdir()) == ["benchmark.png", "results.json", "table.md"]
+        assert "_bench_2-cases-seed-0" in r.name
