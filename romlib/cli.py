@@ -36,7 +36,8 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
                    help="parent folder: each run writes into a new folder inside it, named time_method_text "
                         "(default romlib_out)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into --out itself, replacing the run recorded in its result.json (never an input)")
+                   help="write into --out itself, replacing the run recorded in its result.json whole (the new run is "
+                        "written complete first, then swapped in); never an input, never a file no result.json records")
     p.add_argument("--top", type=int, default=4,
                    help="edits saved at full resolution and shown in the summary figure, >= 1 (default 4)")
 
@@ -270,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
     p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
                                                          "files there are kept unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the earlier demo run recorded in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier demo run recorded in --out's result.json, whole (as romlib edit --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
     p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
