@@ -319,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         status, kept = interrupts.exit_status(e), getattr(e, "kept", None)
         what = f"; kept: {kept}" if kept else ", nothing written"
         name = f"romlib {command}" if command else "romlib"
-        print(f"{name}: interrupted{what} ({interrupts.signal_name(e)}, exit status {status})", file=sys.stderr)
+        with interrupts.deferred(ignore=True):  # a second Ctrl-C does not cut the report short
+            print(f"{name}: interrupted{what} ({interrupts.signal_name(e)}, exit status {status})", file=sys.stderr)
         return status
     finally:
         if argv is not None:

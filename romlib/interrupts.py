@@ -71,7 +71,11 @@ class deferred:
     the handler that was installed before, once the block has ended (first signal wins). When the
     block ends by an exception, that exception goes on (it is already ending the work); a held
     signal is then dropped unless the exception is not an interrupt, in which case the interrupt
-    is raised from it."""
+    is raised from it. ``ignore=True`` drops every signal that arrives inside (for the cleanup that
+    follows an interrupt: the command is already ending, a second Ctrl-C must not cut it short)."""
+
+    def __init__(self, ignore: bool = False):
+        self.ignore = ignore
 
     def __enter__(self) -> "deferred":
         self.pending: list[int] = []
@@ -87,7 +91,7 @@ class deferred:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         restore(self.old)
-        if not self.pending:
+        if not self.pending or self.ignore:
             return
         signum = self.pending[0]
         if exc_type is not None and issubclass(exc_type, KeyboardInterrupt):

@@ -323,7 +323,7 @@ class RunWriter:
 
     def abort(self) -> None:
         """Remove everything staged (and the folder when it was made for this run and is empty)."""
-        with deferred():
+        with deferred(ignore=True):  # it runs because the save is ending: a second Ctrl-C must not cut it
             if self.stage.exists() and not self.written:
                 self._cleanup()
             self._names = []

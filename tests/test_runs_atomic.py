@@ -199,6 +199,9 @@ def _fork_edit(argv, log):
     if pid == 0:  # the child: never returns into pytest
         rc = 1
         try:
+            from romlib.interrupts import install
+
+            install()  # what main's first line does (the moments before it: the test of every command below)
             import torch
 
             torch.set_num_threads(1)  # no OpenMP pool is carried over a fork
@@ -242,7 +245,7 @@ def test_real_sigint_and_sigterm_at_random_moments_leave_a_whole_run(edits, old_
         sig = (signal.SIGINT, signal.SIGTERM)[trial % 2]
         log = old_run.parent / f"trial{trial}.log"
         pid = _fork_edit(args, log)
-        time.sleep(rng.uniform(0.0, 1.2 * length))
+        time.sleep(rng.uniform(0.02, 1.2 * length))
         os.kill(pid, sig)
         rc = _wait(pid)
         err = log.read_text()
@@ -424,3 +427,29 @@ def test_shapes_bench_writes_a_new_folder_per_run(tmp_path, capsys):
     for r in runs_:
         assert sorted(p.name for p in r.iterdir()) == ["benchmark.png", "results.json", "table.md"]
         assert "_bench_2-cases-seed-0" in r.name
+
+
+def test_deferred_holds_a_signal_until_the_block_ends():
+    from romlib.interrupts import Interrupted, deferred, install, restore
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            done.append("after the signal")
+    assert done == ["after the signal"]
+    old = install()
+    try:
+        with pytest.raises(Interrupted) as e:
+            with deferred():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)
+                done.append("again")
+        assert e.value.signum == signal.SIGTERM and done[-1] == "again"
+        with deferred(ignore=True):  # dropped: the cleanup after an interrupt runs to its end
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    finally:
+        restore(old)
+    assert signal.getsignal(signal.SIGTERM) == old[signal.SIGTERM]

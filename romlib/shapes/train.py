@@ -547,7 +547,8 @@ def train_command(args) -> int:
             written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed,
                                         progress=not args.quiet))
     except KeyboardInterrupt as e:
-        e.kept = _kept(out, models)
+        with deferred(ignore=True):  # the command is ending: a second Ctrl-C must not cut the report short
+            e.kept = _kept(out, models)
         raise
     info = {"command": "romlib shapes-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
             "wall_minutes": round((time.perf_counter() - t0) / 60, 2), "files": [str(p) for p in written]}
