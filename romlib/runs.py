@@ -137,7 +137,9 @@ def _rollback(folder: Path, stage: Path, backup: Path) -> None:
     into ``folder``, then rename the old run back from ``backup`` (``result.json`` last)."""
     listing = stage / "result.json"
     names = _listed(listing) if listing.is_file() else []
-    for n in dict.fromkeys([*names, "result.json"]):
+    # the new result.json first: should a step below fail, the folder claims no run and
+    # recover() restores the old one from ``backup`` again
+    for n in dict.fromkeys(["result.json", *names]):
         dst, src = folder / n, stage / n
         if not os.path.lexists(dst):
             continue
@@ -178,9 +180,10 @@ def recover(folder: str | os.PathLike, *, refuse_busy: bool = False) -> list[str
         try:
             if not committed:
                 _rollback(folder, stage, backup)
-            shutil.rmtree(stage, ignore_errors=False) if stage.exists() else None
-            shutil.rmtree(backup, ignore_errors=False) if backup.exists() else None
-        except OSError as e:
+            for d in (stage, backup):
+                if os.path.lexists(d):
+                    shutil.rmtree(d)
+        except (OSError, ValueError) as e:
             raise OSError(f"{folder} holds the leftovers of an interrupted run ({stage.name}, {backup.name}) that could "
                           f"not be settled ({e}); if {folder / 'result.json'} is missing, move the files of "
                           f"{backup.name} back into {folder}, then delete both") from None
@@ -215,6 +218,7 @@ class RunWriter:
         if not overwrite and os.path.lexists(self.folder / "result.json"):
             raise FileExistsError(f"refusing to overwrite {self.folder / 'result.json'}: {self.folder} already holds a "
                                   "run; write into a new folder, or pass --overwrite / overwrite=True to replace that run")
+        self._swapped = False  # finish() began the swap: from then on it alone cleans up
         self.token = f"{os.getpid()}-{next(_seq)}"
         self.stage = self.folder / (STAGING + self.token)
         self.backup = self.folder / (BACKUP + self.token)
@@ -282,6 +286,7 @@ class RunWriter:
         complete run into place (the earlier recorded run, with ``overwrite``, goes with the swap)."""
         text = json.dumps({**payload, "files": files}, indent=2, allow_nan=False)
         self.write("result.json", lambda p: p.write_text(text, encoding="utf-8"))
+        self._swapped = True
         try:
             with deferred():  # a signal that arrives during the swap is raised after it
                 try:
@@ -324,7 +329,7 @@ class RunWriter:
     def abort(self) -> None:
         """Remove everything staged (and the folder when it was made for this run and is empty)."""
         with deferred(ignore=True):  # it runs because the save is ending: a second Ctrl-C must not cut it
-            if self.stage.exists() and not self.written:
+            if not self._swapped and self.stage.exists():
                 self._cleanup()
             self._names = []
             if self.created:

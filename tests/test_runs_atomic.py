@@ -453,3 +453,31 @@ def test_deferred_holds_a_signal_until_the_block_ends():
     finally:
         restore(old)
     assert signal.getsignal(signal.SIGTERM) == old[signal.SIGTERM]
+
+
+def test_an_undo_that_fails_keeps_the_old_run_and_the_next_run_restores_it(edits, old_run, monkeypatch):
+    _, _, _, new_result = edits
+    old = _snapshot(old_run)
+    real_replace, real_link, replaced, linked = os.replace, os.link, [], []
+
+    def replace(src, dst):
+        replaced.append(dst)
+        if len(replaced) == (len(old) - 1) + 2:  # the old run's files moved aside, then in the undo the second
+            # one cannot be moved back
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    def link(src, dst):
+        linked.append(dst)
+        if len(linked) == 4:  # in the swap: the old run moved aside, 3 new files linked in
+            raise KeyboardInterrupt
+        return real_link(src, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "replace", replace)
+        m.setattr(os, "link", link)
+        with pytest.raises(OSError, match="could not restore the earlier run .* its files are kept in .*romlib-old-"):
+            new_result.save(old_run, top=2, summary="summary.png", overwrite=True)
+    assert not (old_run / "result.json").exists() and list(old_run.glob(".romlib-old-*"))
+    settled = runs.recover(old_run)
+    assert "restored" in settled[0] and _snapshot(old_run) == old and _complete(old_run, {"notes.txt"}) == OLD_TARGET
