@@ -229,6 +229,10 @@ def _run_download(args) -> int:
     failed, error = {}, None
     try:
         hub.ensure(names, progress=True)
+    except KeyboardInterrupt as e:
+        e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
+                  "`romlib download` again fetches the rest")
+        raise
     except hub.CheckpointUnavailable as e:
         error = e
         failed = {c.name: why for c, _, why in e.missing}

@@ -277,15 +277,15 @@ def _handles_sigterm(pid) -> bool:
 
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/{os.getpid()}/status"), reason="needs Linux /proc")
-@pytest.mark.parametrize("command", [["demo"], ["edit", "photo.png"], ["download", "--verify"], ["bench"],
-                                     ["shapes-train"], ["shapes-bench"]], ids=lambda c: c[0])
+@pytest.mark.parametrize("command", [["demo", "--out", "out"], ["edit", "photo.png", "--out", "out"], ["download", "--verify"],
+                                     ["bench"], ["shapes-train", "--out", "out"], ["shapes-bench", "--out", "out"]],
+                         ids=lambda c: c[0])
 def test_every_command_catches_an_interrupt_from_its_first_line(command, tmp_path):
     """The signal is sent as soon as main has installed its handlers, while the command is still
     importing torch: one line saying so, exit 130 (SIGINT) or 143 (SIGTERM), nothing written."""
     sig = signal.SIGTERM if command[0] in ("edit", "bench", "shapes-bench") else signal.SIGINT
     env = {**os.environ, "ROMLIB_CACHE": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "romlib.cli", *command, "--out", "out"] if command[0] != "download"
-                            else [sys.executable, "-m", "romlib.cli", *command], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "romlib.cli", *command], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not _handles_sigterm(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
