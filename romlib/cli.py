@@ -74,8 +74,9 @@ def _check_inputs(args) -> tuple[int, int]:
 def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folder: bool = False) -> None:
     """Before any model is loaded: ``folder`` (to be created if missing) is not a file, can be
     written, has room for about ``need_bytes``; with ``overwrite`` it holds no input under an
-    output's name and no output-named file its ``result.json`` does not record; without, it holds no earlier run (unless ``run_folder``: a new folder is made
-    inside it)."""
+    output's name and no output-named file its ``result.json`` does not record (a run killed while
+    being replaced there is settled first); without, it holds no earlier run (unless
+    ``run_folder``: a new folder is made inside it)."""
     import shutil
     import tempfile
     from pathlib import Path
