@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 
@@ -35,7 +36,8 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
                    help="parent folder: each run writes into a new folder inside it, named time_method_text "
                         "(default romlib_out)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into --out itself, replacing the run recorded in its result.json (never an input)")
+                   help="write into --out itself, replacing the run recorded in its result.json whole (the new run is "
+                        "written complete first, then swapped in); never an input, never a file no result.json records")
     p.add_argument("--top", type=int, default=4,
                    help="edits saved at full resolution and shown in the summary figure, >= 1 (default 4)")
 
@@ -72,14 +74,15 @@ def _check_inputs(args) -> tuple[int, int]:
 def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folder: bool = False) -> None:
     """Before any model is loaded: ``folder`` (to be created if missing) is not a file, can be
     written, has room for about ``need_bytes``; with ``overwrite`` it holds no input under an
-    output's name; without, it holds no earlier run (unless ``run_folder``: a new folder is made
-    inside it)."""
+    output's name and no output-named file its ``result.json`` does not record (a run killed while
+    being replaced there is settled first); without, it holds no earlier run (unless
+    ``run_folder``: a new folder is made inside it)."""
     import shutil
     import tempfile
     from pathlib import Path
 
     from .io import quote
-    from .result import OUTPUT_PATTERN
+    from .runs import OUTPUT_PATTERN, recover, unrecorded_outputs
 
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -111,6 +114,12 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
             if p is not None and Path(p).parent.resolve() == folder.resolve() and OUTPUT_PATTERN.match(Path(p).name):
                 raise FileExistsError(f"--overwrite would replace the input {p} (an output of a run has that name); "
                                       "move the input or choose another --out")
+        recover(folder, refuse_busy=True)  # a run killed while being replaced there: settled first
+        unrecorded = unrecorded_outputs(folder)  # also refuses a result.json of an unexpected shape
+        if unrecorded:
+            raise FileExistsError(f"--out {quote(folder, 120)} holds {', '.join(unrecorded[:3])}"
+                                  f"{', ...' if len(unrecorded) > 3 else ''}, which no result.json there records; "
+                                  "--overwrite replaces only a recorded run: move them or choose another --out")
 
 
 def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
@@ -120,11 +129,12 @@ def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
 
 def _run_edit(args) -> int:
     import time as _time
+    from pathlib import Path
 
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
-    from .result import new_run_dir, run_dir_name
+    from .runs import new_run_dir, run_dir_name
 
     started = _time.time()
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
@@ -138,25 +148,27 @@ def _run_edit(args) -> int:
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)
-    if args.overwrite:
-        folder, made = args.out, False
-    else:
-        folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
-        made = True
+    folder = Path(args.out)
     try:
-        _summarise(result, folder, args.top, overwrite=args.overwrite)
+        if not args.overwrite:
+            folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
+        written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
     except BaseException:
-        if made:
+        if not args.overwrite:
             try:
-                folder.rmdir()  # empty after a failed save: leave nothing behind
+                folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
             except OSError:
                 pass
+        raise
+    try:
+        _summarise(result, folder, written)
+    except KeyboardInterrupt as e:
+        e.kept = f"the new run, saved whole in {folder}"
         raise
     return 0
 
 
-def _summarise(result, out_dir, top, *, overwrite: bool = False) -> None:
-    written = result.save(out_dir, top=top, summary="summary.png", overwrite=overwrite)
+def _summarise(result, out_dir, written: dict) -> None:
     s = result.settings
     scale = f"s={s['scale']:g} " if s.get("scale") is not None else ""
     best = result.scores[0]
@@ -183,13 +195,21 @@ def _run_demo(args) -> int:
     _check_out(args.out, _need_bytes(256, 256, args.samples, 4), overwrite=args.overwrite)
     result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
                                            progress=not args.quiet, overwrite=args.overwrite, with_files=True)
+    try:
+        _summarise_demo(result, image_path, written, args.out, time.perf_counter() - t0)
+    except KeyboardInterrupt as e:
+        e.kept = f"the new demo run, saved whole in {args.out}"
+        raise
+    return 0
+
+
+def _summarise_demo(result, image_path, written, out, seconds) -> None:
     s = result.settings
     print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
-          f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {time.perf_counter() - t0:.1f} s")
+          f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {seconds:.1f} s")
     print(f"input image: {image_path}")
-    print(f"run folder: {args.out}")
+    print(f"run folder: {out}")
     print(written["summary"][0])
-    return 0
 
 
 def _run_download(args) -> int:
@@ -210,6 +230,10 @@ def _run_download(args) -> int:
     failed, error = {}, None
     try:
         hub.ensure(names, progress=True)
+    except KeyboardInterrupt as e:
+        e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
+                  "`romlib download` again fetches the rest")
+        raise
     except hub.CheckpointUnavailable as e:
         error = e
         failed = {c.name: why for c, _, why in e.missing}
@@ -252,7 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
     p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
                                                          "files there are kept unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the earlier demo run recorded in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier demo run recorded in --out's result.json, whole (as romlib edit --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
     p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -284,6 +309,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``romlib`` command; returns its exit status: 0, 2 for a clear error, 130 / 143 when
+    interrupted by SIGINT / SIGTERM (the message says what was kept). The interrupt handlers come
+    first, before any heavy import. Called as the program (``argv`` None) they stay installed to the
+    end and a signal that arrives after the work is done is ignored; called in-process (``argv``
+    given) they are restored on return."""
+    from . import interrupts
+
+    old_handlers = interrupts.install()
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if not str(a).startswith("-")), "")
+    try:
+        return _main(argv, command)
+    except KeyboardInterrupt as e:  # also during imports and argument parsing
+        status, kept = interrupts.exit_status(e), getattr(e, "kept", None)
+        what = f"; kept: {kept}" if kept else ", nothing written"
+        name = f"romlib {command}" if command else "romlib"
+        with interrupts.deferred(ignore=True):  # a second Ctrl-C does not cut the report short
+            print(f"{name}: interrupted{what} ({interrupts.signal_name(e)}, exit status {status})", file=sys.stderr)
+        return status
+    finally:
+        if argv is not None:
+            interrupts.restore(old_handlers)
+        else:  # the program ends now: nothing left to interrupt
+            interrupts.restore({s: signal.SIG_IGN for s in interrupts.SIGNALS})
+
+
+def _main(argv, command: str) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -300,9 +351,6 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"romlib {args.command}: interrupted, nothing written", file=sys.stderr)
-        return 130
     except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
         return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk
     except RuntimeError as e:  # out of memory, a missing device: say what to change

@@ -242,7 +242,9 @@ def bench_command(args) -> int:
                      cache_dir=args.cache_dir)
     print(format_bench(rows, title, markdown=args.markdown))
     if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps({**r.to_dict(), "device": name, "tiny": tiny}) + "\n")
+        from ..interrupts import deferred
+
+        text = "".join(json.dumps({**r.to_dict(), "device": name, "tiny": tiny}) + "\n" for r in rows)
+        with deferred(), open(args.json, "a") as f:  # the rows whole: an interrupt waits for the append
+            f.write(text)
     return 0

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .scenes import WordTokenizer
 
-__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "weights_path", "load_inpaint_model", "load_ranker",
-           "load_backend"]
+__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "weights_path", "read_weights", "load_inpaint_model",
+           "load_ranker", "load_backend"]
 
 #: where the shipped weights live (``romlib shapes-train --install`` writes here)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -39,27 +39,60 @@ def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
     return p
 
 
-def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
-    """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode)."""
-    from ..models.glide import GlideConfig, GlideUNet
-    from ..hub import safe_load
+def read_weights(path: str | Path, build, *, advice: str = "write it again with romlib shapes-train", **load):
+    """``build(checkpoint)`` on the file at ``path`` read weights-only; a file that cannot be read
+    as such (garbage, truncated, missing keys, wrong shapes, non-finite weights: anything ``build``
+    fails on) raises one ValueError naming it as damaged, with ``advice``. A file that asks to run
+    code stays :class:`romlib.hub.UnsafeCheckpoint`."""
+    import pickle
+    import zipfile
 
-    ckpt = safe_load(weights_path("inpaint.pt", weights_dir))
-    model = GlideUNet(GlideConfig(**ckpt["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}, strict=True)
-    model.meta = ckpt.get("meta", {})
+    from ..hub import UnsafeCheckpoint, safe_load
+
+    try:
+        return build(safe_load(path, **load))
+    except (UnsafeCheckpoint, PermissionError, FileNotFoundError, IsADirectoryError):
+        raise  # each says what it is
+    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError,
+            IndexError, zipfile.BadZipFile) as e:  # OSError: torch reading a cut archive ("Invalid argument")
+        detail = " ".join(str(e).split())[:160]
+        raise ValueError(f"{path} is damaged or is not a ShapesWorld file of this model ({type(e).__name__}: "
+                         f"{detail}); {advice}") from None
+
+
+def _float_state(state: dict) -> dict:
+    """The state dict in float32; non-finite weights are refused."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.float().isfinite().all())]
+    if bad:
+        raise ValueError(f"non-finite values (NaN or inf) in {bad[:3]}")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
+    """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode); damaged weights are named."""
+    from ..models.glide import GlideConfig, GlideUNet
+
+    def build(ckpt):
+        model = GlideUNet(GlideConfig(**ckpt["config"]))
+        model.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
+        model.meta = dict(ckpt.get("meta", {}))
+        return model
+
+    model = read_weights(weights_path("inpaint.pt", weights_dir), build)
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
-    """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode."""
-    from ..hub import safe_load
+    """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode; damaged weights are named."""
     from .ranker import ShapesRanker
 
-    ckpt = safe_load(weights_path("ranker.pt", weights_dir))
-    ranker = ShapesRanker()
-    ranker.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()}, strict=True)
-    ranker.meta = ckpt.get("meta", {})
+    def build(ckpt):
+        ranker = ShapesRanker()
+        ranker.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
+        ranker.meta = dict(ckpt.get("meta", {}))
+        return ranker
+
+    ranker = read_weights(weights_path("ranker.pt", weights_dir), build)
     return ranker.to(device).eval().requires_grad_(False)
 
 
