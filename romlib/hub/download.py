@@ -296,8 +296,8 @@ def _blocks(resp, part: Path, ckpt: Checkpoint, dest: Path, total: int | None):
             block = resp.read(1 << 20)
         except (OSError, ValueError, http.client.HTTPException) as e:
             got = part.stat().st_size
-            of = f" of {total}" if total is not None else ""
-            raise _unavailable(ckpt, dest, f"the download broke off after {got}{of} bytes ({type(e).__name__}); "
+            of = f" of the {total} bytes the server announced" if total is not None else " bytes"
+            raise _unavailable(ckpt, dest, f"the download broke off at {got}{of} ({type(e).__name__}); "
                                "call again to resume") from e
         if not block:
             return
