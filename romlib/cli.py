@@ -202,13 +202,11 @@ def _run_download(args) -> int:
     root = hub.check_cache()  # a file or an unreadable folder: a clear error, exit 2
     if args.verify:
         rows = hub.verify(args.names or None)
-        if not rows:
-            print(f"nothing cached in {root}")
+        print(f"cache: {root}" + ("" if rows else " (nothing cached)"))
         _table([(r["file"], "" if r["size"] is None else hub.human_size(r["size"]), r["status"]) for r in rows])
         bad = [r for r in rows if not r["ok"]]
         for r in bad:
-            where = f"moved aside to {r['moved_to']}" if r["moved_to"] else "left in place"
-            print(f"romlib download: {r['file']} is {r['status'].split(';')[0]} ({where})", file=sys.stderr)
+            print(f"romlib download: {r['file']} is {r['status']}", file=sys.stderr)
         if bad:
             names = " ".join(r["name"] for r in bad)
             print(f"romlib download: {len(bad)} bad file(s); run `romlib download {names}` to fetch them again; if they "
@@ -229,7 +227,9 @@ def _run_download(args) -> int:
         ckpt = hub.REGISTRY.get(n) or hub.Checkpoint(n, n)
         path = hub.cached(n)
         size = hub.human_size(path.stat().st_size) if path else ckpt.size_text
-        status = "cached" if n in before else "downloaded" if path else f"MISSING: {failed.get(n, 'not fetched')}"
+        why = failed.get(n, "not fetched").split(". It was moved aside")
+        why = why[0] + (" (moved aside; see below)" if len(why) > 1 else "")
+        status = "cached" if n in before else "downloaded" if path else f"MISSING: {why}"
         rows.append((ckpt.filename, size, status))
     print(f"cache: {hub.cache_dir()}" + (f"   mirror: {hub.mirror()}" if hub.mirror() else ""))
     _table(rows)

@@ -341,14 +341,14 @@ def bad_file_advice(ckpt: Checkpoint, src: str | None = None) -> str:
     """What to do about a bad copy of ``ckpt``: fetch it again, then suspect whoever served it."""
     src = src or source(ckpt)
     served = f"the mirror ({mirror()})" if mirror() else f"a proxy between you and {urllib.parse.urlparse(src).netloc or src}"
-    return (f"run `romlib download {ckpt.name}` again; if the copy is bad again, {served} serves something else "
+    return (f"run `romlib download {ckpt.name}` again; if the copy is bad again, {served} serves something other "
             "than the file: check it")
 
 
 def _refuse(ckpt: Checkpoint, dest: Path, part: Path, src: str, why: str):
     bad = _move_aside(part, dest)
     _part_meta(part).unlink(missing_ok=True)
-    log.warning("%s from %s is bad (%s); moved aside to %s", ckpt.filename, src, why, bad)
+    log.info("%s from %s is bad (%s); moved aside to %s", ckpt.filename, src, why, bad)  # the error says it all
     raise _unavailable(ckpt, dest, f"the downloaded {ckpt.filename} is not {NOUNS.get(ckpt.kind, NOUNS[None])} romlib "
                        f"can use: {why}. It was moved aside to {bad} (not deleted); {bad_file_advice(ckpt, src)}")
 
