@@ -330,6 +330,16 @@ def test_a_cache_that_is_a_file_or_unreadable_is_a_clear_error(tmp_path, monkeyp
     monkeypatch.setattr(os, "access", lambda p, mode, **kw: False if str(p) == str(folder) else real(p, mode, **kw))
     assert main(["download", "--verify"]) == 2  # (root ignores permission bits; the check asks os.access)
     assert f"ROMLIB_CACHE={folder} cannot be read (permission denied)" in capsys.readouterr().err
+    monkeypatch.setattr(os, "access", real)
+    dangling = tmp_path / "link"
+    dangling.symlink_to(tmp_path / "gone")
+    monkeypatch.setenv("ROMLIB_CACHE", str(dangling))
+    assert main(["download", "roberta/vocab"]) == 2
+    assert f"is a link to {tmp_path / 'gone'}, which does not exist" in capsys.readouterr().err
+    monkeypatch.setenv("ROMLIB_CACHE", str(folder))
+    (folder / "roberta-base-vocab.json").mkdir()
+    with pytest.raises(hub.CheckpointUnavailable, match="roberta-base-vocab.json exists and is not a file"):
+        hub.download("roberta/vocab", progress=False)
 
 
 def test_an_unknown_name_lists_the_valid_ones(tmp_path, monkeypatch, capsys):

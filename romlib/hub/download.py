@@ -42,6 +42,8 @@ def _cache_problem(root: Path) -> str | None:
     """Why ``root`` cannot serve as the cache folder (a file, an unreadable folder), or None (it may not exist yet)."""
     where = f"ROMLIB_CACHE={root}" if os.environ.get("ROMLIB_CACHE") and Path(os.environ["ROMLIB_CACHE"]).expanduser() == root \
         else f"the cache folder {root}"
+    if root.is_symlink() and not root.exists():
+        return f"{where} is a link to {os.readlink(root)}, which does not exist: create that folder or point ROMLIB_CACHE elsewhere"
     if root.exists() and not root.is_dir():
         return f"{where} is a file, not a folder: point ROMLIB_CACHE at a folder (or unset it for ~/.cache/romlib)"
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
@@ -400,6 +402,8 @@ def download(
     dest = root / ckpt.filename
     if not force and _is_complete(dest):
         return dest
+    if dest.exists() and not dest.is_file():
+        raise _unavailable(ckpt, dest, f"{dest} exists and is not a file (a folder?): move it out of the cache")
     problem = _writable(root)
     if problem:
         if dest.is_file() and not force:
