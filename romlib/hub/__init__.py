@@ -38,7 +38,7 @@ allocation, a refused pickle global (:class:`UnsafeCheckpoint`) or a read-only c
 from __future__ import annotations
 
 from .checks import fetch_checked, verify
-from .download import bad_file_advice, cache_dir, cached, check_cache, download, ensure, mirror, source
+from .download import cache_dir, cached, check_cache, download, ensure, mirror, source
 from .formats import file_problem
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
 from .registry import (BASELINES, EXAMPLES, GLIDE_BACKEND, REGISTRY, Checkpoint, CheckpointUnavailable, UnknownCheckpoint,
@@ -54,7 +54,6 @@ __all__ = [
     "UnsafeCheckpoint",
     "cache_dir",
     "check_cache",
-    "bad_file_advice",
     "file_problem",
     "human_size",
     "cached",

@@ -38,26 +38,29 @@ def cache_dir() -> Path:
     return Path(xdg) / "romlib"
 
 
-def _cache_problem(root: Path) -> str | None:
-    """Why ``root`` cannot serve as the cache folder (a file, an unreadable folder), or None (it may not exist yet)."""
-    where = f"ROMLIB_CACHE={root}" if os.environ.get("ROMLIB_CACHE") and Path(os.environ["ROMLIB_CACHE"]).expanduser() == root \
-        else f"the cache folder {root}"
+def _cache_problem(root: Path) -> tuple[type[OSError], str] | None:
+    """``(error class, why)`` when ``root`` cannot serve as the cache folder (a file, a dangling link,
+    an unreadable folder), or None (it may not exist yet)."""
+    env = os.environ.get("ROMLIB_CACHE")
+    where = f"ROMLIB_CACHE={root}" if env and Path(env).expanduser() == root else f"the cache folder {root}"
     if root.is_symlink() and not root.exists():
-        return f"{where} is a link to {os.readlink(root)}, which does not exist: create that folder or point ROMLIB_CACHE elsewhere"
+        return NotADirectoryError, (f"{where} is a link to {os.readlink(root)}, which does not exist: create that "
+                                    "folder or point ROMLIB_CACHE elsewhere")
     if root.exists() and not root.is_dir():
-        return f"{where} is a file, not a folder: point ROMLIB_CACHE at a folder (or unset it for ~/.cache/romlib)"
+        return NotADirectoryError, f"{where} is a file, not a folder: point ROMLIB_CACHE at a folder (or unset it for ~/.cache/romlib)"
     if root.is_dir() and not os.access(root, os.R_OK | os.X_OK):
-        return f"{where} cannot be read (permission denied): give yourself read access or point ROMLIB_CACHE elsewhere"
+        return PermissionError, f"{where} cannot be read (permission denied): give yourself read access or point ROMLIB_CACHE elsewhere"
     return None
 
 
 def check_cache(cache: str | os.PathLike | None = None) -> Path:
-    """The cache folder (``cache`` or :func:`cache_dir`), checked: a file or an unreadable folder raises
-    :class:`NotADirectoryError` / :class:`PermissionError` saying so. A folder that does not exist yet is fine."""
+    """The cache folder (``cache`` or :func:`cache_dir`), checked: a file or a dangling link raises
+    :class:`NotADirectoryError`, an unreadable folder :class:`PermissionError`, each saying what to do.
+    A folder that does not exist yet is fine."""
     root = Path(cache).expanduser() if cache is not None else cache_dir()
     problem = _cache_problem(root)
     if problem:
-        raise (NotADirectoryError if "not a folder" in problem else PermissionError)(problem)
+        raise problem[0](problem[1])
     return root
 
 
@@ -339,7 +342,7 @@ def _accept(ckpt: Checkpoint, dest: Path, part: Path, src: str, total: int | Non
     _part_meta(part).unlink(missing_ok=True)
 
 
-def bad_file_advice(ckpt: Checkpoint, src: str | None = None) -> str:
+def _bad_file_advice(ckpt: Checkpoint, src: str | None = None) -> str:
     """What to do about a bad copy of ``ckpt``: fetch it again, then suspect whoever served it."""
     src = src or source(ckpt)
     served = f"the mirror ({mirror()})" if mirror() else f"a proxy between you and {urllib.parse.urlparse(src).netloc or src}"
@@ -352,7 +355,7 @@ def _refuse(ckpt: Checkpoint, dest: Path, part: Path, src: str, why: str):
     _part_meta(part).unlink(missing_ok=True)
     log.info("%s from %s is bad (%s); moved aside to %s", ckpt.filename, src, why, bad)  # the error says it all
     raise _unavailable(ckpt, dest, f"the downloaded {ckpt.filename} is not {NOUNS.get(ckpt.kind, NOUNS[None])} romlib "
-                       f"can use: {why}. It was moved aside to {bad} (not deleted); {bad_file_advice(ckpt, src)}")
+                       f"can use: {why}. It was moved aside to {bad} (not deleted); {_bad_file_advice(ckpt, src)}")
 
 
 def _hash_part(part: Path, have: int, digest) -> None:
@@ -373,7 +376,7 @@ def _writable(root: Path) -> str | None:
     """Why files cannot be written into ``root``, or None."""
     problem = _cache_problem(root)
     if problem:
-        return problem
+        return problem[1]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
