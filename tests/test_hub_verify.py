@@ -164,6 +164,42 @@ def test_a_captive_portal_page_is_refused_by_name(mirror, capsys, name, noun):
     assert [p.read_bytes() for p in _bad_copies(cache, fname)] == [PORTAL]
 
 
+def _jpeg(cut: int = 0) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 30, 30)).save(buf, format="JPEG")
+    return buf.getvalue()[:-cut] if cut else buf.getvalue()
+
+
+@pytest.mark.parametrize("name, served, said", [
+    ("roberta/vocab", b'{"error": "rate limited", "retry": true}', "its entry 'error' maps to 'rate limited', not to a token id"),
+    ("roberta/vocab", b'["<s>", "<pad>"]', "it holds a JSON list, not a vocabulary"),
+    ("roberta/vocab", b"\x80\x02}q\x00.", "it is not UTF-8 text (byte 0"),
+    ("roberta/merges", "#version: 0.2\nĠ t\nthis line has four symbols\n".encode(), "its merge line 2 ('this line has four symbols') is not a pair"),
+    ("example/coco-39769", b"GIF89a not really", "it is not an image PIL can read"),
+    ("example/coco-39769", None, "it is not an image PIL can read"),  # a JPEG cut short by 300 bytes
+    ("clip/vit-b-16-openai", (10).to_bytes(8, "little") + b'{"a": 1}  ', "its safetensors header is unreadable"),
+])
+def test_a_file_of_the_wrong_format_is_refused_with_the_reason(mirror, name, served, said):
+    cache, _ = mirror
+    fname = hub.REGISTRY[name].filename
+    served = _jpeg(cut=300) if served is None else served
+    _Handler.files["/" + fname] = served
+    with pytest.raises(hub.CheckpointUnavailable) as e:
+        hub.download(name, progress=False)
+    assert said in str(e.value) and "moved aside to" in str(e.value)
+    assert _nothing_recorded(cache, fname) and [p.read_bytes() for p in _bad_copies(cache, fname)] == [served]
+
+
+def test_good_vocabularies_and_images_pass(mirror):
+    _Handler.files["/roberta-base-vocab.json"] = json.dumps({"<s>": 0, "Ġthe": 1}).encode()
+    _Handler.files["/roberta-base-merges.txt"] = "#version: 0.2\nĠ t\nh e\n".encode()
+    _Handler.files["/000000039769.jpg"] = _jpeg()
+    for name in ("roberta/vocab", "roberta/merges", "example/coco-39769"):
+        assert hub.download(name, progress=False).is_file()
+
+
 def test_a_checkpoint_whose_state_dict_differs_from_its_manifest_is_refused(mirror, monkeypatch):
     cache, added = mirror
     monkeypatch.setitem(manifests._all(), "test_tiny", {"a.weight": [4, 3], "a.bias": [4], "b.weight": [2]})

@@ -8,12 +8,12 @@
   tensors stay in the file), ``checkpoint[state_key]`` where the weights are nested, and for an
   entry with a manifest the state dict's names and shapes (:mod:`romlib.hub.manifests`);
 * ``safetensors``: a header that parses and describes exactly the file's bytes;
-* ``json``: UTF-8 JSON holding an object (a vocabulary maps tokens to ids);
+* ``json``: UTF-8 JSON holding an object of token ids (a vocabulary maps tokens to ids);
 * ``bpe``: UTF-8 text whose lines (after an optional ``#version`` line) are pairs of symbols;
-* ``image``: an image PIL opens and verifies.
+* ``image``: an image PIL opens, verifies and decodes.
 
-Every check reads at most the file's header or its small text, so a 1.5 GB checkpoint is checked in
-about a tenth of a second.
+A checkpoint's check reads only its header and pickle (a 1.5 GB checkpoint: about 0.2 s); the
+vocabularies and the photo are small and read whole.
 """
 from __future__ import annotations
 
@@ -94,6 +94,9 @@ def _json_problem(path: Path) -> str | None:
         return f"it is not valid JSON ({_first_line(e)})"
     if not isinstance(obj, dict) or not obj:
         return f"it holds a JSON {type(obj).__name__}{' (empty)' if not obj else ''}, not a vocabulary (an object of tokens)"
+    odd = next((k for k, v in obj.items() if not isinstance(v, int) or isinstance(v, bool)), None)
+    if odd is not None:
+        return f"its entry {odd[:40]!r} maps to {str(obj[odd])[:40]!r}, not to a token id: not a vocabulary"
     return None
 
 
@@ -115,7 +118,9 @@ def _image_problem(path: Path) -> str | None:
 
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.verify()  # the structure; then every pixel (a cut-off JPEG fails only here)
+        with Image.open(path) as im:
+            im.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         return f"it is not an image PIL can read ({_first_line(e)})"
     return None
