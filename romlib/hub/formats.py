@@ -104,7 +104,7 @@ def _bpe_problem(path: Path) -> str | None:
     text, problem = _text(path)
     if problem:
         return problem
-    lines = [line for line in text.splitlines() if line.strip() and not line.startswith("#version")]
+    lines = [line for line in text.split("\n") if line.strip() and not line.startswith("#version")]  # not splitlines: it splits on U+0085 too
     if not lines:
         return "it holds no BPE merges (no line after the #version line)"
     for i, line in enumerate(lines):
