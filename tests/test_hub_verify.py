@@ -340,6 +340,29 @@ def test_verify_finds_later_damage_names_it_and_moves_it_aside(mirror, capsys):
     assert rows[0]["moved_to"].exists() and not path.exists()
 
 
+def test_a_bad_file_an_older_romlib_recorded_as_good_is_checked_once_and_fetched_again(mirror, caplog):
+    from romlib.hub.download import _sha256
+
+    cache, _ = mirror
+    data = _ckpt_entry(mirror)
+    cache.mkdir(parents=True)
+    (cache / "ckpt.pt").write_bytes(PORTAL)  # kept by the romlib of issue 20, with its record
+    (cache / "ckpt.pt.json").write_text(json.dumps({"name": "test/ckpt", "size": len(PORTAL), "sha256": _sha256(cache / "ckpt.pt")}))
+    assert hub.cached("test/ckpt") is None and (cache / "ckpt.pt").exists()  # reported, nothing moved
+    with caplog.at_level("WARNING", logger="romlib.hub"):
+        assert hub.download("test/ckpt", progress=False).read_bytes() == data
+    assert "kept by an older romlib but this is an HTML page" in caplog.text
+    assert [p.read_bytes() for p in _bad_copies(cache, "ckpt.pt")] == [PORTAL]
+    rec = json.loads((cache / "ckpt.pt.json").read_text())
+    assert rec["format"] == "torch" and rec["size"] == len(data)
+    good = json.loads((cache / "ckpt.pt.json").read_text())
+    del good["format"]  # a good file with an old record: checked once, its record completed
+    (cache / "ckpt.pt.json").write_text(json.dumps(good))
+    n = len(_Handler.log)
+    assert hub.download("test/ckpt", progress=False).read_bytes() == data and len(_Handler.log) == n
+    assert json.loads((cache / "ckpt.pt.json").read_text())["format"] == "torch"
+
+
 def test_a_hand_placed_file_is_format_checked_by_verify(mirror):
     cache, _ = mirror
     _ckpt_entry(mirror)

@@ -161,6 +161,32 @@ def _is_complete(path: Path) -> bool:
     return path.is_file() and _size_problem(path) is None
 
 
+def _usable(dest: Path, ckpt: Checkpoint, *, fix: bool = True) -> bool:
+    """``dest`` is cached, whole and checked. A record written before romlib checked formats (it has no
+    ``format``) gets the check now, once: a good file's record is completed; a bad one (an HTML page an
+    older romlib kept) is moved aside with ``fix`` (so it is fetched again), else only reported unusable."""
+    if not _is_complete(dest):
+        return False
+    rec = _record(dest)
+    if rec is None or "format" in rec:
+        return True  # checked at download, or placed by hand (trusted; a strict load still checks it)
+    problem = file_problem(dest, ckpt)
+    if problem is None:
+        try:
+            _write_record(dest, {**rec, "format": ckpt.kind, "manifest": ckpt.manifest})
+        except OSError:
+            pass  # a read-only cache: checked again next time (a fraction of a second)
+        return True
+    if fix:
+        try:
+            bad = _move_aside(dest)
+        except OSError as e:
+            raise _unavailable(ckpt, dest, f"the cached copy is bad ({problem}) and cannot be moved aside "
+                               f"({e.strerror or e}); replace it by hand") from None
+        log.warning("%s was kept by an older romlib but %s; moved it aside to %s, fetching it again", dest, problem, bad.name)
+    return False
+
+
 def _missing_text(ckpt: Checkpoint, dest: Path, why: str) -> str:
     src = source(ckpt)
     where = f"  address: {src}\n" + (f"  official address: {ckpt.url}\n" if src != ckpt.url else "")
@@ -403,7 +429,7 @@ def download(
     ckpt = _resolve(name_or_url)
     root = Path(cache) if cache is not None else cache_dir()
     dest = root / ckpt.filename
-    if not force and _is_complete(dest):
+    if not force and _usable(dest, ckpt):
         return dest
     if dest.exists() and not dest.is_file():
         raise _unavailable(ckpt, dest, f"{dest} exists and is not a file (a folder?): move it out of the cache")
@@ -415,7 +441,7 @@ def download(
     from filelock import FileLock
 
     with FileLock(str(dest) + ".lock"):
-        if not force and _is_complete(dest):  # another process finished it while we waited
+        if not force and _usable(dest, ckpt):  # another process finished it while we waited
             return dest
         if dest.is_file() and not force:
             log.warning("cached %s is damaged (%s); fetching it again", dest, _size_problem(dest))
@@ -429,7 +455,7 @@ def cached(name: str, *, cache: str | os.PathLike | None = None) -> Path | None:
     """The cached path of a registry file when it is there and whole (size as recorded), else None. Never fetches."""
     ckpt = _resolve(name)
     dest = (Path(cache) if cache is not None else cache_dir()) / ckpt.filename
-    return dest if _is_complete(dest) else None
+    return dest if _usable(dest, ckpt, fix=False) else None
 
 
 def _address(src: str) -> tuple[str, int] | None:
@@ -476,7 +502,7 @@ def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, prog
     for n in names:
         ckpt = _resolve(n)
         dest = root / ckpt.filename
-        if _is_complete(dest):
+        if _usable(dest, ckpt):
             paths[n] = dest
         else:
             todo.append(ckpt)
