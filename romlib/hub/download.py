@@ -502,7 +502,7 @@ def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, prog
     for n in names:
         ckpt = _resolve(n)
         dest = root / ckpt.filename
-        if _usable(dest, ckpt):
+        if _usable(dest, ckpt, fix=False):  # a bad one is moved aside by download(), its error collected below
             paths[n] = dest
         else:
             todo.append(ckpt)
