@@ -341,7 +341,7 @@ def test_verify_finds_later_damage_names_it_and_moves_it_aside(mirror, capsys):
 
 
 def test_a_bad_file_an_older_romlib_recorded_as_good_is_checked_once_and_fetched_again(mirror, caplog):
-    from romlib.hub.download import _sha256
+    from romlib.hub.cache import _sha256
 
     cache, _ = mirror
     data = _ckpt_entry(mirror)

@@ -1,5 +1,5 @@
-"""Downloads and caching of every file the real models need (``registry`` → ``download`` → ``formats`` /
-``manifests`` → ``checks`` → ``load``).
+"""Downloads and caching of every file the real models need (``registry`` → ``sources`` → ``download`` →
+``fetch`` → ``formats`` / ``manifests`` → ``cache`` → ``checks`` → ``load``).
 
 Every file romlib can fetch is named in :data:`REGISTRY` with its official address: the GLIDE,
 noised-CLIP, ADM and MDETR checkpoints, CLIP ViT-B/16 (OpenAI weights in open_clip's file),
@@ -37,12 +37,15 @@ allocation, a refused pickle global (:class:`UnsafeCheckpoint`) or a read-only c
 """
 from __future__ import annotations
 
+from .cache import cache_dir, check_cache
 from .checks import fetch_checked, verify
-from .download import cache_dir, cached, check_cache, download, ensure, mirror, source
+from .download import cached, download, ensure
 from .formats import file_problem
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
 from .registry import (BASELINES, EXAMPLES, GLIDE_BACKEND, REGISTRY, Checkpoint, CheckpointUnavailable, UnknownCheckpoint,
                        UnsafeCheckpoint, human_size, register)
+from .sources import mirror, source
+
 __all__ = [
     "Checkpoint",
     "REGISTRY",

@@ -7,9 +7,11 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .download import _move_aside, _record, _resolve, _sha256, _size_problem, check_cache, download
+from .cache import _move_aside, _record, _sha256, _size_problem, check_cache
+from .download import download
 from .formats import file_problem
 from .registry import REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint
+from .sources import _resolve
 
 log = logging.getLogger("romlib.hub")
 

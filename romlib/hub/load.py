@@ -6,8 +6,9 @@ import os
 from typing import Any, Callable, Iterable
 
 from .checks import _damage, _discard
-from .download import _resolve, download
+from .download import download
 from .registry import CheckpointUnavailable, UnsafeCheckpoint, human_size
+from .sources import _resolve
 
 log = logging.getLogger("romlib.hub")
 
