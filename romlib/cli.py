@@ -215,13 +215,22 @@ def _summarise_demo(result, image_path, written, out, seconds) -> None:
 def _run_download(args) -> int:
     from . import hub
 
+    unknown = [n for n in args.names if n not in hub.REGISTRY and "://" not in n]
+    if unknown:
+        raise hub.UnknownCheckpoint(f"unknown file name(s) {', '.join(map(repr, unknown))}; valid names: "
+                                    f"{', '.join(sorted(hub.REGISTRY))} (or an http(s):// address)")
+    root = hub.check_cache()  # a file or an unreadable folder: a clear error, exit 2
     if args.verify:
         rows = hub.verify(args.names or None)
+        print(f"cache: {root}" + ("" if rows else " (nothing cached)"))
         _table([(r["file"], "" if r["size"] is None else hub.human_size(r["size"]), r["status"]) for r in rows])
-        bad = [r["file"] for r in rows if not r["ok"]]
+        bad = [r for r in rows if not r["ok"]]
+        for r in bad:
+            print(f"romlib download: {r['file']} is {r['status']}", file=sys.stderr)
         if bad:
-            print(f"romlib download: {len(bad)} damaged file(s): {', '.join(bad)}; delete them and run "
-                  "`romlib download` again", file=sys.stderr)
+            names = " ".join(r["name"] for r in bad)
+            print(f"romlib download: {len(bad)} bad file(s); run `romlib download {names}` to fetch them again; if they "
+                  f"are bad again, check the mirror or proxy that served them", file=sys.stderr)
         return 1 if bad else 0
     names = list(args.names) or list(hub.GLIDE_BACKEND + hub.EXAMPLES)
     if args.baselines:
@@ -242,7 +251,9 @@ def _run_download(args) -> int:
         ckpt = hub.REGISTRY.get(n) or hub.Checkpoint(n, n)
         path = hub.cached(n)
         size = hub.human_size(path.stat().st_size) if path else ckpt.size_text
-        status = "cached" if n in before else "downloaded" if path else f"MISSING: {failed.get(n, 'not fetched')}"
+        why = failed.get(n, "not fetched").split(". It was moved aside")
+        why = why[0] + (" (moved aside; see below)" if len(why) > 1 else "")
+        status = "cached" if n in before else "downloaded" if path else f"MISSING: {why}"
         rows.append((ckpt.filename, size, status))
     print(f"cache: {hub.cache_dir()}" + (f"   mirror: {hub.mirror()}" if hub.mirror() else ""))
     _table(rows)
@@ -289,8 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
                                             "photo; see romlib.hub.REGISTRY)")
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
-    p.add_argument("--verify", action="store_true", help="fetch nothing: re-hash every cached file (or NAMES) against "
-                                                         "the size and sha256 recorded at download; exit 1 if one is damaged")
+    p.add_argument("--verify", action="store_true", help="fetch nothing: re-check every cached file (or NAMES): size, "
+                                                         "format, manifest and the sha256 recorded at download; a bad "
+                                                         "file is moved aside and named, exit 1")
     p.set_defaults(func=_run_download)
 
     from .perf import add_bench_args

@@ -1,9 +1,10 @@
-"""The registry: every file romlib can fetch, its official address and size; the errors of the hub."""
+"""The registry: every file romlib can fetch, its official address, what is known of it (size, format,
+manifest); the errors of the hub."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, Literal
 
 log = logging.getLogger("romlib.hub")
 
@@ -14,11 +15,24 @@ _MDETR = "https://zenodo.org/record/4721981/files/"
 _HF = "https://huggingface.co/"
 
 
+#: What a file must be before it is recorded as good (see :mod:`romlib.hub.formats`).
+Format = Literal["torch", "safetensors", "json", "bpe", "image"]
+_SUFFIX_FORMAT = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".safetensors": "safetensors",
+                  ".json": "json", ".jpg": "image", ".jpeg": "image", ".png": "image"}
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """One downloadable file: where it lives and what we know about it.
 
-    ``file``: the name in the cache and on a mirror (default: the last part of ``url``)."""
+    ``file``: the name in the cache and on a mirror (default: the last part of ``url``).
+    ``size``: its exact byte size, or None where it is not known (no official file's size or
+    sha256 is known to romlib: the official servers could not be reached when this registry was
+    written, so none is invented; ``approx_mb`` is for messages only and checks nothing).
+    ``format``: what the file must be (default: from the file name's suffix, None if that says nothing).
+    ``manifest``: for checkpoints, the shipped state-dict manifest whose names and shapes the file's
+    state dict (``checkpoint[state_key]`` when nested) must have. ``allow``: plain non-tensor types
+    the file pickles (keys of :data:`romlib.hub.SAFE_GLOBALS`)."""
 
     name: str
     url: str
@@ -26,10 +40,23 @@ class Checkpoint:
     sha256: str | None = None  # checked after download when known
     approx_mb: float | None = None  # for messages and the README
     file: str | None = None
+    size: int | None = None
+    format: Format | None = None
+    manifest: str | None = None
+    state_key: str | None = None
+    allow: tuple[str, ...] = ()
 
     @property
     def filename(self) -> str:
         return self.file or self.url.rsplit("/", 1)[-1].split("?")[0]
+
+    @property
+    def kind(self) -> Format | None:
+        """``format``, else the format the file name's suffix implies (``.pt`` → torch), else None."""
+        if self.format is not None:
+            return self.format
+        name = self.filename.lower()
+        return next((f for s, f in _SUFFIX_FORMAT.items() if name.endswith(s)), None)
 
     @property
     def size_text(self) -> str:
@@ -46,22 +73,33 @@ def register(ckpt: Checkpoint) -> Checkpoint:
 
 
 for _c in [
-    Checkpoint("glide/base-inpaint", _GLIDE + "base_inpaint.pt", "GLIDE (filtered) 64x64 inpainting", approx_mb=1540),
-    Checkpoint("glide/upsample-inpaint", _GLIDE + "upsample_inpaint.pt", "GLIDE (filtered) 64->256 inpainting upsampler", approx_mb=1600),
-    Checkpoint("glide/clip-image-enc", _GLIDE + "clip_image_enc.pt", "GLIDE noised CLIP image encoder", approx_mb=346),
-    Checkpoint("glide/clip-text-enc", _GLIDE + "clip_text_enc.pt", "GLIDE noised CLIP text encoder", approx_mb=287),
-    Checkpoint("adm/256x256-uncond", _ADM + "256x256_diffusion_uncond.pt", "guided-diffusion 256x256 unconditional (Blended Diffusion)", approx_mb=2210),
-    Checkpoint("mdetr/phrasecut-eb3", _MDETR + "phrasecut_EB3_checkpoint.pth", "MDETR EfficientNet-B3 fine-tuned on PhraseCut", approx_mb=1830),
-    Checkpoint("mdetr/phrasecut-r101", _MDETR + "phrasecut_resnet101_checkpoint.pth", "MDETR ResNet-101 fine-tuned on PhraseCut", approx_mb=2320),
+    # size=None everywhere: the official files' exact sizes are not known here (see Checkpoint)
+    Checkpoint("glide/base-inpaint", _GLIDE + "base_inpaint.pt", "GLIDE (filtered) 64x64 inpainting", approx_mb=1540,
+               format="torch", manifest="glide_base-inpaint"),
+    Checkpoint("glide/upsample-inpaint", _GLIDE + "upsample_inpaint.pt", "GLIDE (filtered) 64->256 inpainting upsampler",
+               approx_mb=1600, format="torch", manifest="glide_upsample-inpaint"),
+    Checkpoint("glide/clip-image-enc", _GLIDE + "clip_image_enc.pt", "GLIDE noised CLIP image encoder", approx_mb=346,
+               format="torch", manifest="glide_clip_image_encoder"),
+    Checkpoint("glide/clip-text-enc", _GLIDE + "clip_text_enc.pt", "GLIDE noised CLIP text encoder", approx_mb=287,
+               format="torch", manifest="glide_clip_text_encoder"),
+    Checkpoint("adm/256x256-uncond", _ADM + "256x256_diffusion_uncond.pt", "guided-diffusion 256x256 unconditional (Blended Diffusion)",
+               approx_mb=2210, format="torch", manifest="adm_256x256_diffusion_uncond"),
+    Checkpoint("mdetr/phrasecut-eb3", _MDETR + "phrasecut_EB3_checkpoint.pth", "MDETR EfficientNet-B3 fine-tuned on PhraseCut",
+               approx_mb=1830, format="torch", manifest="mdetr_efficientnetB3_phrasecut", state_key="model",
+               allow=("argparse.Namespace",)),
+    # no manifest in ../shared/reference for ResNet-101: checked as a loadable checkpoint with a "model" state dict
+    Checkpoint("mdetr/phrasecut-r101", _MDETR + "phrasecut_resnet101_checkpoint.pth", "MDETR ResNet-101 fine-tuned on PhraseCut",
+               approx_mb=2320, format="torch", state_key="model", allow=("argparse.Namespace",)),
     # the file open_clip itself fetches for ViT-B-16 / "openai": OpenAI's weights as an open_clip state dict
     Checkpoint("clip/vit-b-16-openai", _HF + "timm/vit_base_patch16_clip_224.openai/resolve/main/open_clip_model.safetensors",
-               "CLIP ViT-B/16, OpenAI weights (open_clip safetensors)", approx_mb=599, file="clip_vit_b16_openai.safetensors"),
+               "CLIP ViT-B/16, OpenAI weights (open_clip safetensors)", approx_mb=599, file="clip_vit_b16_openai.safetensors",
+               format="safetensors"),
     Checkpoint("roberta/vocab", _HF + "FacebookAI/roberta-base/resolve/main/vocab.json",
-               "RoBERTa-base BPE vocabulary (MDETR's text encoder)", approx_mb=0.9, file="roberta-base-vocab.json"),
+               "RoBERTa-base BPE vocabulary (MDETR's text encoder)", approx_mb=0.9, file="roberta-base-vocab.json", format="json"),
     Checkpoint("roberta/merges", _HF + "FacebookAI/roberta-base/resolve/main/merges.txt",
-               "RoBERTa-base BPE merges (MDETR's text encoder)", approx_mb=0.46, file="roberta-base-merges.txt"),
+               "RoBERTa-base BPE merges (MDETR's text encoder)", approx_mb=0.46, file="roberta-base-merges.txt", format="bpe"),
     Checkpoint("example/coco-39769", "http://images.cocodataset.org/val2017/000000039769.jpg",
-               "COCO val2017 #39769, two cats on a couch (the notebooks' example)", approx_mb=0.17),
+               "COCO val2017 #39769, two cats on a couch (the notebooks' example)", approx_mb=0.17, format="image"),
 ]:
     register(_c)
 
@@ -82,6 +120,13 @@ class CheckpointUnavailable(RuntimeError):
     def __init__(self, message: str, missing: Iterable[tuple] = ()):
         super().__init__(message)
         self.missing = list(missing)
+
+
+class UnknownCheckpoint(KeyError, ValueError):
+    """A name that is not in :data:`REGISTRY` (and not an address); the message lists the valid names."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0]) if self.args else ""
 
 
 class UnsafeCheckpoint(RuntimeError):
