@@ -121,6 +121,9 @@ def check_shapes_bench(args) -> None:
         if not folder.is_dir():
             raise FileNotFoundError(f"--weights {folder}: no such folder (it holds inpaint.pt and ranker.pt)")
         check_file(folder / "inpaint.pt", "--weights file")
+        from .shapes import load_backend
+
+        load_backend("cpu", folder)  # tiny files (a second): damaged, mis-shaped or NaN weights are named now
 
 
 def check_shapes_train(args) -> None:

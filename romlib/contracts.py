@@ -69,9 +69,8 @@ class AmbiguousReference(ValueError):
         listed = "; ".join(f"{name} at {tuple(round(float(v)) for v in box)} (score {score:.2f})"
                            for name, box, score in candidates[:6]) + ("; ..." if len(candidates) > 6 else "")
         self.summary = f"{quote(text)} matches {len(candidates)} objects: {listed}"
-        super().__init__(f"{self.summary}; say which one (a colour, a "
-                         "shape, 'on the left', ...), pass best_anyway=True (--best-anyway) to take the first, or "
-                         "give a mask")
+        super().__init__(f"{self.summary}; say which one (by colour, shape or position, e.g. on the left), pass "
+                         "best_anyway=True (--best-anyway) to take the best, or give a mask")
 
 
 @runtime_checkable

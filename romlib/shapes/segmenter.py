@@ -68,9 +68,18 @@ class ShapesSegmenter:
                 best_anyway: bool = False) -> Segmentation:
         """The object ``text`` refers to. ``threshold`` is accepted for the protocol (the masks are
         exact, there are no logits to threshold)."""
+        from ..io import quote
+        from ..models.tokenizers import unrepresented, warn_text
+        from .scenes import _WORD, VOCAB
+
         parsed = parse_text(text)
+        if parsed.empty and str(text).strip():
+            raise ValueError(f"the referring text {quote(text)} has no word of ShapesWorld's vocabulary "
+                             f"({', '.join(VOCAB[1:])}); say which shape, e.g. the red circle")
         if parsed.empty:
             raise ValueError("the referring text is empty; say which shape, e.g. 'the red circle'")
+        kept = " ".join(_WORD.findall(text.lower()))  # the words the parser read
+        warn_text(text, 0, 1, reader="ShapesWorld's segmenter", dropped=unrepresented(text, kept))
         min_score = self.default_min_score if min_score is None else float(min_score)
         objs = find_objects(image)
         if not objs:  # not even best_anyway can pick something
