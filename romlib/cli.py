@@ -24,11 +24,13 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
     add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
-    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
+    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
+                        "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
+                        "ratio, resized if needed")
     p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
                    help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
                         "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
     p.add_argument("--out", default="romlib_out",
@@ -270,8 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
                                                          "files there are kept unless --overwrite")
     p.add_argument("--overwrite", action="store_true", help="replace the earlier demo run recorded in --out")
-    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
-    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
+    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank, 1..256 (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
 

@@ -65,7 +65,8 @@ class EditConfig:
                          "crop around the object (crop)", choices=("full", "crop"))
     threshold: float = _knob(0.5, "mask threshold on the segmenter's sigmoid, in (0, 1) (default 0.5)", type=float)
     min_score: float | None = _knob(None, "minimum segmentation score in [0, 1] (default: the segmenter's)", type=float)
-    best_anyway: bool = _knob(False, "use the best query even below --min-score (the authors' behaviour)")
+    best_anyway: bool = _knob(False, "use the best query even below --min-score or when the text fits several objects "
+                              "(the authors' behaviour; a warning names the others)")
     batch_size: int | None = _knob(None, "micro-batch size >= 1 (default: chosen from free memory)", type=int)
     mask: Any = _knob(None, "a mask image used instead of segmentation (white = edit)", cli=False)
     progress: bool = _knob(True, "progress bars", cli=False)
