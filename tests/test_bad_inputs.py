@@ -451,6 +451,10 @@ def test_seeds_numpy_scalars_and_bools(scene, capsys, monkeypatch, argv, fragmen
     assert _snapshot(scene) == before
     cfg = EditConfig(seed=np.int64(7), samples=np.int32(2), scale=np.float32(2.5), best_anyway=np.bool_(True)).validate()
     assert (cfg.seed, cfg.samples, cfg.scale, cfg.best_anyway) == (7, 2, 2.5, True) and type(cfg.seed) is int
+    from romlib.sampling.diffusion import sample_generators
+
+    with pytest.raises(ValueError, match=r"seed=9223372036854775808 is out of range"):
+        sample_generators(2**63, 1)  # every API path's noise goes through here
     for bad in (dict(seed=2**63), dict(seed=True), dict(samples=True), dict(progress="no"), dict(dilation=np.float64(3))):
         with pytest.raises(ValueError, match=f"{next(iter(bad))}=.* is out of range"):
             EditConfig(**bad).validate()
