@@ -702,6 +702,8 @@ def test_texts_note_every_character_dropped(three_squares, caplog, text, dropped
     assert "cannot represent" in caplog.text and dropped in caplog.text, caplog.text
     with pytest.raises(ValueError, match="has no word of ShapesWorld's vocabulary"):
         ShapesSegmenter().segment(sc.image, "123")  # not "empty"
+    with pytest.raises(TypeError, match="text must be a string, got int"):
+        ShapesSegmenter().segment(sc.image, 123)
 
 
 def test_help_texts_say_what_each_flag_does():

@@ -72,8 +72,10 @@ class ShapesSegmenter:
         from ..models.tokenizers import unrepresented, warn_text
         from .scenes import _WORD, VOCAB
 
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
         parsed = parse_text(text)
-        if parsed.empty and str(text).strip():
+        if parsed.empty and text.strip():
             raise ValueError(f"the referring text {quote(text)} has no word of ShapesWorld's vocabulary "
                              f"({', '.join(VOCAB[1:])}); say which shape, e.g. the red circle")
         if parsed.empty:
