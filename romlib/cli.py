@@ -24,7 +24,8 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
     add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
-    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
+    p.add_argument("--mask", default=None,
+                   help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
                         "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
                         "ratio, resized if needed")
     p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
@@ -139,8 +140,8 @@ def _run_edit(args) -> int:
     from .arguments import BACKEND_FRAME
     from .pipeline import default_backend
 
-    frame = BACKEND_FRAME.get(args.backend or default_backend(), 256) if cfg.upsample else 64
-    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, min(frame, 256)), overwrite=args.overwrite,
+    frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)

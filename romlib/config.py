@@ -105,10 +105,10 @@ class EditConfig:
                 setattr(self, f.name, v.item())
         _need(isinstance(self.guidance, str), "guidance", self.guidance, "a method name of romlib.guidance.METHODS")
         if self.scale is not None:
-            _need(_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
-        _need(_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
+            _need(is_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
+        _need(is_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
               f"an integer in 1..{MAX_SAMPLES}")
-        _need(_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
+        _need(is_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
               self.dilation, "an odd integer in 1..63 (1 = no dilation)")
         _need(self.rank in (None, "local", "masked", "none"), "rank", self.rank, "'local', 'masked', 'none'")
         _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
@@ -116,14 +116,14 @@ class EditConfig:
             v = getattr(self, name)
             if v is not None:
                 _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
-        _need(_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
+        _need(is_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
               self.upsample_temperature, "a number in (0, 2]")
         check_seed("seed", self.seed)
-        _need(_real(self.threshold) and 0 < self.threshold < 1, "threshold", self.threshold, "a number in (0, 1)")
+        _need(is_real(self.threshold) and 0 < self.threshold < 1, "threshold", self.threshold, "a number in (0, 1)")
         if self.min_score is not None:
-            _need(_real(self.min_score) and 0 <= self.min_score <= 1, "min_score", self.min_score, "a number in [0, 1]")
+            _need(is_real(self.min_score) and 0 <= self.min_score <= 1, "min_score", self.min_score, "a number in [0, 1]")
         if self.batch_size is not None:
-            _need(_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+            _need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _need(isinstance(self.upsample, bool), "upsample", self.upsample, "True or False")
         _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
         _need(isinstance(self.progress, bool), "progress", self.progress, "True or False")
@@ -147,9 +147,6 @@ def is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
 
 
-_real, _int = is_real, is_int
-
-
 def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
     """``value`` as an ``int`` if it is an integer in [low, high]; else ``ValueError`` naming it
     (``name`` as the user wrote it, e.g. ``"--samples"`` or ``"sample"``)."""
@@ -164,9 +161,9 @@ def check_number(name: str, value, low: float | None = None, high: float | None 
                  open_low: bool = False) -> float:
     """``value`` as a ``float`` if finite and in [low, high] (``(low, high]`` with ``open_low``)."""
     ok = is_real(value) and (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
-    lo = "" if low is None else f"{'>' if open_low else '>='} {low:g}"
-    hi = "" if high is None else f"<= {high:g}"
-    _need(ok, name, value, "a finite number" + (f" {lo}" if lo else "") + (" and" if lo and hi else "") + (f" {hi}" if hi else ""))
+    bounds = ([f"{'>' if open_low else '>='} {low:g}"] if low is not None else []) + \
+        ([f"<= {high:g}"] if high is not None else [])
+    _need(ok, name, value, " ".join(["a finite number", " and ".join(bounds)]).strip())
     return float(value)
 
 
