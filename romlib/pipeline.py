@@ -167,7 +167,7 @@ class ROMPipeline:
         mask logits resized to 64×64, thresholded, dilated by ``dilation``; the frame-size mask
         is its nearest upsampling."""
         b = self.backend
-        M.check_dilation(dilation)
+        dilation = M.check_dilation(dilation)
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()

@@ -155,7 +155,9 @@ def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_
 
 
 def _check_unit(name: str, value, low_open: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value < 1 if low_open else 0 <= value <= 1)
+    from .config import is_real
+
+    ok = is_real(value) and (0 < value < 1 if low_open else 0 <= value <= 1)
     if not ok:
         raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1]'}, got {value!r}")
     return float(value)

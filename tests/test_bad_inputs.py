@@ -597,6 +597,10 @@ def test_api_arguments_are_checked_before_work(pipe, tmp_path):
     mask[16:48, 16:48] = 1
     r = pipe.edit(image, "x", "y", {"samples": 1, "mask": mask, "steps": "2", "upsample": False, "progress": False})
     assert r.settings["samples"] == 1 and r.settings["steps"] == "2"
+    # numpy scalars are numbers wherever Python numbers are
+    assert len(pipe.trace(image, "x", "y", mask=mask, dilation=np.int64(3), seed=np.int64(1), sample=np.int64(1),
+                          steps="2")) == 2
+    assert pipe.segment(image, "x", threshold=np.float32(0.5), best_anyway=True).mask.shape == (64, 64)
     cases = [
         (lambda: pipe.edit(image, "x", "y", ["samples", 1]), TypeError, "config must be an EditConfig or a dict"),
         (lambda: pipe.edit(image, "x", "y", {"sample": 1}), TypeError, "unknown edit setting(s) sample"),
