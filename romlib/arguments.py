@@ -75,7 +75,7 @@ def check_demo(args) -> None:
 
 
 def check_bench(args) -> None:
-    """``romlib bench``: sample counts, steps, micro-batch, device, files."""
+    """``romlib bench``: sample counts, steps, micro-batch, paths, device, files."""
     check_device(args.device)
     for b in args.batch or ():
         check_int("--batch", b, 1, MAX_SAMPLES)
@@ -84,8 +84,14 @@ def check_bench(args) -> None:
     _steps("--upsample-steps", args.upsample_steps)
     if args.micro_batch is not None:
         check_int("--micro-batch", args.micro_batch, 1, MAX_SAMPLES)
-    if args.reference is not None and not Path(args.reference).is_dir():
-        raise FileNotFoundError(f"--reference {args.reference}: no such folder (a glide-text2im checkout)")
+    paths = ("plain", "eager", "compile:default", "compile:reduce-overhead", "compile:max-autotune")
+    bad = [p for p in args.paths or () if p not in paths]
+    if bad:
+        raise ValueError(f"--paths {' '.join(bad)}: unknown; accepted: {', '.join(paths)}")
+    if args.reference is not None:
+        from .perf.reference import import_reference
+
+        import_reference(args.reference)  # names what a wrong checkout lacks
     if args.json is not None and Path(args.json).is_dir():
         raise IsADirectoryError(f"--json {args.json} is a folder; give a file to append the rows to")
 

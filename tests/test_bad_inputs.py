@@ -471,6 +471,8 @@ SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["bench", "--batch", "2", "0"], "--batch=0 is out of range"),
     (["bench", "--micro-batch", "0"], "--micro-batch=0"),
     (["bench", "--upsample-steps", "x"], "--upsample-steps='x'"),
+    (["bench", "--paths", "eager", "turbo"], "--paths turbo: unknown"),
+    (["bench", "--reference", "nowhere"], "is not a glide-text2im checkout"),
     (["shapes-bench", "--samples", "0"], "--samples=0 is out of range"),
     (["shapes-bench", "--cases", "0"], "--cases=0 is out of range"),
     (["shapes-bench", "--scales", "nan"], "nan is out of range"),
