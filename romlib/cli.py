@@ -25,11 +25,14 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
     add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
-    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
+    p.add_argument("--mask", default=None,
+                   help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
+                        "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
+                        "ratio, resized if needed")
     p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
                    help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
                         "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
     p.add_argument("--out", default="romlib_out",
@@ -43,18 +46,10 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
 
 
 def _check_device(device: str | None) -> None:
-    """Refuse a device this machine does not have, before any model is loaded."""
-    import torch
+    """Refuse a device this machine does not have (or romlib cannot run on), before any model is loaded."""
+    from .arguments import check_device
 
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={device!r} is not a device; accepted: cpu, cuda, cuda:N, mps") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device={device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
-                         "use --device cpu")
+    check_device(device)
 
 
 def _check_inputs(args) -> tuple[int, int]:
@@ -77,6 +72,7 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
     output's name and no output-named file its ``result.json`` does not record (a run killed while
     being replaced there is settled first); without, it holds no earlier run (unless
     ``run_folder``: a new folder is made inside it)."""
+    import os
     import shutil
     import tempfile
     from pathlib import Path
@@ -85,6 +81,9 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
     from .runs import OUTPUT_PATTERN, recover, unrecorded_outputs
 
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise FileExistsError(f"--out {quote(folder, 120)} is a broken symbolic link (to {quote(os.readlink(folder), 120)}); "
+                              "remove it or choose another --out")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {quote(folder, 120)} is a file, not a folder; choose another --out")
     probe = folder
@@ -122,9 +121,14 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
                                   "--overwrite replaces only a recorded run: move them or choose another --out")
 
 
-def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
-    """An upper bound of a run's files: PNGs at most raw size (+ the figure and result.json)."""
-    return min(top, samples) * width * height * 3 + samples * 256 * 256 * 3 + 4_000_000
+def _need_bytes(width: int, height: int, samples: int, top: int, frame: int = 256) -> int:
+    """The most a run's files can take: each PNG at most its raw RGB size (full-resolution edits, the
+    mask, ``samples`` frames of at most ``frame`` px a side), the summary figure ((top + 2) panels of
+    264x264 px at 120 dpi, counted at half their raw size: 0.3 MB measured on noise for top = 4) and
+    64 kB for result.json."""
+    panels = min(top, samples) + 2
+    return (min(top, samples) + 1) * width * height * 3 + samples * frame * frame * 3 + panels * 264 * 264 * 3 // 2 \
+        + 64_000
 
 
 def _run_edit(args) -> int:
@@ -143,7 +147,11 @@ def _run_edit(args) -> int:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     W, H = _check_inputs(args)
     _check_device(args.device)
-    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top), overwrite=args.overwrite,
+    from .arguments import BACKEND_FRAME
+    from .pipeline import default_backend
+
+    frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
@@ -192,7 +200,7 @@ def _run_demo(args) -> int:
     from .shapes import demo
 
     t0 = time.perf_counter()
-    _check_out(args.out, _need_bytes(256, 256, args.samples, 4), overwrite=args.overwrite)
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
     result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
                                            progress=not args.quiet, overwrite=args.overwrite, with_files=True)
     try:
@@ -275,7 +283,19 @@ def _run_bench(args) -> int:
     return bench_command(args)
 
 
+def _checked(check, run):
+    """``run`` after ``check`` (a :mod:`romlib.arguments` check): arguments are refused before any work."""
+    def command(args):
+        check(args)
+        return run(args)
+
+    command.__name__ = getattr(run, "__name__", "command")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import arguments
+
     parser = argparse.ArgumentParser(prog="romlib", description="Referring Object Manipulation (MDETR + GLIDE + CCF guidance).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -289,10 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "files there are kept unless --overwrite")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the earlier demo run recorded in --out's result.json, whole (as romlib edit --overwrite)")
-    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
-    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
+    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank, 1..256 (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_demo)
+    p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
 
     p = sub.add_parser("download", help="fetch every file of the glide backend into the cache ($ROMLIB_CACHE)",
                        description="Fetch the real models' files into $ROMLIB_CACHE (from $ROMLIB_MIRROR when set) "
@@ -310,13 +330,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
     add_bench_args(p)
-    p.set_defaults(func=_run_bench)
+    p.set_defaults(func=_checked(arguments.check_bench, _run_bench))
     p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch (about 40 min on 2 CPU cores)")
     add_train_args(p)
-    p.set_defaults(func=train_command)
+    p.set_defaults(func=_checked(arguments.check_shapes_train, train_command))
     p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
     shapes_bench_args(p)
-    p.set_defaults(func=bench_command)
+    p.set_defaults(func=_checked(arguments.check_shapes_bench, bench_command))
     return parser
 
 

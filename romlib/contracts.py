@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Segmentation", "NoObjectFound", "Segmenter", "Ranker", "Backend", "Prepared"]
+__all__ = ["Segmentation", "NoObjectFound", "AmbiguousReference", "Segmenter", "Ranker", "Backend", "Prepared"]
 
 
 @dataclass
@@ -55,6 +55,22 @@ class NoObjectFound(RuntimeError):
             f"no object found for {quote(text)}: the best query scored {best_score:.3f} (box {box}), below "
             f"min_score={min_score}; lower min_score, pass best_anyway=True, or give a mask yourself"
         )
+
+
+class AmbiguousReference(ValueError):
+    """The referring text matches several objects equally well (each segmenter states its rule);
+    carries ``candidates``: ``(name, box, score)`` of each. ``best_anyway=True`` takes the best
+    one with a warning instead."""
+
+    def __init__(self, text: str, candidates: list[tuple[str, tuple, float]]):
+        from .io import quote
+
+        self.text, self.candidates = text, candidates
+        listed = "; ".join(f"{name} at {tuple(round(float(v)) for v in box)} (score {score:.2f})"
+                           for name, box, score in candidates[:6]) + ("; ..." if len(candidates) > 6 else "")
+        self.summary = f"{quote(text)} matches {len(candidates)} objects: {listed}"
+        super().__init__(f"{self.summary}; say which one (by colour, shape or position, e.g. on the left), pass "
+                         "best_anyway=True (--best-anyway) to take the best, or give a mask")
 
 
 @runtime_checkable

@@ -23,7 +23,7 @@ import torch
 from . import masks as M
 from .contracts import Backend, Prepared, Segmentation
 from .sampling.diffusion import create_diffusion
-from .config import WARN_SAMPLES, EditConfig
+from .config import MAX_SAMPLES, WARN_SAMPLES, EditConfig, check_int
 from .guidance.methods import METHODS, ClassifierFree, MethodName, get
 from .io import load_image, load_mask, quote, to_tensor
 from .rank import RankMode, rank_samples
@@ -167,7 +167,7 @@ class ROMPipeline:
         mask logits resized to 64×64, thresholded, dilated by ``dilation``; the frame-size mask
         is its nearest upsampling."""
         b = self.backend
-        M.check_dilation(dilation)
+        dilation = M.check_dilation(dilation)
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()
@@ -224,6 +224,7 @@ class ROMPipeline:
             cf_names = [n for n, m in METHODS.items() if isinstance(m, ClassifierFree)]
             raise ValueError(f"trace supports the classifier-free methods {cf_names}, not {guidance!r}")
         EditConfig(guidance=guidance, scale=scale, dilation=dilation, steps=steps, seed=seed, frame=frame).validate()
+        sample = check_int("sample", sample, 0, MAX_SAMPLES - 1)
         p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
         setup = method.base_setup(self, p, ref, target, method.scale(self.backend, scale), record=True)
         gen = sample_generators(seed, sample + 1)[sample:]
@@ -243,6 +244,13 @@ class ROMPipeline:
         knobs it reads (e.g. no ``scale`` for Blended). Returns ``(results, figure)``."""
         from .teach.viz import comparison_grid
 
+        guidances = (guidances,) if isinstance(guidances, str) else tuple(guidances)
+        if not guidances:
+            raise ValueError(f"guidances=() is empty; accepted: one or more of {', '.join(METHODS)}")
+        for g in guidances:
+            get(g)  # an unknown name is refused before any work
+        EditConfig.from_kwargs(None, samples=samples, seed=seed, **kwargs).validate()
+        top = check_int("top", top, 1)
         if kwargs.get("mask") is None:
             kwargs["mask"] = self.prepare(image, ref, dilation=1, threshold=kwargs.get("threshold", 0.5),
                                           min_score=kwargs.get("min_score"),

@@ -32,11 +32,14 @@ VARIANTS = {
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
     """The shipped ``inpaint.pt`` / ``ranker.pt`` (or those in ``weights_dir``); raises with the
     command that recreates them when missing."""
+    from ..io import check_file
+
     p = Path(weights_dir or WEIGHTS_DIR) / name
-    if not p.is_file():
-        raise FileNotFoundError(f"ShapesWorld weights not found: {p}; recreate them with "
-                                "'romlib shapes-train --install' (about 45 min on 2 CPU cores)")
-    return p
+    try:
+        return check_file(p, "ShapesWorld weights")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; recreate them with 'romlib shapes-train --install' (about 45 min on 2 CPU "
+                                "cores)") from None
 
 
 def read_weights(path: str | Path, build, *, advice: str = "write it again with romlib shapes-train", **load):
@@ -49,12 +52,21 @@ def read_weights(path: str | Path, build, *, advice: str = "write it again with 
 
     from ..hub import UnsafeCheckpoint, safe_load
 
+    unreadable = (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
+                  AttributeError, IndexError, zipfile.BadZipFile)  # OSError: torch reading a cut archive
     try:
-        return build(safe_load(path, **load))
+        ckpt = safe_load(path, **load)
     except (UnsafeCheckpoint, PermissionError, FileNotFoundError, IsADirectoryError):
         raise  # each says what it is
-    except (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError, AttributeError,
-            IndexError, zipfile.BadZipFile) as e:  # OSError: torch reading a cut archive ("Invalid argument")
+    except unreadable as e:  # garbage, an HTML page, a cut file: torch's own text is long and about pickles
+        raise ValueError(f"{path} is damaged: it cannot be read as a torch weights file ({type(e).__name__}); "
+                         f"{advice}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is damaged or is not a ShapesWorld file of this model: expected a dict, got a "
+                         f"{type(ckpt).__name__}; {advice}")
+    try:
+        return build(ckpt)
+    except unreadable as e:
         detail = " ".join(str(e).split())[:160]
         raise ValueError(f"{path} is damaged or is not a ShapesWorld file of this model ({type(e).__name__}: "
                          f"{detail}); {advice}") from None
@@ -111,7 +123,7 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
     folder, scales = VARIANTS[variant]
     folder = Path(weights_dir) if weights_dir is not None else folder
     model = load_inpaint_model(folder, device)
-    ranker_dir = folder if (folder / "ranker.pt").is_file() else WEIGHTS_DIR
+    ranker_dir = folder if (folder / "ranker.pt").exists() else WEIGHTS_DIR
     return Backend(name="shapes", segmenter=ShapesSegmenter(), base_model=model, tokenizer=WordTokenizer(),
                    ranker=load_ranker(ranker_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,

@@ -179,18 +179,18 @@ def plot_benchmark(results: dict, path: str | Path | None = None):
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``romlib shapes-bench``."""
-    p.add_argument("--cases", type=int, default=200, help="number of edit cases (default 200)")
-    p.add_argument("--samples", type=int, default=2, help="samples per case and method (default 2)")
-    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--cases", type=int, default=200, help="number of edit cases >= 1 (default 200)")
+    p.add_argument("--samples", type=int, default=2, help="samples per case and method, 1..256 (default 2)")
+    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated, each in (0, 10000) (default %(default)s)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--steps", default=None, help="sampling steps (default: the backend's)")
-    p.add_argument("--dilations", default="1,3,5", help="k of the eroded-mask ablation ('' to skip)")
+    p.add_argument("--dilations", default="1,3,5", help="dilations k (odd) of the eroded-mask ablation, comma-separated (default 1,3,5; '' to skip)")
     p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0)")
     p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt (default: the shipped weights)")
     p.add_argument("--out", default="shapes_bench",
                    help="parent folder: each run writes results.json, table.md and benchmark.png into a new folder "
                         "inside it, named time_bench_cases-seed (default shapes_bench); nothing is replaced")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, >= 1 (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

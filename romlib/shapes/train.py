@@ -464,8 +464,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=32, help="inpainting batch size (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="pairs",
-                   help="pairs: half of the examples show a counterfactual source object under the hole (default, "
-                        "the shipped model); masked: GLIDE's recipe, the hole is always blanked")
+                   help="pairs: a share (--p-source) of the examples show a counterfactual source object under the "
+                        "hole (default, the shipped model); masked: GLIDE's recipe, the hole is always blanked")
     p.add_argument("--p-remove", type=float, default=0.0,
                    help="share of object holes taught as removal: empty caption, clean background as the answer "
                         "(default 0, the default model; the shipped 'removal' model used 0.1 with --p-partial 0.4; with it, an empty "
