@@ -31,13 +31,15 @@ from __future__ import annotations
 from .checks import fetch_checked, verify
 from .download import cache_dir, cached, download, ensure, mirror, source
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
-from .registry import (BASELINES, EXAMPLES, GLIDE_BACKEND, REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint,
-                       human_size, register)
+from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, REGISTRY, SD_BACKEND, Checkpoint,
+                       CheckpointUnavailable, UnsafeCheckpoint, human_size, register)
 __all__ = [
     "Checkpoint",
     "REGISTRY",
     "GLIDE_BACKEND",
     "BASELINES",
+    "SD_BACKEND",
+    "CLIPSEG",
     "EXAMPLES",
     "CheckpointUnavailable",
     "UnsafeCheckpoint",
