@@ -48,8 +48,8 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
         backend.segmenters["clipseg"] = lambda: _tiny_clipseg(device)
         return backend
     if name in ("sd", "tiny-sd") and baselines:
-        raise ValueError(f"the {name!r} backend runs the classifier-free methods only (no CLIP-guided or Blended "
-                         "baseline on a latent model); leave baselines=False")
+        raise ValueError(f"the baselines (guidance clip, blended) run on GLIDE-family backends only; the {name!r} "
+                         "backend, a latent model, runs cf, ccf, ccf-direction and cf-original")
     if name == "sd":
         return _sd(device, dtype, progress)
     if name == "tiny-sd":

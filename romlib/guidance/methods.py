@@ -43,6 +43,11 @@ MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blend
 SAMPLING_KNOBS = ("scale", "steps", "upsample", "upsample_steps", "upsample_temperature")
 
 
+def _family(backend) -> str:
+    """A backend's family (:attr:`romlib.contracts.Backend.family`; "pixel" for a duck-typed one without it)."""
+    return getattr(backend, "family", "pixel")
+
+
 @dataclass
 class Samples:
     """What a method's :meth:`Method.sample` returns.
@@ -73,15 +78,19 @@ class Method:
 
     def available(self, backend) -> bool:
         """Whether ``backend`` is of a family this method runs on and has loaded its models."""
-        return backend.family in self.families and (self.needs is None or self.needs in backend.extras)
+        return _family(backend) in self.families and (self.needs is None or self.needs in backend.extras)
 
     def check(self, config: "EditConfig", backend=None) -> None:
         """Refuse knobs set away from their default that this method does not read, and (when
         ``backend`` is given) a backend it cannot run on or without this method's models."""
-        if backend is not None and backend.family not in self.families:
+        if backend is not None and _family(backend) not in self.families:
             runs = [n for n, m in METHODS.items() if backend.family in m.families]
             raise ValueError(f"guidance={self.name!r} runs on {'/'.join(sorted(self.families))} backends only; the "
                              f"{backend.name!r} backend is a {backend.family} model: use one of {', '.join(runs)}")
+        if backend is not None and _family(backend) == "latent" and config.steps is not None:
+            from ..models.sd import parse_steps
+
+            parse_steps(config.steps)  # before any work: a latent model's steps are 'N' or 'ddimN'
         if backend is not None and not self.available(backend):
             raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
                              "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
@@ -109,7 +118,7 @@ class Method:
 
     def frame_size(self, backend, upsample: bool) -> int:
         """The side of the square frame this method's results have."""
-        if backend.family == "latent":
+        if _family(backend) == "latent":
             return backend.base_model.cfg.frame_size
         up = backend.upsampler is not None and upsample and "upsample" in self.honours
         return backend.upsampler.cfg.image_size if up else backend.base_model.cfg.image_size
@@ -172,7 +181,7 @@ class ClassifierFree(_GlideMethod):
         return RULES[self.name]
 
     def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        if pipe.backend.family == "latent":
+        if _family(pipe.backend) == "latent":
             return self.sample_latent(pipe, p, ref, target, config, timings)
         return super().sample(pipe, p, ref, target, config, timings)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "link_layout", "load_inpainter", "make_scheduler",
+__all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "parse_steps", "link_layout", "load_inpainter", "make_scheduler",
            "tiny_sd_configs", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
 
 #: scheduler/scheduler_config.json of stable-diffusion-v1-5/stable-diffusion-inpainting (a PNDM config; romlib
@@ -96,21 +96,23 @@ class LatentInpainter(torch.nn.Module):
         return x.float().clamp(-1, 1)
 
 
+def parse_steps(steps: str | int, num_train_timesteps: int = 1000) -> tuple[str, int]:
+    """``"N"`` → ``("dpm++", N)``, ``"ddimN"`` → ``("ddim", N)``; anything else is refused, naming what is accepted."""
+    s = str(steps).strip()
+    kind, n = ("ddim", s[4:]) if s.startswith("ddim") else ("dpm++", s)
+    if not n.isdigit() or not 0 < int(n) <= num_train_timesteps:
+        raise ValueError(f"steps={steps!r} is not a latent-model schedule; accepted: 'N' (DPM-Solver++(2M), N steps, "
+                         f"e.g. '25') or 'ddimN' (DDIM, e.g. 'ddim50'), 1 <= N <= {num_train_timesteps}")
+    return kind, int(n)
+
+
 def make_scheduler(config: dict, steps: str | int, device=None):
     """A diffusers scheduler for a romlib ``steps`` string, its timesteps set: ``"N"`` → DPM-Solver++(2M)
     with N steps (``DPMSolverMultistepScheduler``), ``"ddimN"`` → DDIM with N steps (η = 0)."""
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler
 
-    s = str(steps).strip()
-    if s.startswith("ddim") and s[4:].isdigit() and int(s[4:]) > 0:
-        cls, n = DDIMScheduler, int(s[4:])
-    elif s.isdigit() and int(s) > 0:
-        cls, n = DPMSolverMultistepScheduler, int(s)
-    else:
-        raise ValueError(f"steps={steps!r} is not a latent-model schedule; accepted: 'N' (DPM-Solver++(2M), N steps, "
-                         "e.g. '25') or 'ddimN' (DDIM, e.g. 'ddim50')")
-    if n > int(config.get("num_train_timesteps", 1000)):
-        raise ValueError(f"steps={steps!r}: at most {config.get('num_train_timesteps', 1000)} steps")
+    kind, n = parse_steps(steps, int(config.get("num_train_timesteps", 1000)))
+    cls = DDIMScheduler if kind == "ddim" else DPMSolverMultistepScheduler
     scheduler = cls.from_config(config)
     scheduler.set_timesteps(n, device=device)
     return scheduler
