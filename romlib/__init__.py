@@ -31,6 +31,7 @@ _SUBMODULES = {
     "glide": "romlib.models.glide", "mdetr": "romlib.models.mdetr", "noised_clip": "romlib.models.noised_clip",
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
     "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
+    "sd": "romlib.models.sd", "clipseg": "romlib.clipseg", "latent": "romlib.teach.latent",
 }
 
 

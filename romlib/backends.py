@@ -6,7 +6,7 @@
 * ``"shapes"`` — ShapesWorld: small, really trained models shipped inside the package (offline, CPU).
 * ``"tiny"`` — tiny random-weight models of the same architectures (tests and CPU benchmarks).
 * ``"sd"`` — Stable Diffusion 1.5 inpainting (latent, 512×512 frame; diffusers' classes, ``pip install
-  romlib[sd]``), CLIPSeg masks (MDETR on request), CLIP ViT-B/16 ranking; about 2.7 GB through :mod:`romlib.hub`;
+  romlib[sd]``), CLIPSeg masks (MDETR on request), CLIP ViT-B/16 ranking; about 3.3 GB through :mod:`romlib.hub`;
   fp16 on a GPU. Licence: CreativeML OpenRAIL-M, to be accepted by the user.
 * ``"tiny-sd"`` — random tiny models of the SD classes and a tiny tokenizer, made locally (tests, seconds on a CPU).
 
@@ -115,7 +115,7 @@ def _sd(device, dtype, progress) -> Backend:
     from .models.sd import link_layout, load_inpainter, require_diffusers
 
     require_diffusers()
-    log.info("checking the sd backend's files (first run downloads about 2.7 GB into %s)", hub.cache_dir())
+    log.info("checking the sd backend's files (first run downloads about 3.3 GB into %s)", hub.cache_dir())
     paths = hub.ensure(hub.SD_BACKEND + hub.CLIPSEG, progress=progress)
     from .rank import load_clip_ranker
 

@@ -3,7 +3,7 @@
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
-    romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~2.7 GB)
+    romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
 """
@@ -30,7 +30,7 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--backend", choices=NAMES, default=None,
                    help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
-                        "sd (Stable Diffusion 1.5 inpainting, ~2.7 GB, pip install romlib[sd]), tiny-sd (random, "
+                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
                         "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
@@ -271,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
     p.add_argument("--sd", action="store_true", help="the sd backend's files instead of the glide backend's: Stable "
                                                      "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
-                                                     "first), CLIPSeg, CLIP ViT-B/16 (about 2.7 GB)")
+                                                     "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")
     p.add_argument("--verify", action="store_true", help="fetch nothing: re-hash every cached file (or NAMES) against "
                                                          "the size and sha256 recorded at download; exit 1 if one is damaged")
     p.set_defaults(func=_run_download)

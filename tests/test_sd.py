@@ -32,10 +32,10 @@ def model():
 def frame(model):
     S = model.cfg.frame_size
     g = torch.Generator().manual_seed(1)
-    image = torch.rand(1, 3, S, S, generator=g) * 2 - 1  # [-1, 1]; negative values: the pipeline won't renormalise
+    image01 = torch.rand(1, 3, S, S, generator=g)  # diffusers takes [0, 1] tensors and maps them to [-1, 1] (2x - 1)
     edit = torch.zeros(1, 1, S, S)
     edit[..., S // 4: 3 * S // 4, S // 8: S // 2] = 1
-    return image, 1 - edit  # image, keep mask (1 = keep)
+    return image01 * 2 - 1, 1 - edit, image01  # image in [-1, 1], keep mask (1 = keep), the pipeline's image
 
 
 def _pipeline(model, scheduler_steps: str):
@@ -49,17 +49,17 @@ def _pipeline(model, scheduler_steps: str):
 
 
 def _run_pipeline(model, frame, steps: str, scale: float, **kw):
-    image, keep = frame
+    image, keep, image01 = frame
     S = model.cfg.frame_size
     n = int(steps.removeprefix("ddim"))
-    out = _pipeline(model, steps)(prompt=TARGET, image=image, mask_image=1 - keep, height=S, width=S,
+    out = _pipeline(model, steps)(prompt=TARGET, image=image01, mask_image=1 - keep, height=S, width=S,
                                   num_inference_steps=n, guidance_scale=scale, num_images_per_prompt=SAMPLES,
                                   generator=sample_generators(SEED, SAMPLES), output_type="latent", **kw)
     return out.images
 
 
 def _run_romlib(model, frame, steps: str, scale: float, rule: str):
-    image, keep = frame
+    image, keep, _ = frame
     setup = prepare_latent(model, image=image, keep_mask=keep, target=TARGET, ref=REF, rule=rule, scale=scale)
     return sample_latent(setup, steps, samples=SAMPLES, seed=SEED, batch_size=SAMPLES, output="latents")
 
@@ -78,7 +78,7 @@ def test_cf_equals_the_diffusers_pipeline(model, frame, steps):
 
 @pytest.mark.parametrize("steps", ["ddim6", "6"])
 def test_ccf_equals_the_pipeline_with_negative_prompt_ref_and_the_original_latents(model, frame, steps):
-    image, keep = frame
+    image, keep, _ = frame
     g0 = sample_generators(SEED, 1)[0]
     randn((4, model.cfg.image_size, model.cfg.image_size), g0, "cpu")  # romlib draws sample 0's z_T first ...
     original = model.encode_image(image, g0)  # ... then the posterior of the image the model sees
@@ -93,11 +93,11 @@ def test_ccf_equals_the_pipeline_with_negative_prompt_ref_and_the_original_laten
 
 
 def test_decoded_frames_equal_the_pipelines_images(model, frame):
-    image, keep = frame
+    image, keep, image01 = frame
     setup = prepare_latent(model, image=image, keep_mask=keep, target=TARGET, ref=REF, rule="cf", scale=7.5)
     ours = sample_latent(setup, "ddim4", samples=SAMPLES, seed=SEED, batch_size=SAMPLES)  # [-1, 1]
     S = model.cfg.frame_size
-    theirs = _pipeline(model, "ddim4")(prompt=TARGET, image=image, mask_image=1 - keep, height=S, width=S,
+    theirs = _pipeline(model, "ddim4")(prompt=TARGET, image=image01, mask_image=1 - keep, height=S, width=S,
                                        num_inference_steps=4, guidance_scale=7.5, num_images_per_prompt=SAMPLES,
                                        generator=sample_generators(SEED, SAMPLES), output_type="pt").images  # [0, 1]
     diff = ((ours + 1) / 2 - theirs).abs().max().item()
@@ -106,7 +106,7 @@ def test_decoded_frames_equal_the_pipelines_images(model, frame):
 
 
 def test_sample_i_gets_the_same_noise_whatever_the_batch_size(model, frame):
-    image, keep = frame
+    image, keep, _ = frame
     setup = prepare_latent(model, image=image, keep_mask=keep, target=TARGET, ref=REF, rule="ccf", scale=15.0)
     one = sample_latent(setup, "4", samples=3, seed=SEED, batch_size=1, output="latents")
     all_ = sample_latent(setup, "4", samples=3, seed=SEED, batch_size=3, output="latents")
@@ -115,7 +115,7 @@ def test_sample_i_gets_the_same_noise_whatever_the_batch_size(model, frame):
 
 
 def test_the_rules_feed_the_branches_as_the_paper_says(model, frame):
-    image, keep = frame
+    image, keep, _ = frame
     edit = 1 - keep
     out = {r: prepare_latent(model, image=image, keep_mask=keep, target=TARGET, ref=REF, rule=r, scale=5.0)
            for r in ("cf", "ccf", "ccf-direction", "cf-original")}
@@ -136,6 +136,6 @@ def test_the_rules_feed_the_branches_as_the_paper_says(model, frame):
 def test_bad_steps_and_frames_are_refused(model, frame):
     with pytest.raises(ValueError, match="fast27"):
         make_scheduler(model.scheduler_config, "fast27")
-    image, keep = frame
+    image, keep, _ = frame
     with pytest.raises(ValueError, match="frame"):
         prepare_latent(model, image=image[..., :8, :8], keep_mask=keep, target=TARGET, ref=REF, rule="cf", scale=5.0)
