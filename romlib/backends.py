@@ -53,6 +53,9 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
     if name == "sd":
         return _sd(device, dtype, progress)
     if name == "tiny-sd":
+        from .models.sd import require_diffusers
+
+        require_diffusers()
         return _tiny_sd(device)
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
 

@@ -165,3 +165,15 @@ def test_edit_with_backend_tiny_sd_end_to_end(tmp_path, photo):
     assert (tmp_path / "out" / "result.json").is_file()
     saved = sorted(p.name for p in (tmp_path / "out").iterdir())
     assert any(n.endswith(".png") for n in saved)
+
+
+def test_romlib_imports_without_diffusers_and_says_how_to_get_it(tmp_path):
+    """``import romlib`` and the other backends need no diffusers; asking for sd names ``pip install romlib[sd]``."""
+    code = ("import sys; sys.modules['diffusers'] = None\n"  # an import of diffusers now fails, as when not installed
+            "import romlib, romlib.backends, romlib.pipeline, romlib.guidance.methods\n"
+            "try:\n    romlib.backends.load('tiny-sd')\nexcept ImportError as e:\n    print('ERR', e)\n")
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(__import__("pathlib").Path(__file__).parents[1]),
+           "ROMLIB_OFFLINE": "1", "ROMLIB_CACHE": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "ERR" in out.stdout and "pip install romlib[sd]" in out.stdout
