@@ -36,7 +36,9 @@ class ClipSegSegmenter:
     @torch.no_grad()
     def logits(self, image, text: str) -> torch.Tensor:
         """[h, w] mask logits of ``text`` on the whole image (the model's square input)."""
-        inputs = self.processor(text=[text], images=[image.convert("RGB")], return_tensors="pt", padding=True)
+        n = self.model.config.text_config.max_position_embeddings  # a longer phrase is cut, as CLIP's 77 tokens
+        inputs = self.processor(text=[text], images=[image.convert("RGB")], return_tensors="pt", padding="max_length",
+                                truncation=True, max_length=n)
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
         out = self.model(**inputs).logits.float()

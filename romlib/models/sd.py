@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 __all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "parse_steps", "link_layout", "load_inpainter", "make_scheduler",
-           "tiny_sd_configs", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
+           "tiny_sd_configs", "tiny_clip_vocab", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
 
 #: scheduler/scheduler_config.json of stable-diffusion-v1-5/stable-diffusion-inpainting (a PNDM config; romlib
 #: builds DDIM or DPM-Solver++ from it, as ``Scheduler.from_config`` does in diffusers)
@@ -211,20 +211,27 @@ def tiny_sd_configs(frame_size: int = 64) -> dict:
     return {"unet": unet, "vae": vae, "text_encoder": text}
 
 
-def tiny_clip_tokenizer(max_length: int = 16):
-    """A CLIPTokenizer over a character vocabulary written here (letters, digits, a few marks; no merges):
-    the real tokenizer's class and special tokens, small enough for tests."""
+def tiny_clip_vocab() -> tuple[dict, str]:
+    """A character vocabulary in CLIP's format (letters, digits, a few marks, each also as a word end ``</w>``;
+    ``<|startoftext|>`` = 0, ``<|endoftext|>`` = 1) and an empty ``merges.txt``."""
     import string
-
-    from transformers import CLIPTokenizer
 
     chars = list(string.ascii_lowercase + string.digits + ".,'-!?")
     vocab: dict[str, int] = {}
     for tok in ["<|startoftext|>", "<|endoftext|>"] + chars + [c + "</w>" for c in chars]:
         vocab[tok] = len(vocab)
+    return vocab, "#version: 0.2\n"
+
+
+def tiny_clip_tokenizer(max_length: int = 16):
+    """A CLIPTokenizer over :func:`tiny_clip_vocab`: the real tokenizer's class and special tokens, small enough
+    for tests."""
+    from transformers import CLIPTokenizer
+
+    vocab, merges = tiny_clip_vocab()
     with tempfile.TemporaryDirectory() as d:
         Path(d, "vocab.json").write_text(json.dumps(vocab))
-        Path(d, "merges.txt").write_text("#version: 0.2\n")
+        Path(d, "merges.txt").write_text(merges)
         return CLIPTokenizer(str(Path(d, "vocab.json")), str(Path(d, "merges.txt")), model_max_length=max_length,
                              unk_token="<|endoftext|>", pad_token="<|endoftext|>")
 
