@@ -138,6 +138,9 @@ class ROMPipeline:
         name = name or default_backend()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant)
+        if compile != "off" and backend.family == "latent":
+            raise ValueError(f"compile={compile!r} applies to GLIDE-family UNets; the {name!r} backend is a latent "
+                             "model (diffusers' UNet): leave compile='off'")
         if compile != "off":
             from .perf.fast import accelerate_backend
 
