@@ -84,6 +84,20 @@ def test_segmenter_knob_is_validated_and_switches_segmenters(pipe, photo):
         shapes.segment(img, "the ball", segmenter="clipseg")
 
 
+def test_glide_only_tools_are_refused_on_a_latent_backend(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match="trace follows GLIDE's sampler.*'tiny-sd' backend is a latent"):
+        pipe.trace(img, "the ball", "a red ball", mask=mask)
+    from romlib.pipeline import ROMPipeline
+
+    with pytest.raises(ValueError, match="compile='auto' applies to GLIDE-family UNets"):
+        ROMPipeline.from_pretrained("tiny-sd", device="cpu", compile="auto")
+    from romlib import backends
+
+    with pytest.raises(ValueError, match="baselines.*GLIDE-family backends only"):
+        backends.load("tiny-sd", baselines=True)
+
+
 # ---------------------------------------------------------------------------------------------- CLIPSeg
 class _FixedLogits:
     """CLIPSeg's wrapper with chosen logits (a blob in the upper-left quarter), to check the geometry."""
