@@ -3,8 +3,6 @@ diffusers' ``StableDiffusionInpaintPipeline`` (CF: the plain pipeline; CCF: ``ne
 ``masked_image_latents`` of the original image), on tiny random models of the same classes."""
 from __future__ import annotations
 
-import logging
-
 import pytest
 import torch
 
@@ -14,7 +12,6 @@ from romlib.models.sd import make_scheduler, tiny_inpainter  # noqa: E402
 from romlib.sampling.diffusion import randn, sample_generators  # noqa: E402
 from romlib.sampling.latent import prepare_latent, sample_latent  # noqa: E402
 
-log = logging.getLogger(__name__)
 SEED, SAMPLES, TARGET, REF = 3, 2, "a red ball", "a blue cube"
 REL = 1e-5  # fp32 rounding, relative to the largest latent (random tiny UNets give latents of std 5-20)
 

@@ -119,9 +119,6 @@ def make_scheduler(config: dict, steps: str | int, device=None):
 
 
 # ---------------------------------------------------------------------------------------------- loading
-_LAYOUT = {"unet": "unet", "vae": "vae", "text_encoder": "text_encoder", "tokenizer": "tokenizer"}
-
-
 def link_layout(paths: dict, prefix: str, folder: str | os.PathLike | None = None) -> Path:
     """A folder in the official layout made of links to cached files: ``paths`` maps registry names
     ``"<prefix>/<path in the layout>"`` to cached files (flat names, as every file of :mod:`romlib.hub`);
