@@ -40,7 +40,7 @@ CELLS = bn.header(
            "`LATENT` is `'sd'` on a GPU with the files, else `'tiny-sd'`: random tiny models of the same classes, "
            "enough for the mechanics (not for pictures)."),
     ("code", "LATENT = rl.latent.latent_backend()  # 'sd' on a GPU with the files; else 'tiny-sd' (offline, random)\n"
-             "lat = rl.nb.pipeline(LATENT, progress=env.progress)\n"
+             "lat = rl.nb.pipeline(LATENT)  # loaded once per kernel\n"
              "print('backend:', LATENT)"),
     ("code", CHECK + "for k, v in rl.latent.anatomy(lat.backend.base_model).items():\n    print(f'{k:24s} {v}')"),
     ("md", "## The negative prompt is CCF's base branch\n\n"
