@@ -3,6 +3,7 @@
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
+    romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
 """
@@ -29,9 +30,12 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
                    help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
                         "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
                         "ratio, resized if needed")
-    p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
-                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
-                        "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
+    from .backends import NAMES
+
+    p.add_argument("--backend", choices=NAMES, default=None,
+                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
+                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
+                        "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
@@ -240,7 +244,8 @@ def _run_download(args) -> int:
             print(f"romlib download: {len(bad)} bad file(s); run `romlib download {names}` to fetch them again; if they "
                   f"are bad again, check the mirror or proxy that served them", file=sys.stderr)
         return 1 if bad else 0
-    names = list(args.names) or list(hub.GLIDE_BACKEND + hub.EXAMPLES)
+    default = hub.SD_BACKEND + hub.CLIPSEG if args.sd else hub.GLIDE_BACKEND
+    names = list(args.names) or list(default + hub.EXAMPLES)
     if args.baselines:
         names += [n for n in hub.BASELINES if n not in names]
     before = {n for n in names if hub.cached(n) is not None}
@@ -320,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
                                             "photo; see romlib.hub.REGISTRY)")
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
+    p.add_argument("--sd", action="store_true", help="the sd backend's files instead of the glide backend's: Stable "
+                                                     "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
+                                                     "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")
     p.add_argument("--verify", action="store_true", help="fetch nothing: re-check every cached file (or NAMES): size, "
                                                          "format, manifest and the sha256 recorded at download; a bad "
                                                          "file is moved aside and named, exit 1")
@@ -385,6 +393,8 @@ def _main(argv, command: str) -> int:
         return int(args.func(args) or 0)
     except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
         return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk
+    except ImportError as e:  # an optional extra that is not installed (diffusers for sd): the message says which
+        return fail(str(e))
     except RuntimeError as e:  # out of memory, a missing device: say what to change
         text = str(e)
         if "out of memory" in text.lower():

@@ -28,6 +28,7 @@ MAX_SEED = 2**63 - 1
 
 Frame = Literal["full", "crop"]
 RankMode = Literal["local", "masked", "none"]
+SEGMENTERS = ("mdetr", "clipseg")  # the referring segmenters romlib wraps (romlib.backends.load builds them)
 
 
 def _knob(default, help: str, *, flag: str | None = None, type=None, choices=None, cli: bool = True, metavar=None):
@@ -63,6 +64,8 @@ class EditConfig:
     seed: int = _knob(0, "random seed in [0, 2**63); sample i always gets the same noise (default 0)", type=int)
     frame: Frame = _knob("full", "edit the whole image squashed to the model's frame (full, the paper) or a square "
                          "crop around the object (crop)", choices=("full", "crop"))
+    segmenter: str | None = _knob(None, "referring segmenter: mdetr (the paper's) or clipseg (default: the backend's: "
+                                  "mdetr on glide, clipseg on sd)", choices=SEGMENTERS)
     threshold: float = _knob(0.5, "mask threshold on the segmenter's sigmoid, in (0, 1) (default 0.5)", type=float)
     min_score: float | None = _knob(None, "minimum segmentation score in [0, 1] (default: the segmenter's)", type=float)
     best_anyway: bool = _knob(False, "use the best query even below --min-score or when the text fits several objects "
@@ -112,6 +115,8 @@ class EditConfig:
               self.dilation, "an odd integer in 1..63 (1 = no dilation)")
         _need(self.rank in (None, "local", "masked", "none"), "rank", self.rank, "'local', 'masked', 'none'")
         _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
+        _need(self.segmenter is None or self.segmenter in SEGMENTERS, "segmenter", self.segmenter,
+              ", ".join(repr(s) for s in SEGMENTERS) + " or None (the backend's)")
         for name in ("steps", "upsample_steps"):
             v = getattr(self, name)
             if v is not None:

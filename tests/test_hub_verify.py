@@ -100,7 +100,7 @@ def _nothing_recorded(cache, fname):
 # ----------------------------------------------------------------------------- what the registry knows
 def test_every_registry_entry_says_its_format_and_checkpoints_their_manifest():
     for c in hub.REGISTRY.values():
-        assert c.kind in ("torch", "safetensors", "json", "bpe", "image"), c.name
+        assert c.kind in ("torch", "safetensors", "json", "config", "bpe", "image"), c.name
         assert c.size is None  # no official file's exact size is known here: none is invented
         if c.manifest is not None:
             assert c.kind == "torch" and manifests.manifest(c.manifest)
@@ -180,6 +180,8 @@ def _jpeg(cut: int = 0) -> bytes:
     ("example/coco-39769", b"GIF89a not really", "it is not an image PIL can read"),
     ("example/coco-39769", None, "it is not an image PIL can read"),  # a JPEG cut short by 300 bytes
     ("clip/vit-b-16-openai", (10).to_bytes(8, "little") + b'{"a": 1}  ', "its safetensors header is unreadable"),
+    ("sd15-inpaint/unet/config.json", b'["in_channels", 9]', "it holds a JSON list, not a configuration"),
+    ("sd15-inpaint/unet/config.json", b'{"in_channels": 9,', "it is not valid JSON"),
 ])
 def test_a_file_of_the_wrong_format_is_refused_with_the_reason(mirror, name, served, said):
     cache, _ = mirror

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 EXPECTED = ["00_quickstart", "01_diffusion_and_guidance", "02_referring_masks", "03_ablation_dilation",
-            "04_ablation_guidance", "05_ablation_ranking", "06_user_study"]
+            "04_ablation_guidance", "05_ablation_ranking", "06_user_study", "07_latent_model"]
 #: a cell meant to draw calls one of these; each must leave at least one PNG in the stored outputs
 DRAWS = re.compile(r"rl\.nb\.(show|explore|scrubber)\(|session\.show\(")
 #: a cell that makes a figure must display it explicitly (under Agg an implicit figure vanishes)
@@ -49,20 +49,21 @@ def _texts(cell) -> str:
     return "\n".join(parts)
 
 
-def _load_builder():
-    spec = importlib.util.spec_from_file_location("build_notebooks", ROOT / "tools" / "build_notebooks.py")
+def _load_builder(name: str = "build_notebooks"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
 
 
-def test_all_seven_notebooks_are_there_and_generated():
+def test_all_eight_notebooks_are_there_and_generated():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
     builder = _load_builder()
+    sources = {**builder.NOTEBOOKS, "07_latent_model": _load_builder("build_notebook_07").CELLS}
     for p in NOTEBOOKS:
         stored = [c.source for c in nbformat.read(p, as_version=4).cells]
-        assert stored == [src for _, src in builder.NOTEBOOKS[p.stem]], (
-            f"{p.name} differs from tools/build_notebooks.py: run the builder and tools/refresh_notebooks.py")
+        assert stored == [src for _, src in sources[p.stem]], (
+            f"{p.name} differs from its builder in tools/: run the builder and tools/refresh_notebooks.py")
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

@@ -42,15 +42,16 @@ from .checks import fetch_checked, verify
 from .download import cached, download, ensure
 from .formats import file_problem
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
-from .registry import (BASELINES, EXAMPLES, GLIDE_BACKEND, REGISTRY, Checkpoint, CheckpointUnavailable, UnknownCheckpoint,
-                       UnsafeCheckpoint, human_size, register)
+from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, REGISTRY, SD_BACKEND, Checkpoint,
+                       CheckpointUnavailable, UnknownCheckpoint, UnsafeCheckpoint, human_size, register)
 from .sources import mirror, source
-
 __all__ = [
     "Checkpoint",
     "REGISTRY",
     "GLIDE_BACKEND",
     "BASELINES",
+    "SD_BACKEND",
+    "CLIPSEG",
     "EXAMPLES",
     "CheckpointUnavailable",
     "UnknownCheckpoint",

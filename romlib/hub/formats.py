@@ -9,6 +9,7 @@
   entry with a manifest the state dict's names and shapes (:mod:`romlib.hub.manifests`);
 * ``safetensors``: a header that parses and describes exactly the file's bytes;
 * ``json``: UTF-8 JSON holding an object of token ids (a vocabulary maps tokens to ids);
+* ``config``: UTF-8 JSON holding an object (a model's or scheduler's configuration);
 * ``bpe``: UTF-8 text whose lines (after an optional ``#version`` line) are pairs of symbols;
 * ``image``: an image PIL opens, verifies and decodes.
 
@@ -25,7 +26,7 @@ from .registry import Checkpoint, UnsafeCheckpoint
 __all__ = ["file_problem", "html_problem", "NOUNS"]
 
 #: How a message names a file of each format ("this is an HTML page, not a checkpoint").
-NOUNS = {"torch": "a checkpoint", "safetensors": "a checkpoint", "json": "a vocabulary", "bpe": "a vocabulary",
+NOUNS = {"torch": "a checkpoint", "safetensors": "a checkpoint", "json": "a vocabulary", "config": "a configuration file", "bpe": "a vocabulary",
          "image": "an image", None: "the file expected"}
 _HTML_STARTS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<meta", b"<title", b"<!--", b"<?xml")
 
@@ -100,6 +101,19 @@ def _json_problem(path: Path) -> str | None:
     return None
 
 
+def _config_problem(path: Path) -> str | None:
+    text, problem = _text(path)
+    if problem:
+        return problem
+    try:
+        obj = json.loads(text)
+    except ValueError as e:
+        return f"it is not valid JSON ({_first_line(e)})"
+    if not isinstance(obj, dict):
+        return f"it holds a JSON {type(obj).__name__}, not a configuration (an object)"
+    return None
+
+
 def _bpe_problem(path: Path) -> str | None:
     text, problem = _text(path)
     if problem:
@@ -138,7 +152,7 @@ def file_problem(path: str | Path, ckpt: Checkpoint) -> str | None:
     if path.stat().st_size == 0:
         return "it is empty (0 bytes)"
     check = {"torch": lambda: _torch_problem(path, ckpt), "safetensors": lambda: _safetensors_problem(path),
-             "json": lambda: _json_problem(path), "bpe": lambda: _bpe_problem(path), "image": lambda: _image_problem(path)}
+             "json": lambda: _json_problem(path), "config": lambda: _config_problem(path), "bpe": lambda: _bpe_problem(path), "image": lambda: _image_problem(path)}
     if kind not in check:
         raise ValueError(f"unknown format {kind!r} of {ckpt.name}; known: {', '.join(check)}")
     return check[kind]()

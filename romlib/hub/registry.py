@@ -13,12 +13,33 @@ _GLIDE = "https://openaipublic.blob.core.windows.net/diffusion/dec-2021/"
 _ADM = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021/"
 _MDETR = "https://zenodo.org/record/4721981/files/"
 _HF = "https://huggingface.co/"
+_SD = _HF + "stable-diffusion-v1-5/stable-diffusion-inpainting/resolve/main/"
+_CLIPSEG = _HF + "CIDAS/clipseg-rd64-refined/resolve/main/"
+#: (path in the official layout, MB) of what the ``sd`` backend reads (fp16 weights)
+_SD_FILES = (("model_index.json", 0.0005), ("scheduler/scheduler_config.json", 0.0003),
+             ("unet/config.json", 0.0007), ("unet/diffusion_pytorch_model.fp16.safetensors", 1720),
+             ("vae/config.json", 0.0006), ("vae/diffusion_pytorch_model.fp16.safetensors", 167),
+             ("text_encoder/config.json", 0.0006), ("text_encoder/model.fp16.safetensors", 246),
+             ("tokenizer/vocab.json", 1.06), ("tokenizer/merges.txt", 0.525),
+             ("tokenizer/tokenizer_config.json", 0.0008), ("tokenizer/special_tokens_map.json", 0.0005))
+_CLIPSEG_FILES = (("config.json", 0.0047), ("preprocessor_config.json", 0.0004), ("pytorch_model.bin", 603),
+                  ("vocab.json", 1.06), ("merges.txt", 0.525), ("tokenizer_config.json", 0.001),
+                  ("special_tokens_map.json", 0.0005))
 
 
 #: What a file must be before it is recorded as good (see :mod:`romlib.hub.formats`).
-Format = Literal["torch", "safetensors", "json", "bpe", "image"]
+Format = Literal["torch", "safetensors", "json", "config", "bpe", "image"]
 _SUFFIX_FORMAT = {".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch", ".safetensors": "safetensors",
                   ".json": "json", ".jpg": "image", ".jpeg": "image", ".png": "image"}
+
+
+def _hf_format(path: str) -> Format | None:
+    """The format of a file of a Hugging Face layout: vocabularies, merges, configs, else by suffix."""
+    if path.endswith("vocab.json"):
+        return "json"
+    if path.endswith("merges.txt"):
+        return "bpe"
+    return "config" if path.endswith(".json") else None
 
 
 @dataclass(frozen=True)
@@ -98,6 +119,15 @@ for _c in [
                "RoBERTa-base BPE vocabulary (MDETR's text encoder)", approx_mb=0.9, file="roberta-base-vocab.json", format="json"),
     Checkpoint("roberta/merges", _HF + "FacebookAI/roberta-base/resolve/main/merges.txt",
                "RoBERTa-base BPE merges (MDETR's text encoder)", approx_mb=0.46, file="roberta-base-merges.txt", format="bpe"),
+    # Stable Diffusion 1.5 inpainting (CreativeML OpenRAIL-M, accept it before use): the fp16 weights and the
+    # configs of the official diffusers layout; the cache file names are flat, romlib.models.sd links them back
+    *[Checkpoint(f"sd15-inpaint/{path}", _SD + path, f"SD 1.5 inpainting {path}", approx_mb=mb,
+                 file="sd15-inpaint--" + path.replace("/", "--"),
+                 format=_hf_format(path)) for path, mb in _SD_FILES],
+    # CLIPSeg (rd64, refined; Apache-2.0): the referring segmenter trained on PhraseCut, as transformers reads it
+    *[Checkpoint(f"clipseg/{f}", _CLIPSEG + f, f"CLIPSeg rd64-refined {f}", approx_mb=mb, file=f"clipseg-rd64-refined--{f}",
+                 format=_hf_format(f))
+      for f, mb in _CLIPSEG_FILES],
     Checkpoint("example/coco-39769", "http://images.cocodataset.org/val2017/000000039769.jpg",
                "COCO val2017 #39769, two cats on a couch (the notebooks' example)", approx_mb=0.17, format="image"),
 ]:
@@ -108,6 +138,10 @@ GLIDE_BACKEND = ("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges", "glid
                  "glide/upsample-inpaint", "clip/vit-b-16-openai")
 #: What the CLIP-guided GLIDE and Blended Diffusion baselines add.
 BASELINES = ("glide/clip-image-enc", "glide/clip-text-enc", "adm/256x256-uncond")
+#: What the ``sd`` backend reads: SD 1.5 inpainting in its official layout, and CLIP ViT-B/16 for the ranking.
+SD_BACKEND = tuple(f"sd15-inpaint/{path}" for path, _ in _SD_FILES) + ("clip/vit-b-16-openai",)
+#: The CLIPSeg segmenter (``segmenter="clipseg"``; the ``sd`` backend's own).
+CLIPSEG = tuple(f"clipseg/{f}" for f, _ in _CLIPSEG_FILES)
 #: The notebooks' example input.
 EXAMPLES = ("example/coco-39769",)
 

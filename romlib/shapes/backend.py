@@ -123,8 +123,9 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
     folder, scales = VARIANTS[variant]
     folder = Path(weights_dir) if weights_dir is not None else folder
     model = load_inpaint_model(folder, device)
-    ranker_dir = folder if (folder / "ranker.pt").exists() else WEIGHTS_DIR
-    return Backend(name="shapes", segmenter=ShapesSegmenter(), base_model=model, tokenizer=WordTokenizer(),
+    ranker_dir = folder if (folder / "ranker.pt").is_file() else WEIGHTS_DIR
+    return Backend(name="shapes", segmenter=ShapesSegmenter(), segmenter_name="shapes", base_model=model,
+                   tokenizer=WordTokenizer(),
                    ranker=load_ranker(ranker_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,
                    extras={"meta": model.meta, "variant": variant}, default_scales=dict(scales))
