@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["romlib", "romlib.*"]),
-    package_data={"romlib": ["assets/*", "shapes/weights/*", "shapes/weights/removal/*"]},
+    package_data={"romlib": ["assets/*", "hub/*.json.gz", "shapes/weights/*", "shapes/weights/removal/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",
@@ -25,7 +25,9 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        "test": ["pytest>=7", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib"],
+        # diffusers: the sd / tiny-sd backends (tests/test_sd*.py compare romlib's loop with its pipeline; notebook 07)
+        "sd": ["diffusers>=0.30"],
+        "test": ["pytest>=7", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib", "diffusers>=0.30"],
         "notebooks": ["jupyter", "ipywidgets>=8", "matplotlib"],
     },
     entry_points={"console_scripts": ["romlib=romlib.cli:main"]},

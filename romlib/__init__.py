@@ -33,6 +33,7 @@ _SUBMODULES = {
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
     "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
     "exercises": "romlib.teach.exercises",
+    "sd": "romlib.models.sd", "clipseg": "romlib.clipseg", "latent": "romlib.teach.latent",
 }
 
 

@@ -3,6 +3,7 @@
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
+    romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import time
 
@@ -24,35 +26,34 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
     p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
     add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
-    p.add_argument("--mask", default=None, help="a mask image to use instead of segmentation (white = edit; resized if needed)")
-    p.add_argument("--backend", choices=["glide", "shapes", "tiny"], default=None,
-                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests); "
-                        "default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+    p.add_argument("--mask", default=None,
+                   help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
+                        "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
+                        "ratio, resized if needed")
+    from .backends import NAMES
+
+    p.add_argument("--backend", choices=NAMES, default=None,
+                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
+                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
+                        "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
     p.add_argument("--out", default="romlib_out",
                    help="parent folder: each run writes into a new folder inside it, named time_method_text "
                         "(default romlib_out)")
     p.add_argument("--overwrite", action="store_true",
-                   help="write into --out itself, replacing the run recorded in its result.json (never an input)")
+                   help="write into --out itself, replacing the run recorded in its result.json whole (the new run is "
+                        "written complete first, then swapped in); never an input, never a file no result.json records")
     p.add_argument("--top", type=int, default=4,
                    help="edits saved at full resolution and shown in the summary figure, >= 1 (default 4)")
 
 
 def _check_device(device: str | None) -> None:
-    """Refuse a device this machine does not have, before any model is loaded."""
-    import torch
+    """Refuse a device this machine does not have (or romlib cannot run on), before any model is loaded."""
+    from .arguments import check_device
 
-    if device is None:
-        return
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device={device!r} is not a device; accepted: cpu, cuda, cuda:N, mps") from None
-    if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
-        raise ValueError(f"device={device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
-                         "use --device cpu")
+    check_device(device)
 
 
 def _check_inputs(args) -> tuple[int, int]:
@@ -72,16 +73,21 @@ def _check_inputs(args) -> tuple[int, int]:
 def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folder: bool = False) -> None:
     """Before any model is loaded: ``folder`` (to be created if missing) is not a file, can be
     written, has room for about ``need_bytes``; with ``overwrite`` it holds no input under an
-    output's name; without, it holds no earlier run (unless ``run_folder``: a new folder is made
-    inside it)."""
+    output's name and no output-named file its ``result.json`` does not record (a run killed while
+    being replaced there is settled first); without, it holds no earlier run (unless
+    ``run_folder``: a new folder is made inside it)."""
+    import os
     import shutil
     import tempfile
     from pathlib import Path
 
     from .io import quote
-    from .result import OUTPUT_PATTERN
+    from .runs import OUTPUT_PATTERN, recover, unrecorded_outputs
 
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise FileExistsError(f"--out {quote(folder, 120)} is a broken symbolic link (to {quote(os.readlink(folder), 120)}); "
+                              "remove it or choose another --out")
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {quote(folder, 120)} is a file, not a folder; choose another --out")
     probe = folder
@@ -111,20 +117,32 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
             if p is not None and Path(p).parent.resolve() == folder.resolve() and OUTPUT_PATTERN.match(Path(p).name):
                 raise FileExistsError(f"--overwrite would replace the input {p} (an output of a run has that name); "
                                       "move the input or choose another --out")
+        recover(folder, refuse_busy=True)  # a run killed while being replaced there: settled first
+        unrecorded = unrecorded_outputs(folder)  # also refuses a result.json of an unexpected shape
+        if unrecorded:
+            raise FileExistsError(f"--out {quote(folder, 120)} holds {', '.join(unrecorded[:3])}"
+                                  f"{', ...' if len(unrecorded) > 3 else ''}, which no result.json there records; "
+                                  "--overwrite replaces only a recorded run: move them or choose another --out")
 
 
-def _need_bytes(width: int, height: int, samples: int, top: int) -> int:
-    """An upper bound of a run's files: PNGs at most raw size (+ the figure and result.json)."""
-    return min(top, samples) * width * height * 3 + samples * 256 * 256 * 3 + 4_000_000
+def _need_bytes(width: int, height: int, samples: int, top: int, frame: int = 256) -> int:
+    """The most a run's files can take: each PNG at most its raw RGB size (full-resolution edits, the
+    mask, ``samples`` frames of at most ``frame`` px a side), the summary figure ((top + 2) panels of
+    264x264 px at 120 dpi, counted at half their raw size: 0.3 MB measured on noise for top = 4) and
+    64 kB for result.json."""
+    panels = min(top, samples) + 2
+    return (min(top, samples) + 1) * width * height * 3 + samples * frame * frame * 3 + panels * 264 * 264 * 3 // 2 \
+        + 64_000
 
 
 def _run_edit(args) -> int:
     import time as _time
+    from pathlib import Path
 
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
-    from .result import new_run_dir, run_dir_name
+    from .runs import new_run_dir, run_dir_name
 
     started = _time.time()
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
@@ -133,30 +151,36 @@ def _run_edit(args) -> int:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     W, H = _check_inputs(args)
     _check_device(args.device)
-    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top), overwrite=args.overwrite,
+    from .arguments import BACKEND_FRAME
+    from .pipeline import default_backend
+
+    frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                        compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)
-    if args.overwrite:
-        folder, made = args.out, False
-    else:
-        folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
-        made = True
+    folder = Path(args.out)
     try:
-        _summarise(result, folder, args.top, overwrite=args.overwrite)
+        if not args.overwrite:
+            folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
+        written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
     except BaseException:
-        if made:
+        if not args.overwrite:
             try:
-                folder.rmdir()  # empty after a failed save: leave nothing behind
+                folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
             except OSError:
                 pass
+        raise
+    try:
+        _summarise(result, folder, written)
+    except KeyboardInterrupt as e:
+        e.kept = f"the new run, saved whole in {folder}"
         raise
     return 0
 
 
-def _summarise(result, out_dir, top, *, overwrite: bool = False) -> None:
-    written = result.save(out_dir, top=top, summary="summary.png", overwrite=overwrite)
+def _summarise(result, out_dir, written: dict) -> None:
     s = result.settings
     scale = f"s={s['scale']:g} " if s.get("scale") is not None else ""
     best = result.scores[0]
@@ -180,36 +204,58 @@ def _run_demo(args) -> int:
     from .shapes import demo
 
     t0 = time.perf_counter()
-    _check_out(args.out, _need_bytes(256, 256, args.samples, 4), overwrite=args.overwrite)
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
     result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
                                            progress=not args.quiet, overwrite=args.overwrite, with_files=True)
+    try:
+        _summarise_demo(result, image_path, written, args.out, time.perf_counter() - t0)
+    except KeyboardInterrupt as e:
+        e.kept = f"the new demo run, saved whole in {args.out}"
+        raise
+    return 0
+
+
+def _summarise_demo(result, image_path, written, out, seconds) -> None:
     s = result.settings
     print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
-          f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {time.perf_counter() - t0:.1f} s")
+          f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {seconds:.1f} s")
     print(f"input image: {image_path}")
-    print(f"run folder: {args.out}")
+    print(f"run folder: {out}")
     print(written["summary"][0])
-    return 0
 
 
 def _run_download(args) -> int:
     from . import hub
 
+    unknown = [n for n in args.names if n not in hub.REGISTRY and "://" not in n]
+    if unknown:
+        raise hub.UnknownCheckpoint(f"unknown file name(s) {', '.join(map(repr, unknown))}; valid names: "
+                                    f"{', '.join(sorted(hub.REGISTRY))} (or an http(s):// address)")
+    root = hub.check_cache()  # a file or an unreadable folder: a clear error, exit 2
     if args.verify:
         rows = hub.verify(args.names or None)
+        print(f"cache: {root}" + ("" if rows else " (nothing cached)"))
         _table([(r["file"], "" if r["size"] is None else hub.human_size(r["size"]), r["status"]) for r in rows])
-        bad = [r["file"] for r in rows if not r["ok"]]
+        bad = [r for r in rows if not r["ok"]]
+        for r in bad:
+            print(f"romlib download: {r['file']} is {r['status']}", file=sys.stderr)
         if bad:
-            print(f"romlib download: {len(bad)} damaged file(s): {', '.join(bad)}; delete them and run "
-                  "`romlib download` again", file=sys.stderr)
+            names = " ".join(r["name"] for r in bad)
+            print(f"romlib download: {len(bad)} bad file(s); run `romlib download {names}` to fetch them again; if they "
+                  f"are bad again, check the mirror or proxy that served them", file=sys.stderr)
         return 1 if bad else 0
-    names = list(args.names) or list(hub.GLIDE_BACKEND + hub.EXAMPLES)
+    default = hub.SD_BACKEND + hub.CLIPSEG if args.sd else hub.GLIDE_BACKEND
+    names = list(args.names) or list(default + hub.EXAMPLES)
     if args.baselines:
         names += [n for n in hub.BASELINES if n not in names]
     before = {n for n in names if hub.cached(n) is not None}
     failed, error = {}, None
     try:
         hub.ensure(names, progress=True)
+    except KeyboardInterrupt as e:
+        e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
+                  "`romlib download` again fetches the rest")
+        raise
     except hub.CheckpointUnavailable as e:
         error = e
         failed = {c.name: why for c, _, why in e.missing}
@@ -218,7 +264,9 @@ def _run_download(args) -> int:
         ckpt = hub.REGISTRY.get(n) or hub.Checkpoint(n, n)
         path = hub.cached(n)
         size = hub.human_size(path.stat().st_size) if path else ckpt.size_text
-        status = "cached" if n in before else "downloaded" if path else f"MISSING: {failed.get(n, 'not fetched')}"
+        why = failed.get(n, "not fetched").split(". It was moved aside")
+        why = why[0] + (" (moved aside; see below)" if len(why) > 1 else "")
+        status = "cached" if n in before else "downloaded" if path else f"MISSING: {why}"
         rows.append((ckpt.filename, size, status))
     print(f"cache: {hub.cache_dir()}" + (f"   mirror: {hub.mirror()}" if hub.mirror() else ""))
     _table(rows)
@@ -240,7 +288,19 @@ def _run_bench(args) -> int:
     return bench_command(args)
 
 
+def _checked(check, run):
+    """``run`` after ``check`` (a :mod:`romlib.arguments` check): arguments are refused before any work."""
+    def command(args):
+        check(args)
+        return run(args)
+
+    command.__name__ = getattr(run, "__name__", "command")
+    return command
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from . import arguments
+
     parser = argparse.ArgumentParser(prog="romlib", description="Referring Object Manipulation (MDETR + GLIDE + CCF guidance).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -252,11 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
     p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
                                                          "files there are kept unless --overwrite")
-    p.add_argument("--overwrite", action="store_true", help="replace the earlier demo run recorded in --out")
-    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed")
-    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank (default 8)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier demo run recorded in --out's result.json, whole (as romlib edit --overwrite)")
+    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
+    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank, 1..256 (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.set_defaults(func=_run_demo)
+    p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
 
     p = sub.add_parser("download", help="fetch every file of the glide backend into the cache ($ROMLIB_CACHE)",
                        description="Fetch the real models' files into $ROMLIB_CACHE (from $ROMLIB_MIRROR when set) "
@@ -264,8 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
                                             "photo; see romlib.hub.REGISTRY)")
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
-    p.add_argument("--verify", action="store_true", help="fetch nothing: re-hash every cached file (or NAMES) against "
-                                                         "the size and sha256 recorded at download; exit 1 if one is damaged")
+    p.add_argument("--sd", action="store_true", help="the sd backend's files instead of the glide backend's: Stable "
+                                                     "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
+                                                     "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")
+    p.add_argument("--verify", action="store_true", help="fetch nothing: re-check every cached file (or NAMES): size, "
+                                                         "format, manifest and the sha256 recorded at download; a bad "
+                                                         "file is moved aside and named, exit 1")
     p.set_defaults(func=_run_download)
 
     from .perf import add_bench_args
@@ -273,17 +338,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
     add_bench_args(p)
-    p.set_defaults(func=_run_bench)
+    p.set_defaults(func=_checked(arguments.check_bench, _run_bench))
     p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch (about 40 min on 2 CPU cores)")
     add_train_args(p)
-    p.set_defaults(func=train_command)
+    p.set_defaults(func=_checked(arguments.check_shapes_train, train_command))
     p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
     shapes_bench_args(p)
-    p.set_defaults(func=bench_command)
+    p.set_defaults(func=_checked(arguments.check_shapes_bench, bench_command))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one ``romlib`` command; returns its exit status: 0, 2 for a clear error, 130 / 143 when
+    interrupted by SIGINT / SIGTERM (the message says what was kept). The interrupt handlers come
+    first, before any heavy import. Called as the program (``argv`` None) they stay installed to the
+    end and a signal that arrives after the work is done is ignored; called in-process (``argv``
+    given) they are restored on return."""
+    from . import interrupts
+
+    old_handlers = interrupts.install()
+    command = next((a for a in (sys.argv[1:] if argv is None else argv) if not str(a).startswith("-")), "")
+    try:
+        return _main(argv, command)
+    except KeyboardInterrupt as e:  # also during imports and argument parsing
+        status, kept = interrupts.exit_status(e), getattr(e, "kept", None)
+        what = f"; kept: {kept}" if kept else ", nothing written"
+        name = f"romlib {command}" if command else "romlib"
+        with interrupts.deferred(ignore=True):  # a second Ctrl-C does not cut the report short
+            print(f"{name}: interrupted{what} ({interrupts.signal_name(e)}, exit status {status})", file=sys.stderr)
+        return status
+    finally:
+        if argv is not None:
+            interrupts.restore(old_handlers)
+        else:  # the program ends now: nothing left to interrupt
+            interrupts.restore({s: signal.SIG_IGN for s in interrupts.SIGNALS})
+
+
+def _main(argv, command: str) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -300,11 +391,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print(f"romlib {args.command}: interrupted, nothing written", file=sys.stderr)
-        return 130
     except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
         return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk
+    except ImportError as e:  # an optional extra that is not installed (diffusers for sd): the message says which
+        return fail(str(e))
     except RuntimeError as e:  # out of memory, a missing device: say what to change
         text = str(e)
         if "out of memory" in text.lower():

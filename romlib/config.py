@@ -12,16 +12,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import numbers
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["EditConfig", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES"]
+__all__ = ["EditConfig", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED", "check_seed",
+           "check_int", "check_number", "is_int", "is_real"]
 
 MAX_SAMPLES = 256  # B above this is refused
 WARN_SAMPLES = 64  # B above this logs the expected time
+#: seeds are in [0, 2**63): the noise generators are seeded modulo 2**63, so a larger seed would
+#: silently give the samples of a smaller one
+MAX_SEED = 2**63 - 1
 
 Frame = Literal["full", "crop"]
 RankMode = Literal["local", "masked", "none"]
+SEGMENTERS = ("mdetr", "clipseg")  # the referring segmenters romlib wraps (romlib.backends.load builds them)
 
 
 def _knob(default, help: str, *, flag: str | None = None, type=None, choices=None, cli: bool = True, metavar=None):
@@ -48,17 +55,21 @@ class EditConfig:
     rank: RankMode | None = _knob(None, "ranking crop: local (box x1.3, the paper), masked (Blended's), none "
                                   "(default: the method's: local; masked for blended)", choices=("local", "masked", "none"))
     steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
-    upsample: bool = _knob(True, "run the 64->256 upsampler when the backend has one", flag="--no-upsample")
+    upsample: bool = _knob(True, "skip the 64->256 upsampler: results stay at the base model's 64x64 (default: "
+                           "upsample when the backend has an upsampler)", flag="--no-upsample")
     upsample_steps: str | None = _knob(None, "upsampler sampling steps, e.g. fast27, 10 (default: the backend's, "
                                        "fast27 for GLIDE)")
     upsample_temperature: float = _knob(0.997, "noise temperature of the upsampler's first sample (default 0.997)",
                                         type=float)
-    seed: int = _knob(0, "random seed >= 0; sample i always gets the same noise (default 0)", type=int)
+    seed: int = _knob(0, "random seed in [0, 2**63); sample i always gets the same noise (default 0)", type=int)
     frame: Frame = _knob("full", "edit the whole image squashed to the model's frame (full, the paper) or a square "
                          "crop around the object (crop)", choices=("full", "crop"))
+    segmenter: str | None = _knob(None, "referring segmenter: mdetr (the paper's) or clipseg (default: the backend's: "
+                                  "mdetr on glide, clipseg on sd)", choices=SEGMENTERS)
     threshold: float = _knob(0.5, "mask threshold on the segmenter's sigmoid, in (0, 1) (default 0.5)", type=float)
     min_score: float | None = _knob(None, "minimum segmentation score in [0, 1] (default: the segmenter's)", type=float)
-    best_anyway: bool = _knob(False, "use the best query even below --min-score (the authors' behaviour)")
+    best_anyway: bool = _knob(False, "use the best query even below --min-score or when the text fits several objects "
+                              "(the authors' behaviour; a warning names the others)")
     batch_size: int | None = _knob(None, "micro-batch size >= 1 (default: chosen from free memory)", type=int)
     mask: Any = _knob(None, "a mask image used instead of segmentation (white = edit)", cli=False)
     progress: bool = _knob(True, "progress bars", cli=False)
@@ -69,8 +80,17 @@ class EditConfig:
         return tuple(f.name for f in dataclasses.fields(cls))
 
     @classmethod
-    def from_kwargs(cls, config: "EditConfig | None" = None, **kwargs) -> "EditConfig":
-        """``config`` (or the defaults) updated with ``kwargs``; unknown names are refused."""
+    def from_kwargs(cls, config: "EditConfig | Mapping | None" = None, **kwargs) -> "EditConfig":
+        """``config`` (an :class:`EditConfig`, a dict of its fields, or ``None`` for the defaults)
+        updated with ``kwargs``; unknown names are refused."""
+        if isinstance(config, Mapping):
+            bad = [k for k in config if not isinstance(k, str)]
+            if bad:
+                raise TypeError(f"config keys must be setting names (strings), got {bad[0]!r}")
+            kwargs, config = {**config, **kwargs}, None
+        elif config is not None and not isinstance(config, cls):
+            raise TypeError(f"config must be an EditConfig or a dict of its settings, got {type(config).__name__}; "
+                            "e.g. edit(image, ref, target, samples=8) or edit(image, ref, target, {'samples': 8})")
         unknown = sorted(set(kwargs) - set(cls.knobs()))
         if unknown:
             raise TypeError(f"unknown edit setting(s) {', '.join(unknown)}; accepted: {', '.join(cls.knobs())}")
@@ -80,30 +100,38 @@ class EditConfig:
     def validate(self) -> "EditConfig":
         """Check every knob's type and range; returns self. Raises ``ValueError`` with one line per
         value: the name, the value and what is accepted. (Which methods exist is the registry's to
-        say: :func:`romlib.guidance.methods.get`.)"""
+        say: :func:`romlib.guidance.methods.get`.) numpy scalars are accepted where Python numbers
+        are, and stored as Python numbers; ``True``/``False`` are not numbers here."""
+        for f in dataclasses.fields(self):  # np.int64(3) -> 3, np.float32(0.5) -> 0.5, np.bool_ -> bool
+            v = getattr(self, f.name)
+            if f.name != "mask" and type(v).__module__ == "numpy" and getattr(v, "shape", None) == ():
+                setattr(self, f.name, v.item())
         _need(isinstance(self.guidance, str), "guidance", self.guidance, "a method name of romlib.guidance.METHODS")
         if self.scale is not None:
-            _need(_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
-        _need(_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
+            _need(is_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
+        _need(is_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
               f"an integer in 1..{MAX_SAMPLES}")
-        _need(_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
+        _need(is_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
               self.dilation, "an odd integer in 1..63 (1 = no dilation)")
         _need(self.rank in (None, "local", "masked", "none"), "rank", self.rank, "'local', 'masked', 'none'")
         _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
+        _need(self.segmenter is None or self.segmenter in SEGMENTERS, "segmenter", self.segmenter,
+              ", ".join(repr(s) for s in SEGMENTERS) + " or None (the backend's)")
         for name in ("steps", "upsample_steps"):
             v = getattr(self, name)
             if v is not None:
                 _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
-        _need(_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
+        _need(is_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
               self.upsample_temperature, "a number in (0, 2]")
-        _need(_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
-        _need(_real(self.threshold) and 0 < self.threshold < 1, "threshold", self.threshold, "a number in (0, 1)")
+        check_seed("seed", self.seed)
+        _need(is_real(self.threshold) and 0 < self.threshold < 1, "threshold", self.threshold, "a number in (0, 1)")
         if self.min_score is not None:
-            _need(_real(self.min_score) and 0 <= self.min_score <= 1, "min_score", self.min_score, "a number in [0, 1]")
+            _need(is_real(self.min_score) and 0 <= self.min_score <= 1, "min_score", self.min_score, "a number in [0, 1]")
         if self.batch_size is not None:
-            _need(_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
+            _need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", self.batch_size, "an integer >= 1")
         _need(isinstance(self.upsample, bool), "upsample", self.upsample, "True or False")
         _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
+        _need(isinstance(self.progress, bool), "progress", self.progress, "True or False")
         return self
 
 
@@ -114,12 +142,40 @@ def _need(ok: bool, name: str, value, accepted: str) -> None:
         raise ValueError(f"{name}={text} is out of range; accepted: {accepted}")
 
 
-def _real(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def is_real(v) -> bool:
+    """A finite real number (numpy scalars included; ``True``/``False`` are not)."""
+    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_" and math.isfinite(v)
 
 
-def _int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def is_int(v) -> bool:
+    """An integer (numpy integers included; ``True``/``False`` are not)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
+
+
+def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an ``int`` if it is an integer in [low, high]; else ``ValueError`` naming it
+    (``name`` as the user wrote it, e.g. ``"--samples"`` or ``"sample"``)."""
+    ok = is_int(value) and (low is None or value >= low) and (high is None or value <= high)
+    accepted = ("an integer" + (f" in {low}..{high}" if low is not None and high is not None
+                                else f" >= {low}" if low is not None else f" <= {high}" if high is not None else ""))
+    _need(ok, name, value, accepted)
+    return int(value)
+
+
+def check_number(name: str, value, low: float | None = None, high: float | None = None, *,
+                 open_low: bool = False) -> float:
+    """``value`` as a ``float`` if finite and in [low, high] (``(low, high]`` with ``open_low``)."""
+    ok = is_real(value) and (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
+    bounds = ([f"{'>' if open_low else '>='} {low:g}"] if low is not None else []) + \
+        ([f"<= {high:g}"] if high is not None else [])
+    _need(ok, name, value, " ".join(["a finite number", " and ".join(bounds)]).strip())
+    return float(value)
+
+
+def check_seed(name: str, value) -> int:
+    """A seed: an integer in [0, 2**63) (:data:`MAX_SEED`)."""
+    _need(is_int(value) and 0 <= value <= MAX_SEED, name, value, "an integer in [0, 2**63)")
+    return int(value)
 
 
 def _steps_ok(v) -> bool:

@@ -9,11 +9,11 @@ embedded ShapesWorld models plug into the same :class:`romlib.pipeline.ROMPipeli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["Segmentation", "NoObjectFound", "Segmenter", "Ranker", "Backend", "Prepared"]
+__all__ = ["Segmentation", "NoObjectFound", "AmbiguousReference", "Segmenter", "Ranker", "Backend", "Prepared"]
 
 
 @dataclass
@@ -57,6 +57,22 @@ class NoObjectFound(RuntimeError):
         )
 
 
+class AmbiguousReference(ValueError):
+    """The referring text matches several objects equally well (each segmenter states its rule);
+    carries ``candidates``: ``(name, box, score)`` of each. ``best_anyway=True`` takes the best
+    one with a warning instead."""
+
+    def __init__(self, text: str, candidates: list[tuple[str, tuple, float]]):
+        from .io import quote
+
+        self.text, self.candidates = text, candidates
+        listed = "; ".join(f"{name} at {tuple(round(float(v)) for v in box)} (score {score:.2f})"
+                           for name, box, score in candidates[:6]) + ("; ..." if len(candidates) > 6 else "")
+        self.summary = f"{quote(text)} matches {len(candidates)} objects: {listed}"
+        super().__init__(f"{self.summary}; say which one (by colour, shape or position, e.g. on the left), pass "
+                         "best_anyway=True (--best-anyway) to take the best, or give a mask")
+
+
 @runtime_checkable
 class Segmenter(Protocol):
     def segment(self, image, text: str, *, threshold: float = 0.5, min_score: float | None = None,
@@ -83,6 +99,13 @@ class Backend:
     ``base_steps`` / ``upsample_steps`` the default respacing. ``default_scales`` overrides
     :attr:`Method.default_scale <romlib.guidance.methods.Method>` (the paper's, tuned for GLIDE) for models trained
     elsewhere, e.g. ShapesWorld's best scales from its benchmark.
+
+    ``family``: ``"pixel"`` (GLIDE-family UNets sampled by :mod:`romlib.sampling.diffusion`) or ``"latent"``
+    (a :class:`romlib.models.sd.LatentInpainter`, sampled by :mod:`romlib.sampling.latent` with diffusers'
+    schedulers; ``base_model.cfg.image_size`` is then the latent grid, ``cfg.frame_size`` the pixel frame).
+    ``segmenter`` is the backend's own (``segmenter_name``); ``segmenters`` maps other names
+    (``"mdetr"``, ``"clipseg"``) to a segmenter or to a zero-argument loader, called on first use
+    (:meth:`segmenter_for`).
     """
 
     name: str
@@ -97,6 +120,21 @@ class Backend:
     upsample_steps: str = "fast27"
     extras: dict = field(default_factory=dict)  # e.g. noised CLIP, ADM for the baselines
     default_scales: dict = field(default_factory=dict)
+    family: Literal["pixel", "latent"] = "pixel"
+    segmenter_name: str = "mdetr"
+    segmenters: dict = field(default_factory=dict)
+
+    def segmenter_for(self, name: str | None = None):
+        """The segmenter called ``name`` (``None``: the backend's own), loaded on first use."""
+        if name is None or name == self.segmenter_name:
+            return self.segmenter
+        if name not in self.segmenters:
+            have = ", ".join(dict.fromkeys([self.segmenter_name, *self.segmenters]))
+            raise ValueError(f"segmenter={name!r} is not available on the {self.name!r} backend; it has: {have}")
+        seg = self.segmenters[name]
+        if not isinstance(seg, Segmenter):  # a loader
+            seg = self.segmenters[name] = seg()
+        return seg
 
 
 @dataclass

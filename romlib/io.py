@@ -1,9 +1,28 @@
-"""Reading images and masks the way users hand them to us: any path, PIL image or array, any mode
-or bit depth, EXIF orientation honoured; and converting between PIL and [-1, 1] tensors."""
+"""Reading images and masks the way users hand them to us, and converting between PIL and [-1, 1] tensors.
+
+**The conventions** (anything else is refused with a message that names them; nothing is silently
+read as white or black):
+
+* a **path**: any format PIL reads, EXIF orientation honoured; it must name a *regular* file
+  (a folder, a named pipe, a device or a socket is refused before it is opened: :func:`check_file`);
+* a **PIL image**: any mode or bit depth (16-bit and float modes rescaled by their maximum to 0..1,
+  0..255 or 0..65535; NaN or negative values refused; alpha composited on white);
+* a **numpy array**: channels last, ``H x W`` or ``H x W x C`` with C in 1, 3, 4 (RGBA);
+  ``uint8`` is 0–255, ``uint16`` 0–65535, ``bool`` False/True, **floating point 0–1**;
+* a **torch tensor**: channels first, ``[H, W]``, ``[C, H, W]`` or ``[1, C, H, W]`` with C in 1, 3, 4;
+  ``uint8`` is 0–255, ``bool`` False/True, **floating point 0–1**. romlib's own samples are in
+  [−1, 1]: pass ``(x + 1) / 2`` (or ``romlib.io.to_pil(x)``).
+
+A float outside [0, 1] (beyond a rounding slack of 1e-3), NaN or ±inf, another integer type, or
+another layout (a CHW array, an HWC tensor, a batch of several) raises ``ValueError`` saying which
+convention applies. Masks follow the same rules (:func:`load_mask` says what counts as "edit"); an
+integer mask whose largest value is 1 is read as 0/1.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -15,7 +34,7 @@ if TYPE_CHECKING:  # PIL is imported where used
     from PIL import Image
 
 __all__ = ["load_image", "load_mask", "to_tensor", "to_pil", "resize_image", "to_uint8", "Resample", "MAX_PIXELS",
-           "check_pixels", "image_size", "quote", "MASK_ASPECT_TOLERANCE"]
+           "check_pixels", "image_size", "quote", "MASK_ASPECT_TOLERANCE", "check_file", "CONVENTIONS"]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +44,35 @@ Resample = Literal["bicubic", "lanczos"]
 MAX_PIXELS = 100_000_000
 #: a mask whose width/height differs from the image's by more than this (relative) is refused
 MASK_ASPECT_TOLERANCE = 0.01
+#: the accepted value conventions, quoted by every refusal
+CONVENTIONS = ("uint8 0-255, uint16 0-65535 (arrays), bool, or float in [0, 1]; numpy arrays are HxW or HxWxC "
+               "(C = 1, 3, 4), tensors [H, W], [C, H, W] or [1, C, H, W] (C = 1, 3, 4)")
+#: how far a float may stray outside [0, 1] (resampling overshoot) before it is refused; it is clipped
+FLOAT_SLACK = 1e-3
+
+_KINDS = {stat.S_ISFIFO: "a named pipe (FIFO)", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+          stat.S_ISSOCK: "a socket", stat.S_ISDIR: "a folder"}
+
+
+def check_file(path, what: str = "file") -> "Path":
+    """``path`` as a :class:`~pathlib.Path` if it names a regular file (after symbolic links);
+    ``FileNotFoundError`` when missing (a dangling link included), ``IsADirectoryError`` for a
+    folder, ``ValueError`` for a named pipe, device or socket. Nothing is opened (a FIFO would
+    block forever)."""
+    p = Path(path)
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} not found: {p}" + (" (a broken symbolic link)" if p.is_symlink() else "")) \
+            from None
+    except OSError as e:
+        raise OSError(f"cannot read {what} {p}: {e.strerror or e}") from None
+    if stat.S_ISREG(mode):
+        return p
+    kind = next((name for test, name in _KINDS.items() if test(mode)), "not a regular file")
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {p} is a folder, not a file")
+    raise ValueError(f"{what} {p} is {kind}, not a regular file; give a file")
 
 
 def quote(text, limit: int = 80) -> str:
@@ -58,11 +106,7 @@ def _open(path, decode: bool = True, what: str = "image") -> "Image.Image":
     """Open (and decode) an image file; the pixel limit is checked on the header, before decoding."""
     from PIL import Image, UnidentifiedImageError
 
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"{what} not found: {p}")
-    if p.is_dir():
-        raise IsADirectoryError(f"{what} {p} is a folder, not an image file")
+    p = check_file(path, what)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # romlib's own limit applies
@@ -84,6 +128,9 @@ def _to_rgb(img) -> "Image.Image":
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
+        if not np.isfinite(a).all() or a.min() < -FLOAT_SLACK:
+            raise ValueError(f"a {img.mode}-mode image with values in [{a.min():.4g}, {a.max():.4g}]: PIL images of "
+                             "mode I or F must be finite and >= 0 (read as 0..1, 0..255 or 0..65535 by their maximum)")
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         if img.mode == "F" and a.max() <= 1.0:
             hi = 1.0
@@ -96,35 +143,96 @@ def _to_rgb(img) -> "Image.Image":
     return img.convert("RGB")
 
 
+def _unit_values(a: np.ndarray, what: str, *, zero_one: bool = False) -> np.ndarray:
+    """An array's values read by the conventions of this module → float32 in [0, 1].
+
+    ``uint8`` / ``uint16`` / ``bool`` by their range; other integer types when their values lie in
+    0..255 (read as uint8); floats must be finite and in [0, 1] (± :data:`FLOAT_SLACK`, clipped).
+    ``zero_one`` (masks): an integer array whose largest value is 1 is read as 0/1."""
+    if a.size == 0:
+        raise ValueError(f"{what} is empty (shape {a.shape})")
+    if a.dtype == bool:
+        return a.astype(np.float32)
+    if a.dtype.kind == "f":
+        a = a.astype(np.float32)
+        if not np.isfinite(a).all():
+            bad = "NaN" if np.isnan(a).any() else "infinite"
+            raise ValueError(f"{what} holds {bad} values; accepted: {CONVENTIONS}")
+        lo, hi = float(a.min()), float(a.max())
+        if lo < -FLOAT_SLACK or hi > 1 + FLOAT_SLACK:
+            if lo >= -1 - FLOAT_SLACK and hi <= 1 + FLOAT_SLACK:
+                hint = "values in [-1, 1], as romlib's samples: pass (x + 1) / 2"
+            elif lo >= -FLOAT_SLACK and hi <= 255 + FLOAT_SLACK:
+                hint = "values in 0..255: divide by 255, or pass uint8"
+            else:
+                hint = "rescale it to [0, 1]"
+            raise ValueError(f"{what} is floating point with values in [{lo:.4g}, {hi:.4g}]; a float image or mask "
+                             f"must be in [0, 1] ({hint}); accepted: {CONVENTIONS}")
+        return np.clip(a, 0.0, 1.0)
+    if a.dtype.kind not in "ui":
+        raise ValueError(f"{what} has dtype {a.dtype}; accepted: {CONVENTIONS}")
+    lo, hi = int(a.min()), int(a.max())
+    if a.dtype == np.uint16:
+        top = 65535.0
+    elif 0 <= lo and hi <= 255:
+        top = 255.0
+    else:
+        raise ValueError(f"{what} has dtype {a.dtype} with values in [{lo}, {hi}]; integers other than uint16 must "
+                         f"be in 0..255; accepted: {CONVENTIONS}")
+    if zero_one and hi <= 1:
+        top = 1.0
+    return a.astype(np.float32) / top
+
+
+def _tensor_to_array(t: torch.Tensor, what: str, channels=(1, 3, 4)) -> np.ndarray:
+    """A channels-first tensor ([H, W], [C, H, W] or [1, C, H, W]) → an HxW or HxWxC numpy array
+    (values untouched; the dtype's convention is applied by :func:`_unit_values`)."""
+    shape = tuple(t.shape)
+    if t.ndim == 4:
+        if shape[0] != 1:
+            raise ValueError(f"{what} is a batch of {shape[0]} ({list(shape)}); pass one of them, x[i]")
+        t = t[0]
+    if t.ndim == 3 and t.shape[0] not in channels:
+        hint = " (channels last? tensors are channels first: x.permute(2, 0, 1))" if t.shape[-1] in channels else ""
+        raise ValueError(f"{what} is a tensor of shape {list(shape)}{hint}; accepted: {CONVENTIONS}")
+    if t.ndim not in (2, 3):
+        raise ValueError(f"{what} is a tensor of shape {list(shape)}; accepted: {CONVENTIONS}")
+    t = t.detach().cpu()
+    if t.is_floating_point():
+        t = t.float()
+    a = t.numpy()
+    return a.transpose(1, 2, 0) if a.ndim == 3 else a
+
+
+def _array_layout(a: np.ndarray, what: str) -> np.ndarray:
+    """Check a numpy image's layout (HxW or HxWxC, C in 1, 3, 4); returns it."""
+    if a.ndim == 3 and a.shape[2] not in (1, 3, 4):
+        hint = " (channels first? numpy arrays are channels last: a.transpose(1, 2, 0))" if a.shape[0] in (1, 3, 4) else ""
+        raise ValueError(f"{what} is an array of shape {a.shape}{hint}; accepted: {CONVENTIONS}")
+    if a.ndim not in (2, 3):
+        raise ValueError(f"{what} is an array of shape {a.shape}; accepted: {CONVENTIONS}")
+    return a
+
+
 def load_image(image, *, min_size: int = 1) -> "Image.Image":
-    """A path, PIL image, numpy array (HxW, HxWx3/4, uint8/uint16/float in [0, 1]) or tensor
-    ([3, H, W] in [0, 1]) → an RGB PIL image with EXIF orientation applied."""
+    """A path, PIL image, numpy array or tensor → an RGB PIL image with EXIF orientation applied.
+
+    Arrays and tensors follow the module's conventions (uint8 0–255, float 0–1; arrays HxW or
+    HxWxC, tensors [C, H, W] or [1, C, H, W]); anything else is refused with a ``ValueError``."""
     from PIL import Image, ImageOps
 
     if isinstance(image, (str, os.PathLike)):
         img = _open(image)
     elif isinstance(image, Image.Image):
         img = image
-    elif isinstance(image, torch.Tensor):
-        t = image.detach().cpu().float()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim != 3 or t.shape[0] not in (1, 3):
-            raise ValueError(f"a tensor image must be [3, H, W] or [1, H, W] in [0, 1], got shape {tuple(image.shape)}")
-        img = Image.fromarray((t.clamp(0, 1).permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8).squeeze())
-    elif isinstance(image, np.ndarray):
-        a = image
-        if a.dtype == np.uint16:
-            a = (a.astype(np.float64) / 65535.0 * 255 + 0.5).astype(np.uint8)
-        elif a.dtype.kind == "f":
-            a = (np.clip(a, 0, 1) * 255 + 0.5).astype(np.uint8)
-        elif a.dtype == bool:
-            a = a.astype(np.uint8) * 255
-        elif a.dtype != np.uint8:
-            raise ValueError(f"unsupported array dtype {a.dtype}; use uint8, uint16, bool or float in [0, 1]")
-        if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
-            raise ValueError(f"an array image must be HxW or HxWxC with C in 1, 3, 4; got shape {a.shape}")
-        img = Image.fromarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a)
+    elif isinstance(image, (torch.Tensor, np.ndarray)):
+        what = "the image"
+        a = _tensor_to_array(image, what) if isinstance(image, torch.Tensor) else _array_layout(image, what)
+        if a.dtype != np.uint8:
+            a = (_unit_values(a, what) * 255.0 + 0.5).astype(np.uint8)
+        elif a.size == 0:
+            raise ValueError(f"{what} is empty (shape {a.shape})")
+        img = Image.fromarray(np.ascontiguousarray(a.squeeze(-1) if a.ndim == 3 and a.shape[2] == 1 else a))
     else:
         raise TypeError(f"cannot use {type(image).__name__} as an image; pass a path, PIL image, array or tensor")
     check_pixels(*img.size)
@@ -148,16 +256,18 @@ def load_mask(mask, size: tuple[int, int]) -> torch.Tensor:
 
     name = f"mask {mask}" if isinstance(mask, (str, os.PathLike)) else "the mask"
     how = "brightest channel >= 128"
-    if isinstance(mask, torch.Tensor):
-        m = mask.detach().cpu().float().squeeze()
-        if m.ndim == 3 and m.shape[0] in (3, 4):
-            m = m[:3].amax(0)
-    elif isinstance(mask, np.ndarray):
-        a = mask.astype(np.float32)
+    if isinstance(mask, (torch.Tensor, np.ndarray)):
+        a = mask
+        if isinstance(a, torch.Tensor):
+            while a.ndim > 2 and a.shape[0] == 1:  # [1, 1, H, W], [1, H, W]
+                a = a[0]
+            a = _tensor_to_array(a, name, channels=(3, 4))
+        if a.ndim == 3 and a.shape[2] == 1:
+            a = a[..., 0]
+        a = _unit_values(a, name, zero_one=True)
         if a.ndim == 3 and a.shape[2] in (3, 4):
             a = a[..., :3].max(-1)
-        top = 1.0 if mask.dtype == bool or a.max() <= 1 else (65535.0 if mask.dtype == np.uint16 else 255.0)
-        m = torch.from_numpy(a / top).squeeze()
+        m = torch.from_numpy(np.ascontiguousarray(a))
     elif isinstance(mask, (str, os.PathLike, Image.Image)):
         img = _open(mask, what="mask") if isinstance(mask, (str, os.PathLike)) else mask
         if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):

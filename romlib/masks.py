@@ -32,14 +32,16 @@ def to_edit_mask(keep_mask: torch.Tensor) -> torch.Tensor:
 
 
 def check_dilation(k: int) -> int:
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1 or k % 2 == 0:
+    from .config import is_int
+
+    if not is_int(k) or k < 1 or k % 2 == 0:
         raise ValueError(f"dilation must be an odd integer >= 1 (1 = no dilation), got {k!r}")
-    return k
+    return int(k)
 
 
 def dilate(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Dilate an edit mask [..., H, W] by a k×k all-ones kernel, clamped to 1 (k odd; 1 = no-op)."""
-    check_dilation(k)
+    k = check_dilation(k)
     m = edit_mask.float()
     if k == 1:
         return m
@@ -52,7 +54,7 @@ def dilate(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
 def erode(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:
     """Erode an edit mask [..., H, W] by a k×k window (k odd): a deliberately under-covering mask
     (notebook 03 and the ShapesWorld benchmark use it to show why dilation helps)."""
-    check_dilation(k)
+    k = check_dilation(k)
     return 1.0 - dilate(1.0 - edit_mask.float(), k)
 
 

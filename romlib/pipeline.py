@@ -23,7 +23,7 @@ import torch
 from . import masks as M
 from .contracts import Backend, Prepared, Segmentation
 from .sampling.diffusion import create_diffusion
-from .config import WARN_SAMPLES, EditConfig
+from .config import MAX_SAMPLES, WARN_SAMPLES, EditConfig, check_int
 from .guidance.methods import METHODS, ClassifierFree, MethodName, get
 from .io import load_image, load_mask, quote, to_tensor
 from .rank import RankMode, rank_samples
@@ -138,6 +138,9 @@ class ROMPipeline:
         name = name or default_backend()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant)
+        if compile != "off" and backend.family == "latent":
+            raise ValueError(f"compile={compile!r} applies to GLIDE-family UNets; the {name!r} backend is a latent "
+                             "model (diffusers' UNet): leave compile='off'")
         if compile != "off":
             from .perf.fast import accelerate_backend
 
@@ -155,19 +158,21 @@ class ROMPipeline:
         return self._diffusions[key]
 
     def segment(self, image, ref: str, *, threshold: float = 0.5, min_score: float | None = None,
-                best_anyway: bool = False) -> Segmentation:
-        """Run the backend's referring segmenter on an image (see :mod:`romlib.segment`)."""
+                best_anyway: bool = False, segmenter: str | None = None) -> Segmentation:
+        """Run a referring segmenter on an image: the backend's own, or ``segmenter="mdetr"`` / ``"clipseg"``
+        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`)."""
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
-        return self.backend.segmenter.segment(img, ref, threshold=threshold, min_score=min_score, best_anyway=best_anyway)
+        return self.backend.segmenter_for(segmenter).segment(img, ref, threshold=threshold, min_score=min_score,
+                                                             best_anyway=best_anyway)
 
     def prepare(self, image, ref: str, *, mask=None, dilation: int = 3, frame: Frame = "full", frame_size: int | None = None,
                 threshold: float = 0.5, min_score: float | None = None, best_anyway: bool = False,
-                timings: dict | None = None) -> Prepared:
+                segmenter: str | None = None, timings: dict | None = None) -> Prepared:
         """Segment (or take ``mask``), choose the frame, and build the masks as the authors do:
         mask logits resized to 64×64, thresholded, dilated by ``dilation``; the frame-size mask
         is its nearest upsampling."""
         b = self.backend
-        M.check_dilation(dilation)
+        dilation = M.check_dilation(dilation)
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()
@@ -181,7 +186,7 @@ class ROMPipeline:
         else:
             if not (ref or "").strip():
                 raise ValueError("ref is empty: give a referring text (e.g. 'the red car') or a mask")
-            seg = _segment_large(b.segmenter, img, ref, threshold=threshold, min_score=min_score,
+            seg = _segment_large(b.segmenter_for(segmenter), img, ref, threshold=threshold, min_score=min_score,
                                  best_anyway=best_anyway)
         if timings is not None:
             timings["segment"] = time.perf_counter() - t0
@@ -220,10 +225,14 @@ class ROMPipeline:
         from .sampling.inpaint import sample_base_progressive
 
         method = get(guidance)
+        if self.backend.family != "pixel":
+            raise ValueError(f"trace follows GLIDE's sampler on pixel backends; the {self.backend.name!r} backend is a "
+                             f"{self.backend.family} model (see romlib.sampling.latent.latent_loop's callback)")
         if not isinstance(method, ClassifierFree):
             cf_names = [n for n, m in METHODS.items() if isinstance(m, ClassifierFree)]
             raise ValueError(f"trace supports the classifier-free methods {cf_names}, not {guidance!r}")
         EditConfig(guidance=guidance, scale=scale, dilation=dilation, steps=steps, seed=seed, frame=frame).validate()
+        sample = check_int("sample", sample, 0, MAX_SAMPLES - 1)
         p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
         setup = method.base_setup(self, p, ref, target, method.scale(self.backend, scale), record=True)
         gen = sample_generators(seed, sample + 1)[sample:]
@@ -243,10 +252,18 @@ class ROMPipeline:
         knobs it reads (e.g. no ``scale`` for Blended). Returns ``(results, figure)``."""
         from .teach.viz import comparison_grid
 
+        guidances = (guidances,) if isinstance(guidances, str) else tuple(guidances)
+        if not guidances:
+            raise ValueError(f"guidances=() is empty; accepted: one or more of {', '.join(METHODS)}")
+        for g in guidances:
+            get(g)  # an unknown name is refused before any work
+        EditConfig.from_kwargs(None, samples=samples, seed=seed, **kwargs).validate()
+        top = check_int("top", top, 1)
         if kwargs.get("mask") is None:
             kwargs["mask"] = self.prepare(image, ref, dilation=1, threshold=kwargs.get("threshold", 0.5),
                                           min_score=kwargs.get("min_score"),
-                                          best_anyway=kwargs.get("best_anyway", False)).segmentation
+                                          best_anyway=kwargs.get("best_anyway", False),
+                                          segmenter=kwargs.get("segmenter")).segmentation
         results = {}
         for g in guidances:
             method = get(g)
@@ -305,7 +322,8 @@ class ROMPipeline:
             log.info("the %r backend has no upsampler: results stay at %d px", b.name, b.base_model.cfg.image_size)
         p = self.prepare(image, ref, mask=cfg.mask, dilation=cfg.dilation, frame=cfg.frame,
                          frame_size=method.frame_size(b, cfg.upsample), threshold=cfg.threshold,
-                         min_score=cfg.min_score, best_anyway=cfg.best_anyway, timings=timings)
+                         min_score=cfg.min_score, best_anyway=cfg.best_anyway, segmenter=cfg.segmenter,
+                         timings=timings)
 
         t0 = time.perf_counter()
         out = method.sample(self, p, ref, target, cfg, timings)
@@ -324,6 +342,7 @@ class ROMPipeline:
         user_mask = cfg.mask is not None and not isinstance(cfg.mask, Segmentation)
         settings = dict(ref=ref, target=target, **method.settings(cfg, b), samples=cfg.samples, dilation=cfg.dilation,
                         rank=rank, seed=cfg.seed, frame=cfg.frame, region=list(p.region), threshold=cfg.threshold,
+                        segmenter=cfg.segmenter or b.segmenter_name,
                         backend=b.name, user_mask=user_mask, batch_size=cfg.batch_size, input_size=[W, H],
                         frame_size=p.frame_size, base_size=p.base_size)
         return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=out.base.cpu(),

@@ -1,43 +1,26 @@
-"""What one edit produced (:class:`EditResult`), how a frame goes back into the full-size input
-(:func:`paste_back`, :class:`FullRes`), and how a run is written without destroying anything
-(:class:`RunWriter`, :func:`new_run_dir`).
-
-Writing rules (the CLI and :meth:`EditResult.save` share them):
-
-* every file is written to a temporary name in the destination folder and renamed into place;
-  without ``overwrite`` the rename refuses to replace an existing file, even one created by a
-  concurrent run a moment earlier;
-* ``result.json`` is written last and lists exactly the files of its run; an interrupted or failed
-  save removes what it had written (no partial run, no 33-byte PNG);
-* an input (the image or the mask file) is never written over, not even with ``overwrite``;
-* ``overwrite=True`` first removes the files the folder's old ``result.json`` lists (and only
-  those), so no stale ``rank*`` file of an earlier run survives beside the new ones.
+"""What one edit produced (:class:`EditResult`) and how a frame goes back into the full-size input
+(:func:`paste_back`, :class:`FullRes`). Saving a run goes through :class:`romlib.runs.RunWriter`
+(staged, then swapped in whole: nothing is lost or half-written, see :mod:`romlib.runs`).
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from . import masks as M
 from .contracts import Segmentation
 from .io import to_pil
+from .runs import OUTPUT_PATTERN, RunWriter, new_run_dir, run_dir_name  # noqa: F401  (their home is romlib.runs)
 
-__all__ = ["EditResult", "paste_back", "FullRes", "RunWriter", "new_run_dir", "run_dir_name", "OUTPUT_PATTERN"]
+__all__ = ["EditResult", "paste_back", "FullRes"]
 
 log = logging.getLogger(__name__)
-
-#: the names a saved run uses (an input whose name matches, in a folder written with overwrite, is refused)
-OUTPUT_PATTERN = re.compile(r"^(rank\d+_(sample\d+|full)\.png|mask\.png|result\.json|summary\.png|input\.png|demo\.png)$")
-
 
 # ---------------------------------------------------------------------------------------------- full resolution
 class FullRes(Sequence):
@@ -131,160 +114,6 @@ def paste_back(img, frames: torch.Tensor, keep: torch.Tensor, region) -> FullRes
     return FullRes(img, frames, keep, region)
 
 
-# ---------------------------------------------------------------------------------------------- writing
-def run_dir_name(guidance: str, text: str, when: float | None = None) -> str:
-    """``2026-11-27T10-42-05_ccf_the-red-car``: the start time, the method and the text (a slug)."""
-    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(when if when is not None else time.time()))
-    slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:40].strip("-") or "edit"
-    return f"{stamp}_{re.sub(r'[^a-z0-9]+', '-', guidance.lower())}_{slug}"
-
-
-def new_run_dir(parent: str | os.PathLike, name: str) -> Path:
-    """Create ``parent/name`` (or ``name-2``, ``name-3``, ... if taken; created atomically, so two
-    runs started in the same second never share a folder)."""
-    parent = Path(parent)
-    parent.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 10000):
-        p = parent / (name if n == 1 else f"{name}-{n}")
-        try:
-            p.mkdir()
-            return p
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"cannot make a new run folder named {name} in {parent}")
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
-    except OSError:
-        return False
-
-
-class RunWriter:
-    """Writes the files of one run into ``folder``: each file to a temporary name first; at
-    :meth:`finish` they are renamed into place and ``result.json`` is written last. Never over an
-    input (``protect``); without ``overwrite`` never over any existing file (checked before any
-    work and again at each rename, which cannot replace a file); with ``overwrite`` the files of
-    the run recorded in the folder's ``result.json`` are replaced, and those it listed that this
-    run does not write are removed (nothing else). :meth:`abort` removes everything this writer
-    wrote (and the folder when it made it), so the earlier run stays whole until :meth:`finish`.
-    Use as a context manager: an exception (Ctrl-C included) aborts."""
-
-    def __init__(self, folder: str | os.PathLike, *, overwrite: bool = False, protect=(), created: bool = False):
-        self.folder = Path(folder)
-        if self.folder.exists() and not self.folder.is_dir():
-            raise NotADirectoryError(f"output folder {self.folder} exists and is a file; choose another --out")
-        self.created = created or not self.folder.exists()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.overwrite = overwrite
-        self.protect = [Path(p) for p in protect if p is not None]
-        self.written: list[Path] = []
-        self._staged: list[tuple[Path, Path]] = []  # (temporary, final)
-
-    def __enter__(self) -> "RunWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self.abort()
-
-    def _check_target(self, path: Path) -> None:
-        for p in self.protect:
-            if _same_file(path, p):
-                raise FileExistsError(f"refusing to write {path}: it is an input of this run; choose another --out")
-        if path.exists() and not self.overwrite:
-            raise FileExistsError(f"refusing to overwrite {path}: it exists (another run's output?); write into a "
-                                  "new folder, or pass --overwrite / overwrite=True to replace that run")
-
-    def _old_run_files(self) -> list[Path]:
-        old = self.folder / "result.json"
-        if not old.is_file():
-            return []
-        try:
-            listed = json.loads(old.read_text()).get("files", {})
-        except (ValueError, OSError, AttributeError):
-            listed = {}
-        names = [n for group in listed.values() for n in (group if isinstance(group, list) else [group])]
-        out = []
-        for n in names:
-            p = self.folder / Path(str(n)).name  # only inside the folder, only output names, never an input
-            if OUTPUT_PATTERN.match(p.name) and not any(_same_file(p, q) for q in self.protect):
-                out.append(p)
-        return out
-
-    def write(self, name: str, save: Callable[[Path], None]) -> Path:
-        """``save(tmp_path)`` writes the file under a temporary name; it becomes ``folder/name`` at
-        :meth:`finish`."""
-        final = self.folder / name
-        self._check_target(final)
-        tmp = self.folder / f".{name}.{os.getpid()}-{len(self._staged)}.tmp{Path(name).suffix}"
-        self._staged.append((tmp, final))
-        save(tmp)
-        return final
-
-    def _publish(self, tmp: Path, final: Path) -> None:
-        self._check_target(final)
-        if self.overwrite:
-            os.replace(tmp, final)
-        else:
-            try:
-                os.link(tmp, final)  # atomic and never replaces: a concurrent writer cannot be clobbered
-            except FileExistsError:
-                raise FileExistsError(f"refusing to overwrite {final}: it appeared while writing (a concurrent run?)") from None
-            except OSError:  # no hard links on this file system
-                if final.exists():
-                    raise FileExistsError(f"refusing to overwrite {final}: it exists") from None
-                os.replace(tmp, final)
-            else:
-                tmp.unlink()
-        self.written.append(final)
-
-    def finish(self, payload: dict, files: dict) -> Path:
-        """Rename every staged file into place, remove the earlier run's files that this run does
-        not replace (``overwrite``), then write ``result.json`` (``payload`` plus ``files``) last."""
-        text = json.dumps({**payload, "files": files}, indent=2, allow_nan=False)
-        stale = self._old_run_files() if self.overwrite else []
-        old_json = self.folder / "result.json"
-        if self.overwrite and old_json.is_file():
-            old_json.unlink()  # from here on the folder holds no claim to a complete run until the new one
-        staged, self._staged = self._staged, []
-        for i, (tmp, final) in enumerate(staged):
-            try:
-                self._publish(tmp, final)
-            except BaseException:
-                self._staged = staged[i:]
-                raise
-        mine = {p.name for p in self.written}
-        for p in stale:
-            if p.name not in mine and p.name != "result.json" and p.is_file():
-                p.unlink()
-        tmp = self.folder / f".result.json.{os.getpid()}.tmp"
-        self._staged.append((tmp, old_json))
-        tmp.write_text(text)
-        self._staged.pop()
-        self._publish(tmp, old_json)
-        return old_json
-
-    def abort(self) -> None:
-        for tmp, _ in self._staged:
-            try:
-                tmp.unlink()
-            except OSError:
-                pass
-        for p in self.written:
-            try:
-                p.unlink()
-            except OSError:
-                pass
-        self._staged, self.written = [], []
-        if self.created:
-            try:
-                self.folder.rmdir()  # only if empty
-            except OSError:
-                pass
-
-
 def _finite(x):
     """NaN/inf → None (``result.json`` is strict JSON), recursively."""
     if isinstance(x, float):
@@ -340,9 +169,10 @@ class EditResult:
         the list of files) last.
 
         ``out_dir`` is used as given: the API makes no run folder (``romlib edit`` does, see
-        :func:`new_run_dir`). An existing file is never replaced unless ``overwrite=True``, which
-        first removes the files the folder's previous ``result.json`` lists; an input (``sources``)
-        is never replaced. A failed or interrupted save removes what it wrote.
+        :func:`romlib.runs.new_run_dir`). An existing file is never replaced unless ``overwrite=True``,
+        which replaces the run the folder's ``result.json`` records, whole (the new run is written
+        complete, then swapped in; files no run recorded are refused, never replaced); an input
+        (``sources``) is never replaced. A failed or interrupted save leaves the folder as it was.
         Returns {kind: [paths]} (kinds: frames, full_res, mask, summary, extra, json)."""
         top = len(self.images) if top is None else int(top)
         if top < 1:

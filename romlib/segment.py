@@ -9,7 +9,12 @@
 * the chosen query: the highest score 1 − p(no-object) (softmax over the 256 logits);
 * its box: (cx, cy, w, h) in [0, 1] → (x0, y0, x1, y1) in pixels of the input image;
 * its mask: the stride-4 logits, bilinearly resized to the model input's size and then to the
-  input image's (as MDETR's ``PostProcessSegm``), sigmoid > ``threshold``.
+  input image's (as MDETR's ``PostProcessSegm``), sigmoid > ``threshold``;
+* **ambiguity** (romlib's, not the authors'): when another query scores within
+  :data:`AMBIGUITY_MARGIN` of the best (and at least ``min_score``) while its box barely overlaps
+  the best one's (IoU < :data:`AMBIGUITY_IOU`), the text fits two objects about equally:
+  :class:`~romlib.contracts.AmbiguousReference` lists them, unless ``best_anyway`` (take the best,
+  with a warning).
 
 Used by :class:`romlib.pipeline.ROMPipeline` (stage 1) and the notebooks that show what MDETR sees.
 """
@@ -22,11 +27,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .contracts import NoObjectFound, Segmentation
+from .contracts import AmbiguousReference, NoObjectFound, Segmentation
 from .models.mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
 
 __all__ = ["MDETRSegmenter", "create_model", "load_segmenter", "build_from_state_dict", "roberta_tokenizer",
-           "Segmentation", "NoObjectFound", "DEFAULT_MIN_SCORE", "MIN_SIDE"]
+           "Segmentation", "NoObjectFound", "AmbiguousReference", "DEFAULT_MIN_SCORE", "MIN_SIDE", "AMBIGUITY_MARGIN",
+           "AMBIGUITY_IOU", "ambiguous_queries"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,10 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: ``min_score=None`` means this: a low bar that only catches clear misses (the authors always
 #: take the best query, which ``best_anyway=True`` reproduces).
 DEFAULT_MIN_SCORE = 0.1
+#: A second query scoring at least (best score − this) ...
+AMBIGUITY_MARGIN = 0.1
+#: ... whose box overlaps the best query's by less than this IoU is a second object the text fits.
+AMBIGUITY_IOU = 0.1
 #: Smallest image side accepted, in pixels.
 MIN_SIDE = 32
 #: The longer side after resizing is capped at this many times the shorter one (extreme panoramas).
@@ -121,8 +131,33 @@ def _box_xyxy(boxes: torch.Tensor, w: int, h: int) -> torch.Tensor:
     return xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
 
 
+def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes."""
+    iw = (torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0])).clamp(min=0)
+    ih = (torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1])).clamp(min=0)
+    inter = float(iw * ih)
+    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_score: float) -> list[int]:
+    """The queries, other than ``best``, that score within :data:`AMBIGUITY_MARGIN` of it (and at
+    least ``min_score``) on a box overlapping it, and each other, by IoU < :data:`AMBIGUITY_IOU`
+    (one per object: duplicates of a listed box are skipped), highest score first."""
+    bar = max(min_score, float(scores[best]) - AMBIGUITY_MARGIN)
+    out: list[int] = []
+    for j in torch.argsort(scores, descending=True).tolist():
+        if j == best or float(scores[j]) < bar:
+            continue
+        if all(_iou(boxes[j], boxes[i]) < AMBIGUITY_IOU for i in [best, *out]):
+            out.append(j)
+    return out
+
+
 def _check_unit(name: str, value, low_open: bool) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (0 < value < 1 if low_open else 0 <= value <= 1)
+    from .config import is_real
+
+    ok = is_real(value) and (0 < value < 1 if low_open else 0 <= value <= 1)
     if not ok:
         raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1]'}, got {value!r}")
     return float(value)
@@ -212,6 +247,13 @@ class MDETRSegmenter:
         score, box = float(scores[k]), tuple(float(v) for v in boxes[k])
         if score < min_score and not best_anyway:
             raise NoObjectFound(text, score, box, min_score)
+        others = ambiguous_queries(scores, boxes, k, min_score)
+        if others:
+            err = AmbiguousReference(text, [(f"query {j}", tuple(boxes[j].tolist()), float(scores[j]))
+                                            for j in [k, *others]])
+            if not best_anyway:
+                raise err
+            log.warning("%s; best_anyway: took query %d", err.summary, k)
 
         logits = out["pred_masks"][0, 0].float()  # [h/4, w/4], the whole image
         up = F.interpolate(logits[None, None], size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -313,3 +313,418 @@ def test_many_samples_warn_with_the_expected_time(caplog):
     with caplog.at_level(logging.WARNING, logger="romlib.pipeline"):
         pipe.edit(img, "x", "a cat", samples=65, mask=mask, steps="2", upsample=False, progress=False, rank="none")
     assert any("samples=65" in r.getMessage() and "B = 24" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------------------------- issue 20: every input named
+import os  # noqa: E402
+import signal  # noqa: E402
+
+import torch  # noqa: E402
+
+from romlib.io import CONVENTIONS, load_image, load_mask  # noqa: E402
+
+IMAGE_REFUSED = [
+    ("numpy-float-0-255", lambda: np.full((8, 8, 3), 200.0), "divide by 255"),
+    ("tensor-minus1-1", lambda: torch.linspace(-1, 1, 192).reshape(3, 8, 8), "(x + 1) / 2"),
+    ("numpy-nan", lambda: np.full((8, 8, 3), np.nan), "holds NaN"),
+    ("tensor-inf", lambda: torch.full((3, 8, 8), float("inf")), "holds infinite"),
+    ("tensor-channels-last", lambda: torch.rand(8, 8, 3), "x.permute(2, 0, 1)"),
+    ("numpy-channels-first", lambda: np.random.rand(3, 8, 9), "a.transpose(1, 2, 0)"),
+    ("tensor-batch-of-2", lambda: torch.rand(2, 3, 8, 8), "a batch of 2"),
+    ("int64-above-255", lambda: np.full((8, 8), 300), "must be in 0..255"),
+    ("complex", lambda: np.zeros((8, 8), np.complex64), "dtype complex64"),
+    ("empty", lambda: np.zeros((0, 8, 3), np.float32), "is empty"),
+    ("pil-float-nan", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), "must be finite and >= 0"),
+    ("pil-float-minus1-1", lambda: Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)), ">= 0"),
+]
+IMAGE_READ = [  # (case, input, the pixel [0, 0] read)
+    ("uint8-tensor", lambda: torch.full((3, 8, 8), 200, dtype=torch.uint8), 200),
+    ("float-tensor-0-1", lambda: torch.full((1, 3, 8, 8), 0.5), 128),
+    ("bool-array", lambda: np.ones((8, 8), bool), 255),
+    ("int64-in-0-255", lambda: np.full((8, 8, 3), 17), 17),
+    ("uint16-array", lambda: np.full((8, 8), 65535, np.uint16), 255),
+    ("half-tensor", lambda: torch.full((3, 8, 8), 1.0, dtype=torch.float16), 255),
+]
+MASK_REFUSED = [
+    ("float-0-255", lambda: np.full((8, 8), 255.0), "divide by 255"),
+    ("nan", lambda: torch.full((8, 8), float("nan")), "holds NaN"),
+    ("minus1-1", lambda: torch.linspace(-1, 1, 64).reshape(1, 1, 8, 8), "(x + 1) / 2"),
+]
+
+
+@pytest.mark.parametrize("make,fragment", [c[1:] for c in IMAGE_REFUSED + MASK_REFUSED],
+                         ids=[c[0] for c in IMAGE_REFUSED] + ["mask-" + c[0] for c in MASK_REFUSED])
+def test_arrays_and_tensors_are_read_by_the_conventions_or_refused_naming_them(make, fragment):
+    """Never silently white or black: a value or layout outside the conventions is refused, the
+    message quoting them; the accepted ones read the pixel they hold."""
+    is_mask = fragment in [c[2] for c in MASK_REFUSED] and make in [c[1] for c in MASK_REFUSED]
+    with pytest.raises(ValueError) as e:
+        load_mask(make(), (8, 8)) if is_mask else load_image(make())
+    assert fragment in str(e.value), str(e.value)
+    assert any(w in str(e.value) for w in ("[0, 1]", "batch", "empty", "mode I or F"))
+    for _, read, pixel in IMAGE_READ:
+        assert np.asarray(load_image(read()))[0, 0].tolist() in ([pixel] * 3, pixel), read()
+    assert load_mask(torch.full((1, 1, 8, 8), 255, dtype=torch.uint8), (8, 8)).all()  # uint8 255 = edit
+    assert load_mask(np.ones((8, 8), np.uint8), (8, 8)).all()  # an integer 0/1 mask is read as 0/1
+    with pytest.raises(ValueError, match="nothing to edit"):
+        load_mask(torch.full((8, 8), 100, dtype=torch.uint8), (8, 8))  # 100 of 255: keep, not "nonzero = edit"
+    assert "float in [0, 1]" in CONVENTIONS
+
+
+@pytest.fixture
+def odd_files(tmp_path):
+    """A named pipe, a character device, a folder and a broken symbolic link (no regular file)."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.png").mkdir()
+    (tmp_path / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    return {"fifo": (fifo, "named pipe"), "device": ("/dev/null", "character device"),
+            "folder": (tmp_path / "folder.png", "is a folder"), "broken-link": (tmp_path / "broken.png", "broken symbolic")}
+
+
+def _alarm(seconds):
+    def fire(*a):
+        raise TimeoutError("blocked: a file was opened before it was checked")
+
+    signal.signal(signal.SIGALRM, fire)
+    signal.alarm(seconds)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "folder", "broken-link"])
+@pytest.mark.parametrize("reader", ["image", "mask", "csv", "weights", "cli-image", "cli-mask"])
+def test_non_regular_files_are_refused_before_they_are_opened(odd_files, tmp_path, capsys, monkeypatch, kind, reader):
+    from romlib.shapes.backend import load_inpaint_model
+    from romlib.study import load_csv
+
+    path, fragment = odd_files[kind]
+    _alarm(20)  # a FIFO that is opened blocks forever: fail instead
+    try:
+        if reader.startswith("cli"):
+            Image.new("RGB", (40, 40)).save(tmp_path / "ok.png")
+            monkeypatch.chdir(tmp_path)
+            args = [path, "--ref", "x"] if reader == "cli-image" else ["ok.png", "--mask", path, "--ref", "x"]
+            rc, err = _cli(["edit", *args, "--backend", "tiny", "--out", "out"], capsys)
+            assert rc == 2 and fragment in err and "Traceback" not in err, err
+            assert not (tmp_path / "out").exists()
+            return
+        if reader == "weights":
+            if kind == "device":
+                pytest.skip("a weights folder cannot hold /dev/null under its name")
+            wdir = tmp_path / "w"
+            wdir.mkdir()
+            target = wdir / "inpaint.pt"
+            if kind == "fifo":
+                os.mkfifo(target)
+            elif kind == "folder":
+                target.mkdir()
+            else:
+                target.symlink_to(tmp_path / "nowhere.pt")
+            call = lambda: load_inpaint_model(wdir)  # noqa: E731
+        else:
+            call = {"image": lambda: load_image(path), "mask": lambda: load_mask(path, (8, 8)),
+                    "csv": lambda: load_csv(path)}[reader]
+        with pytest.raises((ValueError, OSError)) as e:
+            call()
+        assert fragment in str(e.value), str(e.value)
+    finally:
+        signal.alarm(0)
+
+
+SEED_CASES = [  # (command line, fragment)
+    (["edit", "photo.png", "--ref", "x", "--seed", str(2**63)], "seed=9223372036854775808 is out of range"),
+    (["edit", "photo.png", "--ref", "x", "--seed", "-1"], "seed=-1 is out of range"),
+    (["demo", "--seed", str(2**64)], "--seed=18446744073709551616 is out of range"),
+    (["shapes-bench", "--seed", str(2**63)], "in [0, 2**63)"),
+    (["shapes-train", "--seed", "-5"], "--seed=-5 is out of range"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", SEED_CASES, ids=[" ".join(c[0][:1] + c[0][-2:]) for c in SEED_CASES])
+def test_seeds_numpy_scalars_and_bools(scene, capsys, monkeypatch, argv, fragment):
+    """Seeds outside [0, 2**63) are refused (they would alias a smaller seed); numpy integers are
+    integers; True is not a number, nor a rank."""
+    from romlib.config import EditConfig
+    import romlib.study as st
+
+    monkeypatch.chdir(scene)
+    before = _snapshot(scene)
+    rc, err = _cli([*argv, *(["--backend", "tiny", "--out", "out"] if argv[0] == "edit" else [])], capsys)
+    assert rc == 2 and fragment in err and "Traceback" not in err, err
+    assert _snapshot(scene) == before
+    cfg = EditConfig(seed=np.int64(7), samples=np.int32(2), scale=np.float32(2.5), best_anyway=np.bool_(True)).validate()
+    assert (cfg.seed, cfg.samples, cfg.scale, cfg.best_anyway) == (7, 2, 2.5, True) and type(cfg.seed) is int
+    from romlib.sampling.diffusion import sample_generators
+
+    with pytest.raises(ValueError, match=r"seed=9223372036854775808 is out of range"):
+        sample_generators(2**63, 1)  # every API path's noise goes through here
+    for bad in (dict(seed=2**63), dict(seed=True), dict(samples=True), dict(progress="no"), dict(dilation=np.float64(3))):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.* is out of range"):
+            EditConfig(**bad).validate()
+    img = lambda c: np.full((8, 8, 3), c, np.uint8)  # noqa: E731
+    cases = [dict(id="c0", image=img(0), target="t", outputs={m: img(40 * k) for k, m in enumerate(st.METHODS)})]
+    s = st.RankingSession(cases, user="a")
+    with pytest.raises(ValueError, match="rank True of 'A' is a bool"):
+        s.record("c0", {"A": True, "B": 2, "C": 3, "D": 4})
+    assert sorted(s.record("c0", {"A": np.int64(1), "B": 2, "C": 3, "D": 4}).values()) == [1, 2, 3, 4]
+
+
+SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
+    (["bench", "--steps", "0"], "--steps=0 is out of range"),
+    (["bench", "--batch", "2", "0"], "--batch=0 is out of range"),
+    (["bench", "--micro-batch", "0"], "--micro-batch=0"),
+    (["bench", "--upsample-steps", "x"], "--upsample-steps='x'"),
+    (["bench", "--paths", "eager", "turbo"], "--paths turbo: unknown"),
+    (["bench", "--reference", "nowhere"], "is not a glide-text2im checkout"),
+    (["shapes-bench", "--samples", "0"], "--samples=0 is out of range"),
+    (["shapes-bench", "--cases", "0"], "--cases=0 is out of range"),
+    (["shapes-bench", "--scales", "nan"], "nan is out of range"),
+    (["shapes-bench", "--scales=-3"], "-3 is out of range"),
+    (["shapes-bench", "--scales", "1,abc"], "'abc' is not a float"),
+    (["shapes-bench", "--methods", ""], "--methods='' is empty"),
+    (["shapes-bench", "--methods", "ccf,nope"], "unknown 'nope'"),
+    (["shapes-bench", "--dilations", "2"], "odd integers"),
+    (["shapes-bench", "--steps", "0"], "--steps='0'"),
+    (["shapes-bench", "--threads", "0"], "--threads=0"),
+    (["shapes-bench", "--weights", "nowhere"], "no such folder"),
+    (["shapes-train", "--threads", "-1"], "--threads=-1 is out of range"),
+    (["shapes-train", "--batch-size", "0"], "--batch-size=0 is out of range"),
+    (["shapes-train", "--device", "meta"], "--device='meta' cannot run"),
+    (["shapes-train", "--device", "cuda:9"], "is not available here"),
+    (["shapes-train", "--lr", "nan"], "--lr=nan"),
+    (["shapes-train", "--minutes", "0"], "--minutes=0.0"),
+    (["shapes-train", "--p-source", "1.5"], "--p-source=1.5"),
+    (["demo", "--samples", "0"], "--samples=0 is out of range"),
+    (["edit", "photo.png", "--ref", "x", "--device", "meta"], "--device='meta' cannot run"),
+    (["edit", "photo.png", "--ref", "x", "--out", "dangling"], "broken symbolic link"),
+    (["edit", "photo.png", "--ref", "x", "--out", "dangling", "--overwrite"], "broken symbolic link"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", [c[:2] for c in SUBCOMMAND_CASES],
+                         ids=[" ".join(c[0][:1] + c[0][-2:]) for c in SUBCOMMAND_CASES])
+def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkeypatch, argv, fragment):
+    import romlib.perf.bench
+    import romlib.pipeline
+    import romlib.shapes.bench
+    import romlib.shapes.demo
+    import romlib.shapes.train
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    for mod, name in ((romlib.perf.bench, "run_bench"), (romlib.shapes.bench, "run_benchmark"),
+                      (romlib.shapes.train, "train_inpaint"), (romlib.shapes.train, "train_ranker"),
+                      (romlib.shapes.demo, "run")):
+        monkeypatch.setattr(mod, name, no_work)
+    monkeypatch.setattr(romlib.pipeline.ROMPipeline, "from_pretrained", classmethod(no_work))
+    monkeypatch.chdir(scene)
+    (scene / "dangling").symlink_to(scene / "gone")
+    before = _snapshot(scene)
+    extra = ["--backend", "tiny"] if argv[0] == "edit" else []
+    rc, err = _cli([*argv, *extra] + ([] if "--out" in argv or argv[0] == "bench" else ["--out", "new_out"]), capsys)
+    assert rc == 2, err
+    assert err.startswith(f"romlib {argv[0]}: error: ") and fragment in err, err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+    assert _snapshot(scene) == before and not (scene / "new_out").exists()
+
+
+def test_the_free_space_estimate_is_what_a_run_writes(scene, capsys, monkeypatch):
+    """A small run needs well under 2 MB: 2 MB free is enough (it was refused as 'about 4 MB');
+    a disk that is really too small is still refused before work."""
+    import shutil
+
+    from romlib.cli import _need_bytes
+
+    small = _need_bytes(100, 80, 1, 4, frame=32)
+    assert small < 1_000_000 and _need_bytes(4000, 3000, 24, 4) > 4 * 4000 * 3000 * 3
+    monkeypatch.chdir(scene)
+    usage = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(p)._replace(free=2_000_000))
+    rc, err = _cli(["edit", "photo.png", "--mask", "mask.png", "--backend", "tiny", "--samples", "1", "--steps", "2",
+                    "--no-upsample", "--out", "small"], capsys)
+    assert rc == 0, err
+    written = sum(p.stat().st_size for p in (scene / "small").rglob("*") if p.is_file())
+    assert written < _need_bytes(100, 80, 1, 4, frame=64)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(p)._replace(free=100_000))
+    rc, err = _cli(["edit", "photo.png", "--mask", "mask.png", "--backend", "tiny", "--out", "small2"], capsys)
+    assert rc == 2 and "not enough free space" in err and not (scene / "small2").exists()
+
+
+def _bad_weights(folder, kind):
+    from romlib.shapes.backend import WEIGHTS_DIR
+
+    folder.mkdir()
+    raw = (WEIGHTS_DIR / "inpaint.pt").read_bytes()
+    ck = torch.load(WEIGHTS_DIR / "inpaint.pt", weights_only=True)
+    sd = dict(ck["state_dict"])
+    first = next(k for k, v in sd.items() if v.is_floating_point())
+    path = folder / "inpaint.pt"
+    if kind == "garbage":
+        path.write_bytes(b"<html>captive portal</html>" * 20)
+    elif kind == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    elif kind == "nan":
+        torch.save({**ck, "state_dict": {**sd, first: torch.full_like(sd[first], float("nan"))}}, path)
+    elif kind == "missing-key":
+        torch.save({**ck, "state_dict": {k: v for k, v in sd.items() if k != first}}, path)
+    elif kind == "wrong-shape":
+        torch.save({**ck, "state_dict": {**sd, first: torch.zeros(3)}}, path)
+    elif kind == "not-a-dict":
+        torch.save([1, 2, 3], path)
+    return first
+
+
+@pytest.mark.parametrize("kind,fragment", [("garbage", "is damaged: it cannot be read"),
+                                           ("truncated", "is damaged: it cannot be read"),
+                                           ("nan", "non-finite values (NaN or inf)"),
+                                           ("missing-key", "Missing key"), ("wrong-shape", "size mismatch"),
+                                           ("not-a-dict", "expected a dict, got a list")])
+def test_damaged_weights_are_named_as_damaged(tmp_path, capsys, monkeypatch, kind, fragment):
+    import romlib.shapes.bench
+
+    first = _bad_weights(tmp_path / "w", kind)
+    monkeypatch.setattr(romlib.shapes.bench, "run_benchmark", lambda *a, **k: pytest.fail("ran on damaged weights"))
+    monkeypatch.chdir(tmp_path)
+    rc, err = _cli(["shapes-bench", "--weights", "w", "--out", "bench_out"], capsys)
+    assert rc == 2 and fragment in err and "w/inpaint.pt" in err and "Traceback" not in err, err
+    assert not (tmp_path / "bench_out").exists()
+    if kind == "nan":
+        assert repr(first) in err  # the tensor is named
+
+
+def test_api_arguments_are_checked_before_work(pipe, tmp_path):
+    """A dict as config is read as settings; the other calls refuse clearly, naming the value."""
+    import romlib.study as st
+
+    image = Image.new("RGB", (64, 64))
+    mask = np.zeros((64, 64))
+    mask[16:48, 16:48] = 1
+    r = pipe.edit(image, "x", "y", {"samples": 1, "mask": mask, "steps": "2", "upsample": False, "progress": False})
+    assert r.settings["samples"] == 1 and r.settings["steps"] == "2"
+    # numpy scalars are numbers wherever Python numbers are
+    assert len(pipe.trace(image, "x", "y", mask=mask, dilation=np.int64(3), seed=np.int64(1), sample=np.int64(1),
+                          steps="2")) == 2
+    assert pipe.segment(image, "x", threshold=np.float32(0.5), best_anyway=True).mask.shape == (64, 64)
+    cases = [
+        (lambda: pipe.edit(image, "x", "y", ["samples", 1]), TypeError, "config must be an EditConfig or a dict"),
+        (lambda: pipe.edit(image, "x", "y", {"sample": 1}), TypeError, "unknown edit setting(s) sample"),
+        (lambda: pipe.edit(image, "x", "y", mask=mask, progress="no"), ValueError, "progress='no' is out of range"),
+        (lambda: pipe.trace(image, "x", "y", sample=-1, mask=mask), ValueError, "sample=-1 is out of range"),
+        (lambda: pipe.compare(image, "x", "y", guidances=(), mask=mask), ValueError, "guidances=() is empty"),
+        (lambda: pipe.compare(image, "x", "y", guidances=("ccf", "nope"), mask=mask), ValueError, "guidance='nope'"),
+        (lambda: pipe.compare(image, "x", "y", samples=0, mask=mask), ValueError, "samples=0 is out of range"),
+        (lambda: st.load_csv([]), ValueError, "load_csv got no file"),
+    ]
+    for call, kind, fragment in cases:
+        with pytest.raises(kind) as e:
+            call()
+        assert fragment in str(e.value), (fragment, str(e.value))
+    img = lambda c: np.full((8, 8, 3), c, np.uint8)  # noqa: E731
+    case = [dict(id="c0", image=img(0), target="t", outputs={m: img(40 * k) for k, m in enumerate(st.METHODS)})]
+    s = st.RankingSession(case, user="zoë")
+    s.record("c0", {"A": 1, "B": 2, "C": 3, "D": 4})
+    st.save_csv(s.rankings(), tmp_path / "plain.csv")
+    text = (tmp_path / "plain.csv").read_text(encoding="utf-8")
+    (tmp_path / "bom.csv").write_text(text, encoding="utf-8-sig")  # what a spreadsheet saves
+    assert st.load_csv(tmp_path / "bom.csv").users == st.load_csv(tmp_path / "plain.csv").users
+    (tmp_path / "latin1.csv").write_text(text, encoding="latin-1")
+    with pytest.raises(ValueError, match=r"latin1.csv is not UTF-8 text .*save it as UTF-8"):
+        st.load_csv(tmp_path / "latin1.csv")
+
+
+@pytest.fixture
+def three_squares(tmp_path):
+    from romlib.shapes.scenes import make_scene
+
+    sc = make_scene(0)
+    assert [o.shape for o in sc.objects] == ["square"] * 3
+    Image.fromarray(sc.image).save(tmp_path / "scene.png")
+    return sc, tmp_path
+
+
+@pytest.mark.parametrize("ref", ["the square", "a square", "the shape"])
+def test_a_text_that_fits_several_objects_says_so_and_lists_them(three_squares, capsys, monkeypatch, caplog, ref):
+    from romlib.contracts import AmbiguousReference
+    from romlib.segment import ambiguous_queries
+    from romlib.shapes.segmenter import ShapesSegmenter
+
+    sc, folder = three_squares
+    with pytest.raises(AmbiguousReference) as e:
+        ShapesSegmenter().segment(sc.image, ref)
+    assert len(e.value.candidates) == 3 and all(f"the {o.colour} square" in str(e.value) for o in sc.objects)
+    with caplog.at_level(logging.WARNING):
+        seg = ShapesSegmenter().segment(sc.image, ref, best_anyway=True)
+    assert "matches 3 objects" in caplog.text and seg.score == 1.0
+    named = ShapesSegmenter().segment(sc.image, f"the {sc.objects[1].colour} square")  # not ambiguous
+    assert torch.equal(named.mask, torch.from_numpy(sc.objects[1].mask))
+    monkeypatch.chdir(folder)
+    rc, err = _cli(["edit", "scene.png", "--ref", ref, "--target", "a red circle", "--backend", "shapes", "--samples",
+                    "1", "--out", "out"], capsys)
+    assert rc == 2 and "matches 3 objects" in err and "--best-anyway" in err and "Traceback" not in err, err
+    assert not (folder / "out").exists()
+    # MDETR's rule: a second query within 0.1 of the best, on a box of IoU < 0.1 (duplicates are one object)
+    scores = torch.tensor([0.95, 0.93, 0.92, 0.5, 0.90])
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60], [80, 80, 90, 90], [51, 50, 60, 61]]).float()
+    assert ambiguous_queries(scores, boxes, 0, 0.1) == [2]
+    assert ambiguous_queries(scores, boxes, 0, 0.93) == []  # the other object is below min_score
+    assert ambiguous_queries(torch.tensor([0.95, 0.93, 0.80]), boxes[:3], 0, 0.1) == []  # far below the best
+
+
+def test_mdetr_segmenter_refuses_an_ambiguous_text(monkeypatch, caplog):
+    from romlib.contracts import AmbiguousReference
+    from romlib.models.tiny import tiny_segmenter
+
+    seg = tiny_segmenter()
+    Q = seg.model.cfg.num_queries if hasattr(seg.model.cfg, "num_queries") else 10
+
+    def forward(x, ids, mask, queries="best"):
+        logits = torch.full((1, Q, 3), -10.0)
+        logits[0, :, -1] = 5.0  # no object ...
+        logits[0, 0, 0] = logits[0, 3, 0] = 10.0  # ... but queries 0 and 3, on two far-apart boxes
+        boxes = torch.tensor([[0.2, 0.2, 0.2, 0.2]] * Q)
+        boxes[3] = torch.tensor([0.8, 0.8, 0.2, 0.2])
+        return {"pred_logits": logits, "pred_boxes": boxes[None], "mask_queries": torch.tensor([[0]]),
+                "pred_masks": torch.zeros(1, 1, x.shape[-2] // 4, x.shape[-1] // 4)}
+
+    monkeypatch.setattr(seg.model, "forward", forward)
+    image = Image.new("RGB", (100, 80))
+    with pytest.raises(AmbiguousReference, match="matches 2 objects: query 0 .*; query 3"):
+        seg.segment(image, "the cat")
+    with caplog.at_level(logging.WARNING):
+        assert seg.segment(image, "the cat", best_anyway=True).index == 0
+    assert "best_anyway: took query 0" in caplog.text
+
+
+@pytest.mark.parametrize("text,dropped", [("the blue square 🚗", "🚗"), ("the blue square ❤️", "❤"),
+                                          ("the blue square №2", "№2"), ("the blue square ✓", "✓")])
+def test_texts_note_every_character_dropped(three_squares, caplog, text, dropped):
+    from romlib.models.tokenizers import _WARNED
+    from romlib.shapes.segmenter import ShapesSegmenter
+
+    sc, _ = three_squares
+    _WARNED.clear()
+    with caplog.at_level(logging.WARNING):
+        seg = ShapesSegmenter().segment(sc.image, text)
+    blue = next(o for o in sc.objects if o.colour == "blue")
+    assert torch.equal(seg.mask, torch.from_numpy(blue.mask))
+    assert "cannot represent" in caplog.text and dropped in caplog.text, caplog.text
+    with pytest.raises(ValueError, match="has no word of ShapesWorld's vocabulary"):
+        ShapesSegmenter().segment(sc.image, "123")  # not "empty"
+    with pytest.raises(TypeError, match="text must be a string, got int"):
+        ShapesSegmenter().segment(sc.image, 123)
+
+
+def test_help_texts_say_what_each_flag_does():
+    from romlib.cli import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
+    for name, sub in subs.items():
+        for action in sub._actions:
+            assert action.help and len(action.help) > 8, (name, action.option_strings)
+    upsample = next(a for a in subs["edit"]._actions if "--no-upsample" in a.option_strings)
+    assert upsample.help.startswith("skip the 64->256 upsampler")
+    best = next(a for a in subs["edit"]._actions if "--best-anyway" in a.option_strings)
+    assert "several objects" in best.help
+    scales = next(a for a in subs["shapes-bench"]._actions if "--scales" in a.option_strings)
+    assert "(0, 10000)" in scales.help

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 EXPECTED = ["00_quickstart", "01_diffusion_and_guidance", "02_referring_masks", "03_ablation_dilation",
-            "04_ablation_guidance", "05_ablation_ranking", "06_user_study"]
+            "04_ablation_guidance", "05_ablation_ranking", "06_user_study", "07_latent_model"]
 #: a cell meant to draw calls one of these; each must leave at least one PNG in the stored outputs
 DRAWS = re.compile(r"rl\.nb\.(show|explore|scrubber)\(|session\.show\(")
 #: a cell that makes a figure must display it explicitly (under Agg an implicit figure vanishes)
@@ -57,7 +57,7 @@ def _load_builder():
     return mod
 
 
-def test_all_seven_notebooks_are_there_with_their_shared_parts():
+def test_all_eight_notebooks_are_there_with_their_shared_parts():
     """Each notebook is its own source; the checker keeps what a generator used to guarantee."""
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
     builder = _load_builder()

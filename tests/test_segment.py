@@ -130,6 +130,9 @@ def test_load_segmenter_reads_an_official_style_file(tmp_path, monkeypatch):
                 "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
                 "args": argparse.Namespace(backbone="timm_tf_efficientnet_b3_ns", masks=True, lr=1e-5)}, path)
     monkeypatch.setattr("romlib.segment.official_config", lambda name: tiny_mdetr_config())
+    from romlib.hub import manifests  # the download checks the file against the official manifest: the tiny model's here
+
+    monkeypatch.setitem(manifests._all(), "mdetr_efficientnetB3_phrasecut", {k: list(v.shape) for k, v in state.items()})
     monkeypatch.setenv("ROMLIB_MIRROR", str(tmp_path))  # a local mirror folder holding the official file name
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
     seg = load_segmenter("phrasecut-eb3", tokenizer=tiny_roberta_tokenizer(), progress=False)

@@ -67,13 +67,16 @@ def render() -> str:
 
 def methods_table() -> str:
     """The registry as a markdown table (docs/modules.md)."""
+    from romlib.backends import FAMILIES
     from romlib.guidance.methods import METHODS, SAMPLING_KNOBS
 
-    rows = ["| method | what it is | default scale | ranking | needs | knobs it reads |", "|---|---|---|---|---|---|"]
+    rows = ["| method | what it is | default scale | ranking | needs | runs on | knobs it reads |",
+            "|---|---|---|---|---|---|---|"]
     for m in METHODS.values():
         knobs = ", ".join(k for k in SAMPLING_KNOBS if k in m.honours) or "—"
         scale = f"{m.default_scale:g}" if m.default_scale is not None else "—"
-        rows.append(f"| `{m.name}` | {m.summary} | {scale} | {m.default_rank} | {m.needs or '—'} | {knobs} |")
+        runs = ", ".join(b for b, f in FAMILIES.items() if f in m.families)
+        rows.append(f"| `{m.name}` | {m.summary} | {scale} | {m.default_rank} | {m.needs or '—'} | {runs} | {knobs} |")
     return "\n".join(rows)
 
 

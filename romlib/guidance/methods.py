@@ -43,6 +43,11 @@ MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blend
 SAMPLING_KNOBS = ("scale", "steps", "upsample", "upsample_steps", "upsample_temperature")
 
 
+def _family(backend) -> str:
+    """A backend's family (:attr:`romlib.contracts.Backend.family`; "pixel" for a duck-typed one without it)."""
+    return getattr(backend, "family", "pixel")
+
+
 @dataclass
 class Samples:
     """What a method's :meth:`Method.sample` returns.
@@ -68,14 +73,24 @@ class Method:
     default_rank: Literal["local", "masked", "none"] = "local"
     needs: str | None = None  # the backend extra holding its models (``Backend.extras``), if any
     honours: frozenset = field(default_factory=lambda: frozenset(SAMPLING_KNOBS))
+    #: the backend families it runs on (:attr:`romlib.contracts.Backend.family`): "pixel" (GLIDE), "latent" (SD)
+    families: frozenset = frozenset({"pixel"})
 
     def available(self, backend) -> bool:
-        """Whether ``backend`` has loaded this method's models."""
-        return self.needs is None or self.needs in backend.extras
+        """Whether ``backend`` is of a family this method runs on and has loaded its models."""
+        return _family(backend) in self.families and (self.needs is None or self.needs in backend.extras)
 
     def check(self, config: "EditConfig", backend=None) -> None:
         """Refuse knobs set away from their default that this method does not read, and (when
-        ``backend`` is given) a backend without this method's models."""
+        ``backend`` is given) a backend it cannot run on or without this method's models."""
+        if backend is not None and _family(backend) not in self.families:
+            runs = [n for n, m in METHODS.items() if backend.family in m.families]
+            raise ValueError(f"guidance={self.name!r} runs on {'/'.join(sorted(self.families))} backends only; the "
+                             f"{backend.name!r} backend is a {backend.family} model: use one of {', '.join(runs)}")
+        if backend is not None and _family(backend) == "latent" and config.steps is not None:
+            from ..models.sd import parse_steps
+
+            parse_steps(config.steps)  # before any work: a latent model's steps are 'N' or 'ddimN'
         if backend is not None and not self.available(backend):
             raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
                              "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
@@ -103,6 +118,8 @@ class Method:
 
     def frame_size(self, backend, upsample: bool) -> int:
         """The side of the square frame this method's results have."""
+        if _family(backend) == "latent":
+            return backend.base_model.cfg.frame_size
         up = backend.upsampler is not None and upsample and "upsample" in self.honours
         return backend.upsampler.cfg.image_size if up else backend.base_model.cfg.image_size
 
@@ -163,6 +180,27 @@ class ClassifierFree(_GlideMethod):
     def spec(self) -> GuidanceSpec:
         return RULES[self.name]
 
+    def sample(self, pipe, p, ref, target, config, timings) -> Samples:
+        if _family(pipe.backend) == "latent":
+            return self.sample_latent(pipe, p, ref, target, config, timings)
+        return super().sample(pipe, p, ref, target, config, timings)
+
+    def sample_latent(self, pipe, p, ref, target, config, timings) -> Samples:
+        """The same rule on a latent model (:mod:`romlib.sampling.latent`): one 512×512 frame, no upsampler."""
+        from ..sampling.latent import prepare_latent, sample_latent
+
+        b = pipe.backend
+        t0 = time.perf_counter()
+        setup = prepare_latent(b.base_model, image=p.image_frame, keep_mask=p.keep_frame, target=target, ref=ref,
+                               rule=self.name, scale=self.scale(b, config.scale))
+        bs = config.batch_size or min(config.samples, 4)
+        frames = sample_latent(setup, str(config.steps if config.steps is not None else b.base_steps),
+                               samples=config.samples, seed=config.seed, batch_size=bs, progress=config.progress)
+        timings["base"] = time.perf_counter() - t0
+        base = torch.nn.functional.interpolate(frames, size=p.image_base.shape[-2:], mode="bilinear", antialias=True,
+                                               align_corners=False)
+        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base)
+
     def base_setup(self, pipe, p, ref, target, scale, record: bool = False):
         from ..sampling.inpaint import prepare_base
 
@@ -217,15 +255,17 @@ class Blended(Method):
 
 
 _KNOBS = frozenset(SAMPLING_KNOBS)
+_BOTH = frozenset({"pixel", "latent"})
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     ClassifierFree("ccf", "CCF (ours)", "conditional classifier-free guidance, the paper's eq. 8: base branch c_ref, "
-                   "original image as input", 15.0),
-    ClassifierFree("cf", "CF (GLIDE)", "GLIDE's classifier-free guidance, eq. 6: base branch ∅, masked image", 5.0),
+                   "original image as input", 15.0, families=_BOTH),
+    ClassifierFree("cf", "CF (GLIDE)", "GLIDE's classifier-free guidance, eq. 6: base branch ∅, masked image", 5.0,
+                   families=_BOTH),
     ClassifierFree("ccf-direction", "CCF direction only", "ablation: CCF's base branch c_ref with GLIDE's masked image",
-                   15.0),
+                   15.0, families=_BOTH),
     ClassifierFree("cf-original", "CF + original input", "ablation: GLIDE's ∅ base branch with CCF's original image",
-                   5.0),
+                   5.0, families=_BOTH),
     ClipGuided("clip", "GLIDE CLIP-guided", "GLIDE guided by the noised CLIP's gradient (eq. 4), masked image", 2.0,
                needs="clip"),
     Blended("blended", "Blended Diffusion", "Blended Diffusion: unconditional ADM 256x256 + CLIP loss, background "

@@ -1,4 +1,5 @@
-"""Downloads and caching of every file the real models need (``registry`` → ``download`` → ``checks`` → ``load``).
+"""Downloads and caching of every file the real models need (``registry`` → ``sources`` → ``download`` →
+``fetch`` → ``formats`` / ``manifests`` → ``cache`` → ``checks`` → ``load``).
 
 Every file romlib can fetch is named in :data:`REGISTRY` with its official address: the GLIDE,
 noised-CLIP, ADM and MDETR checkpoints, CLIP ViT-B/16 (OpenAI weights in open_clip's file),
@@ -13,35 +14,51 @@ model is built, and names *every* file it could not get in one :class:`Checkpoin
 * one tqdm progress bar per file; an interrupted download resumes from its ``.part`` file (HTTP
   ``Range``); a lock file makes a second process wait instead of writing the same file; the
   finished file is renamed into place atomically, so a good file is never replaced by half of one;
+* verified: each registry entry records what is known of its file (exact size where known — no
+  official file's is —, its format, for checkpoints the shipped state-dict manifest); a download is
+  recorded as good only after its size (``Content-Length``, the registry's), its format (a checkpoint
+  opens with ``weights_only=True``, a safetensors header, JSON / BPE text, an image; an HTML page is
+  refused by name) and its manifest's names and shapes were checked (:mod:`~romlib.hub.formats`);
 * integrity: the size and sha256 of each file are recorded in a ``.json`` beside it at its first
   download; the size is re-checked on every use (a truncated file is fetched again) and
-  :func:`verify` (``romlib download --verify``) re-hashes every cached file against its record;
+  :func:`verify` (``romlib download --verify``) re-checks size, format, manifest and sha256;
+* a bad file is moved aside as ``<file>.bad-<time>`` (never deleted) and the error says what to do;
+* a ``.part`` is resumed only when the server answers the ``Range`` with 206 and the expected total
+  size; otherwise the download starts again from zero (and the log says so);
 * a cache that holds every file needs no write access (nothing is locked or written to read);
 * offline (``ROMLIB_OFFLINE=1``, ``HF_HUB_OFFLINE=1``, or no network) with no cached copy raises
   :class:`CheckpointUnavailable`, which names the file, its size, its address and where to put it.
 
 :func:`load_checkpoint` reads a checkpoint with ``torch.load(weights_only=True, mmap=True)`` (a
 pickle in a cache directory can run code otherwise; ``mmap`` keeps a 1.5 GB file from being held
-twice in memory). A cached file is removed only when it is really damaged (not a readable archive,
+twice in memory). A cached file is moved aside only when it is really damaged (not a readable archive,
 a bad CRC, a size that differs from its record) — never because of a ``MemoryError``, a failed
 allocation, a refused pickle global (:class:`UnsafeCheckpoint`) or a read-only cache.
 """
 from __future__ import annotations
 
+from .cache import cache_dir, check_cache
 from .checks import fetch_checked, verify
-from .download import cache_dir, cached, download, ensure, mirror, source
+from .download import cached, download, ensure
+from .formats import file_problem
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
-from .registry import (BASELINES, EXAMPLES, GLIDE_BACKEND, REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint,
-                       human_size, register)
+from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, REGISTRY, SD_BACKEND, Checkpoint,
+                       CheckpointUnavailable, UnknownCheckpoint, UnsafeCheckpoint, human_size, register)
+from .sources import mirror, source
 __all__ = [
     "Checkpoint",
     "REGISTRY",
     "GLIDE_BACKEND",
     "BASELINES",
+    "SD_BACKEND",
+    "CLIPSEG",
     "EXAMPLES",
     "CheckpointUnavailable",
+    "UnknownCheckpoint",
     "UnsafeCheckpoint",
     "cache_dir",
+    "check_cache",
+    "file_problem",
     "human_size",
     "cached",
     "mirror",

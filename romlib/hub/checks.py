@@ -1,4 +1,4 @@
-"""Checking cached files: ``verify`` (re-hash against the records) and telling damage from other failures."""
+"""Checking cached files: ``verify`` (size, format, manifest, sha256) and telling damage from other failures."""
 from __future__ import annotations
 
 import json
@@ -7,52 +7,96 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .download import _record, _record_path, _resolve, _sha256, _size_problem, cache_dir, download
-from .registry import REGISTRY, CheckpointUnavailable, UnsafeCheckpoint
+from .cache import _move_aside, _record, _sha256, _size_problem, check_cache
+from .download import download
+from .formats import file_problem
+from .registry import REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint
+from .sources import _resolve
 
 log = logging.getLogger("romlib.hub")
 
 
-def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | None = None) -> list[dict]:
-    """Re-hash cached files against their records. ``names`` default: every registry file that is
-    cached plus every recorded file in the cache. One row per file: ``file``, ``size``, ``status``
-    (``"ok"``, ``"damaged: ..."``, ``"no record ..."``, ``"not cached"``), ``ok`` (False only for damage)."""
-    root = Path(cache) if cache is not None else cache_dir()
+def _entry(fname: str, name: str, rec: dict | None) -> Checkpoint:
+    """The registry entry of a cached file, or one made from its record (a file fetched by address)."""
+    known = next((c for c in REGISTRY.values() if c.filename == fname), None)
+    if known is not None:
+        return known
+    return Checkpoint(name, str((rec or {}).get("source") or name), file=fname)
+
+
+def _check_file(path: Path, ckpt: Checkpoint, rec: dict | None) -> tuple[str, bool]:
+    """``(status, ok)`` of one cached file: its size against its record and the registry, its format
+    and manifest, its sha256 against its record and the registry."""
+    size = path.stat().st_size
+    problem = _size_problem(path)
+    if problem:
+        return f"damaged: {problem}", False
+    if ckpt.size is not None and size != ckpt.size:
+        return f"bad: it has {size} bytes, romlib expects exactly {ckpt.size}", False
+    problem = file_problem(path, ckpt)
+    if problem:
+        return f"bad: {problem}", False
+    digest = _sha256(path)
+    if ckpt.sha256 and digest != ckpt.sha256:
+        return f"bad: its sha256 differs from the registry's {ckpt.sha256[:16]}…", False
+    if rec is None or "sha256" not in rec:
+        return f"no record (placed by hand?); format checked; sha256 {digest[:16]}…", True
+    if digest != rec["sha256"]:
+        return "damaged: its sha256 differs from the one recorded at download", False
+    return "ok", True
+
+
+def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | None = None,
+           move_bad: bool = True) -> list[dict]:
+    """Re-check cached files: size (record, registry), format and manifest (:func:`~romlib.hub.formats.file_problem`)
+    and sha256 (record, registry). ``names`` default: every registry file that is cached plus every
+    recorded file in the cache. One row per file: ``name``, ``file``, ``size``, ``status`` (``"ok"``,
+    ``"damaged: ..."``, ``"bad: ..."``, ``"no record ..."``, ``"not cached"``), ``ok`` (False for a
+    damaged or bad file) and ``moved_to`` (where a bad file was moved aside with ``move_bad``, else None).
+
+    A cache that is a file or an unreadable folder raises (:func:`~romlib.hub.check_cache`)."""
+    root = check_cache(cache)
     if names is None:
         files = {c.filename: c.name for c in REGISTRY.values() if (root / c.filename).is_file()}
         if root.is_dir():
             for meta in root.glob("*.json"):
-                if meta.name.endswith(".json") and meta.with_name(meta.name[:-5]).is_file():
-                    files.setdefault(meta.name[:-5], meta.name[:-5])
+                fname = meta.name[:-5]
+                if ".bad-" not in fname and not fname.endswith(".part") and meta.with_name(fname).is_file():
+                    files.setdefault(fname, (_record(meta.with_name(fname)) or {}).get("name") or fname)
     else:
         files = {_resolve(n).filename: n for n in names}
     rows = []
     for fname in sorted(files):
         path = root / fname
-        row = {"name": files[fname], "file": fname, "size": path.stat().st_size if path.is_file() else None}
-        rec = _record(path)
+        row = {"name": files[fname], "file": fname, "size": path.stat().st_size if path.is_file() else None, "moved_to": None}
         if not path.is_file():
             row.update(status="not cached", ok=True)
-        elif rec is None or "sha256" not in rec:
-            row.update(status=f"no record (placed by hand?); sha256 {_sha256(path)[:16]}…", ok=True)
-        elif _size_problem(path):
-            row.update(status=f"damaged: {_size_problem(path)}", ok=False)
-        elif _sha256(path) != rec["sha256"]:
-            row.update(status="damaged: sha256 differs from the one recorded at download", ok=False)
-        else:
-            row.update(status="ok", ok=True)
+            rows.append(row)
+            continue
+        rec = _record(path)
+        status, ok = _check_file(path, _entry(fname, files[fname], rec), rec)
+        if not ok and move_bad:
+            try:
+                row["moved_to"] = _move_aside(path)
+                status += f"; moved aside to {row['moved_to'].name}"
+            except OSError as e:
+                status += f"; could not be moved aside ({e.strerror or e})"
+        row.update(status=status, ok=ok)
         rows.append(row)
     return rows
 
 
-def _structure_problem(path: Path) -> str | None:
-    """Why ``path`` is not a whole file of its kind (cheap checks: zip directory, safetensors header), or None."""
+def _structure_problem(path: Path, kind: str | None = None) -> str | None:
+    """Why ``path`` is not a whole file of its kind (cheap checks: zip directory, safetensors header), or None.
+    ``kind``: ``"torch"`` or ``"safetensors"`` (default: from the file name's suffix)."""
     import zipfile
 
     with open(path, "rb") as f:
         head = f.read(8)
     size = path.stat().st_size
-    if path.suffix == ".safetensors":
+    if kind is None:
+        kind = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch"}.get(path.suffix)
+    if kind == "safetensors":
         if size < 8:
             return "shorter than a safetensors header"
         n = int.from_bytes(head, "little")
@@ -63,12 +107,12 @@ def _structure_problem(path: Path) -> str | None:
                 f.seek(8)
                 header = json.loads(f.read(n))
             end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
             return f"its safetensors header is unreadable ({e})"
         if 8 + n + end != size:
             return f"its safetensors header describes {8 + n + end} bytes, the file has {size}"
         return None
-    if path.suffix in (".pt", ".pth", ".bin", ".ckpt"):
+    if kind == "torch":
         if zipfile.is_zipfile(path):
             return None
         if head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
@@ -108,23 +152,23 @@ def _damage(path: Path, err: BaseException) -> str | None:
 
 
 def _discard(path: Path, why: str) -> None:
-    """Remove a damaged cached file and its record; a read-only cache gets a clear error instead."""
+    """Move a damaged cached file (and its record) aside as ``<file>.bad-<time>``; a read-only cache
+    gets a clear error instead. Never deletes it."""
     try:
-        path.unlink(missing_ok=True)
-        _record_path(path).unlink(missing_ok=True)
+        bad = _move_aside(path)
     except OSError as e:
         raise CheckpointUnavailable(
-            f"{path} is damaged ({why}) and cannot be removed ({e.strerror or e}); replace it by hand "
+            f"{path} is damaged ({why}) and cannot be moved aside ({e.strerror or e}); replace it by hand "
             f"with a good copy (romlib download where the cache is writable)") from None
-    log.warning("%s is damaged (%s); removed it, fetching it again", path, why)
+    log.warning("%s is damaged (%s); moved it aside to %s, fetching it again", path, why, bad.name)
 
 
 def fetch_checked(name: str, *, cache: str | os.PathLike | None = None, progress: bool = True) -> Path:
-    """:func:`download`, then a cheap structural check (zip directory, safetensors header); a
-    damaged file is removed and fetched once more. For files read by other libraries (open_clip)."""
+    """:func:`download`, then the format check of :func:`~romlib.hub.formats.file_problem` (a safetensors
+    header: cheap); a bad file is moved aside and fetched once more. For files read by other libraries (open_clip)."""
     for attempt in (0, 1):
         path = download(name, cache=cache, progress=progress)
-        why = _structure_problem(path)
+        why = file_problem(path, _resolve(name))
         if why is None:
             return path
         if attempt:

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterable
 from .checks import _damage, _discard
 from .download import download
 from .registry import CheckpointUnavailable, UnsafeCheckpoint, human_size
+from .sources import _resolve
 
 log = logging.getLogger("romlib.hub")
 
@@ -77,10 +78,11 @@ def load_checkpoint(
     its weights under ``"model"``). With ``mmap`` the tensors stay backed by the file, so loading
     them into a model with ``load_state_dict(..., assign=True)`` holds the weights once.
 
-    A file that fails to load is removed and fetched once more only when it is really damaged
+    A file that fails to load is moved aside and fetched once more only when it is really damaged
     (:func:`_damage`); any other failure (memory, a refused global, a read-only cache) is raised
     with the file kept and named.
     """
+    allow = tuple(dict.fromkeys([*allow, *_resolve(name_or_url).allow]))  # the registry knows what the file pickles
     for attempt in (0, 1):
         path = download(name_or_url, cache=cache, progress=progress)
         try:

@@ -74,9 +74,15 @@ class TextTokenizer:
         decode = getattr(self, "decode", None)
         if decode is None or not text:
             return ""
-        back = decode(tokens).lower()
-        ignore = set(string.whitespace + string.punctuation)
-        return "".join(dict.fromkeys(c for c in text.lower() if c not in ignore and c not in back))
+        return unrepresented(text, decode(tokens))
+
+
+def unrepresented(text: str, kept: str) -> str:
+    """The characters of ``text`` (lower-cased) that ``kept`` lacks, each once: what a reader of
+    ``text`` dropped (spaces and ASCII punctuation are not counted)."""
+    back = kept.lower()
+    ignore = set(string.whitespace + string.punctuation)
+    return "".join(dict.fromkeys(c for c in text.lower() if c not in ignore and c not in back))
 
 
 class GlideTokenizer(TextTokenizer):

@@ -195,19 +195,19 @@ def format_bench(rows: list[BenchRow], title: str = "", *, markdown: bool = Fals
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--batch", type=int, nargs="+", default=None, help="sample counts B (default: 4 24 on a GPU, 2 4 on the CPU)")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--batch", type=int, nargs="+", default=None, help="sample counts B, each 1..256 (default: 4 24 on a GPU, 2 4 on the CPU)")
     p.add_argument("--dtype", choices=["fp16", "fp32"], default=None,
                    help="precision (default: fp16 on a GPU; fp32 on the CPU, where half is an emulated slow path)")
-    p.add_argument("--steps", type=int, default=None, help="base steps (default: 100 on a GPU, 10 on the CPU)")
+    p.add_argument("--steps", type=int, default=None, help="base steps, 1..1000 (default: 100 on a GPU, 10 on the CPU)")
     p.add_argument("--upsample-steps", default=None, help="upsampler respacing (default: fast27 on a GPU, 3 on the CPU)")
-    p.add_argument("--full", action="store_true", help="official sizes even on the CPU (slow)")
+    p.add_argument("--full", action="store_true", help="official model sizes (random weights) even on the CPU (slow)")
     p.add_argument("--paths", nargs="+", default=None, metavar="PATH",
                    help="what to time: plain (the plain eager path), eager (the fast eager path), "
                         "compile:default, compile:reduce-overhead, compile:max-autotune (default: eager)")
     p.add_argument("--compile", choices=["off", "default", "reduce-overhead", "max-autotune"], default=None,
                    help="shorthand for --paths compile:MODE")
-    p.add_argument("--micro-batch", type=int, default=None, help="micro-batch size (default: the pipeline's own choice)")
+    p.add_argument("--micro-batch", type=int, default=None, help="micro-batch size >= 1 (default: the pipeline's own choice)")
     p.add_argument("--reference", default=None, metavar="PATH",
                    help="a glide-text2im checkout: also time its own sampling loop in this process")
     p.add_argument("--cache-dir", default=None, help="compiled-artifact cache (default: $ROMLIB_CACHE/torch-compile)")
@@ -242,7 +242,9 @@ def bench_command(args) -> int:
                      cache_dir=args.cache_dir)
     print(format_bench(rows, title, markdown=args.markdown))
     if args.json:
-        with open(args.json, "a") as f:
-            for r in rows:
-                f.write(json.dumps({**r.to_dict(), "device": name, "tiny": tiny}) + "\n")
+        from ..interrupts import deferred
+
+        text = "".join(json.dumps({**r.to_dict(), "device": name, "tiny": tiny}) + "\n" for r in rows)
+        with deferred(), open(args.json, "a") as f:  # the rows whole: an interrupt waits for the append
+            f.write(text)
     return 0

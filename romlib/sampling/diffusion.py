@@ -106,8 +106,12 @@ def make_generator(seed: int | torch.Generator | None) -> torch.Generator | None
 def sample_generators(seed: int, n: int, stream: int = 0) -> list[torch.Generator]:
     """One CPU generator per sample: sample i of a run with ``seed`` always gets the same noise,
     whatever the batch size or the guidance rule (so rules are compared on the same seeds).
-    ``stream`` separates the stages (0 = base, 1 = upsampler, ...)."""
-    return [torch.Generator().manual_seed((int(seed) * 1_000_003 + stream * 10_007 + i) % (2**63)) for i in range(n)]
+    ``stream`` separates the stages (0 = base, 1 = upsampler, ...). ``seed`` is in [0, 2**63)
+    (a larger one would repeat a smaller one's noise: refused)."""
+    from ..config import check_seed
+
+    seed = check_seed("seed", seed)
+    return [torch.Generator().manual_seed((seed * 1_000_003 + stream * 10_007 + i) % (2**63)) for i in range(n)]
 
 
 def randn(shape, generator, device, dtype=torch.float32) -> torch.Tensor:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from .scenes import WordTokenizer
 
-__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "weights_path", "load_inpaint_model", "load_ranker",
-           "load_backend"]
+__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "weights_path", "read_weights", "load_inpaint_model",
+           "load_ranker", "load_backend"]
 
 #: where the shipped weights live (``romlib shapes-train --install`` writes here)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -32,34 +32,79 @@ VARIANTS = {
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
     """The shipped ``inpaint.pt`` / ``ranker.pt`` (or those in ``weights_dir``); raises with the
     command that recreates them when missing."""
+    from ..io import check_file
+
     p = Path(weights_dir or WEIGHTS_DIR) / name
-    if not p.is_file():
-        raise FileNotFoundError(f"ShapesWorld weights not found: {p}; recreate them with "
-                                "'romlib shapes-train --install' (about 45 min on 2 CPU cores)")
-    return p
+    try:
+        return check_file(p, "ShapesWorld weights")
+    except FileNotFoundError as e:
+        raise FileNotFoundError(f"{e}; recreate them with 'romlib shapes-train --install' (about 45 min on 2 CPU "
+                                "cores)") from None
+
+
+def read_weights(path: str | Path, build, *, advice: str = "write it again with romlib shapes-train", **load):
+    """``build(checkpoint)`` on the file at ``path`` read weights-only; a file that cannot be read
+    as such (garbage, truncated, missing keys, wrong shapes, non-finite weights: anything ``build``
+    fails on) raises one ValueError naming it as damaged, with ``advice``. A file that asks to run
+    code stays :class:`romlib.hub.UnsafeCheckpoint`."""
+    import pickle
+    import zipfile
+
+    from ..hub import UnsafeCheckpoint, safe_load
+
+    unreadable = (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
+                  AttributeError, IndexError, zipfile.BadZipFile)  # OSError: torch reading a cut archive
+    try:
+        ckpt = safe_load(path, **load)
+    except (UnsafeCheckpoint, PermissionError, FileNotFoundError, IsADirectoryError):
+        raise  # each says what it is
+    except unreadable as e:  # garbage, an HTML page, a cut file: torch's own text is long and about pickles
+        raise ValueError(f"{path} is damaged: it cannot be read as a torch weights file ({type(e).__name__}); "
+                         f"{advice}") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path} is damaged or is not a ShapesWorld file of this model: expected a dict, got a "
+                         f"{type(ckpt).__name__}; {advice}")
+    try:
+        return build(ckpt)
+    except unreadable as e:
+        detail = " ".join(str(e).split())[:160]
+        raise ValueError(f"{path} is damaged or is not a ShapesWorld file of this model ({type(e).__name__}: "
+                         f"{detail}); {advice}") from None
+
+
+def _float_state(state: dict) -> dict:
+    """The state dict in float32; non-finite weights are refused."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.float().isfinite().all())]
+    if bad:
+        raise ValueError(f"non-finite values (NaN or inf) in {bad[:3]}")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
-    """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode)."""
+    """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode); damaged weights are named."""
     from ..models.glide import GlideConfig, GlideUNet
-    from ..hub import safe_load
 
-    ckpt = safe_load(weights_path("inpaint.pt", weights_dir))
-    model = GlideUNet(GlideConfig(**ckpt["config"]))
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["state_dict"].items()}, strict=True)
-    model.meta = ckpt.get("meta", {})
+    def build(ckpt):
+        model = GlideUNet(GlideConfig(**ckpt["config"]))
+        model.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
+        model.meta = dict(ckpt.get("meta", {}))
+        return model
+
+    model = read_weights(weights_path("inpaint.pt", weights_dir), build)
     return model.to(device).eval().requires_grad_(False)
 
 
 def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
-    """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode."""
-    from ..hub import safe_load
+    """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode; damaged weights are named."""
     from .ranker import ShapesRanker
 
-    ckpt = safe_load(weights_path("ranker.pt", weights_dir))
-    ranker = ShapesRanker()
-    ranker.load_state_dict({k: v.float() for k, v in ckpt["state_dict"].items()}, strict=True)
-    ranker.meta = ckpt.get("meta", {})
+    def build(ckpt):
+        ranker = ShapesRanker()
+        ranker.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
+        ranker.meta = dict(ckpt.get("meta", {}))
+        return ranker
+
+    ranker = read_weights(weights_path("ranker.pt", weights_dir), build)
     return ranker.to(device).eval().requires_grad_(False)
 
 
@@ -79,7 +124,8 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
     folder = Path(weights_dir) if weights_dir is not None else folder
     model = load_inpaint_model(folder, device)
     ranker_dir = folder if (folder / "ranker.pt").is_file() else WEIGHTS_DIR
-    return Backend(name="shapes", segmenter=ShapesSegmenter(), base_model=model, tokenizer=WordTokenizer(),
+    return Backend(name="shapes", segmenter=ShapesSegmenter(), segmenter_name="shapes", base_model=model,
+                   tokenizer=WordTokenizer(),
                    ranker=load_ranker(ranker_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,
                    extras={"meta": model.meta, "variant": variant}, default_scales=dict(scales))

@@ -179,27 +179,33 @@ def plot_benchmark(results: dict, path: str | Path | None = None):
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``romlib shapes-bench``."""
-    p.add_argument("--cases", type=int, default=200, help="number of edit cases (default 200)")
-    p.add_argument("--samples", type=int, default=2, help="samples per case and method (default 2)")
-    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--cases", type=int, default=200, help="number of edit cases >= 1 (default 200)")
+    p.add_argument("--samples", type=int, default=2, help="samples per case and method, 1..256 (default 2)")
+    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated, each in (0, 10000) (default %(default)s)")
+    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
     p.add_argument("--steps", default=None, help="sampling steps (default: the backend's)")
-    p.add_argument("--dilations", default="1,3,5", help="k of the eroded-mask ablation ('' to skip)")
+    p.add_argument("--dilations", default="1,3,5", help="dilations k (odd) of the eroded-mask ablation, comma-separated (default 1,3,5; '' to skip)")
     p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0)")
     p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt (default: the shipped weights)")
-    p.add_argument("--out", default="shapes_bench", help="output folder for results.json, table.md and the plot")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    p.add_argument("--out", default="shapes_bench",
+                   help="parent folder: each run writes results.json, table.md and benchmark.png into a new folder "
+                        "inside it, named time_bench_cases-seed (default shapes_bench); nothing is replaced")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, >= 1 (default: torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def bench_command(args) -> int:
-    """``romlib shapes-bench``: run, write ``results.json``, ``table.md``, ``benchmark.png``; print the table."""
+    """``romlib shapes-bench``: run, then write ``results.json``, ``table.md``, ``benchmark.png`` into
+    a new run folder inside ``--out`` (never over an earlier run's); print the table."""
+    from ..runs import new_run_dir, run_dir_name
     from . import load_backend
 
+    started = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
     try:
         scales = [float(s) for s in args.scales.split(",") if s.strip()]
         dilations = [int(k) for k in args.dilations.split(",") if k.strip()]
@@ -208,13 +214,46 @@ def bench_command(args) -> int:
     results = run_benchmark(args.cases, methods=[m.strip() for m in args.methods.split(",") if m.strip()], scales=scales,
                             samples=args.samples, seed=args.seed, steps=args.steps, dilations=dilations,
                             backend=load_backend("cpu", args.weights), progress=not args.quiet)
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     table = format_table(results)
-    (out / "table.md").write_text(table + "\n")
-    plot_benchmark(results, out / "benchmark.png")
+    folder = None
+    try:
+        folder = new_run_dir(out, run_dir_name("bench", f"{args.cases} cases seed {args.seed}", started))
+        _write_results(folder, results, table)
+    except KeyboardInterrupt as e:
+        if folder is not None and (folder / "benchmark.png").is_file():  # held until the three files were whole
+            e.kept = f"the benchmark's results, saved whole in {folder}"
+        elif folder is not None:
+            folder.rmdir()  # made a moment ago, still empty
+        raise
     print(table)
-    print(f"\nwrote {out / 'results.json'}, {out / 'table.md'}, {out / 'benchmark.png'}")
+    print(f"\nwrote {folder / 'results.json'}, {folder / 'table.md'}, {folder / 'benchmark.png'}")
     return 0
+
+
+def _write_results(folder: Path, results: dict, table: str) -> None:
+    """The run's three files, each written to a temporary name and renamed, signals held meanwhile;
+    a failure removes the (new) run folder."""
+    import os
+    import shutil
+
+    import matplotlib.pyplot as plt
+
+    from ..interrupts import deferred
+
+    fig = plot_benchmark(results)
+    files = {"results.json": lambda p: p.write_text(json.dumps(results, indent=2, default=str)),
+             "table.md": lambda p: p.write_text(table + "\n"),
+             "benchmark.png": lambda p: fig.savefig(p, dpi=110, format="png")}
+    try:
+        with deferred():
+            for name, write in files.items():
+                write(folder / f".{name}.tmp")
+                os.replace(folder / f".{name}.tmp", folder / name)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)  # made for this run a moment ago
+        raise
+    finally:
+        plt.close(fig)
 
 
 if __name__ == "__main__":  # python -m romlib.shapes.bench [table ...]: refresh the notebooks' shipped tables

@@ -55,7 +55,7 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
                                        ref=case.ref, rule=rule, scale=scale).model_fn)
             images.append(image)
             keeps.append(keep)
-            gens += sample_generators(seed * 100_003 + case.index, samples)
+            gens += sample_generators((seed * 100_003 + case.index) % 2**63, samples)
 
         def stack(branch: str, key: str):
             rows = [getattr(s, branch)[key] for s in setups]

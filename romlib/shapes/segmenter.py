@@ -8,20 +8,27 @@
    matching ones get × 0.3 (as :func:`romlib.shapes.scenes.resolve` decides);
 4. the best candidate is returned as a :class:`romlib.contracts.Segmentation` (its exact pixel
    mask, tight box, score; every candidate's score and box), or :class:`NoObjectFound` is raised
-   when the best score is below ``min_score`` (default 0.5) and ``best_anyway`` is False.
+   when the best score is below ``min_score`` (default 0.5) and ``best_anyway`` is False;
+5. **ambiguity**: when several candidates share the best score (``"the square"`` in a scene with
+   three squares), :class:`AmbiguousReference` is raised listing them, unless ``best_anyway``,
+   which takes the first in raster order with a warning.
 
 Works at any resolution (a ShapesWorld scene upscaled to 256×256 segments the same way).
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
-from ..contracts import NoObjectFound, Segmentation
+from ..contracts import AmbiguousReference, NoObjectFound, Segmentation
 from .oracle import MIN_AREA, colour_labels, describe_component, label_components
 from .scenes import parse_text
 
 __all__ = ["ShapesSegmenter", "find_objects"]
+
+log = logging.getLogger(__name__)
 
 
 def _to_uint8(image) -> np.ndarray:
@@ -61,9 +68,20 @@ class ShapesSegmenter:
                 best_anyway: bool = False) -> Segmentation:
         """The object ``text`` refers to. ``threshold`` is accepted for the protocol (the masks are
         exact, there are no logits to threshold)."""
+        from ..io import quote
+        from ..models.tokenizers import unrepresented, warn_text
+        from .scenes import _WORD, VOCAB
+
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a string, got {type(text).__name__}")
         parsed = parse_text(text)
+        if parsed.empty and text.strip():
+            raise ValueError(f"the referring text {quote(text)} has no word of ShapesWorld's vocabulary "
+                             f"({', '.join(VOCAB[1:])}); say which shape, e.g. the red circle")
         if parsed.empty:
             raise ValueError("the referring text is empty; say which shape, e.g. 'the red circle'")
+        kept = " ".join(_WORD.findall(text.lower()))  # the words the parser read
+        warn_text(text, 0, 1, reader="ShapesWorld's segmenter", dropped=unrepresented(text, kept))
         min_score = self.default_min_score if min_score is None else float(min_score)
         objs = find_objects(image)
         if not objs:  # not even best_anyway can pick something
@@ -87,6 +105,13 @@ class ShapesSegmenter:
         best_score = scores[idx]
         if best_score < min_score and not best_anyway:
             raise NoObjectFound(text, best_score, objs[idx]["box"], min_score)
+        tied = [i for i, s in enumerate(scores) if s == best_score]
+        if len(tied) > 1:
+            err = AmbiguousReference(text, [(f"the {objs[i]['colour']} {objs[i]['shape']}", objs[i]["box"], scores[i])
+                                            for i in tied])
+            if not best_anyway:
+                raise err
+            log.warning("%s; best_anyway: took the first", err.summary)
         o = objs[idx]
         return Segmentation(
             mask=torch.from_numpy(o["mask"]), box=o["box"], score=float(best_score),

@@ -30,6 +30,14 @@ tiny size (:func:`inpaint_config`), trained as GLIDE's inpainting model was:
 
 Both runs log a loss curve (CSV and PNG) and show a tqdm bar; the inpainting run saves a
 resumable checkpoint every ``--save-every`` steps and stops at ``--steps`` or ``--minutes``.
+
+**Nothing lost.** ``romlib shapes-train`` refuses a folder that holds a run (:data:`RUN_FILES`) unless
+``--resume`` (continue from ``inpaint_checkpoint.pt``; an error when there is none) or ``--overwrite``
+(delete that run's files, then start afresh). Every file is written to a temporary name and renamed
+into place; the checkpoint and its loss log are written together, signals held meanwhile
+(:class:`romlib.interrupts.deferred`), so an interrupt (Ctrl-C, SIGTERM) at any moment leaves the last
+checkpoint whole: the message names the files kept and the checkpoint's step, and ``--resume``
+continues from it. A damaged or mismatched checkpoint is named as such and nothing is trained.
 """
 from __future__ import annotations
 
@@ -39,6 +47,7 @@ import csv
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -46,16 +55,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backend import WEIGHTS_DIR
+from ..interrupts import deferred
+from .backend import WEIGHTS_DIR, read_weights
 from .train_data import InpaintInput, make_batch, make_example
 from .scenes import COLOURS, SHAPES, SIZE, WordTokenizer, describe, dilate_np, make_scene
 
 __all__ = ["inpaint_config", "make_batch", "make_example", "hybrid_loss", "train_inpaint", "train_ranker", "ranker_batch", "plot_loss_curve",
-           "add_train_args", "train_command", "WEIGHTS_DIR", "InpaintInput"]
+           "add_train_args", "train_command", "describe_run", "RUN_FILES", "WEIGHTS_DIR", "InpaintInput"]
 
 log = logging.getLogger(__name__)
 
 TEXT_CTX = 8
+CHECKPOINT = "inpaint_checkpoint.pt"
+#: the files a training run writes into its folder, per model (``train_info.json``: the last command that completed)
+RUN_FILES = {"inpaint": ("inpaint.pt", CHECKPOINT, "inpaint_loss.csv", "inpaint_loss.png"),
+             "ranker": ("ranker.pt", "ranker_loss.csv", "ranker_loss.png")}
+_CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "elapsed", "rows", "rng", "torch_rng")
 
 
 def inpaint_config():
@@ -133,13 +148,27 @@ def _lr(step: int, progress: float, lr: float, warmup: int = 200) -> float:
     return lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
+def _atomic(path: Path, write) -> None:
+    """``write(tmp)`` then rename ``tmp`` to ``path``: a reader (or an interrupt) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_csv(path: Path, rows: list[dict]) -> None:
     if not rows:
         return
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+
+    def write(tmp):
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+
+    _atomic(path, write)
 
 
 def plot_loss_curve(csv_path: str | Path, png_path: str | Path | None = None, columns=("loss",), title: str = ""):
@@ -163,14 +192,48 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path | None = None, co
     ax.set_title(title or Path(csv_path).stem, fontsize=9)
     fig.tight_layout()
     if png_path:
-        fig.savefig(png_path, dpi=110)
+        _atomic(Path(png_path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     return fig
 
 
 def _save_weights(path: Path, model, meta: dict) -> None:
     """The EMA weights in float16 (≈ half the size; loaded back as float32) with the config."""
     state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
-    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, path)
+    _atomic(path, lambda tmp: torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, tmp))
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The step a checkpoint was saved at (ValueError naming the file when it is damaged)."""
+    def step(c):
+        if not isinstance(c, dict) or not isinstance(c.get("step"), int):
+            raise KeyError("step")
+        return c["step"]
+
+    return read_weights(path, step, advice="move it away, or pass --overwrite to train from scratch", mmap=False)
+
+
+def _require_checkpoint(out: Path) -> Path:
+    """``out``'s checkpoint, which ``--resume`` needs (FileNotFoundError saying so when missing)."""
+    if not (out / CHECKPOINT).is_file():
+        raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {out / CHECKPOINT}, which shapes-train "
+                                "writes every --save-every steps); run without --resume to start a new training")
+    return out / CHECKPOINT
+
+
+def describe_run(out: str | Path, models=("inpaint", "ranker")) -> str | None:
+    """What a training folder holds, e.g. ``inpaint_checkpoint.pt (step 500), inpaint_loss.csv in runs/a``
+    (None when it holds none of :data:`RUN_FILES`)."""
+    out = Path(out)
+    names = []
+    for n in (n for m in models for n in RUN_FILES[m]):
+        if (out / n).is_file():
+            if n == CHECKPOINT:
+                try:
+                    n = f"{n} (step {_checkpoint_step(out / n)})"
+                except ValueError:
+                    n = f"{n} (damaged)"
+            names.append(n)
+    return f"{', '.join(names)} in {out}" if names else None
 
 
 def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | None = 38.0, batch_size: int = 32,
@@ -208,15 +271,24 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     tok = WordTokenizer()
     rng = np.random.default_rng(seed)
     step, elapsed, rows = 0, 0.0, []
-    ckpt = out / "inpaint_checkpoint.pt"
-    if resume and ckpt.is_file():
-        from ..hub import safe_load
+    ckpt = out / CHECKPOINT
+    if resume:
+        _require_checkpoint(out)
 
-        c = safe_load(ckpt, map_location=device, mmap=False)  # this file is rewritten below: no mapping of it may live on
-        model.load_state_dict(c["model"]), ema_model.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
-        step, elapsed, rows = c["step"], c["elapsed"], c["rows"]
-        rng.bit_generator.state = c["rng"]
-        torch.set_rng_state(c["torch_rng"])
+        def restore(c):
+            missing = [k for k in _CHECKPOINT_KEYS if k not in c]
+            if missing:
+                raise KeyError(f"missing {missing}")
+            if not isinstance(c["step"], int) or not isinstance(c["rows"], list) or c["step"] < 0:
+                raise ValueError(f"step={c['step']!r} / rows of type {type(c['rows']).__name__}")
+            model.load_state_dict(c["model"]), ema_model.load_state_dict(c["ema"]), opt.load_state_dict(c["opt"])
+            rng.bit_generator.state = c["rng"]
+            torch.set_rng_state(c["torch_rng"])
+            return c["step"], float(c["elapsed"]), c["rows"]
+
+        # read, not mapped: this file is rewritten below
+        step, elapsed, rows = read_weights(ckpt, restore, map_location=device, mmap=False,
+                                           advice="it cannot be resumed: move it away, or pass --overwrite to train from scratch")
         log.info("resumed at step %d (%.1f min)", step, elapsed / 60)
     n_params = sum(p.numel() for p in model.parameters())
     log.info("inpainting model: %.2f M parameters, batch %d, %s input, device %s", n_params / 1e6, batch_size,
@@ -228,9 +300,12 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
             "schedule": ["squaredcos_cap_v2", 1000]}
 
     def save_checkpoint():
-        torch.save({"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()},
-                   ckpt)
+        """The checkpoint and its loss log, together (an interrupt meanwhile is held until both are whole)."""
+        state = {"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(), "step": step,
+                 "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+        with deferred():
+            _atomic(ckpt, lambda tmp: torch.save(state, tmp))
+            _write_csv(out / "inpaint_loss.csv", rows)
 
     bar = tqdm(total=steps, initial=step, desc="shapes inpainting", disable=not progress, dynamic_ncols=True)
     model.train()
@@ -267,15 +342,14 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
         bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", min=f"{elapsed / 60:.1f}")
         if step % save_every == 0:
             save_checkpoint()
-            _write_csv(out / "inpaint_loss.csv", rows)
     bar.close()
-    save_checkpoint()
-    _write_csv(out / "inpaint_loss.csv", rows)
-    plot_loss_curve(out / "inpaint_loss.csv", out / "inpaint_loss.png", columns=("loss", "mse", "vb"),
-                    title=f"ShapesWorld inpainting: {step} steps, {elapsed / 60:.1f} min")
     meta.update(steps=step, minutes=round(elapsed / 60, 2))
     path = out / "inpaint.pt"
-    _save_weights(path, ema_model.eval(), meta)
+    with deferred():
+        save_checkpoint()
+        plot_loss_curve(out / "inpaint_loss.csv", out / "inpaint_loss.png", columns=("loss", "mse", "vb"),
+                        title=f"ShapesWorld inpainting: {step} steps, {elapsed / 60:.1f} min")
+        _save_weights(path, ema_model.eval(), meta)
     log.info("inpainting model: %d steps in %.1f min -> %s", step, elapsed / 60, path)
     return path
 
@@ -355,13 +429,15 @@ def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64
         acc = (logits[:, :15].argmax(1) == full).float().mean()
         rows.append({"step": step + 1, "elapsed_s": round(time.perf_counter() - t0, 2), "loss": loss.item(),
                      "acc_full": acc.item()})
-    _write_csv(out / "ranker_loss.csv", rows)
-    plot_loss_curve(out / "ranker_loss.csv", out / "ranker_loss.png", title=f"ShapesWorld ranker: {steps} steps")
     acc = evaluate_ranker(ranker, seed=10_000)
     path = out / "ranker.pt"
     state = {k: v.detach().cpu().half() for k, v in ranker.state_dict().items()}
-    torch.save({"state_dict": state, "meta": {"steps": steps, "batch_size": batch_size, "seed": seed, "heldout_acc": acc,
-                                              "minutes": round((time.perf_counter() - t0) / 60, 2)}}, path)
+    meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "heldout_acc": acc,
+            "minutes": round((time.perf_counter() - t0) / 60, 2)}
+    with deferred():  # the ranker's three files, together
+        _write_csv(out / "ranker_loss.csv", rows)
+        plot_loss_curve(out / "ranker_loss.csv", out / "ranker_loss.png", title=f"ShapesWorld ranker: {steps} steps")
+        _atomic(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
     log.info("ranker: held-out accuracy %.3f (%d steps) -> %s", acc, steps, path)
     return path
 
@@ -379,15 +455,17 @@ def evaluate_ranker(ranker, n: int = 512, seed: int = 10_000) -> float:
 # ----------------------------------------------------------------------------- CLI
 def add_train_args(p: argparse.ArgumentParser) -> None:
     """Arguments of ``romlib shapes-train``."""
-    p.add_argument("--out", default="shapes_train", help="output folder for weights, checkpoints and loss curves")
+    p.add_argument("--out", default="shapes_train",
+                   help="output folder for weights, checkpoints and loss curves; a folder that holds a run is refused "
+                        "unless --resume or --overwrite")
     p.add_argument("--what", choices=["all", "inpaint", "ranker"], default="all", help="which model(s) to train")
     p.add_argument("--steps", type=int, default=4500, help="inpainting training steps (default 4500)")
     p.add_argument("--minutes", type=float, default=38.0, help="stop inpainting training after this many minutes (default 38)")
     p.add_argument("--batch-size", type=int, default=32, help="inpainting batch size (default 32)")
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
     p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="pairs",
-                   help="pairs: half of the examples show a counterfactual source object under the hole (default, "
-                        "the shipped model); masked: GLIDE's recipe, the hole is always blanked")
+                   help="pairs: a share (--p-source) of the examples show a counterfactual source object under the "
+                        "hole (default, the shipped model); masked: GLIDE's recipe, the hole is always blanked")
     p.add_argument("--p-remove", type=float, default=0.0,
                    help="share of object holes taught as removal: empty caption, clean background as the answer "
                         "(default 0, the default model; the shipped 'removal' model used 0.1 with --p-partial 0.4; with it, an empty "
@@ -401,9 +479,49 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/inpaint_checkpoint.pt")
+    p.add_argument("--save-every", type=int, default=250,
+                   help="write the resumable checkpoint (and loss log) every this many inpainting steps (default 250)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its OUT/inpaint_checkpoint.pt (an error when there is none); "
+                        "the ranker, with --what all, is trained again")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete the files of the earlier run in --out (of the models trained) and train from scratch")
     p.add_argument("--install", action="store_true", help="copy the trained weights into the package (romlib/shapes/weights)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _check_train_out(out: Path, models, *, resume: bool, overwrite: bool, save_every: int) -> None:
+    """Before any work: never train over a run unless told how (``resume`` or ``overwrite``)."""
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite exclude each other: continue the run in --out, or replace it")
+    if save_every < 1:
+        raise ValueError(f"--save-every {save_every} is out of range; accepted: an integer >= 1")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
+    if resume:
+        if "inpaint" not in models:
+            raise ValueError("--resume continues the inpainting model's training (its checkpoint); the ranker has none: "
+                             "train it again with --what ranker --overwrite")
+        _checkpoint_step(_require_checkpoint(out))  # a damaged checkpoint is named before any work
+        return
+    held = describe_run(out, models)
+    if held and not overwrite:
+        raise FileExistsError(f"--out already holds a training run ({held}); pass --resume to continue it, --overwrite "
+                              "to replace it, or choose another --out")
+    if held:
+        for n in (n for m in models for n in RUN_FILES[m]):
+            (out / n).unlink(missing_ok=True)
+        log.info("--overwrite: deleted the earlier run (%s)", held)
+
+
+def _kept(out: Path, models) -> str | None:
+    """What an interrupted ``shapes-train`` leaves, and how to go on from it (None: nothing)."""
+    held = describe_run(out, models)
+    if held is None:
+        return None
+    if (out / CHECKPOINT).is_file() and "inpaint" in models:
+        return f"{held}; rerun the same command with --resume to continue from that step"
+    return f"{held}; the ranker was not saved: train it with --what ranker"
 
 
 def train_command(args) -> int:
@@ -414,19 +532,27 @@ def train_command(args) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
+    models = ("inpaint", "ranker") if args.what == "all" else (args.what,)
+    _check_train_out(out, models, resume=args.resume, overwrite=args.overwrite, save_every=args.save_every)
     written = []
     t0 = time.perf_counter()
-    if args.what in ("all", "inpaint"):
-        written.append(train_inpaint(out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
-                                     device=args.device, seed=args.seed, resume=args.resume, threads=args.threads,
-                                     inpaint_input=args.inpaint_input, p_remove=args.p_remove, p_partial=args.p_partial,
-                                     p_source=args.p_source,
-                                     progress=not args.quiet))
-    if args.what in ("all", "ranker"):
-        written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed, progress=not args.quiet))
+    try:
+        if "inpaint" in models:
+            written.append(train_inpaint(out, steps=args.steps, minutes=args.minutes, batch_size=args.batch_size, lr=args.lr,
+                                         device=args.device, seed=args.seed, resume=args.resume, threads=args.threads,
+                                         inpaint_input=args.inpaint_input, p_remove=args.p_remove,
+                                         p_partial=args.p_partial, p_source=args.p_source, save_every=args.save_every,
+                                         progress=not args.quiet))
+        if "ranker" in models:
+            written.append(train_ranker(out, steps=args.ranker_steps, device=args.device, seed=args.seed,
+                                        progress=not args.quiet))
+    except KeyboardInterrupt as e:
+        with deferred(ignore=True):  # the command is ending: a second Ctrl-C must not cut the report short
+            e.kept = _kept(out, models)
+        raise
     info = {"command": "romlib shapes-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
             "wall_minutes": round((time.perf_counter() - t0) / 60, 2), "files": [str(p) for p in written]}
-    (out / "train_info.json").write_text(json.dumps(info, indent=2))
+    _atomic(out / "train_info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     if args.install:
         WEIGHTS_DIR.mkdir(exist_ok=True)
         for p in written:
@@ -434,5 +560,6 @@ def train_command(args) -> int:
         written = [WEIGHTS_DIR / p.name for p in written]
     for p in written:
         print(p)
-    print(f"loss curves: {out / 'inpaint_loss.png'}  {out / 'ranker_loss.png'}  ({info['wall_minutes']:.1f} min)")
+    curves = "  ".join(str(out / f"{m}_loss.png") for m in models)
+    print(f"loss curves: {curves}  ({info['wall_minutes']:.1f} min)")
     return 0

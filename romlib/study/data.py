@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -42,6 +43,8 @@ def _check_permutation(ranks: Mapping[str, Any], what: str) -> dict[str, int]:
     m = len(ranks)
     out = {}
     for k, r in ranks.items():
+        if isinstance(r, bool) or type(r).__name__ == "bool_":  # True == 1 in Python: never a rank
+            raise ValueError(f"{what}: rank {r!r} of {k!r} is a bool, not an integer in 1..{m}")
         try:
             ri = int(r)
         except (TypeError, ValueError):
@@ -182,15 +185,25 @@ def save_csv(rankings: Rankings, path: str | Path) -> Path:
 def load_csv(paths: str | Path | Sequence[str | Path], methods: Sequence[str] | None = None) -> Rankings:
     """Read one CSV written by :func:`save_csv` (or :meth:`RankingSession.save_csv`), or several
     (e.g. one per student) merged into one study."""
-    if isinstance(paths, (str, Path)):
+    from ..io import check_file
+
+    if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    paths = list(paths)
+    if not paths:
+        raise ValueError("load_csv got no file; pass a path or a list of paths of CSVs written by save_csv")
     recs = []
     for p in paths:
-        with open(p, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
-                raise ValueError(f"{p}: header {reader.fieldnames} is not {list(CSV_COLUMNS)}")
-            recs.extend(reader)
+        check_file(p, "CSV")  # a folder, pipe or device is refused before it is opened
+        try:  # utf-8-sig: a spreadsheet's byte-order mark is read and dropped
+            with open(p, newline="", encoding="utf-8-sig") as f:
+                reader = csv.DictReader(f)
+                if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+                    raise ValueError(f"{p}: header {reader.fieldnames} is not {list(CSV_COLUMNS)}")
+                recs.extend(reader)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p} is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}): save it "
+                             "as UTF-8 (CSV UTF-8 in a spreadsheet) and load it again") from None
     return Rankings.from_records(recs, methods=methods)
 
 

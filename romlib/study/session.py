@@ -177,7 +177,9 @@ class RankingSession:
         if len(set(ids)) != len(ids):
             raise ValueError(f"case ids must be unique; got {ids}")
         self.user = str(user)
-        self.seed = seed
+        from ..config import check_seed
+
+        self.seed = check_seed("seed", seed)
         self.methods = tuple(methods) if methods is not None else tuple(self.cases[0].outputs)
         if not 2 <= len(self.methods) <= 26:
             raise ValueError(f"{len(self.methods)} methods; a session ranks 2 to 26")

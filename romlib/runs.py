@@ -1,0 +1,339 @@
+"""Run folders, and how a run is written or replaced so that nothing is ever lost
+(:class:`RunWriter`, :func:`new_run_dir`, :func:`read_run`, :func:`recover`).
+
+A *run* is the set of files a ``result.json`` lists, ``result.json`` included; ``romlib edit``
+writes each run into a new folder (:func:`new_run_dir`), ``romlib edit --overwrite`` and
+``EditResult.save(folder, overwrite=True)`` replace the run recorded in ``folder/result.json``.
+
+Writing a run (the CLI and :meth:`romlib.result.EditResult.save` share it):
+
+1. *staging*: every file, ``result.json`` last, is written complete into a hidden folder beside the
+   run's files, ``folder/.romlib-new-<pid>-<n>`` (same file system, so moving is a rename);
+2. *swap* (signals held by :class:`romlib.interrupts.deferred`, so Ctrl-C or SIGTERM takes effect
+   only after it): with ``overwrite``, the earlier ``result.json`` and then the files it records are
+   renamed into ``folder/.romlib-old-<pid>-<n>``; the new files are hard-linked into ``folder``
+   (a link never replaces a file: a file that appeared meanwhile is refused), ``result.json`` last;
+   linking the new ``result.json`` is the commit;
+3. the old folder and the staging folder are deleted.
+
+Any failure or interrupt before the commit undoes the swap (:func:`_rollback`: the new links are
+removed, the old files renamed back, ``result.json`` last). At every moment ``folder`` holds the old
+run or the new one whole, or the old run is whole in ``.romlib-old-*`` and the new one whole in
+``.romlib-new-*``. A process killed outright (SIGKILL, power loss) can leave that last state; the
+next :class:`RunWriter` (any ``romlib edit``/``demo`` into that folder) calls :func:`recover`, which
+settles it by one rule: ``folder/result.json`` present means the swap committed (or never began),
+so the leftovers are deleted; absent means it did not, so the old run is restored from
+``.romlib-old-*``. Both are logged. Leftovers of a process still alive are left alone (and an
+overwrite is refused while they exist).
+
+Never replaced, even with ``overwrite``: an input of the run (``protect``), a file that no
+``result.json`` records (a user's own ``summary.png``), a file a ``result.json`` lists under a
+name romlib does not write (:data:`OUTPUT_PATTERN`). A ``result.json`` of an unexpected shape is
+refused with the shape expected. Without ``overwrite`` no existing file is replaced at all.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Callable
+
+from .interrupts import deferred
+
+__all__ = ["RunWriter", "new_run_dir", "run_dir_name", "read_run", "unrecorded_outputs", "recover", "OUTPUT_PATTERN"]
+
+log = logging.getLogger(__name__)
+
+#: the names a saved run uses (an input whose name matches, in a folder written with overwrite, is refused)
+OUTPUT_PATTERN = re.compile(r"^(rank\d+_(sample\d+|full)\.png|mask\.png|result\.json|summary\.png|input\.png|demo\.png)$")
+STAGING, BACKUP = ".romlib-new-", ".romlib-old-"
+_SHAPE = 'a JSON object whose "files" maps each kind to a list of file names in the folder'
+_seq = itertools.count(1)
+_ACTIVE: set[str] = set()  # tokens of this process's writers now at work (never recovered under them)
+
+
+def run_dir_name(guidance: str, text: str, when: float | None = None) -> str:
+    """``2026-11-27T10-42-05_ccf_the-red-car``: the start time, the method and the text (a slug)."""
+    stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(when if when is not None else time.time()))
+    slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:40].strip("-") or "edit"
+    return f"{stamp}_{re.sub(r'[^a-z0-9]+', '-', guidance.lower())}_{slug}"
+
+
+def new_run_dir(parent: str | os.PathLike, name: str) -> Path:
+    """Create ``parent/name`` (or ``name-2``, ``name-3``, ... if taken; created atomically, so two
+    runs started in the same second never share a folder)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10000):
+        p = parent / (name if n == 1 else f"{name}-{n}")
+        try:
+            p.mkdir()
+            return p
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot make a new run folder named {name} in {parent}")
+
+
+def _listed(path: Path) -> list[str]:
+    """The file names ``path`` (a result.json) lists, checked; ValueError naming the shape expected."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ValueError(f"{path} cannot be read as a run's result.json ({type(e).__name__}: {str(e)[:80]}); expected "
+                         f"{_SHAPE}; move it away or choose another folder") from None
+    files = data.get("files") if isinstance(data, dict) else None
+    groups = list(files.values()) if isinstance(files, dict) else None
+    names = None if groups is None else [n for g in groups for n in ([g] if isinstance(g, str) else g)
+                                         if isinstance(g, (str, list))]
+    if (groups is None or not all(isinstance(g, (str, list)) for g in groups)
+            or not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..") for n in names)):
+        raise ValueError(f"{path} has an unexpected shape for a run's result.json; expected {_SHAPE} "
+                         "(romlib replaces only what it recorded): move it away or choose another folder")
+    return names
+
+
+def read_run(folder: str | os.PathLike) -> list[str] | None:
+    """The file names of the run recorded in ``folder/result.json`` (``result.json`` included), or
+    None when the folder records no run; ValueError for a ``result.json`` of an unexpected shape."""
+    path = Path(folder) / "result.json"
+    if not os.path.lexists(path):
+        return None
+    names = _listed(path)
+    return names if "result.json" in names else [*names, "result.json"]
+
+
+def unrecorded_outputs(folder: str | os.PathLike) -> list[str]:
+    """Files in ``folder`` named like a run's outputs that its ``result.json`` does not record (all
+    of them when there is none): ``--overwrite`` never replaces them."""
+    folder = Path(folder)
+    recorded = set(read_run(folder) or ())
+    return sorted(p.name for p in folder.iterdir() if OUTPUT_PATTERN.match(p.name) and p.name not in recorded)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def _same(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _rollback(folder: Path, stage: Path, backup: Path) -> None:
+    """Undo a swap that did not (or may not) commit: remove what was linked or moved from ``stage``
+    into ``folder``, then rename the old run back from ``backup`` (``result.json`` last)."""
+    listing = stage / "result.json"
+    names = _listed(listing) if listing.is_file() else []
+    # the new result.json first: should a step below fail, the folder claims no run and
+    # recover() restores the old one from ``backup`` again
+    for n in dict.fromkeys(["result.json", *names]):
+        dst, src = folder / n, stage / n
+        if not os.path.lexists(dst):
+            continue
+        if src.exists():
+            if _same(src, dst):
+                dst.unlink()  # our hard link; the staged file stays
+        elif stage.is_dir() and n in names:
+            os.replace(dst, src)  # moved there by the no-hard-link path
+    if backup.is_dir():
+        old = sorted(os.listdir(backup), key=lambda n: n == "result.json")
+        for n in old:
+            os.replace(backup / n, folder / n)
+        backup.rmdir()
+
+
+def recover(folder: str | os.PathLike, *, refuse_busy: bool = False) -> list[str]:
+    """Settle what a writer killed outright left in ``folder`` (see the module docstring): the swap
+    committed when ``folder/result.json`` exists (the leftovers are deleted), else the old run is
+    restored. Returns one line per leftover settled (also logged). ``refuse_busy``: raise when a
+    living process is writing into the folder now."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    tokens = sorted({p.name[len(STAGING):] for p in folder.glob(STAGING + "*")}
+                    | {p.name[len(BACKUP):] for p in folder.glob(BACKUP + "*")})
+    done = []
+    for token in tokens:
+        if token in _ACTIVE:
+            continue
+        pid = int(token.split("-")[0]) if token.split("-")[0].isdigit() else -1
+        if pid != os.getpid() and pid > 0 and _pid_alive(pid):
+            if refuse_busy:
+                raise FileExistsError(f"another romlib run (process {pid}) is writing into {folder} now; wait for it "
+                                      "to finish or choose another folder")
+            continue
+        stage, backup = folder / (STAGING + token), folder / (BACKUP + token)
+        committed = os.path.lexists(folder / "result.json")
+        try:
+            if not committed:
+                _rollback(folder, stage, backup)
+            for d in (stage, backup):
+                if os.path.lexists(d):
+                    shutil.rmtree(d)
+        except (OSError, ValueError) as e:
+            raise OSError(f"{folder} holds the leftovers of an interrupted run ({stage.name}, {backup.name}) that could "
+                          f"not be settled ({e}); if {folder / 'result.json'} is missing, move the files of "
+                          f"{backup.name} back into {folder}, then delete both") from None
+        line = (f"{folder}: a run killed while being written was settled: "
+                + ("the new run had been committed; its leftovers were deleted" if committed
+                   else "the earlier run was restored"))
+        log.warning(line)
+        done.append(line)
+    return done
+
+
+class RunWriter:
+    """Writes the files of one run into ``folder`` (see the module docstring): each into a
+    staging folder first; :meth:`finish` swaps the complete run in, ``result.json`` last, and
+    :meth:`abort` (or an exception in the ``with`` block, Ctrl-C included) removes everything
+    staged, so an earlier run stays whole until the new one is complete. Never over an input
+    (``protect``); without ``overwrite`` never over any existing file; with ``overwrite`` only the
+    files of the run recorded in ``folder/result.json`` are replaced (the ones this run does not
+    write are removed with it). ``created``: the folder was made for this run (removed on abort
+    when empty)."""
+
+    def __init__(self, folder: str | os.PathLike, *, overwrite: bool = False, protect=(), created: bool = False):
+        self.folder = Path(folder)
+        if self.folder.exists() and not self.folder.is_dir():
+            raise NotADirectoryError(f"output folder {self.folder} exists and is a file; choose another --out")
+        self.created = created or not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.overwrite = overwrite
+        self.protect = [Path(p) for p in protect if p is not None]
+        recover(self.folder, refuse_busy=overwrite)
+        self._old = read_run(self.folder) if overwrite else None
+        if not overwrite and os.path.lexists(self.folder / "result.json"):
+            raise FileExistsError(f"refusing to overwrite {self.folder / 'result.json'}: {self.folder} already holds a "
+                                  "run; write into a new folder, or pass --overwrite / overwrite=True to replace that run")
+        self._swapped = False  # finish() began the swap: from then on it alone cleans up
+        self.token = f"{os.getpid()}-{next(_seq)}"
+        self.stage = self.folder / (STAGING + self.token)
+        self.backup = self.folder / (BACKUP + self.token)
+        self._names: list[str] = []
+        self.written: list[Path] = []
+
+    def __enter__(self) -> "RunWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+    def _check_target(self, name: str) -> Path:
+        if name != Path(name).name or name.startswith(".") or name in self._names:
+            raise ValueError(f"file name {name!r} cannot be written: a run's files are plain, distinct names "
+                             "(no folder, not hidden)")
+        path = self.folder / name
+        for p in self.protect:
+            if path.resolve() == p.resolve() or _same(path, p):
+                raise FileExistsError(f"refusing to write {path}: it is an input of this run; choose another --out")
+        if os.path.lexists(path):
+            if not self.overwrite:
+                raise FileExistsError(f"refusing to overwrite {path}: it exists (another run's output?); write into a "
+                                      "new folder, or pass --overwrite / overwrite=True to replace that run")
+            if name not in (self._old or ()):
+                raise FileExistsError(f"refusing to replace {path}: no result.json in {self.folder} records it (a file "
+                                      "no run recorded is never replaced); move it or choose another folder")
+        return path
+
+    def write(self, name: str, save: Callable[[Path], None]) -> Path:
+        """``save(path)`` writes the file in the staging folder; it becomes ``folder/name`` at :meth:`finish`."""
+        final = self._check_target(name)
+        if not self._names:
+            _ACTIVE.add(self.token)
+            self.stage.mkdir()
+        self._names.append(name)
+        save(self.stage / name)
+        return final
+
+    def _old_files(self) -> list[str]:
+        """What the swap moves aside: the recorded ``result.json`` first, then the recorded files
+        romlib writes (or this run writes), never an input."""
+        if not self._old:
+            return []
+        mine = set(self._names)
+        rest = [n for n in self._old if n != "result.json" and os.path.lexists(self.folder / n)
+                and (OUTPUT_PATTERN.match(n) or n in mine)
+                and not any((self.folder / n).resolve() == p.resolve() for p in self.protect)]
+        return ["result.json", *rest]
+
+    def _place(self, name: str) -> None:
+        src, dst = self.stage / name, self.folder / name
+        if os.path.lexists(dst):
+            raise FileExistsError(f"refusing to overwrite {dst}: it appeared while writing (a concurrent run?)")
+        try:
+            os.link(src, dst)  # atomic and never replaces: a concurrent writer cannot be clobbered
+        except FileExistsError:
+            raise FileExistsError(f"refusing to overwrite {dst}: it appeared while writing (a concurrent run?)") from None
+        except OSError:  # no hard links on this file system
+            os.replace(src, dst)
+
+    def finish(self, payload: dict, files: dict) -> Path:
+        """Write ``result.json`` (``payload`` plus ``files``) into the staging folder, then swap the
+        complete run into place (the earlier recorded run, with ``overwrite``, goes with the swap)."""
+        text = json.dumps({**payload, "files": files}, indent=2, allow_nan=False)
+        self.write("result.json", lambda p: p.write_text(text, encoding="utf-8"))
+        self._swapped = True
+        try:
+            with deferred():  # a signal that arrives during the swap is raised after it
+                try:
+                    old = self._old_files()
+                    if old:
+                        self.backup.mkdir()
+                        for n in old:
+                            os.replace(self.folder / n, self.backup / n)
+                    for n in self._names:  # result.json last: the commit
+                        self._place(n)
+                except BaseException:
+                    self._undo()
+                    raise
+                self.written = [self.folder / n for n in self._names]
+                self._cleanup()
+        except KeyboardInterrupt as e:
+            if self.written:  # arrived during the swap, which completed
+                e.kept = f"the new run, saved whole in {self.folder}"
+            raise
+        return self.folder / "result.json"
+
+    def _undo(self) -> None:
+        try:
+            _rollback(self.folder, self.stage, self.backup)
+        except (OSError, ValueError) as e:
+            _ACTIVE.discard(self.token)  # the next writer into this folder settles what is left
+            raise OSError(f"could not restore the earlier run in {self.folder} ({e}); its files are kept in "
+                          f"{self.backup}: the next romlib run into this folder restores them") from None
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        for d in (self.backup, self.stage):
+            if d.exists():
+                try:
+                    shutil.rmtree(d)
+                except OSError as e:
+                    log.warning("could not delete %s (%s); the next run into %s deletes it", d, e, self.folder)
+        _ACTIVE.discard(self.token)
+
+    def abort(self) -> None:
+        """Remove everything staged (and the folder when it was made for this run and is empty)."""
+        with deferred(ignore=True):  # it runs because the save is ending: a second Ctrl-C must not cut it
+            if not self._swapped and self.stage.exists():
+                self._cleanup()
+            self._names = []
+            if self.created:
+                try:
+                    self.folder.rmdir()  # only if empty
+                except OSError:
+                    pass

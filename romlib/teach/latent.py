@@ -1,0 +1,174 @@
+"""Notebook 07's helpers: the paper's guidance on a latent model (Stable Diffusion 1.5 inpainting).
+
+* :func:`latent_backend` — ``"sd"`` on a GPU whose files are reachable, else ``"tiny-sd"`` (random tiny
+  models of the same classes: the mechanics, offline, in seconds — not the pictures);
+* :func:`anatomy` — what a pixel model and a latent model denoise, in numbers;
+* :func:`conformance` — romlib's loop against diffusers' ``StableDiffusionInpaintPipeline`` on the same
+  model, seeds and scheduler (CF: the plain pipeline; CCF: ``negative_prompt=ref`` and
+  ``masked_image_latents`` of the original image);
+* :func:`example` — the COCO photo of the two cats for the real model, else the backend's example;
+* :data:`T4_ESTIMATE` — time and memory of one edit on a T4, *estimated* (no T4 was measured).
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+__all__ = ["latent_backend", "anatomy", "conformance", "example", "guidance_lines", "T4_ESTIMATE", "gpu_numbers",
+           "coincide_at_scale", "comparison_setup", "RULES4"]
+
+#: CF, CCF and CCF's two changes taken one at a time (the order of notebook 04)
+RULES4 = ("cf", "ccf-direction", "cf-original", "ccf")
+
+#: an estimate, not a measurement: SD 1.5 fp16 at 512x512 on a T4 runs about 6 UNet evaluations of batch 2 per
+#: second with PyTorch's scaled-dot-product attention; an edit of B samples at 25 DPM-Solver++ steps makes
+#: 25 evaluations of batch 2B (both branches), then B VAE decodes and B CLIP crops
+T4_ESTIMATE = ("about 5 s per sample at 25 DPM-Solver++ steps (B = 4: about 20-25 s with decoding and ranking); "
+               "peak GPU memory about 4-5 GB in fp16 (UNet 1.7 GB, VAE 0.17 GB, text encoder 0.25 GB, CLIPSeg and CLIP "
+               "ViT-B/16 about 0.5 GB, activations of a batch of 8); estimated, not measured on a T4")
+
+
+def latent_backend() -> str:
+    """``$ROMLIB_LATENT_BACKEND`` if set; else ``"sd"`` on a GPU when every sd file is cached or a mirror is set
+    (or the network is allowed), else ``"tiny-sd"``."""
+    from .. import hub
+
+    env = os.environ.get("ROMLIB_LATENT_BACKEND")
+    if env:
+        return env
+    if not torch.cuda.is_available():
+        return "tiny-sd"
+    names = hub.SD_BACKEND + hub.CLIPSEG
+    if hub.mirror() or all(hub.cached(n) for n in names):
+        return "sd"
+    offline = any(os.environ.get(v) == "1" for v in ("ROMLIB_OFFLINE", "HF_HUB_OFFLINE"))
+    return "tiny-sd" if offline else "sd"
+
+
+def anatomy(model) -> dict:
+    """What the latent model denoises, against GLIDE's 64x64 pixels: sizes and the UNet's input channels."""
+    cfg = model.cfg
+    return {"frame (pixels)": f"{cfg.frame_size}x{cfg.frame_size}x3",
+            "latents z_t": f"{cfg.latent_channels}x{cfg.image_size}x{cfg.image_size}",
+            "values per sample": cfg.latent_channels * cfg.image_size ** 2,
+            "pixel values per sample": 3 * cfg.frame_size ** 2,
+            "UNet input channels": f"{model.unet.config.in_channels} = {cfg.latent_channels} (z_t) + 1 (mask) + "
+                                   f"{cfg.latent_channels} (image latents)",
+            "GLIDE base (pixels)": "64x64x3 = 12288 values, input 3 (x_t) + 3 (image) + 1 (mask)"}
+
+
+def guidance_lines() -> str:
+    """The guidance line of romlib (:func:`romlib.guidance.cfg.guided_eps`) and of diffusers' inpainting
+    pipeline, as their sources say it."""
+    import inspect
+
+    from ..guidance.cfg import guided_eps
+
+    ours = [ln.strip() for ln in inspect.getsource(guided_eps).splitlines() if ln.strip().startswith("return")][0]
+    theirs = "noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)"
+    try:
+        from diffusers import StableDiffusionInpaintPipeline
+
+        src = inspect.getsource(StableDiffusionInpaintPipeline.__call__)
+        theirs = next(ln.strip() for ln in src.splitlines() if "noise_pred_uncond + " in ln)
+    except (ImportError, StopIteration, OSError):
+        pass
+    return f"romlib  : {ours}\ndiffusers: {theirs}"
+
+
+@torch.no_grad()
+def conformance(model=None, *, rule: str = "cf", steps: str = "ddim6", scale: float = 7.5, seed: int = 0,
+                samples: int = 2, target: str = "a red ball", ref: str = "a blue cube") -> dict:
+    """Run ``rule`` (``"cf"`` or ``"ccf"``) with romlib's loop and with diffusers' pipeline on ``model``
+    (default: the tiny random SD), same seeds, scheduler and scale; returns ``{"max_abs_diff", "max_abs"}``
+    of the final latents. CCF is the pipeline with ``negative_prompt=ref`` and ``masked_image_latents`` of
+    the *original* image, drawn from the VAE posterior with sample 0's generator after its noise, as romlib."""
+    from diffusers import StableDiffusionInpaintPipeline
+
+    from ..models.sd import make_scheduler, tiny_inpainter
+    from ..sampling.diffusion import randn, sample_generators
+    from ..sampling.latent import prepare_latent, sample_latent
+
+    if rule not in ("cf", "ccf"):
+        raise ValueError(f"rule={rule!r}: the pipeline has a counterpart for 'cf' and 'ccf' only")
+    model = model if model is not None else tiny_inpainter()
+    S, h = model.cfg.frame_size, model.cfg.image_size
+    g = torch.Generator().manual_seed(1)
+    image01 = torch.rand(1, 3, S, S, generator=g)  # the pipeline takes [0, 1] and maps it to [-1, 1] as we do
+    image = image01 * 2 - 1
+    keep = torch.ones(1, 1, S, S)
+    keep[..., S // 4: 3 * S // 4, S // 8: S // 2] = 0
+    setup = prepare_latent(model, image=image, keep_mask=keep, target=target, ref=ref, rule=rule, scale=scale)
+    ours = sample_latent(setup, steps, samples=samples, seed=seed, batch_size=samples, output="latents")
+    extra = {}
+    if rule == "ccf":
+        g0 = sample_generators(seed, 1)[0]
+        randn((model.cfg.latent_channels, h, h), g0, "cpu")
+        extra = {"negative_prompt": ref, "masked_image_latents": model.encode_image(image, g0)}
+    pipe = StableDiffusionInpaintPipeline(vae=model.vae, text_encoder=model.text_encoder, tokenizer=model.tokenizer,
+                                          unet=model.unet, scheduler=make_scheduler(model.scheduler_config, steps),
+                                          safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    theirs = pipe(prompt=target, image=image01, mask_image=1 - keep, height=S, width=S,
+                  num_inference_steps=int(str(steps).removeprefix("ddim")), guidance_scale=scale,
+                  num_images_per_prompt=samples, generator=sample_generators(seed, samples), output_type="latent",
+                  **extra).images
+    return {"max_abs_diff": float((ours - theirs).abs().max()), "max_abs": float(theirs.abs().max())}
+
+
+def example(pipe, index: int = 0) -> tuple:
+    """``(image, ref, target)``: the two cats of COCO #39769 for the real models (sd, glide), else the backend's."""
+    if pipe.backend.name == "sd":
+        from .. import hub
+        from ..io import load_image
+
+        cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana")]
+        ref, target = cases[index % len(cases)]
+        return load_image(hub.download("example/coco-39769", progress=False)), ref, target
+    from .nb import chosen_case
+
+    return chosen_case(pipe, "colour")
+
+
+def comparison_setup(latent: str) -> tuple:
+    """Notebook 07's comparison: ``(pipe, (image, ref, target), scale, segmenters)``. ``"sd"``: the SD pipeline,
+    the two cats, s = 7.5 for every rule, CLIPSeg's and MDETR's masks; otherwise ShapesWorld's pixel model,
+    notebook 04's colour-only case, CCF's tuned scale, its own segmenter (the offline stand-in)."""
+    from .nb import pipeline
+
+    if latent == "sd":
+        pipe = pipeline("sd")
+        return pipe, example(pipe), 7.5, ("clipseg", "mdetr")
+    from ..guidance.methods import METHODS
+
+    pipe = pipeline("shapes")
+    return pipe, example(pipe), METHODS["ccf"].scale(pipe.backend), (None,)
+
+
+def gpu_numbers(results: dict) -> list[str]:
+    """One line per method: seconds of sampling and the peak GPU memory so far (measured on this machine)."""
+    peak = torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else float("nan")
+    return [f"{g:14s} sampling {r.timings.get('sampling', float('nan')):.1f} s for B = {r.settings['samples']}, "
+            f"peak GPU memory {peak:.1f} GB" for g, r in results.items()]
+
+
+@torch.no_grad()
+def coincide_at_scale(model, scale: float = 1.0, *, steps: str = "6", seed: int = 0) -> list[tuple[str, str]]:
+    """The pairs of :data:`RULES4` whose samples agree (within fp32 rounding) at guidance ``scale`` on the same
+    frame, mask and seeds (notebook 07's exercise: what does the scale multiply?)."""
+    from ..sampling.latent import prepare_latent, sample_latent
+
+    S = model.cfg.frame_size
+    dev = next(model.unet.parameters()).device
+    g = torch.Generator().manual_seed(2)
+    image = (torch.rand(1, 3, S, S, generator=g) * 2 - 1).to(dev)
+    keep = torch.ones(1, 1, S, S, device=dev)
+    keep[..., S // 4: 3 * S // 4, S // 4: 3 * S // 4] = 0
+    out = {r: sample_latent(prepare_latent(model, image=image, keep_mask=keep, target="a red ball", ref="a blue cube",
+                                           rule=r, scale=scale), steps, samples=1, seed=seed, output="latents").float()
+           for r in RULES4}
+    top = max(v.abs().max().item() for v in out.values())
+    tol = 1e-4 if model.dtype == torch.float32 else 1e-2  # fp16 rounds ε_base + (ε_cond − ε_base) to ~1e-3
+    return [(a, b) for i, a in enumerate(RULES4) for b in RULES4[i + 1:]
+            if (out[a] - out[b]).abs().max().item() <= tol * top]
