@@ -347,7 +347,7 @@ def test_referred_mask_goes_on_with_a_named_fallback_when_nothing_is_found(capsy
     """An empty (or, once eroded, empty) mask and a NoObjectFound each say so and go on; never a traceback."""
     from PIL import Image
 
-    from romlib.contracts import NoObjectFound
+    from romlib.contracts import AmbiguousReference, NoObjectFound
     from romlib.teach.nb import centred_box_mask, referred_mask
 
     image = Image.new("RGB", (120, 90))
@@ -370,3 +370,12 @@ def test_referred_mask_goes_on_with_a_named_fallback_when_nothing_is_found(capsy
     out = capsys.readouterr().out
     assert calls == [False, True] and "best score 0.120" in out and "best_anyway=True" in out
     assert got.equal(centred_box_mask(image))
+
+    def ambiguous(image, ref, best_anyway=False, **kw):
+        if not best_anyway:
+            raise AmbiguousReference(ref, [("query 1", (0, 0, 9, 9), 0.9), ("query 2", (50, 50, 59, 59), 0.88)])
+        return _seg(centred_box_mask(image))
+
+    seg, got = referred_mask(_fake_pipe(ambiguous), image, "the cat")
+    out = capsys.readouterr().out
+    assert "No single object found" in out and "matches 2 objects" in out and "best_anyway=True" in out

@@ -128,11 +128,12 @@ def referred_mask(pipe, image, ref: str, *, erode: int = 1) -> tuple:
     ``erode`` > 1 (notebook 03's deliberately under-covering mask): ``(segmentation, mask)``.
 
     A notebook meeting "nothing found" says so and goes on with a named fallback, never a traceback:
-    no query above the segmenter's score (:class:`~romlib.contracts.NoObjectFound`) → the best query
-    anyway (``best_anyway=True``, what the authors' code always did); a mask that covers no pixel at the
+    no query above the segmenter's score (:class:`~romlib.contracts.NoObjectFound`), or several objects
+    fitting equally well (:class:`~romlib.contracts.AmbiguousReference`) → the best query anyway
+    (``best_anyway=True``, what the authors' code always did); a mask that covers no pixel at the
     diffusion model's resolution (e.g. a random-weight MDETR's speckles, eroded) →
     :func:`centred_box_mask`."""
-    from ..contracts import NoObjectFound
+    from ..contracts import AmbiguousReference, NoObjectFound
     from ..io import quote
     from ..masks import erode as erode_mask
     from ..masks import resize_edit_mask
@@ -142,6 +143,9 @@ def referred_mask(pipe, image, ref: str, *, erode: int = 1) -> tuple:
     except NoObjectFound as e:
         note(f"**Nothing found** for {quote(ref)} (best score {e.best_score:.3f}, below {e.min_score}): "
              "going on with the best query anyway (`best_anyway=True`).")
+        seg = pipe.segment(image, ref, best_anyway=True)
+    except AmbiguousReference as e:
+        note(f"**No single object found**: {e.summary}. Going on with the best one (`best_anyway=True`).")
         seg = pipe.segment(image, ref, best_anyway=True)
     mask = erode_mask(seg.mask.float(), erode) > 0 if erode > 1 else seg.mask.bool()
     size = pipe.backend.base_model.cfg.image_size
