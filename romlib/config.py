@@ -48,6 +48,11 @@ class EditConfig:
     rank: RankMode | None = _knob(None, "ranking crop: local (box x1.3, the paper), masked (Blended's), none "
                                   "(default: the method's: local; masked for blended)", choices=("local", "masked", "none"))
     steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
+    sampler: str = _knob("ancestral", "base sampler: ancestral (DDPM, the paper's), ddim (eta = 0: deterministic), "
+                         "dpmpp-2m (DPM-Solver++(2M), good in ~20 steps) (default ancestral)",
+                         choices=("ancestral", "ddim", "dpmpp-2m"))
+    eta: float = _knob(0.0, "DDIM's eta in [0, 1] (0: deterministic; 1: the posterior's variance); read by "
+                       "--sampler ddim only (default 0)", type=float)
     upsample: bool = _knob(True, "run the 64->256 upsampler when the backend has one", flag="--no-upsample")
     upsample_steps: str | None = _knob(None, "upsampler sampling steps, e.g. fast27, 10 (default: the backend's, "
                                        "fast27 for GLIDE)")
@@ -94,6 +99,11 @@ class EditConfig:
             v = getattr(self, name)
             if v is not None:
                 _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
+        samplers = _choices("sampler")
+        _need(self.sampler in samplers, "sampler", self.sampler, ", ".join(repr(c) for c in samplers))
+        _need(_real(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
+        _need(self.eta == 0 or self.sampler == "ddim", "eta", self.eta, f"0 with sampler={self.sampler!r} (eta is "
+              "read by sampler='ddim' only)")
         _need(_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
               self.upsample_temperature, "a number in (0, 2]")
         _need(_int(self.seed) and self.seed >= 0, "seed", self.seed, "an integer >= 0")
@@ -105,6 +115,10 @@ class EditConfig:
         _need(isinstance(self.upsample, bool), "upsample", self.upsample, "True or False")
         _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
         return self
+
+
+def _choices(name: str) -> tuple:
+    return next(f.metadata["choices"] for f in dataclasses.fields(EditConfig) if f.name == name)
 
 
 def _need(ok: bool, name: str, value, accepted: str) -> None:

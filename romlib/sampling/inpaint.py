@@ -93,15 +93,27 @@ def sample_base_progressive(setup: BaseSetup, diffusion: SpacedDiffusion, genera
 
 
 def sample_base(setup: BaseSetup, diffusion: SpacedDiffusion, *, samples: int, seed: int = 0,
-                batch_size: int | None = None, device=None, progress=None) -> torch.Tensor:
-    """B samples [B, 3, 64, 64] in [-1, 1], in micro-batches of ``batch_size``."""
+                batch_size: int | None = None, device=None, progress=None, sampler: str = "ancestral",
+                eta: float = 0.0) -> torch.Tensor:
+    """B samples [B, 3, 64, 64] in [-1, 1], in micro-batches of ``batch_size``, with one of
+    :data:`romlib.sampling.samplers.SAMPLERS` (``eta``: DDIM's η). Every sampler starts from the
+    same x_T for a seed; CLIP guidance (``setup.cond_fn``) needs the ancestral sampler."""
+    from .samplers import get_sampler
+
+    run = get_sampler(sampler)
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    if setup.cond_fn is not None:
+        if sampler != "ancestral":
+            raise ValueError(f"sampler={sampler!r}: classifier (CLIP) guidance shifts the ancestral step's mean "
+                             "(eq. 4); accepted: sampler='ancestral'")
+        extra = {"cond_fn": setup.cond_fn}
     gens = sample_generators(seed, samples, stream=0)
+    device = device or setup.inpaint_image.device
     out = []
     for sl in chunks(samples, batch_size):
-        final = None
-        for final in sample_base_progressive(setup, diffusion, gens[sl], device=device, progress=bool(progress)):
-            pass
-        out.append(final["sample"])
+        x_T = randn((len(gens[sl]), *setup.shape), gens[sl], device)
+        out.append(run(setup.model_fn, x_T, diffusion, denoised_fn=setup.denoised_fn, clip_denoised=True,
+                       generator=gens[sl], progress=bool(progress), **extra))
     return torch.cat(out)
 
 
