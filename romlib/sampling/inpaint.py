@@ -124,18 +124,23 @@ def round_to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
 
 def sample_upsample(model, diffusion: SpacedDiffusion, tokenizer, *, low_res: torch.Tensor, image: torch.Tensor,
                     keep_mask: torch.Tensor, target: str, seed: int = 0, temperature: float = 0.997,
-                    batch_size: int | None = None, progress=None) -> torch.Tensor:
+                    batch_size: int | None = None, progress=None, indices: list[int] | None = None) -> torch.Tensor:
     """Upsample B 64×64 samples to [B, 3, 256, 256] with GLIDE's inpainting upsampler.
 
     ``image`` [1, 3, 256, 256] and ``keep_mask`` [1, 1, 256, 256] (1 = keep) are the full-size
-    input and mask; the model sees the masked image and the target prompt.
+    input and mask; the model sees the masked image and the target prompt. ``indices``: which samples of the
+    run ``low_res`` holds (default 0..B−1), so sample i gets its own noise however many are upsampled.
     """
     n = low_res.shape[0]
     device = low_res.device
     (text_emb,) = encode_prompts(model, tokenizer, [target])
     masked = image * keep_mask
     denoised_fn = known_region_fn(image, keep_mask)
-    gens = sample_generators(seed, n, stream=1)
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    if len(indices) != n:
+        raise ValueError(f"indices={indices} name {len(indices)} samples for {n} low-resolution images")
+    every = sample_generators(seed, max(indices) + 1, stream=1)
+    gens = [every[i] for i in indices]
     low_res = round_to_uint8_levels(low_res)
     out = []
     for sl in chunks(n, batch_size):
