@@ -96,7 +96,7 @@ class Explorer:
         settings.setdefault("progress", False)
         EditConfig.from_kwargs(**settings)  # unknown names fail now
         self.settings = dict(settings)
-        self.cache = cache or StageCache()
+        self.cache = cache if cache is not None else StageCache()
         self.last: dict = {}
         self.result = None
 
