@@ -165,9 +165,11 @@ class Explorer:
                     out = method.upsample(pipe, p, base, index, self.target, cfg, timings)
                 return out, {"upsample": passes["upsample"]}
 
-            out, up_passes = self._stage("upsample", u_key, upsample, log)
-            for k, v in up_passes.items():
-                work[k] = work.get(k, 0) + v
+            if cfg.upsample and b.upsampler is not None:
+                out, up_passes = self._stage("upsample", u_key, upsample, log)
+                work["upsample"] = work.get("upsample", 0) + up_passes["upsample"]
+            else:  # no upsampler: the base samples are the frames
+                out = method.upsample(pipe, p, base, None, self.target, cfg, timings)
         else:
             out, u_key = base, s_key
         ranking = self._stage("rank", (u_key, rank), lambda: pipe.rank(out, self.target, rank, p), log)
