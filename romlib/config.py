@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["EditConfig", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED", "check_seed",
-           "check_int", "check_number", "is_int", "is_real"]
+__all__ = ["EditConfig", "PRESETS", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED",
+           "check_seed", "check_int", "check_number", "is_int", "is_real"]
 
 MAX_SAMPLES = 256  # B above this is refused
 WARN_SAMPLES = 64  # B above this logs the expected time
@@ -27,6 +27,14 @@ WARN_SAMPLES = 64  # B above this logs the expected time
 MAX_SEED = 2**63 - 1
 
 Frame = Literal["full", "crop"]
+
+#: the named budgets of ``EditConfig.preset``: the knobs each sets (a knob left at its default takes the preset's
+#: value; a knob a method does not read is left alone). "preview" is chosen from the ShapesWorld measurement of
+#: the samplers (docs/performance.md): DPM-Solver++(2M) at 20 steps.
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "preview": {"samples": 4, "sampler": "dpmpp-2m", "steps": "20", "upsample_top": 1},
+}
 RankMode = Literal["local", "masked", "none"]
 SEGMENTERS = ("mdetr", "clipseg")  # the referring segmenters romlib wraps (romlib.backends.load builds them)
 
@@ -46,6 +54,10 @@ class EditConfig:
     naming the bad value and what is accepted.
     """
 
+    preset: str = _knob("paper", "budget: paper (the paper's settings, every default below) or preview (PRESETS: "
+                        "4 samples, 20 DPM-Solver++(2M) steps, ranked at the base resolution, only the best upsampled: "
+                        "~1/27 of the paper's work with GLIDE); knobs you set win over the preset's",
+                        choices=tuple(PRESETS))
     guidance: str = _knob("ccf", "guidance method (romlib.guidance.METHODS): {choices}", choices="methods")
     scale: float | None = _knob(None, "guidance scale s > 0 (default: the method's, e.g. 15 ccf, 5 cf, 2 clip; "
                                 "ShapesWorld's tuned scales on the shapes backend)", type=float)
@@ -55,8 +67,15 @@ class EditConfig:
     rank: RankMode | None = _knob(None, "ranking crop: local (box x1.3, the paper), masked (Blended's), none "
                                   "(default: the method's: local; masked for blended)", choices=("local", "masked", "none"))
     steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
+    sampler: str = _knob("ancestral", "base sampler: ancestral (DDPM, the paper's), ddim (eta = 0: deterministic), "
+                         "dpmpp-2m (DPM-Solver++(2M), good in ~20 steps) (default ancestral)",
+                         choices=("ancestral", "ddim", "dpmpp-2m"))
+    eta: float = _knob(0.0, "DDIM's eta in [0, 1] (0: deterministic; 1: the posterior's variance); read by "
+                       "--sampler ddim only (default 0)", type=float)
     upsample: bool = _knob(True, "skip the 64->256 upsampler: results stay at the base model's 64x64 (default: "
                            "upsample when the backend has an upsampler)", flag="--no-upsample")
+    upsample_top: int | None = _knob(None, "upsample only the N best base samples, ranked at the base resolution "
+                                     "(default: all, the paper's)", type=int)
     upsample_steps: str | None = _knob(None, "upsampler sampling steps, e.g. fast27, 10 (default: the backend's, "
                                        "fast27 for GLIDE)")
     upsample_temperature: float = _knob(0.997, "noise temperature of the upsampler's first sample (default 0.997)",
@@ -75,6 +94,18 @@ class EditConfig:
     progress: bool = _knob(True, "progress bars", cli=False)
 
     # ------------------------------------------------------------------------------------------
+    def with_preset(self, reads=None) -> "EditConfig":
+        """The preset's values (:data:`PRESETS`) for the knobs still at their defaults; ``reads``: the knobs the
+        method reads (``Method.honours``; a knob of the preset outside it is left at its default)."""
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset={self.preset!r} is out of range; accepted: {', '.join(map(repr, PRESETS))}")
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        from .guidance.methods import SAMPLING_KNOBS
+
+        values = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) == defaults[k]
+                  and (reads is None or k not in SAMPLING_KNOBS or k in reads)}
+        return dataclasses.replace(self, **values)
+
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -121,6 +152,15 @@ class EditConfig:
             v = getattr(self, name)
             if v is not None:
                 _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
+        _need(self.preset in PRESETS, "preset", self.preset, ", ".join(repr(c) for c in PRESETS))
+        if self.upsample_top is not None:
+            _need(is_int(self.upsample_top) and 1 <= self.upsample_top <= self.samples, "upsample_top", self.upsample_top,
+                  f"an integer in 1..samples ({self.samples}), or None for all")
+        samplers = _choices("sampler")
+        _need(self.sampler in samplers, "sampler", self.sampler, ", ".join(repr(c) for c in samplers))
+        _need(is_real(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
+        _need(self.eta == 0 or self.sampler == "ddim", "eta", self.eta, f"0 with sampler={self.sampler!r} (eta is "
+              "read by sampler='ddim' only)")
         _need(is_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
               self.upsample_temperature, "a number in (0, 2]")
         check_seed("seed", self.seed)
@@ -133,6 +173,10 @@ class EditConfig:
         _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
         _need(isinstance(self.progress, bool), "progress", self.progress, "True or False")
         return self
+
+
+def _choices(name: str) -> tuple:
+    return next(f.metadata["choices"] for f in dataclasses.fields(EditConfig) if f.name == name)
 
 
 def _need(ok: bool, name: str, value, accepted: str) -> None:

@@ -278,6 +278,10 @@ class ROMPipeline:
         """The same samples ranked another way (Fig. 7: masked vs local ranking on the same B)."""
         import copy
 
+        if len(result.order) != len(result.samples):  # upsample_top: only the best samples have frames
+            raise ValueError(f"rerank needs every sample's frame; this result has {len(result.order)} of "
+                             f"{len(result.samples)} (upsample_top={result.settings.get('upsample_top')}): rerun with "
+                             "upsample_top=None, or use rl.nb.explore, which re-ranks the base samples")
         unranked = torch.empty_like(result.images)
         unranked[torch.tensor(result.order)] = result.images
         edit_mask = result.edit_mask[None, None].to(self.device)
@@ -307,13 +311,9 @@ class ROMPipeline:
         t_start = time.perf_counter()
         timings: dict[str, float] = {}
         b = self.backend
-        cfg = EditConfig.from_kwargs(config, **knobs)
-        method = get(cfg.guidance)
-        cfg.validate()
-        method.check(cfg, b)
+        cfg, method = self.resolve(config, **knobs)
         ref = "" if ref is None else str(ref)
         target = "" if target is None else str(target)
-        rank = cfg.rank or method.default_rank
         if cfg.samples > WARN_SAMPLES:
             log.warning("samples=%d: sampling takes about %.1fx the time of the paper's B = 24 (on a T4 with GLIDE, "
                         "roughly %.0f-%.0f minutes); lower samples for quick looks", cfg.samples, cfg.samples / 24,
@@ -326,30 +326,72 @@ class ROMPipeline:
                          timings=timings)
 
         t0 = time.perf_counter()
-        out = method.sample(self, p, ref, target, cfg, timings)
+        with self.count_work() as passes:
+            out = method.sample(self, p, ref, target, cfg, timings)
         timings["sampling"] = time.perf_counter() - t0
+        return self.finish(image, p, out, ref, target, cfg, method, timings, self.work(passes, method), t_start)
 
-        t0 = time.perf_counter()
-        ranking = rank_samples(b.ranker, out.frames, target, rank, box=p.rank_box, edit_mask=M.to_edit_mask(out.keep_frame))
-        timings["rank"] = time.perf_counter() - t0
-        order = ranking.order
-        ranked = out.frames[order]
+    def rank(self, out, target: str, rank: RankMode, p: Prepared):
+        """The :class:`~romlib.rank.Ranking` of a method's frames ``out.frames`` in mode ``rank``."""
+        return rank_samples(self.backend.ranker, out.frames, target, rank, box=p.rank_box,
+                            edit_mask=M.to_edit_mask(out.keep_frame))
+
+    def resolve(self, config: EditConfig | None = None, **knobs) -> tuple[EditConfig, Any]:
+        """The validated settings of one edit and its method: ``config`` updated with ``knobs``, checked against
+        the method (knobs it does not read are refused), then the preset's values for the knobs left at their
+        defaults (:meth:`EditConfig.with_preset`)."""
+        cfg = EditConfig.from_kwargs(config, **knobs)
+        method = get(cfg.guidance)
+        cfg.validate()
+        method.check(cfg, self.backend)
+        return cfg.with_preset(method.honours).validate(), method
+
+    def count_work(self):
+        """A context counting the forward passes of the backend's UNets (:func:`romlib.perf.work.count_passes`)."""
+        from .perf.work import count_passes
+
+        return count_passes({"base": self.backend.base_model, "upsample": self.backend.upsampler})
+
+    def work(self, passes: dict, method) -> dict:
+        """``EditResult.work`` from counted passes: passes per model and the TFLOP they add up to."""
+        from .perf.work import work_report
+
+        work = work_report({k: v for k, v in passes.items() if v or k == "base"},
+                           {"base": self.backend.base_model, "upsample": self.backend.upsampler})
+        if method.needs:  # the baselines' own networks (noised CLIP, ADM) have no FLOP count
+            work["uncounted"] = sorted(set(work["uncounted"]) | {method.needs})
+        return work
+
+    def finish(self, image, p: Prepared, out, ref: str, target: str, cfg: EditConfig, method, timings: dict,
+               work: dict, t_start: float | None = None, ranking=None) -> EditResult:
+        """Rank the frames of ``out`` (a method's :class:`~romlib.guidance.methods.Samples`), paste them back and
+        build the :class:`EditResult` (the last stage of :meth:`edit`; the explorer calls it on cached samples with
+        a cached ``ranking`` of ``out.frames``)."""
+        b = self.backend
+        rank = cfg.rank or method.default_rank
+        if ranking is None:
+            t0 = time.perf_counter()
+            ranking = self.rank(out, target, rank, p)
+            timings["rank"] = time.perf_counter() - t0
+        ranked = out.frames[ranking.order]
+        order = ranking.order if out.index is None else [out.index[i] for i in ranking.order]
 
         full = paste_back(p.image, ranked, out.keep_paste, p.region)  # lazy: made when read or saved
-        timings["total"] = time.perf_counter() - t_start
+        if t_start is not None:
+            timings["total"] = time.perf_counter() - t_start
 
         W, H = p.image.size
         user_mask = cfg.mask is not None and not isinstance(cfg.mask, Segmentation)
-        settings = dict(ref=ref, target=target, **method.settings(cfg, b), samples=cfg.samples, dilation=cfg.dilation,
-                        rank=rank, seed=cfg.seed, frame=cfg.frame, region=list(p.region), threshold=cfg.threshold,
-                        segmenter=cfg.segmenter or b.segmenter_name,
-                        backend=b.name, user_mask=user_mask, batch_size=cfg.batch_size, input_size=[W, H],
-                        frame_size=p.frame_size, base_size=p.base_size)
+        settings = dict(ref=ref, target=target, preset=cfg.preset, **method.settings(cfg, b), samples=cfg.samples,
+                        dilation=cfg.dilation, rank=rank, seed=cfg.seed, frame=cfg.frame, region=list(p.region),
+                        threshold=cfg.threshold, segmenter=cfg.segmenter or b.segmenter_name, backend=b.name,
+                        user_mask=user_mask, batch_size=cfg.batch_size, input_size=[W, H], frame_size=p.frame_size,
+                        base_size=p.base_size)
         return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=out.base.cpu(),
                           full_res=full, edit_mask=M.to_edit_mask(out.keep_frame)[0, 0].cpu(),
                           keep_mask_base=p.keep_base[0, 0].cpu(), box=tuple(p.segmentation.box), rank_box=p.rank_box,
                           segmentation=p.segmentation, frame_input=p.frame_image.resize((p.frame_size,) * 2),
-                          input_image=p.image, settings=settings, timings=timings,
+                          input_image=p.image, settings=settings, timings=timings, work=work,
                           sources=tuple(x for x in (image, cfg.mask) if isinstance(x, (str, os.PathLike))))
 
 

@@ -137,7 +137,10 @@ class EditResult:
     ``samples``: the base samples [B, 3, 64, 64] in sampling order; ``order``: ranked indices;
     ``edit_mask`` [S, S] (1 = edited) and ``keep_mask_base`` [64, 64] (GLIDE convention);
     ``box``: the object box in input pixels; ``rank_box`` the same in frame pixels;
-    ``sources``: the input files (image, mask) when given as paths: :meth:`save` never writes over them.
+    ``sources``: the input files (image, mask) when given as paths: :meth:`save` never writes over them;
+    ``work``: what the edit computed — ``{"passes": {"base": n, "upsample": m}, "gflop_per_pass", "tflop",
+    "uncounted"}`` (one pass = one image row through a UNet; :mod:`romlib.perf.work`). With ``upsample_top``
+    (the preview preset) ``images``/``scores``/``order`` hold only the upsampled best samples.
     """
 
     images: torch.Tensor
@@ -155,6 +158,7 @@ class EditResult:
     settings: dict
     timings: dict = field(default_factory=dict)
     sources: tuple = ()
+    work: dict = field(default_factory=dict)
 
     @property
     def best(self):
@@ -205,7 +209,7 @@ class EditResult:
                 written["summary"] = [str(p)]
             payload = {"settings": self.settings, "order": self.order, "scores": self.scores,
                        "box": list(self.box), "rank_box": list(self.rank_box) if self.rank_box else None,
-                       "segmentation_score": self.segmentation.score, "timings": self.timings}
+                       "segmentation_score": self.segmentation.score, "timings": self.timings, "work": self.work}
             files = {k: [Path(v).name for v in vs] for k, vs in written.items() if k != "json"}
             files["json"] = ["result.json"]
             p = w.finish(_finite(_jsonable(payload)), files)

@@ -9,8 +9,8 @@ from romlib.teach.exercises import EXERCISES, check, for_notebook
 IDS = list(EXERCISES)
 
 
-def test_at_least_two_exercises_per_notebook_01_to_06():
-    for nb in ("01", "02", "03", "04", "05", "06"):
+def test_at_least_two_exercises_per_notebook_01_to_07():
+    for nb in ("01", "02", "03", "04", "05", "06", "07"):
         assert len(for_notebook(nb)) >= 2, nb
     assert all(e.id.split(".")[0] == e.notebook for e in EXERCISES.values())
 

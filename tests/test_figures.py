@@ -163,6 +163,59 @@ def test_targets_figure_runs_every_target_with_the_oracles_verdict(shapes_result
         rl.viz.targets_figure(rl.nb.pipeline("tiny"))
 
 
+def test_mask_iou_counts_overlap_over_union():
+    from romlib.teach.story import mask_iou
+
+    a, b = torch.zeros(8, 8, dtype=torch.bool), torch.zeros(8, 8, dtype=torch.bool)
+    a[0:4, 0:4] = True  # 16 px
+    b[2:6, 0:4] = True  # 16 px, 8 of them shared
+    assert mask_iou(a, b) == 8 / 24 and mask_iou(a, a) == 1.0 and mask_iou(a, ~a) == 0.0
+    assert np.isnan(mask_iou(a & False, b & False))
+    with pytest.raises(ValueError, match=r"\(8, 8\) and \(4, 4\)"):
+        mask_iou(a, b[:4, :4])
+
+
+def test_segmenters_figure_puts_mdetr_and_clipseg_side_by_side_on_the_tiny_backend():
+    """Each panel is its segmenter's own answer (tiny MDETR, tiny random CLIPSeg): pixels, score, box and the
+    IoU between them as each segmenter computes them directly."""
+    from PIL import Image
+
+    import romlib as rl
+    from romlib.teach.viz import MASK_COLOUR
+
+    pipe = rl.nb.pipeline("tiny")
+    img = Image.new("RGB", (96, 72), (40, 110, 190))
+    img.paste((220, 40, 40), (30, 20, 60, 50))
+    fig, n = rl.viz.segmenters_figure(pipe, img, "the red ball")
+    direct = {name: pipe.backend.segmenter_for(name).segment(img, "the red ball") for name in ("mdetr", "clipseg")}
+    assert direct["clipseg"].extra["segmenter"] == "clipseg"
+    for (name, seg), ax in zip(direct.items(), fig.axes):
+        m = seg.mask.bool()
+        assert m.shape == (72, 96) and n[name] == {"mask px": int(m.sum()), "score": round(float(seg.score), 3),
+                                                   "box": tuple(round(float(v), 1) for v in seg.box)}
+        assert ax.get_title().startswith(f"{name}: score {seg.score:.2f}") and f"{int(m.sum())} px" in ax.get_title()
+        drawn = ax.get_images()[0].get_array()
+        assert (np.asarray(drawn)[..., :3] == MASK_COLOUR).all(-1).any()  # the mask's outline is drawn
+    a, b = direct["mdetr"].mask.bool(), direct["clipseg"].mask.bool()
+    want = round(int((a & b).sum()) / int((a | b).sum()), 3)
+    assert n["iou"] == {"mdetr/clipseg": want} and f"IoU mdetr/clipseg = {want:.2f}" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"unknown \['sam'\].*mdetr, clipseg"):
+        rl.viz.segmenters_figure(pipe, img, "the red ball", segmenters=("mdetr", "sam"))
+
+
+def test_segmenters_figure_labels_a_segmenter_the_backend_lacks(shapes_result):
+    import romlib as rl
+
+    pipe, r = shapes_result
+    image, ref = r.input_image, r.settings["ref"]
+    fig, n = rl.viz.segmenters_figure(pipe, image, ref, segmenters=("shapes", "clipseg"))
+    assert n["clipseg"] == {"skipped": "not available on the 'shapes' backend (it has: shapes)"}
+    assert n["shapes"]["mask px"] == int(pipe.segment(image, ref).mask.sum()) and n["iou"] == {}
+    assert fig.axes[1].get_title() == "clipseg: skipped"
+    with pytest.raises(ValueError, match="none of segmenters=\\('mdetr', 'clipseg'\\) is available on the 'shapes'"):
+        rl.viz.segmenters_figure(pipe, image, ref)
+
+
 def test_forward_figure_prints_alpha_bar_of_the_schedule():
     import romlib as rl
 

@@ -69,6 +69,18 @@ def test_steps_choose_the_scheduler_and_bad_ones_are_named(pipe, photo):
         pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="fast27", mask=mask)
 
 
+def test_the_sampler_knob_picks_the_latent_scheduler(pipe, photo):
+    img, mask = photo
+    r = pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="3", sampler="ddim", mask=mask,
+                  progress=False)
+    assert r.settings["steps"] == "ddim3"
+    r = pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="ddim3", sampler="dpmpp-2m", mask=mask,
+                  progress=False)
+    assert r.settings["steps"] == "3"
+    with pytest.raises(ValueError, match="eta=0.5 is not read on the 'tiny-sd' backend"):
+        pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="3", sampler="ddim", eta=0.5, mask=mask)
+
+
 def test_segmenter_knob_is_validated_and_switches_segmenters(pipe, photo):
     img, _ = photo
     with pytest.raises(ValueError, match="segmenter='sam'.*'mdetr', 'clipseg'"):

@@ -40,7 +40,16 @@ __all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METH
 MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
 
 #: knobs of :class:`romlib.config.EditConfig` that only some methods read
-SAMPLING_KNOBS = ("scale", "steps", "upsample", "upsample_steps", "upsample_temperature")
+SAMPLING_KNOBS = ("scale", "steps", "sampler", "eta", "upsample", "upsample_top", "upsample_steps", "upsample_temperature")
+
+
+def latent_steps(config: "EditConfig", backend) -> str:
+    """The schedule a latent backend runs: ``steps`` ('N' = DPM-Solver++(2M), 'ddimN' = DDIM), with
+    ``sampler`` choosing between the two when set ('ddim' or 'dpmpp-2m'; 'ancestral', the default, keeps
+    what ``steps`` says: diffusers' inpainting pipeline has no ancestral sampler romlib runs)."""
+    steps = str(config.steps if config.steps is not None else backend.base_steps)
+    n = steps[4:] if steps.startswith("ddim") else steps
+    return {"ddim": "ddim" + n, "dpmpp-2m": n}.get(config.sampler, steps)
 
 
 def _family(backend) -> str:
@@ -60,6 +69,7 @@ class Samples:
     frames: torch.Tensor
     keep_frame: torch.Tensor
     keep_paste: torch.Tensor
+    index: list[int] | None = None  # which base sample each frame is (``upsample_top``); None: frame i = sample i
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,9 @@ class Method:
             from ..models.sd import parse_steps
 
             parse_steps(config.steps)  # before any work: a latent model's steps are 'N' or 'ddimN'
+        if backend is not None and _family(backend) == "latent" and config.eta != 0:
+            raise ValueError(f"eta={config.eta!r} is not read on the {backend.name!r} backend: its DDIM is diffusers' "
+                             "DDIMScheduler at eta = 0; leave eta unset")
         if backend is not None and not self.available(backend):
             raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
                              "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
@@ -129,12 +142,18 @@ class Method:
         if "scale" in self.honours:
             out["scale"] = self.scale(backend, config.scale)
         if "steps" in self.honours:
-            out["steps"] = str(config.steps if config.steps is not None else backend.base_steps)
+            out["steps"] = (latent_steps(config, backend) if _family(backend) == "latent"
+                            else str(config.steps if config.steps is not None else backend.base_steps))
+        if "sampler" in self.honours:
+            out["sampler"] = config.sampler
+            if config.sampler == "ddim":
+                out["eta"] = config.eta
         up = "upsample" in self.honours and config.upsample and backend.upsampler is not None
         out["upsample"] = bool(up)
         if up:
             out["upsample_steps"] = str(config.upsample_steps if config.upsample_steps is not None else backend.upsample_steps)
             out["upsample_temperature"] = config.upsample_temperature
+            out["upsample_top"] = config.upsample_top
         return out
 
     def sample(self, pipe, p: "Prepared", ref: str, target: str, config: "EditConfig",
@@ -150,25 +169,54 @@ class _GlideMethod(Method):
         raise NotImplementedError
 
     def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        from ..sampling.inpaint import auto_batch_size, sample_base, sample_upsample
+        base = self.sample_base(pipe, p, ref, target, config, timings)
+        index = self.to_upsample(pipe, p, base, target, config)
+        return self.upsample(pipe, p, base, index, target, config, timings)
+
+    def sample_base(self, pipe, p, ref, target, config, timings) -> torch.Tensor:
+        """The B guided base samples [B, 3, b, b] with ``config.sampler``."""
+        from ..sampling.inpaint import auto_batch_size, sample_base
 
         b, dev = pipe.backend, pipe.device
         t0 = time.perf_counter()
         setup = self.base_setup(pipe, p, ref, target, self.scale(b, config.scale))
         bs = config.batch_size or auto_batch_size(b.base_model, config.samples, branches=2, device=dev)
         base = sample_base(setup, pipe.diffusion("base", config.steps), samples=config.samples, seed=config.seed,
-                           batch_size=bs, device=dev, progress=config.progress)
+                           batch_size=bs, device=dev, progress=config.progress,
+                           **({"sampler": config.sampler, "eta": config.eta} if "sampler" in self.honours else {}))
         timings["base"] = time.perf_counter() - t0
+        return base
+
+    def to_upsample(self, pipe, p, base, target, config) -> list[int] | None:
+        """Which base samples the upsampler gets: all (None), or with ``upsample_top = n`` the n best, ranked at
+        the base resolution in ``config.rank``'s mode (the preview budget)."""
+        if config.upsample_top is None or not config.upsample or pipe.backend.upsampler is None:
+            return None
+        from .. import masks as M
+        from ..rank import rank_samples
+
+        f = p.base_size / p.frame_size
+        box = tuple(v * f for v in p.rank_box) if p.rank_box is not None else None
+        ranking = rank_samples(pipe.backend.ranker, base, target, config.rank or self.default_rank, box=box,
+                               edit_mask=M.to_edit_mask(p.keep_base))
+        return list(ranking.order[:config.upsample_top])
+
+    def upsample(self, pipe, p, base, index, target, config, timings) -> Samples:
+        """The frames: ``base[index]`` (all when ``index`` is None) through the 64→256 upsampler, if any."""
+        from ..sampling.inpaint import auto_batch_size, sample_upsample
+
+        b, dev = pipe.backend, pipe.device
         frames = base
         if config.upsample and b.upsampler is not None:
             t0 = time.perf_counter()
-            bs_up = config.batch_size or auto_batch_size(b.upsampler, config.samples, device=dev)
+            low = base if index is None else base[index]
+            bs_up = config.batch_size or auto_batch_size(b.upsampler, len(low), device=dev)
             frames = sample_upsample(b.upsampler, pipe.diffusion("upsample", config.upsample_steps), b.tokenizer,
-                                     low_res=base, image=p.image_frame, keep_mask=p.keep_frame, target=target,
+                                     low_res=low, image=p.image_frame, keep_mask=p.keep_frame, target=target,
                                      seed=config.seed, temperature=config.upsample_temperature, batch_size=bs_up,
-                                     progress=config.progress)
+                                     progress=config.progress, indices=index)
             timings["upsample"] = time.perf_counter() - t0
-        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base)
+        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base, index=index)
 
 
 @dataclass(frozen=True)
@@ -194,7 +242,7 @@ class ClassifierFree(_GlideMethod):
         setup = prepare_latent(b.base_model, image=p.image_frame, keep_mask=p.keep_frame, target=target, ref=ref,
                                rule=self.name, scale=self.scale(b, config.scale))
         bs = config.batch_size or min(config.samples, 4)
-        frames = sample_latent(setup, str(config.steps if config.steps is not None else b.base_steps),
+        frames = sample_latent(setup, latent_steps(config, b),
                                samples=config.samples, seed=config.seed, batch_size=bs, progress=config.progress)
         timings["base"] = time.perf_counter() - t0
         base = torch.nn.functional.interpolate(frames, size=p.image_base.shape[-2:], mode="bilinear", antialias=True,
@@ -267,7 +315,7 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     ClassifierFree("cf-original", "CF + original input", "ablation: GLIDE's ∅ base branch with CCF's original image",
                    5.0, families=_BOTH),
     ClipGuided("clip", "GLIDE CLIP-guided", "GLIDE guided by the noised CLIP's gradient (eq. 4), masked image", 2.0,
-               needs="clip"),
+               needs="clip", honours=_KNOBS - {"sampler", "eta"}),  # the gradient shifts the ancestral step's mean
     Blended("blended", "Blended Diffusion", "Blended Diffusion: unconditional ADM 256x256 + CLIP loss, background "
             "blended in at every step", None, default_rank="masked", needs="blended", honours=frozenset()),
 )}

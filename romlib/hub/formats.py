@@ -85,14 +85,21 @@ def _text(path: Path) -> tuple[str | None, str | None]:
         return None, f"it is not UTF-8 text (byte {e.start}: {e.object[e.start:e.start + 1]!r})"
 
 
-def _json_problem(path: Path) -> str | None:
+def _json(path: Path) -> tuple[object, str | None]:
+    """``(the parsed JSON, None)`` or ``(None, why it is not JSON)``."""
     text, problem = _text(path)
     if problem:
-        return problem
+        return None, problem
     try:
-        obj = json.loads(text)
+        return json.loads(text), None
     except ValueError as e:
-        return f"it is not valid JSON ({_first_line(e)})"
+        return None, f"it is not valid JSON ({_first_line(e)})"
+
+
+def _json_problem(path: Path) -> str | None:
+    obj, problem = _json(path)
+    if problem:
+        return problem
     if not isinstance(obj, dict) or not obj:
         return f"it holds a JSON {type(obj).__name__}{' (empty)' if not obj else ''}, not a vocabulary (an object of tokens)"
     odd = next((k for k, v in obj.items() if not isinstance(v, int) or isinstance(v, bool)), None)
@@ -102,13 +109,9 @@ def _json_problem(path: Path) -> str | None:
 
 
 def _config_problem(path: Path) -> str | None:
-    text, problem = _text(path)
+    obj, problem = _json(path)
     if problem:
         return problem
-    try:
-        obj = json.loads(text)
-    except ValueError as e:
-        return f"it is not valid JSON ({_first_line(e)})"
     if not isinstance(obj, dict):
         return f"it holds a JSON {type(obj).__name__}, not a configuration (an object)"
     return None

@@ -93,15 +93,27 @@ def sample_base_progressive(setup: BaseSetup, diffusion: SpacedDiffusion, genera
 
 
 def sample_base(setup: BaseSetup, diffusion: SpacedDiffusion, *, samples: int, seed: int = 0,
-                batch_size: int | None = None, device=None, progress=None) -> torch.Tensor:
-    """B samples [B, 3, 64, 64] in [-1, 1], in micro-batches of ``batch_size``."""
+                batch_size: int | None = None, device=None, progress=None, sampler: str = "ancestral",
+                eta: float = 0.0) -> torch.Tensor:
+    """B samples [B, 3, 64, 64] in [-1, 1], in micro-batches of ``batch_size``, with one of
+    :data:`romlib.sampling.samplers.SAMPLERS` (``eta``: DDIM's η). Every sampler starts from the
+    same x_T for a seed; CLIP guidance (``setup.cond_fn``) needs the ancestral sampler."""
+    from .samplers import get_sampler
+
+    run = get_sampler(sampler)
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    if setup.cond_fn is not None:
+        if sampler != "ancestral":
+            raise ValueError(f"sampler={sampler!r}: classifier (CLIP) guidance shifts the ancestral step's mean "
+                             "(eq. 4); accepted: sampler='ancestral'")
+        extra = {"cond_fn": setup.cond_fn}
     gens = sample_generators(seed, samples, stream=0)
+    device = device or setup.inpaint_image.device
     out = []
     for sl in chunks(samples, batch_size):
-        final = None
-        for final in sample_base_progressive(setup, diffusion, gens[sl], device=device, progress=bool(progress)):
-            pass
-        out.append(final["sample"])
+        x_T = randn((len(gens[sl]), *setup.shape), gens[sl], device)
+        out.append(run(setup.model_fn, x_T, diffusion, denoised_fn=setup.denoised_fn, clip_denoised=True,
+                       generator=gens[sl], progress=bool(progress), **extra))
     return torch.cat(out)
 
 
@@ -112,18 +124,23 @@ def round_to_uint8_levels(x: torch.Tensor) -> torch.Tensor:
 
 def sample_upsample(model, diffusion: SpacedDiffusion, tokenizer, *, low_res: torch.Tensor, image: torch.Tensor,
                     keep_mask: torch.Tensor, target: str, seed: int = 0, temperature: float = 0.997,
-                    batch_size: int | None = None, progress=None) -> torch.Tensor:
+                    batch_size: int | None = None, progress=None, indices: list[int] | None = None) -> torch.Tensor:
     """Upsample B 64×64 samples to [B, 3, 256, 256] with GLIDE's inpainting upsampler.
 
     ``image`` [1, 3, 256, 256] and ``keep_mask`` [1, 1, 256, 256] (1 = keep) are the full-size
-    input and mask; the model sees the masked image and the target prompt.
+    input and mask; the model sees the masked image and the target prompt. ``indices``: which samples of the
+    run ``low_res`` holds (default 0..B−1), so sample i gets its own noise however many are upsampled.
     """
     n = low_res.shape[0]
     device = low_res.device
     (text_emb,) = encode_prompts(model, tokenizer, [target])
     masked = image * keep_mask
     denoised_fn = known_region_fn(image, keep_mask)
-    gens = sample_generators(seed, n, stream=1)
+    indices = list(range(n)) if indices is None else [int(i) for i in indices]
+    if len(indices) != n:
+        raise ValueError(f"indices={indices} name {len(indices)} samples for {n} low-resolution images")
+    every = sample_generators(seed, max(indices) + 1, stream=1)
+    gens = [every[i] for i in indices]
     low_res = round_to_uint8_levels(low_res)
     out = []
     for sl in chunks(n, batch_size):

@@ -31,13 +31,15 @@ def _to_tensor(a: np.ndarray) -> torch.Tensor:
 
 def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: list[np.ndarray], *, rule: str,
                  scale: float, samples: int, seed: int = 0, plain: bool = False, batch_rows: int = 96,
-                 progress: bool = False, desc: str = "") -> torch.Tensor:
+                 progress: bool = False, desc: str = "", sampler: str = "ancestral", eta: float = 0.0) -> torch.Tensor:
     """B samples per case [n_cases, B, 3, H, W] in [-1, 1]: :func:`romlib.sampling.inpaint.prepare_base`
     per case, with the cases stacked into one batch for speed (each row keeps its own prompts,
-    images, masks and noise). ``plain``: an empty target (plain inpainting)."""
+    images, masks and noise). ``plain``: an empty target (plain inpainting). ``sampler``, ``eta``: as
+    :func:`romlib.sampling.inpaint.sample_base` (every sampler starts from the same x_T)."""
     from tqdm.auto import tqdm
 
-    from ..sampling.diffusion import sample_generators
+    from ..sampling.diffusion import randn, sample_generators
+    from ..sampling.samplers import get_sampler
     from ..guidance.cfg import GuidedModel, known_region_fn
     from ..sampling.inpaint import prepare_base
     from ..masks import to_keep_mask
@@ -67,8 +69,9 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
         base = {k: stack("base", k) for k in ("text_emb", "inpaint_image", "inpaint_mask")}
         model_fn = GuidedModel(model, scale, cond, base)
         img, keep = torch.cat(images).repeat_interleave(samples, 0), torch.cat(keeps).repeat_interleave(samples, 0)
-        x = diffusion.p_sample_loop(model_fn, tuple(img.shape), denoised_fn=known_region_fn(img, keep), clip_denoised=True,
-                                    device=device, generator=gens)
+        x_T = randn(tuple(img.shape), gens, device)
+        x = get_sampler(sampler)(model_fn, x_T, diffusion, denoised_fn=known_region_fn(img, keep), clip_denoised=True,
+                                 generator=gens, **({"eta": eta} if sampler == "ddim" else {}))
         out.append(x.reshape(-1, samples, *x.shape[1:]).cpu())
     return torch.cat(out)
 
@@ -120,7 +123,8 @@ def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torc
     mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
     return {"success": mean(succ), "top1_local": mean(top["local"]), "top1_masked": mean(top["masked"]),
             "preservation": mean(pres), "psnr_out": _psnr(se_out, n_out), "psnr_bg": _psnr(se_bg, n_bg),
-            "seam": seam_err / seam_n if seam_n else float("nan"), "n_cases": len(cases), "n_samples": len(succ)}
+            "seam": seam_err / seam_n if seam_n else float("nan"), "n_cases": len(cases), "n_samples": len(succ),
+            "n_preservation": len(pres)}
 
 
 def segmenter_accuracy(cases: list[Case]) -> dict:

@@ -255,58 +255,53 @@ def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     return [kept[int(s["t"])] for s in trace]
 
 
-def explore(pipe, image, ref: str, target: str, *, samples: int = 4, top: int = 4, **settings):
-    """Widgets for the ablation knobs (guidance method and scale, dilation k, ranking mode, seed):
-    each change reruns :meth:`~romlib.pipeline.ROMPipeline.edit` and redraws the result grid and its
-    scores. ``settings``: starting values of those knobs and any other fixed knob of
-    :class:`~romlib.config.EditConfig` (e.g. ``mask=``, ``steps=``), kept for every rerun, so the
-    widget reruns exactly the experiment shown above it. The default setting is rendered
-    statically first. Returns the default result."""
-    from ..config import EditConfig
+def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, top: int = 4, **settings):
+    """The ablation explorer (:class:`romlib.teach.explorer.Explorer`): widgets for the guidance method and scale,
+    dilation k, ranking mode, seed and the budget (``preset``: "preview" first, said in the label; "paper" one
+    click away). Each click recomputes only the stages the change touches and says which, and how long they took.
+    ``settings``: starting values of those knobs and any other fixed knob of :class:`~romlib.config.EditConfig`
+    (e.g. ``mask=``, ``steps=``), kept for every update; ``samples``: None = the preset's (4 preview, 24 paper).
+    The first setting is rendered statically first, so the notebook shows it without a kernel. Without widgets,
+    ``explorer.update(rank="masked")`` returns the new :class:`~romlib.result.EditResult`. Returns the explorer
+    (its first result: ``explorer.result``)."""
     from ..guidance.methods import available, get
+    from .explorer import Explorer
 
-    widget_knobs = ("guidance", "scale", "dilation", "rank", "seed")
-    start = EditConfig.from_kwargs(**{k: v for k, v in settings.items() if k in widget_knobs})
-    fixed = {k: v for k, v in settings.items() if k not in widget_knobs}
-    EditConfig.from_kwargs(start, **fixed).validate()
-    kw = {k: getattr(start, k) for k in widget_knobs}
-    kw["rank"] = kw["rank"] or get(kw["guidance"]).default_rank
-
-    def run(guidance, scale, dilation, rank, seed):
-        method = get(guidance)
-        scale = scale if method.default_scale is not None else None
-        r = pipe.edit(image, ref, target, guidance=guidance, scale=scale, dilation=dilation, rank=rank, seed=seed,
-                      samples=samples, progress=False, **fixed)
-        s = f" s={r.settings['scale']:g}" if r.settings.get("scale") is not None else ""
-        print(f"{guidance}{s} k={dilation} rank={rank} seed={seed}: scores {[round(x, 4) for x in r.scores[:top]]}")
-        _show(r.grid(top=top))
-        return r
-
-    result = run(**kw)
+    if samples is not None:
+        settings["samples"] = samples
+    explorer = Explorer(pipe, image, ref, target, **settings)
+    explorer.update()
+    explorer.show(top)
     if not widgets_available():
-        return result
+        return explorer
     import ipywidgets as W
     from IPython.display import display
 
-    scale0 = get(kw["guidance"]).scale(pipe.backend, kw["scale"]) or 1.0
+    s = explorer.result.settings
+    scale0 = s.get("scale") or get(s["guidance"]).scale(pipe.backend) or 1.0
     ctl = dict(
-        guidance=W.Dropdown(options=list(available(pipe.backend)), value=kw["guidance"], description="guidance"),
+        guidance=W.Dropdown(options=list(available(pipe.backend)), value=s["guidance"], description="guidance"),
         scale=W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, description="scale s"),
-        dilation=W.IntSlider(value=kw["dilation"], min=1, max=15, step=2, description="dilation k"),
-        rank=W.Dropdown(options=["local", "masked", "none"], value=kw["rank"], description="ranking"),
-        seed=W.IntText(value=kw["seed"], description="seed"),
+        dilation=W.IntSlider(value=s["dilation"], min=1, max=15, step=2, description="dilation k"),
+        rank=W.Dropdown(options=["local", "masked", "none"], value=s["rank"], description="ranking"),
+        seed=W.IntText(value=s["seed"], description="seed"),
+        preset=W.ToggleButtons(options=["preview", "paper"], value=s["preset"], description="budget"),
     )
     button = W.Button(description="run", button_style="primary")
     out = W.Output()
 
     def on_click(_):
+        values = {k: c.value for k, c in ctl.items()}
+        if get(values["guidance"]).default_scale is None:
+            values["scale"] = None
         with out:
             out.clear_output(wait=True)
-            run(**{k: c.value for k, c in ctl.items()})
+            explorer.update(**values)
+            explorer.show(top)
 
     button.on_click(on_click)
-    display(W.VBox([W.HBox(list(ctl.values())[:3]), W.HBox(list(ctl.values())[3:] + [button]), out]))
-    return result
+    display(W.VBox([W.HBox(list(ctl.values())[:3]), W.HBox(list(ctl.values())[3:5] + [button]), ctl["preset"], out]))
+    return explorer
 
 
 def trace_numbers(trace: list[dict], edit_mask=None) -> list[dict]:

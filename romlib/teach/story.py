@@ -5,7 +5,9 @@
   ranking sees, the result); any backend;
 * :func:`targets_figure` — Fig. 5: one input, several targets, the empty target as inpainting
   (ShapesWorld: with the ``removal`` model, and the oracle's verdict on every panel);
-* :func:`forward_figure` — the forward process q(x_t | x_0) on an image, ᾱ_t under each panel.
+* :func:`forward_figure` — the forward process q(x_t | x_0) on an image, ᾱ_t under each panel;
+* :func:`segmenters_figure` — one image and referring text through MDETR and CLIPSeg side by side, with
+  each mask's pixels, box and score and the IoU between the masks (notebook 02).
 
 Each returns ``(figure, numbers)``.
 """
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 
 
-__all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure"]
+__all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure", "segmenters_figure", "mask_iou"]
 
 
 def _off(ax):
@@ -235,4 +237,82 @@ def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "s
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"the forward process, {schedule} schedule (one noise draw, seed {seed})", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.92))
+    return fig, numbers
+
+
+def mask_iou(a, b) -> float:
+    """Intersection over union of two boolean masks of one shape (NaN when both are empty)."""
+    a, b = torch.as_tensor(a).bool(), torch.as_tensor(b).bool()
+    if a.shape != b.shape:
+        raise ValueError(f"the masks must have one shape; got {tuple(a.shape)} and {tuple(b.shape)}")
+    union = int((a | b).sum())
+    return float("nan") if union == 0 else int((a & b).sum()) / union
+
+
+def segmenters_figure(pipe, image, ref: str, segmenters=("mdetr", "clipseg"), *, threshold: float = 0.5,
+                      best_anyway: bool = False):
+    """The same image and referring text through several segmenters, side by side (notebook 02): each
+    panel shows one segmenter's mask as an outline with its box (yellow), score and mask pixels; the title
+    gives the IoU between the masks.
+
+    ``segmenters``: names of :data:`romlib.config.SEGMENTERS` (or the backend's own, e.g. ``"shapes"``), each
+    run through ``pipe.segment(..., segmenter=name)``. A segmenter the backend does not have (the ``shapes``
+    backend has neither MDETR nor CLIPSeg) gets a *skipped panel* saying so and which it has; one that finds
+    no object (:class:`~romlib.contracts.NoObjectFound`; pass ``best_anyway=True`` to keep its best guess)
+    gets a panel with the message. A ``ValueError`` when a name is unknown or none of them can run.
+    Returns ``(figure, numbers)``: per segmenter ``{"mask px", "score", "box"}`` (or ``{"skipped": why}``),
+    and ``"iou"``: the IoU of every pair of masks, e.g. ``{"mdetr/clipseg": 0.71}``."""
+    import matplotlib.pyplot as plt
+
+    from ..config import SEGMENTERS
+    from ..contracts import NoObjectFound
+    from ..io import load_image
+    from ..pipeline import MIN_IMAGE_SIDE
+    from .viz import _imshow, box_legend, overlay_mask
+
+    b = pipe.backend
+    names = [segmenters] if isinstance(segmenters, str) else list(segmenters)
+    has = list(dict.fromkeys([b.segmenter_name, *b.segmenters]))
+    unknown = [n for n in names if n not in (*SEGMENTERS, *has)]
+    if not names or unknown:
+        raise ValueError(f"segmenters={segmenters!r}: unknown {unknown!r}; accepted: {', '.join(SEGMENTERS)} "
+                         f"(this {b.name!r} backend has: {', '.join(has)})")
+    if not any(n in has for n in names):
+        raise ValueError(f"none of segmenters={tuple(names)!r} is available on the {b.name!r} backend; it has: "
+                         f"{', '.join(has)}")
+    img = load_image(image, min_size=MIN_IMAGE_SIDE)
+    W, H = img.size
+    masks, numbers = {}, {}
+    fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        _off(ax)
+        if name not in has:
+            numbers[name] = {"skipped": f"not available on the {b.name!r} backend (it has: {', '.join(has)})"}
+            _imshow(ax, np.asarray(img) // 3 + 85, size=(W, H))  # the input, faded
+            ax.set_title(f"{name}: skipped", fontsize=9)
+            ax.text(W / 2, H / 2, f"not on the {b.name!r} backend\n(it has: {', '.join(has)})", ha="center",
+                    va="center", fontsize=8, wrap=True)
+            continue
+        try:
+            seg = pipe.segment(img, ref, segmenter=name, threshold=threshold, best_anyway=best_anyway)
+        except NoObjectFound as e:
+            numbers[name] = {"skipped": f"no object found (best score {e.best_score:.3f})"}
+            _imshow(ax, img, size=(W, H))
+            ax.set_title(f"{name}: no object found\nbest score {e.best_score:.2f} (best_anyway=True keeps it)", fontsize=8)
+            continue
+        m = seg.mask.bool() if seg.mask.shape[-2:] == (H, W) else torch.nn.functional.interpolate(
+            seg.mask[None, None].float(), size=(H, W), mode="nearest")[0, 0].bool()
+        masks[name] = m.cpu()
+        numbers[name] = {"mask px": int(m.sum()), "score": round(float(seg.score), 3),
+                         "box": tuple(round(float(v), 1) for v in seg.box)}
+        _imshow(ax, overlay_mask(img, m), size=(W, H))
+        _box(ax, seg.box, "yellow")
+        ax.set_title(f"{name}: score {seg.score:.2f}\n{int(m.sum())} px of {W}×{H}", fontsize=9)
+    done = list(masks)
+    numbers["iou"] = {f"{x}/{y}": round(mask_iou(masks[x], masks[y]), 3)
+                      for i, x in enumerate(done) for y in done[i + 1:]}
+    iou = ", ".join(f"IoU {k} = {v:.2f}" for k, v in numbers["iou"].items())
+    fig.suptitle(f"{ref!r} through {len(names)} segmenters ({b.name} backend)" + (f"; {iou}" if iou else ""), fontsize=9)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.93))
+    box_legend(fig, ("yellow",), loc="lower center", ncol=2)
     return fig, numbers

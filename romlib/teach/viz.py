@@ -228,4 +228,5 @@ def segmentation_figure(image, seg, top: int = 5):
 
 
 # the paper's story figures live in romlib.teach.story; the notebooks call them as rl.viz.<name>
-from .story import default_targets, forward_figure, pipeline_figure, targets_figure  # noqa: E402,F401
+from .story import (default_targets, forward_figure, mask_iou, pipeline_figure, segmenters_figure,  # noqa: E402,F401
+                    targets_figure)

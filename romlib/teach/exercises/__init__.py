@@ -11,19 +11,20 @@ mistakes. In a notebook::
 
     rl.check("01.cf", cf_eps)          # prints ✓ or ✗ with what is wrong, returns the Verdict
 
-One module per notebook (``nb01`` … ``nb06``); ``core`` holds the checker they share.
+One module per notebook (``nb01`` … ``nb07``); ``core`` holds the checker they share.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from . import nb01, nb02, nb03, nb04, nb05, nb06
+from . import nb01, nb02, nb03, nb04, nb05, nb06, nb07
 from .core import Exercise, Mistake, Verdict
 
 __all__ = ["EXERCISES", "Exercise", "Mistake", "Verdict", "check", "get", "for_notebook"]
 
 #: every checked exercise, by id, in notebook order
-EXERCISES: dict[str, Exercise] = {e.id: e for mod in (nb01, nb02, nb03, nb04, nb05, nb06) for e in mod.EXERCISES}
+EXERCISES: dict[str, Exercise] = {e.id: e for mod in (nb01, nb02, nb03, nb04, nb05, nb06, nb07)
+                              for e in mod.EXERCISES}
 
 
 def get(exercise_id: Any) -> Exercise:

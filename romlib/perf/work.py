@@ -1,0 +1,81 @@
+"""The work an edit does: forward passes of each UNet (one pass = one image row through the network) and the
+TFLOP they add up to, counted with :func:`romlib.perf.forward_gflop` — reported by every ``EditResult.work`` and
+estimated ahead of a run (:func:`estimate_work`: the preview budget, the T4 question of docs/performance.md).
+
+A classifier-free base step is 2 passes per sample (the target and the base branch run as one batch of 2B rows);
+an upsampler step 1 pass per upsampled sample. Text encoding, segmentation and ranking are not counted (they are
+a few passes of smaller networks per edit). Only GLIDE-family UNets are counted in TFLOP (Blended Diffusion's
+ADM and the noised CLIP are listed as uncounted).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+__all__ = ["count_passes", "work_report", "estimate_work", "gflop_per_pass"]
+
+
+_GFLOP: dict = {}  # repr(config) -> GFLOP per pass (counted once per process, on the meta device)
+
+
+def _gflop(cfg, size: int, low_res: bool) -> float:
+    from .measure import forward_gflop
+
+    key = (repr(cfg), size, low_res)
+    if key not in _GFLOP:
+        _GFLOP[key] = forward_gflop(cfg, size, low_res=low_res)
+    return _GFLOP[key]
+
+
+def gflop_per_pass(model) -> float | None:
+    """GFLOP of one pass of one image through a GLIDE UNet (its config suffices), ``None`` for other networks."""
+    from ..models.glide import GlideConfig
+
+    cfg = getattr(model, "cfg", model)
+    if not isinstance(cfg, GlideConfig):
+        return None
+    return _gflop(cfg, cfg.image_size or 64, bool(cfg.super_res))
+
+
+@contextmanager
+def count_passes(models: dict):
+    """Count the image rows each of ``models`` ({name: nn.Module}) sees while the block runs; yields the
+    ``{name: passes}`` dict it fills (a forward pre-hook per model, removed on exit)."""
+    counts = {name: 0 for name in models}
+    handles = []
+    for name, m in models.items():
+        if m is None or not hasattr(m, "register_forward_pre_hook"):
+            continue
+
+        def hook(module, args, kwargs, name=name):
+            x = args[0] if args else kwargs.get("x")
+            counts[name] += int(x.shape[0]) if x is not None else 1
+        handles.append(m.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def work_report(passes: dict, models: dict) -> dict:
+    """``{"passes": {model: n}, "gflop_per_pass": {model: g}, "tflop": total, "uncounted": [models without a
+    FLOP count]}`` from the counted passes."""
+    per = {name: gflop_per_pass(models.get(name)) for name in passes}
+    uncounted = sorted(n for n, g in per.items() if g is None and passes[n])
+    tflop = sum(passes[n] * g for n, g in per.items() if g is not None) / 1e3
+    return {"passes": dict(passes), "gflop_per_pass": {n: round(g, 4) for n, g in per.items() if g is not None},
+            "tflop": round(tflop, 4), "uncounted": uncounted}
+
+
+def estimate_work(base, upsampler, *, samples: int, steps: int, upsample_steps: int = 0, upsampled: int | None = None,
+                  branches: int = 2) -> dict:
+    """The work of one edit before running it: ``steps × branches × samples`` base passes and
+    ``upsample_steps × upsampled`` upsampler passes (``upsampled`` defaults to ``samples``), in the form of
+    :func:`work_report`. ``base``/``upsampler``: the UNets or their configs (``upsampler=None``: none)."""
+    upsampled = samples if upsampled is None else upsampled
+    passes = {"base": steps * branches * samples}
+    models = {"base": base}
+    if upsampler is not None:
+        passes["upsample"] = upsample_steps * upsampled
+        models["upsample"] = upsampler
+    return work_report(passes, models)
