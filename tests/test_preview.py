@@ -163,3 +163,16 @@ def test_a_long_session_keeps_the_explorer_cache_bounded(pipe, case):
         assert len(ex.cache) <= 6
     ex.update(seed=4, rank="masked")
     assert set(ex.last["recomputed"]) == {"rank"}  # the newest entries survive
+
+
+def test_upsample_top_without_the_upsampler_is_refused_not_ignored(pipe, case):
+    with pytest.raises(ValueError, match=r"upsample_top=1 is not read: upsample=False \(--no-upsample\) skips"):
+        pipe.edit(*case, samples=2, upsample=False, upsample_top=1, **KNOBS)
+
+
+def test_the_explorer_reads_the_segmenter_knob(pipe, case):
+    ex = Explorer(pipe, *case, **KNOBS)
+    ex.update()
+    r = ex.update(segmenter="clipseg")
+    assert "segment" in ex.last["recomputed"] and r.settings["segmenter"] == "clipseg"
+    assert r.segmentation.extra["segmenter"] == "clipseg"
