@@ -258,3 +258,11 @@ def test_the_explorer_runs_on_a_latent_backend_and_switches_segmenters(pipe, pho
     assert r.segmentation.extra["segmenter"] == "clipseg"
     r = ex.update(preset="paper", samples=2)
     assert r.settings["preset"] == "paper" and r.work["passes"]["vae-decode"] == 2
+
+
+def test_an_ancestral_sampler_asked_for_on_a_latent_backend_is_refused(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match="sampler='ancestral' does not run on the 'tiny-sd' backend.*'dpmpp-2m' or 'ddim'"):
+        pipe.edit(img, "the ball", "a ball", samples=1, sampler="ancestral", mask=mask)
+    r = pipe.edit(img, "the ball", "a ball", samples=1, steps="2", mask=mask, progress=False)  # unset: the default
+    assert r.settings["sampler"] == "dpmpp-2m"

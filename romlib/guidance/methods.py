@@ -107,6 +107,11 @@ class Method:
                    else "upsample=False (--no-upsample) skips the upsampler")
             raise ValueError(f"upsample_top={config.upsample_top!r} is not read: {why}; every sample is ranked at the "
                              "model's own resolution: leave upsample_top unset")
+        if backend is not None and _family(backend) == "latent" and config.sampler == "ancestral" \
+                and "sampler" in config.given():
+            raise ValueError(f"sampler='ancestral' does not run on the {backend.name!r} backend, a latent model sampled "
+                             "with diffusers' schedulers: use sampler='dpmpp-2m' or 'ddim' (or leave it unset: steps "
+                             "'N' is DPM-Solver++(2M), 'ddimN' DDIM)")
         if backend is not None and _family(backend) == "latent" and config.eta != 0:
             raise ValueError(f"eta={config.eta!r} is not read on the {backend.name!r} backend: its DDIM is diffusers' "
                              "DDIMScheduler at eta = 0; leave eta unset")
