@@ -96,7 +96,8 @@ class EditConfig:
     # ------------------------------------------------------------------------------------------
     def given(self) -> frozenset:
         """The knobs the user named (keywords or a dict through :meth:`from_kwargs`, flags typed on the command
-        line through :func:`from_args`); empty for an ``EditConfig(...)`` built directly."""
+        line through :func:`from_args`; a knob given as ``None`` counts as unset); empty for an ``EditConfig(...)``
+        built directly."""
         return getattr(self, "_given", frozenset())
 
     def with_preset(self, reads=None) -> "EditConfig":
@@ -136,7 +137,8 @@ class EditConfig:
             raise TypeError(f"unknown edit setting(s) {', '.join(unknown)}; accepted: {', '.join(cls.knobs())}")
         base = config if config is not None else cls()
         out = dataclasses.replace(base, **kwargs)
-        out._given = base.given() | frozenset(kwargs)  # what the preset may not override (with_preset)
+        # what the preset may not override (with_preset); None reads as unset ("the method's or the backend's")
+        out._given = base.given() | frozenset(k for k, v in kwargs.items() if v is not None)
         return out
 
     def validate(self) -> "EditConfig":

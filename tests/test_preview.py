@@ -184,6 +184,8 @@ def test_knobs_set_to_their_default_still_win_over_the_preset(pipe, case):
     assert (s["samples"], s["sampler"], s["upsample_top"]) == (24, "ancestral", 1)  # upsample_top: the preset's
     r = pipe.edit(*case, {"preset": "preview", "samples": 24}, **KNOBS)
     assert r.settings["samples"] == 24
+    cfg, _ = pipe.resolve(preset="preview", steps=None, upsample_top=None)  # None: unset, the preset's
+    assert (cfg.steps, cfg.upsample_top) == ("20", 1)
     # on the command line too: a flag typed wins, argparse's defaults do not count as typed
     import argparse
 
