@@ -266,3 +266,27 @@ def test_an_ancestral_sampler_asked_for_on_a_latent_backend_is_refused(pipe, pho
         pipe.edit(img, "the ball", "a ball", samples=1, sampler="ancestral", mask=mask)
     r = pipe.edit(img, "the ball", "a ball", samples=1, steps="2", mask=mask, progress=False)  # unset: the default
     assert r.settings["sampler"] == "dpmpp-2m"
+
+
+def test_the_sd_work_figures_in_performance_md():
+    """docs/performance.md's sd budgets: SD 1.5's UNet and VAE counted on the meta device (free)."""
+    import types
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from romlib.models.sd import LatentConfig
+    from romlib.perf.work import latent_gflop
+    from romlib.rehearsal_sd import FULL_UNET, FULL_VAE
+
+    with torch.device("meta"):
+        sd = types.SimpleNamespace(unet=UNet2DConditionModel(**FULL_UNET), vae=AutoencoderKL(**FULL_VAE),
+                                   tokenizer=types.SimpleNamespace(model_max_length=77),
+                                   cfg=LatentConfig(image_size=64, frame_size=512))
+    g = latent_gflop(sd)
+    assert (round(g["base"]), round(g["vae-encode"]), round(g["vae-decode"])) == (803, 1117, 2515)
+    tflop = lambda samples, steps: (samples * steps * 2 * g["base"] + g["vae-encode"] + samples * g["vae-decode"]) / 1e3  # noqa: E731
+    assert (round(tflop(24, 25), 1), round(tflop(4, 20), 1)) == (1025.5, 139.7)
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "performance.md").read_text()
+    assert "| 1025.5 (UNet 964.1, VAE 61.5) | 1 |" in doc and "| 139.7 (UNet 128.5, VAE 11.2) | **1/7.3** |" in doc
