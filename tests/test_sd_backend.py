@@ -290,3 +290,12 @@ def test_the_sd_work_figures_in_performance_md():
 
     doc = (Path(__file__).parents[1] / "docs" / "performance.md").read_text()
     assert "| 1025.5 (UNet 964.1, VAE 61.5) | 1 |" in doc and "| 139.7 (UNet 128.5, VAE 11.2) | **1/7.3** |" in doc
+
+
+def test_a_segmenter_asked_for_beside_a_mask_is_refused_not_ignored(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match=r"segmenter='clipseg' is out of range; accepted: None with a mask given"):
+        pipe.edit(img, "the ball", "a ball", samples=1, segmenter="clipseg", mask=mask)
+    results, _ = pipe.compare(img, "the ball", "a ball", guidances=("cf",), samples=1, steps="2", segmenter="clipseg",
+                              best_anyway=True, progress=False)  # compare segments once and passes the segmentation on
+    assert results["cf"].settings["segmenter"] == "clipseg"
