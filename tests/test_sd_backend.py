@@ -218,6 +218,9 @@ def test_work_on_a_latent_model_counts_the_unets_batched_branches_and_the_vae(pi
     assert r.work["gflop_per_pass"] == pytest.approx(g, abs=1e-4) and all(v > 0 for v in g.values())
     assert r.work["tflop"] == pytest.approx((24 * g["base"] + g["vae-encode"] + 3 * g["vae-decode"]) / 1e3, abs=1e-4)
     assert r.work["uncounted"] == []
+    from romlib.perf.work import estimate_work
+
+    assert estimate_work(pipe.backend.base_model, None, samples=3, steps=4) == r.work  # the same count before a run
 
 
 def test_the_recorded_sampler_is_the_scheduler_that_ran(pipe, photo, tmp_path):

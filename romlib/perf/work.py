@@ -111,9 +111,17 @@ def estimate_work(base, upsampler, *, samples: int, steps: int, upsample_steps: 
                   branches: int = 2) -> dict:
     """The work of one edit before running it: ``steps × branches × samples`` base passes and
     ``upsample_steps × upsampled`` upsampler passes (``upsampled`` defaults to ``samples``), in the form of
-    :func:`work_report`. ``base``/``upsampler``: the UNets or their configs (``upsampler=None``: none)."""
+    :func:`work_report`. ``base``/``upsampler``: the UNets or their configs (``upsampler=None``: none); ``base`` may
+    be a latent model (:class:`romlib.models.sd.LatentInpainter`): its UNet's passes, one VAE encode and
+    ``samples`` VAE decodes, as an edit counts them."""
     upsampled = samples if upsampled is None else upsampled
     passes = {"base": steps * branches * samples}
+    if hasattr(base, "unet") and hasattr(base, "vae"):  # a latent model: its UNet and VAE (no upsampler)
+        if upsampler is not None:
+            raise ValueError(f"upsampler={type(upsampler).__name__} with a latent model; accepted: None (a latent "
+                             "backend has no upsampler)")
+        return work_report({**passes, "vae-encode": 1, "vae-decode": samples}, latent_parts(base),
+                           gflop=latent_gflop(base))
     models = {"base": base}
     if upsampler is not None:
         passes["upsample"] = upsample_steps * upsampled
