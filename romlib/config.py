@@ -94,17 +94,27 @@ class EditConfig:
     progress: bool = _knob(True, "progress bars", cli=False)
 
     # ------------------------------------------------------------------------------------------
+    def given(self) -> frozenset:
+        """The knobs the user named (keywords or a dict through :meth:`from_kwargs`, flags typed on the command
+        line through :func:`from_args`; a knob given as ``None`` counts as unset); empty for an ``EditConfig(...)``
+        built directly."""
+        return getattr(self, "_given", frozenset())
+
     def with_preset(self, reads=None) -> "EditConfig":
-        """The preset's values (:data:`PRESETS`) for the knobs still at their defaults; ``reads``: the knobs the
-        method reads (``Method.honours``; a knob of the preset outside it is left at its default)."""
+        """The preset's values (:data:`PRESETS`) for the knobs the user did not name (:meth:`given`) and that are
+        still at their defaults — a knob you set wins, even when you set it to its default (``samples=24``,
+        ``sampler="ancestral"``); ``reads``: the knobs the method reads (``Method.honours``; a knob of the preset
+        outside it is left at its default)."""
         if self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is out of range; accepted: {', '.join(map(repr, PRESETS))}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         from .guidance.methods import SAMPLING_KNOBS
 
         values = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) == defaults[k]
-                  and (reads is None or k not in SAMPLING_KNOBS or k in reads)}
-        return dataclasses.replace(self, **values)
+                  and k not in self.given() and (reads is None or k not in SAMPLING_KNOBS or k in reads)}
+        out = dataclasses.replace(self, **values)
+        out._given = self.given()
+        return out
 
     @classmethod
     def knobs(cls) -> tuple[str, ...]:
@@ -126,7 +136,10 @@ class EditConfig:
         if unknown:
             raise TypeError(f"unknown edit setting(s) {', '.join(unknown)}; accepted: {', '.join(cls.knobs())}")
         base = config if config is not None else cls()
-        return dataclasses.replace(base, **kwargs)
+        out = dataclasses.replace(base, **kwargs)
+        # what the preset may not override (with_preset); None reads as unset ("the method's or the backend's")
+        out._given = base.given() | frozenset(k for k, v in kwargs.items() if v is not None)
+        return out
 
     def validate(self) -> "EditConfig":
         """Check every knob's type and range; returns self. Raises ``ValueError`` with one line per
@@ -244,14 +257,29 @@ def add_arguments(parser: argparse.ArgumentParser, *, methods: tuple[str, ...]) 
         choices = methods if meta.get("choices") == "methods" else meta.get("choices")
         help_text = meta["help"].format(choices=", ".join(choices) if choices else "")
         if isinstance(f.default, bool):
-            action = "store_false" if f.default else "store_true"
+            action = _GIVEN["store_false" if f.default else "store_true"]
             parser.add_argument(flag, dest=f.name, action=action, help=help_text)
         else:
             parser.add_argument(flag, dest=f.name, default=f.default, type=meta.get("type") or str, choices=choices,
-                                help=help_text)
+                                help=help_text, action=_GIVEN["store"])
+
+
+def _recording(action: type) -> type:
+    """``action`` that also notes its knob in ``namespace._given`` (the flags typed: :meth:`EditConfig.given`)."""
+    class Recording(action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            super().__call__(parser, namespace, values, option_string)
+            namespace.__dict__.setdefault("_given", set()).add(self.dest)
+    return Recording
+
+
+_GIVEN = {"store": _recording(argparse._StoreAction), "store_true": _recording(argparse._StoreTrueAction),
+          "store_false": _recording(argparse._StoreFalseAction)}
 
 
 def from_args(args: argparse.Namespace, **extra) -> EditConfig:
     """The :class:`EditConfig` of parsed ``args`` (as built by :func:`add_arguments`)."""
     values = {name: getattr(args, name) for name in EditConfig.knobs() if hasattr(args, name)}
-    return EditConfig.from_kwargs(**{**values, **extra})
+    cfg = EditConfig.from_kwargs(**{**values, **extra})
+    cfg._given = frozenset(getattr(args, "_given", ())) | frozenset(extra)  # the flags typed, not argparse's defaults
+    return cfg

@@ -268,7 +268,10 @@ class ROMPipeline:
         for g in guidances:
             method = get(g)
             if not method.available(self.backend):
-                log.warning("skipping guidance=%r: the %r backend has not loaded its models", g, self.backend.name)
+                why = ("has not loaded its models" if self.backend.family in method.families
+                       else f"is a {self.backend.family} model (guidance={g!r} runs on {'/'.join(sorted(method.families))} "
+                       "backends only)")
+                log.warning("skipping guidance=%r: the %r backend %s", g, self.backend.name, why)
                 continue
             own = {k: v for k, v in kwargs.items() if k not in method.unused_knobs()}
             results[g] = self.edit(image, ref, target, guidance=g, samples=samples, seed=seed, **own)
@@ -346,18 +349,28 @@ class ROMPipeline:
         method.check(cfg, self.backend)
         return cfg.with_preset(method.honours).validate(), method
 
+    def work_models(self) -> dict:
+        """The networks whose passes :meth:`count_work` counts: GLIDE's base UNet and upsampler, or a latent
+        model's UNet and VAE encoder and decoder (:func:`romlib.perf.work.latent_parts`)."""
+        b = self.backend
+        if b.family == "latent":
+            from .perf.work import latent_parts
+
+            return latent_parts(b.base_model)
+        return {"base": b.base_model, "upsample": b.upsampler}
+
     def count_work(self):
-        """A context counting the forward passes of the backend's UNets (:func:`romlib.perf.work.count_passes`)."""
+        """A context counting the forward passes of :meth:`work_models` (:func:`romlib.perf.work.count_passes`)."""
         from .perf.work import count_passes
 
-        return count_passes({"base": self.backend.base_model, "upsample": self.backend.upsampler})
+        return count_passes(self.work_models())
 
     def work(self, passes: dict, method) -> dict:
         """``EditResult.work`` from counted passes: passes per model and the TFLOP they add up to."""
-        from .perf.work import work_report
+        from .perf.work import latent_gflop, work_report
 
-        work = work_report({k: v for k, v in passes.items() if v or k == "base"},
-                           {"base": self.backend.base_model, "upsample": self.backend.upsampler})
+        gflop = latent_gflop(self.backend.base_model) if self.backend.family == "latent" else None
+        work = work_report({k: v for k, v in passes.items() if v or k == "base"}, self.work_models(), gflop=gflop)
         if method.needs:  # the baselines' own networks (noised CLIP, ADM) have no FLOP count
             work["uncounted"] = sorted(set(work["uncounted"]) | {method.needs})
         return work

@@ -163,3 +163,39 @@ def test_a_long_session_keeps_the_explorer_cache_bounded(pipe, case):
         assert len(ex.cache) <= 6
     ex.update(seed=4, rank="masked")
     assert set(ex.last["recomputed"]) == {"rank"}  # the newest entries survive
+
+
+def test_upsample_top_without_the_upsampler_is_refused_not_ignored(pipe, case):
+    with pytest.raises(ValueError, match=r"upsample_top=1 is not read: upsample=False \(--no-upsample\) skips"):
+        pipe.edit(*case, samples=2, upsample=False, upsample_top=1, **KNOBS)
+
+
+def test_the_explorer_reads_the_segmenter_knob(pipe, case):
+    ex = Explorer(pipe, *case, **KNOBS)
+    ex.update()
+    r = ex.update(segmenter="clipseg")
+    assert "segment" in ex.last["recomputed"] and r.settings["segmenter"] == "clipseg"
+    assert r.segmentation.extra["segmenter"] == "clipseg"
+
+
+def test_knobs_set_to_their_default_still_win_over_the_preset(pipe, case):
+    r = pipe.edit(*case, preset="preview", samples=24, sampler="ancestral", **KNOBS)
+    s = r.settings
+    assert (s["samples"], s["sampler"], s["upsample_top"]) == (24, "ancestral", 1)  # upsample_top: the preset's
+    r = pipe.edit(*case, {"preset": "preview", "samples": 24}, **KNOBS)
+    assert r.settings["samples"] == 24
+    cfg, _ = pipe.resolve(preset="preview", steps=None, upsample_top=None)  # None: unset, the preset's
+    assert (cfg.steps, cfg.upsample_top) == ("20", 1)
+    # on the command line too: a flag typed wins, argparse's defaults do not count as typed
+    import argparse
+
+    from romlib.config import add_arguments, from_args
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, methods=tuple(rl.METHODS))
+    cfg = from_args(p.parse_args(["--preset", "preview", "--samples", "24", "--sampler", "ancestral"]))
+    assert cfg.given() == {"preset", "samples", "sampler"}
+    out, _ = pipe.resolve(cfg)
+    assert (out.samples, out.sampler, out.upsample_top) == (24, "ancestral", 1)
+    out, _ = pipe.resolve(from_args(p.parse_args(["--preset", "preview"])))
+    assert (out.samples, out.sampler, out.steps) == (4, "dpmpp-2m", "20")

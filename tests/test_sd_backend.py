@@ -203,3 +203,102 @@ def test_romlib_imports_without_diffusers_and_says_how_to_get_it(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "ERR" in out.stdout and "pip install romlib[sd]" in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------- with issue 21's knobs
+def test_work_on_a_latent_model_counts_the_unets_batched_branches_and_the_vae(pipe, photo):
+    from romlib.perf.work import latent_gflop
+
+    img, mask = photo
+    r = pipe.edit(img, "the ball", "a red ball", samples=3, steps="4", batch_size=2, mask=mask, progress=False)
+    # one UNet call per step runs both branches for every row: 2 passes per sample and step; the VAE encodes the
+    # conditioning image once and decodes every sample
+    assert r.work["passes"] == {"base": 4 * 2 * 3, "vae-encode": 1, "vae-decode": 3}
+    g = latent_gflop(pipe.backend.base_model)
+    assert r.work["gflop_per_pass"] == pytest.approx(g, abs=1e-4) and all(v > 0 for v in g.values())
+    assert r.work["tflop"] == pytest.approx((24 * g["base"] + g["vae-encode"] + 3 * g["vae-decode"]) / 1e3, abs=1e-4)
+    assert r.work["uncounted"] == []
+    from romlib.perf.work import estimate_work
+
+    assert estimate_work(pipe.backend.base_model, None, samples=3, steps=4) == r.work  # the same count before a run
+
+
+def test_the_recorded_sampler_is_the_scheduler_that_ran(pipe, photo, tmp_path):
+    img, mask = photo
+    r = pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="3", mask=mask, progress=False)
+    assert (r.settings["sampler"], r.settings["steps"]) == ("dpmpp-2m", "3")  # the default, not 'ancestral'
+    r = pipe.edit(img, "the ball", "a ball", guidance="cf", samples=1, steps="ddim3", mask=mask, progress=False)
+    assert (r.settings["sampler"], r.settings["steps"]) == ("ddim", "ddim3")
+    r = pipe.edit(img, "the ball", "a ball", samples=1, preset="preview", mask=mask, progress=False)
+    r.save(tmp_path / "run")
+    import json
+
+    s = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
+    assert (s["preset"], s["sampler"], s["steps"], s["samples"], s["segmenter"]) == ("preview", "dpmpp-2m", "20", 1, "mdetr")
+
+
+def test_upsample_top_is_refused_where_there_is_no_upsampler(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match="upsample_top=1 is not read: the 'tiny-sd' backend has no upsampler"):
+        pipe.edit(img, "the ball", "a ball", samples=2, upsample_top=1, mask=mask)
+    r = pipe.edit(img, "the ball", "a ball", preset="preview", samples=2, steps="2", mask=mask, progress=False)
+    assert len(r.images) == 2  # the preset's upsample_top is the preset's, not the user's: no error
+
+
+def test_the_explorer_runs_on_a_latent_backend_and_switches_segmenters(pipe, photo, monkeypatch):
+    import romlib as rl
+
+    img, _ = photo
+    ex = rl.nb.explore(pipe, img, "the ball", "a red ball", steps="2", best_anyway=True)
+    assert ex.result.settings["preset"] == "preview" and ex.result.work["passes"]["base"] == 2 * 2 * 4
+    calls = []
+    monkeypatch.setattr(type(pipe.backend.base_model.unet), "forward",
+                        lambda *a, _f=type(pipe.backend.base_model.unet).forward, **k: calls.append(1) or _f(*a, **k))
+    r = ex.update(rank="masked")
+    assert not calls and set(ex.last["recomputed"]) == {"rank"} and r.settings["rank"] == "masked"
+    r = ex.update(segmenter="clipseg")
+    assert "segment" in ex.last["recomputed"] and r.settings["segmenter"] == "clipseg"
+    assert r.segmentation.extra["segmenter"] == "clipseg"
+    r = ex.update(preset="paper", samples=2)
+    assert r.settings["preset"] == "paper" and r.work["passes"]["vae-decode"] == 2
+
+
+def test_an_ancestral_sampler_asked_for_on_a_latent_backend_is_refused(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match="sampler='ancestral' does not run on the 'tiny-sd' backend.*'dpmpp-2m' or 'ddim'"):
+        pipe.edit(img, "the ball", "a ball", samples=1, sampler="ancestral", mask=mask)
+    r = pipe.edit(img, "the ball", "a ball", samples=1, steps="2", mask=mask, progress=False)  # unset: the default
+    assert r.settings["sampler"] == "dpmpp-2m"
+
+
+def test_the_sd_work_figures_in_performance_md():
+    """docs/performance.md's sd budgets: SD 1.5's UNet and VAE counted on the meta device (free)."""
+    import types
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from romlib.models.sd import LatentConfig
+    from romlib.perf.work import latent_gflop
+    from romlib.rehearsal_sd import FULL_UNET, FULL_VAE
+
+    with torch.device("meta"):
+        sd = types.SimpleNamespace(unet=UNet2DConditionModel(**FULL_UNET), vae=AutoencoderKL(**FULL_VAE),
+                                   tokenizer=types.SimpleNamespace(model_max_length=77),
+                                   cfg=LatentConfig(image_size=64, frame_size=512))
+    g = latent_gflop(sd)
+    assert (round(g["base"]), round(g["vae-encode"]), round(g["vae-decode"])) == (803, 1117, 2515)
+    tflop = lambda samples, steps: (samples * steps * 2 * g["base"] + g["vae-encode"] + samples * g["vae-decode"]) / 1e3  # noqa: E731
+    assert (round(tflop(24, 25), 1), round(tflop(4, 20), 1)) == (1025.5, 139.7)
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "performance.md").read_text()
+    assert "| 1025.5 (UNet 964.1, VAE 61.5) | 1 |" in doc and "| 139.7 (UNet 128.5, VAE 11.2) | **1/7.3** |" in doc
+
+
+def test_a_segmenter_asked_for_beside_a_mask_is_refused_not_ignored(pipe, photo):
+    img, mask = photo
+    with pytest.raises(ValueError, match=r"segmenter='clipseg' is out of range; accepted: None with a mask given"):
+        pipe.edit(img, "the ball", "a ball", samples=1, segmenter="clipseg", mask=mask)
+    results, _ = pipe.compare(img, "the ball", "a ball", guidances=("cf",), samples=1, steps="2", segmenter="clipseg",
+                              best_anyway=True, progress=False)  # compare segments once and passes the segmentation on
+    assert results["cf"].settings["segmenter"] == "clipseg"

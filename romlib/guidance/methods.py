@@ -101,6 +101,17 @@ class Method:
             from ..models.sd import parse_steps
 
             parse_steps(config.steps)  # before any work: a latent model's steps are 'N' or 'ddimN'
+        if backend is not None and config.upsample_top is not None and (backend.upsampler is None
+                                                                         or not config.upsample):
+            why = (f"the {backend.name!r} backend has no upsampler" if backend.upsampler is None
+                   else "upsample=False (--no-upsample) skips the upsampler")
+            raise ValueError(f"upsample_top={config.upsample_top!r} is not read: {why}; every sample is ranked at the "
+                             "model's own resolution: leave upsample_top unset")
+        if backend is not None and _family(backend) == "latent" and config.sampler == "ancestral" \
+                and "sampler" in config.given():
+            raise ValueError(f"sampler='ancestral' does not run on the {backend.name!r} backend, a latent model sampled "
+                             "with diffusers' schedulers: use sampler='dpmpp-2m' or 'ddim' (or leave it unset: steps "
+                             "'N' is DPM-Solver++(2M), 'ddimN' DDIM)")
         if backend is not None and _family(backend) == "latent" and config.eta != 0:
             raise ValueError(f"eta={config.eta!r} is not read on the {backend.name!r} backend: its DDIM is diffusers' "
                              "DDIMScheduler at eta = 0; leave eta unset")
@@ -144,7 +155,9 @@ class Method:
         if "steps" in self.honours:
             out["steps"] = (latent_steps(config, backend) if _family(backend) == "latent"
                             else str(config.steps if config.steps is not None else backend.base_steps))
-        if "sampler" in self.honours:
+        if "sampler" in self.honours and _family(backend) == "latent":  # the diffusers scheduler that ran
+            out["sampler"] = "ddim" if out["steps"].startswith("ddim") else "dpmpp-2m"
+        elif "sampler" in self.honours:
             out["sampler"] = config.sampler
             if config.sampler == "ddim":
                 out["eta"] = config.eta

@@ -7,7 +7,7 @@ new :class:`~romlib.result.EditResult`. Each stage is cached under the knobs it 
 =============  ====================================================================  ==========================
 stage          key                                                                   recomputed by a change of
 =============  ====================================================================  ==========================
-segment        image, ref, threshold, min_score, best_anyway, mask                   the text, the threshold
+segment        image, ref, threshold, min_score, best_anyway, mask, segmenter        the text, the threshold
 masks          the segmentation, dilation k, frame, frame size                       k
 sample         the masks, method, scale, seed, samples, steps, sampler, η, target    scale, method, seed, …
 upsample       the samples, which ones (``upsample_top``), upsampler steps            (preview: a new best one)
@@ -116,7 +116,6 @@ class Explorer:
         """Change some knobs (``rank="masked"``, ``scale=5``, ``preset="paper"``, ...) and return the new
         :class:`~romlib.result.EditResult`, computing only the stages the change touches (:attr:`last` says which)."""
         from ..contracts import Segmentation
-        from ..perf.work import work_report
 
         settings = {**self.settings, **changes}
         pipe, b = self.pipe, self.pipe.backend
@@ -124,13 +123,14 @@ class Explorer:
         t_start = time.perf_counter()
         log: dict = {"recomputed": {}, "cached": []}
         mask = cfg.mask
-        seg_key = (_key(self.image), self.ref, cfg.threshold, cfg.min_score, cfg.best_anyway, _key(mask))
+        seg_key = (_key(self.image), self.ref, cfg.threshold, cfg.min_score, cfg.best_anyway, _key(mask), cfg.segmenter)
 
         def segment():
             if isinstance(mask, Segmentation):
                 return mask
             return pipe.prepare(self.image, self.ref, mask=mask, dilation=1, threshold=cfg.threshold,
-                                min_score=cfg.min_score, best_anyway=cfg.best_anyway).segmentation
+                                min_score=cfg.min_score, best_anyway=cfg.best_anyway,
+                                segmenter=cfg.segmenter).segmentation
 
         seg = self._stage("segment", seg_key, segment, log)
         frame_size = method.frame_size(b, cfg.upsample)
@@ -143,7 +143,8 @@ class Explorer:
                  resolved.get("eta"), cfg.seed, cfg.samples, self.target, cfg.batch_size)
         rank = cfg.rank or method.default_rank
         timings: dict = {}
-        staged = hasattr(method, "sample_base")  # GLIDE's two stages; Blended Diffusion is one
+        # GLIDE's two stages; Blended Diffusion and a latent model's one run are one
+        staged = hasattr(method, "sample_base") and getattr(b, "family", "pixel") == "pixel"
 
         def sample():
             with pipe.count_work() as passes:
@@ -173,10 +174,7 @@ class Explorer:
         else:
             out, u_key = base, s_key
         ranking = self._stage("rank", (u_key, rank), lambda: pipe.rank(out, self.target, rank, p), log)
-        report = work_report({k: v for k, v in work.items() if v or k == "base"},
-                             {"base": b.base_model, "upsample": b.upsampler})
-        if method.needs:
-            report["uncounted"] = sorted(set(report["uncounted"]) | {method.needs})
+        report = pipe.work(work, method)
         result = pipe.finish(self.image, p, out, self.ref, self.target, cfg, method, dict(log["recomputed"]), report,
                              ranking=ranking)
         log["seconds"] = round(time.perf_counter() - t_start, 4)
