@@ -12,6 +12,7 @@ the guidance methods are the entries of :data:`romlib.guidance.methods.METHODS`.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -118,10 +119,23 @@ def _warn_coverage(keep_base: torch.Tensor, dilation: int) -> None:
 class ROMPipeline:
     """Loads a :class:`~romlib.contracts.Backend` once and runs :meth:`edit` on any number of images."""
 
-    def __init__(self, backend: Backend, device=None):
+    def __init__(self, backend: Backend, device=None, defaults: dict | None = None):
         self.backend = backend
         self.device = torch.device(device) if device is not None else next(backend.base_model.parameters()).device
         self._diffusions: dict = {}
+        #: settings this pipeline uses where an edit names none (``EditConfig`` fields; the notebooks' pipeline,
+        #: :func:`romlib.teach.nb.pipeline`, takes an ambiguous reference's best object with a warning)
+        self.defaults: dict = dict(defaults or {})
+        EditConfig.from_kwargs(None, **self.defaults)  # unknown names refused here
+
+    def with_defaults(self, **defaults) -> "ROMPipeline":
+        """A pipeline sharing this one's models whose edits use ``defaults`` where they name no value."""
+        import copy
+
+        out = copy.copy(self)
+        out.defaults = {**self.defaults, **defaults}
+        EditConfig.from_kwargs(None, **out.defaults)
+        return out
 
     @classmethod
     def from_pretrained(cls, name: str | None = None, *, device=None, dtype: torch.dtype | None = None,
@@ -158,9 +172,11 @@ class ROMPipeline:
         return self._diffusions[key]
 
     def segment(self, image, ref: str, *, threshold: float = 0.5, min_score: float | None = None,
-                best_anyway: bool = False, segmenter: str | None = None) -> Segmentation:
+                best_anyway: bool | None = None, segmenter: str | None = None) -> Segmentation:
         """Run a referring segmenter on an image: the backend's own, or ``segmenter="mdetr"`` / ``"clipseg"``
-        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`)."""
+        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`). ``best_anyway=None``: this pipeline's default."""
+        if best_anyway is None:
+            best_anyway = bool(self.defaults.get("best_anyway", False))
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         return self.backend.segmenter_for(segmenter).segment(img, ref, threshold=threshold, min_score=min_score,
                                                              best_anyway=best_anyway)
@@ -344,6 +360,10 @@ class ROMPipeline:
         the method (knobs it does not read are refused), then the preset's values for the knobs left at their
         defaults (:meth:`EditConfig.with_preset`)."""
         cfg = EditConfig.from_kwargs(config, **knobs)
+        unset = {k: v for k, v in self.defaults.items() if k not in cfg.given()}
+        if unset:  # the pipeline's defaults where the edit named nothing (they stay overridable by a preset)
+            given, cfg = cfg.given(), dataclasses.replace(cfg, **unset)
+            cfg._given = given
         method = get(cfg.guidance)
         cfg.validate()
         method.check(cfg, self.backend)

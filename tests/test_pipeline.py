@@ -204,3 +204,23 @@ def test_full_resolution_edits_are_made_only_when_read(pipe, image, monkeypatch)
     assert r.best.size == image.size and r.full_res[0] is r.best and made == [0]  # made once, kept
     again = pipe.rerank(r, "masked")
     assert made == [0] and len(again.full_res) == 3  # re-ranking makes none
+
+
+def test_pipeline_defaults_apply_where_an_edit_names_nothing():
+    """ROMPipeline.with_defaults (the notebooks' real-path pipeline takes an ambiguous reference's best object):
+    a default fills a setting the edit leaves unset, a setting the edit names wins, the models are shared,
+    and an unknown name is refused."""
+    import romlib.teach.nb as nb
+    from romlib.pipeline import ROMPipeline
+
+    pipe = ROMPipeline.from_pretrained("tiny", device="cpu")
+    nbpipe = pipe.with_defaults(best_anyway=True, samples=2)
+    assert nbpipe.backend is pipe.backend and pipe.defaults == {}
+    cfg, _ = nbpipe.resolve()
+    assert cfg.best_anyway is True and cfg.samples == 2
+    cfg, _ = nbpipe.resolve(best_anyway=False, samples=3)
+    assert cfg.best_anyway is False and cfg.samples == 3
+    assert pipe.resolve()[0].best_anyway is False
+    with pytest.raises(TypeError, match="unknown edit setting"):
+        pipe.with_defaults(best_anyways=True)
+    assert nb.pipeline("shapes").defaults == {}

@@ -56,10 +56,17 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
 
 def pipeline(backend: str | None = None, **kwargs):
     """The notebook's pipeline, loaded once per kernel (models stay in memory between cells);
-    the same cache as :func:`romlib.edit` (:func:`romlib.pipeline.get_pipeline`)."""
+    the same models as :func:`romlib.edit` (:func:`romlib.pipeline.get_pipeline`).
+
+    With real models a phrase such as "the cat on the left" can fit two objects almost equally well
+    (MDETR was fine-tuned on PhraseCut, whose phrases may name several objects); the API then raises
+    :class:`~romlib.contracts.AmbiguousReference`. A notebook must go on (*Run all*), so its pipeline
+    takes the best object with a logged warning (``best_anyway=True``, what the authors' code always
+    does) wherever a cell does not say otherwise. ShapesWorld's pipeline keeps the API's rule."""
     from ..pipeline import get_pipeline
 
-    return get_pipeline(backend, **kwargs)
+    pipe = get_pipeline(backend, **kwargs)
+    return pipe if pipe.backend.name == "shapes" else pipe.with_defaults(best_anyway=True)
 
 
 def removal_pipeline(pipe):
