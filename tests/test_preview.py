@@ -133,13 +133,18 @@ def test_a_scale_change_resamples_but_does_not_segment_again(pipe, case, monkeyp
 def test_the_preview_explorer_upsamples_only_the_best_and_says_so(pipe, case):
     ex = Explorer(pipe, *case, **KNOBS)
     r = ex.update()
-    assert r.work["passes"] == {"base": 24, "upsample": 2}
+    picks = {pipe.edit(*case, rank=mode, **KNOBS, preset="preview").settings.get("seed") is not None and mode
+             for mode in ("local", "masked")}
+    n_up = r.work["passes"]["upsample"] // 2  # 2 upsampler steps per upsampled sample
+    assert r.work["passes"]["base"] == 24 and 1 <= n_up <= 2 and len(picks) == 2
     assert "preview budget (4 samples, dpmpp-2m 3 steps, best 1 upsampled)" in ex.label()
     assert "preset='paper'" in ex.label()
-    with _calls(pipe) as calls:
-        ex.update(rank="masked")
-    assert calls["base"] == 0 and calls["upsample"] in (0, 2)  # a new best sample is upsampled once
-    assert "sample" in ex.last["cached"]
+    with _calls(pipe) as calls:  # the best of local and masked ranking were both upsampled up front
+        masked = ex.update(rank="masked")
+        ex.update(rank="none")
+        local = ex.update(rank="local")
+    assert calls == {"base": 0, "upsample": 0} and ex.last["seconds"] < 1.0
+    assert "sample" in ex.last["cached"] and masked.images.shape[0] == local.images.shape[0] == n_up
 
 
 def test_the_cache_is_bounded():

@@ -10,7 +10,8 @@ stage          key                                                              
 segment        image, ref, threshold, min_score, best_anyway, mask, segmenter        the text, the threshold
 masks          the segmentation, dilation k, frame, frame size                       k
 sample         the masks, method, scale, seed, samples, steps, sampler, η, target    scale, method, seed, …
-upsample       the samples, which ones (``upsample_top``), upsampler steps            (preview: a new best one)
+upsample       the samples, which ones (``upsample_top``), upsampler steps            (preview: the best of
+               local and masked ranking, once per set of samples; 'none' shows those frames in sample order)
 rank           the frames, the ranking mode                                          the ranking mode
 =============  ====================================================================  ==========================
 
@@ -19,11 +20,16 @@ so a ranking change re-orders the same samples. The cache is an LRU bounded in e
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import OrderedDict
 from typing import Any
 
 import torch
+
+#: the ranking modes whose best base samples the preview upsamples up front (a click between them upsamples
+#: nothing; with rank='none' the upsampled frames are shown in sample order)
+RANK_MODES = ("local", "masked")
 
 __all__ = ["Explorer", "StageCache"]
 
@@ -156,8 +162,14 @@ class Explorer:
         if staged:
             index = None
             if cfg.upsample_top is not None and cfg.upsample and b.upsampler is not None:
-                index = self._stage("rank-base", (s_key, rank), lambda: method.to_upsample(pipe, p, base, self.target,
-                                                                                               cfg), log)
+                # the best of *every* ranking mode is upsampled once, so a ranking click re-orders frames that
+                # exist (under a second) instead of upsampling a new best one
+                def best_of_each_mode():
+                    picks = [i for mode in RANK_MODES
+                             for i in method.to_upsample(pipe, p, base, self.target, dataclasses.replace(cfg, rank=mode))]
+                    return sorted(set(picks))
+
+                index = self._stage("rank-base", s_key, best_of_each_mode, log)
             u_key = (s_key, resolved.get("upsample"), resolved.get("upsample_steps"), resolved.get("upsample_temperature"),
                      None if index is None else tuple(index))
 
