@@ -170,7 +170,7 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
 
     rows = list(results.items())
     top = min(top, min(len(r.full_res) for _, r in rows))
-    fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.05), squeeze=False)
+    fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.15), squeeze=False)
     for (name, r), ax in zip(rows, axes):
         _imshow(ax[0], overlay_mask(r.input_image, _full_mask(r)))
         ax[0].set_ylabel(f"{name}{_scale_text(r.settings, chr(10) + 's = {:g}')}", fontsize=9)
