@@ -90,7 +90,7 @@ def plot_ci_vs_users(rows: list[dict], *, ax=None):
     import matplotlib
     import matplotlib.pyplot as plt
 
-    fig, ax = (plt.subplots(figsize=(4.2, 3.0)) if ax is None else (ax.figure, ax))
+    fig, ax = (plt.subplots(figsize=(6.0, 3.8)) if ax is None else (ax.figure, ax))
     n = np.array([r["users"] for r in rows], dtype=float)
     pp = np.array([r["win prob ± pp (mean)"] for r in rows])
     ax.loglog(n, pp, "o-", label="win probability (± pp)")
@@ -106,7 +106,8 @@ def plot_ci_vs_users(rows: list[dict], *, ax=None):
     ax.set_yticks(ticks, [f"{v:g}" for v in ticks])
     ax.set_xlabel("users")
     ax.set_ylabel("mean 95% half-width")
-    ax.legend(fontsize=7)
+    ax.set_title("does adding users still narrow the interval? (the same cases in every study)", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -308,18 +308,22 @@ def plot_samples(samples: dict[str, torch.Tensor], world: ToyWorld):
     sample (so an overshoot far past the target blob stays visible); the blob centres are marked."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(samples), figsize=(3.3 * len(samples), 3.5), squeeze=False)
+    cols = min(3, len(samples))  # at most three panels a row: readable when projected
+    rows = -(-len(samples) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.8 * rows), squeeze=False)
+    for ax in axes.flat[len(samples):]:
+        ax.set_visible(False)
     centres = torch.tensor(list(world.classes.values()))
     every = torch.cat([torch.cat(list(samples.values())), centres])
     lo, hi = every.min(0).values - 0.4, every.max(0).values + 0.4
-    for ax, (title, s) in zip(axes[0], samples.items()):
+    for ax, (title, s) in zip(axes.flat, samples.items()):
         ax.scatter(s[:, 0], s[:, 1], s=3, alpha=0.5)
         ax.scatter(centres[:, 0], centres[:, 1], s=50, marker="x", color="k")
         for name, c in world.classes.items():
-            ax.annotate(name, c, textcoords="offset points", xytext=(3, 3), fontsize=6)
+            ax.annotate(name, c, textcoords="offset points", xytext=(3, 3), fontsize=8)
         m = s.mean(0)
         ax.scatter(*m.tolist(), s=60, marker="*", color="tab:red")
-        ax.set_title(f"{title}\nmean ({m[0]:.2f}, {m[1]:.2f}) ★", fontsize=9)
+        ax.set_title(f"{title}\nmean ({m[0]:.2f}, {m[1]:.2f}) ★", fontsize=10)
         ax.set_xlim(lo[0].item(), hi[0].item()), ax.set_ylim(lo[1].item(), hi[1].item())
         ax.grid(alpha=0.3)
     fig.tight_layout()

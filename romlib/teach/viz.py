@@ -106,11 +106,12 @@ def box_legend(fig_or_ax, colours=("yellow", "cyan"), extra: dict | None = None,
     return fig_or_ax.legend(handles=handles, **kw)
 
 
-def _box(ax, box, color="yellow", lw=1.5):
+def _box(ax, box, color="yellow", lw=1.5, ls="-"):
     from matplotlib.patches import Rectangle
 
     x0, y0, x1, y1 = box  # pixel edges (x1 exclusive); imshow centres pixel i at i, so its edges are at i ± 0.5
-    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw))
+    ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, edgecolor=color, linewidth=lw,
+                           linestyle=ls))
 
 
 def image_row(images, titles=None, size: float = 2.4, suptitle: str | None = None):
@@ -145,9 +146,9 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
         from ..masks import enlarge_box
 
         side = result.edit_mask.shape[-1]
-        _box(ax[1], result.rank_box)
+        _box(ax[1], result.rank_box, ls=(0, (3, 2)))  # dashed: the mask's red outline shows where they cross
         if result.settings["rank"] == "local":  # what the local ranking crops
-            _box(ax[1], enlarge_box(result.rank_box, 1.3, side, side), color="cyan", lw=1.0)
+            _box(ax[1], enlarge_box(result.rank_box, 1.3, side, side), color="cyan", lw=1.0, ls=(0, (3, 2)))
     ax[1].set_title(f"mask (k={result.settings['dilation']})\nseg. score {result.segmentation.score:.2f}", fontsize=8)
     for i in range(top):
         _imshow(ax[i + 2], result.images[i])
@@ -169,7 +170,7 @@ def comparison_grid(results: dict, top: int = 4, size: float = 2.0):
 
     rows = list(results.items())
     top = min(top, min(len(r.full_res) for _, r in rows))
-    fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.05), squeeze=False)
+    fig, axes = plt.subplots(len(rows), top + 1, figsize=(size * (top + 1), size * len(rows) * 1.15), squeeze=False)
     for (name, r), ax in zip(rows, axes):
         _imshow(ax[0], overlay_mask(r.input_image, _full_mask(r)))
         ax[0].set_ylabel(f"{name}{_scale_text(r.settings, chr(10) + 's = {:g}')}", fontsize=9)
