@@ -88,10 +88,9 @@ def _listed(path: Path) -> list[str]:
                          f"{_SHAPE}; move it away or choose another folder") from None
     files = data.get("files") if isinstance(data, dict) else None
     groups = list(files.values()) if isinstance(files, dict) else None
-    names = None if groups is None else [n for g in groups for n in ([g] if isinstance(g, str) else g)
-                                         if isinstance(g, (str, list))]
-    if (groups is None or not all(isinstance(g, (str, list)) for g in groups)
-            or not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..") for n in names)):
+    shaped = groups is not None and all(isinstance(g, (str, list)) for g in groups)
+    names = [n for g in groups for n in ([g] if isinstance(g, str) else g)] if shaped else []
+    if not shaped or not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..") for n in names):
         raise ValueError(f"{path} has an unexpected shape for a run's result.json; expected {_SHAPE} "
                          "(romlib replaces only what it recorded): move it away or choose another folder")
     return names
