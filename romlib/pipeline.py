@@ -160,7 +160,9 @@ class ROMPipeline:
     def segment(self, image, ref: str, *, threshold: float = 0.5, min_score: float | None = None,
                 best_anyway: bool = False, segmenter: str | None = None) -> Segmentation:
         """Run a referring segmenter on an image: the backend's own, or ``segmenter="mdetr"`` / ``"clipseg"``
-        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`)."""
+        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`). ``threshold``, ``min_score`` and ``segmenter`` are
+        checked as :class:`romlib.config.EditConfig` checks them, whatever the segmenter reads."""
+        EditConfig(threshold=threshold, min_score=min_score, best_anyway=best_anyway, segmenter=segmenter).validate()
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         return self.backend.segmenter_for(segmenter).segment(img, ref, threshold=threshold, min_score=min_score,
                                                              best_anyway=best_anyway)
@@ -173,6 +175,8 @@ class ROMPipeline:
         is its nearest upsampling."""
         b = self.backend
         dilation = M.check_dilation(dilation)
+        EditConfig(dilation=dilation, frame=frame, threshold=threshold, min_score=min_score, best_anyway=best_anyway,
+                   segmenter=segmenter).validate()
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()

@@ -614,7 +614,14 @@ def test_api_arguments_are_checked_before_work(pipe, tmp_path):
         (lambda: pipe.compare(image, "x", "y", guidances=("ccf", "nope"), mask=mask), ValueError, "guidance='nope'"),
         (lambda: pipe.compare(image, "x", "y", samples=0, mask=mask), ValueError, "samples=0 is out of range"),
         (lambda: st.load_csv([]), ValueError, "load_csv got no file"),
+        (lambda: pipe.segment(image, "x", threshold=2), ValueError, "threshold=2 is out of range"),
+        (lambda: pipe.segment(image, "x", min_score=-1), ValueError, "min_score=-1 is out of range"),
+        (lambda: pipe.prepare(image, "x", threshold=0), ValueError, "threshold=0 is out of range"),
+        (lambda: pipe.prepare(image, "x", mask=mask, frame="sideways"), ValueError, "frame='sideways'"),
+        (lambda: r.save(tmp_path / "loop"), FileExistsError, "loop' is a broken symbolic link"),
     ]
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")  # a symbolic link loop as the output folder
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
     for call, kind, fragment in cases:
         with pytest.raises(kind) as e:
             call()
