@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .config import MAX_SAMPLES, EditConfig, check_int, check_number, check_seed
+from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
 
 __all__ = ["check_device", "check_demo", "check_bench", "check_shapes_bench", "check_shapes_train", "parse_list",
            "BACKEND_FRAME"]
@@ -48,8 +48,7 @@ def _steps(flag: str, value) -> None:
         try:
             EditConfig(steps=str(value)).validate()
         except ValueError:
-            raise ValueError(f"{flag}={value!r} is out of range; accepted: a positive step count (e.g. 100), "
-                             "'ddimN', 'fastN' or comma-separated counts") from None
+            raise ValueError(f"{flag}={value!r} is out of range; accepted: {STEPS_ACCEPTED}") from None
 
 
 def parse_list(flag: str, text: str, convert, *, allow_empty: bool = False) -> list:
@@ -80,7 +79,9 @@ def check_bench(args) -> None:
     for b in args.batch or ():
         check_int("--batch", b, 1, MAX_SAMPLES)
     if args.steps is not None:
-        check_int("--steps", args.steps, 1, 1000)
+        from .sampling.diffusion import MIN_STEPS
+
+        check_int("--steps", args.steps, MIN_STEPS, 1000)
     _steps("--upsample-steps", args.upsample_steps)
     if args.micro_batch is not None:
         check_int("--micro-batch", args.micro_batch, 1, MAX_SAMPLES)

@@ -83,6 +83,8 @@ CASES = [
     ("dilation-even", ["photo.png", "--dilation", "4"], "odd integer", True),
     ("seed-negative", ["photo.png", "--seed", "-1"], "seed=-1", True),
     ("steps-garbage", ["photo.png", "--steps", "abc"], "steps='abc'", True),
+    ("steps-1", ["photo.png", "--steps", "1"], "steps='1' is out of range; accepted: a step count >= 2", True),
+    ("upsample-steps-1", ["photo.png", "--upsample-steps", "1"], "upsample_steps='1' is out of range", True),
     ("scale-for-blended", ["photo.png", "--guidance", "blended", "--scale", "3"], "does not use scale", True),
     ("device-missing-gpu", ["photo.png", "--device", "cuda:7"], "device='cuda:7' is not available", True),
     ("device-garbage", ["photo.png", "--device", "gpu0"], "is not a device", True),
@@ -470,6 +472,9 @@ def test_seeds_numpy_scalars_and_bools(scene, capsys, monkeypatch, argv, fragmen
 
 SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["bench", "--steps", "0"], "--steps=0 is out of range"),
+    (["bench", "--steps", "1"], "--steps=1 is out of range; accepted: an integer in 2..1000"),
+    (["bench", "--upsample-steps", "1"], "--upsample-steps='1' is out of range; accepted: a step count >= 2"),
+    (["shapes-bench", "--steps", "1"], "--steps='1' is out of range"),
     (["bench", "--batch", "2", "0"], "--batch=0 is out of range"),
     (["bench", "--micro-batch", "0"], "--micro-batch=0"),
     (["bench", "--upsample-steps", "x"], "--upsample-steps='x'"),
