@@ -8,6 +8,7 @@ dilation) are read from there, so a range is written once.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
@@ -93,8 +94,19 @@ def check_bench(args) -> None:
         from .perf.reference import import_reference
 
         import_reference(args.reference)  # names what a wrong checkout lacks
-    if args.json is not None and Path(args.json).is_dir():
-        raise IsADirectoryError(f"--json {args.json} is a folder; give a file to append the rows to")
+    if args.json is not None:  # appended to after the run: a folder, a FIFO (blocks forever), no folder: refused now
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            raise IsADirectoryError(f"--json {args.json} is a folder; give a file to append the rows to")
+        if os.path.lexists(json_path):
+            from .io import check_file
+
+            check_file(json_path, "--json file")
+        elif not json_path.parent.is_dir():
+            raise FileNotFoundError(f"--json {args.json}: no folder {json_path.parent} to write it in; make it first or "
+                                    "give another file")
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise NotADirectoryError(f"--cache-dir {args.cache_dir} is a file, not a folder; give a folder (or none)")
 
 
 def check_shapes_bench(args) -> None:

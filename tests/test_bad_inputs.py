@@ -473,6 +473,9 @@ def test_seeds_numpy_scalars_and_bools(scene, capsys, monkeypatch, argv, fragmen
 SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["bench", "--steps", "0"], "--steps=0 is out of range"),
     (["bench", "--steps", "1"], "--steps=1 is out of range; accepted: an integer in 2..1000"),
+    (["bench", "--json", "pipe.json"], "--json file pipe.json is a named pipe (FIFO)"),  # blocked forever after the run
+    (["bench", "--json", "nowhere/rows.json"], "--json nowhere/rows.json: no folder nowhere"),
+    (["bench", "--cache-dir", "afile"], "--cache-dir afile is a file, not a folder"),
     (["bench", "--upsample-steps", "1"], "--upsample-steps='1' is out of range; accepted: a step count >= 2"),
     (["shapes-bench", "--steps", "1"], "--steps='1' is out of range"),
     (["bench", "--batch", "2", "0"], "--batch=0 is out of range"),
@@ -524,6 +527,7 @@ def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkey
     monkeypatch.setattr(romlib.pipeline.ROMPipeline, "from_pretrained", classmethod(no_work))
     monkeypatch.chdir(scene)
     (scene / "dangling").symlink_to(scene / "gone")
+    os.mkfifo(scene / "pipe.json")
     before = _snapshot(scene)
     extra = ["--backend", "tiny"] if argv[0] == "edit" else []
     rc, err = _cli([*argv, *extra] + ([] if "--out" in argv or argv[0] == "bench" else ["--out", "new_out"]), capsys)
