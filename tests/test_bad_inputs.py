@@ -601,6 +601,33 @@ def test_damaged_weights_are_named_as_damaged(tmp_path, capsys, monkeypatch, kin
         assert repr(first) in err  # the tensor is named
 
 
+def test_a_weights_folder_without_a_usable_ranker_says_so(tmp_path, caplog):
+    """No ranker.pt: the shipped one, with a warning (once per folder); a ranker.pt that is a FIFO or
+    damaged is named, never silently swapped for the shipped one."""
+    import shutil
+
+    from romlib.shapes.backend import WEIGHTS_DIR, load_backend
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    shutil.copy(WEIGHTS_DIR / "inpaint.pt", folder / "inpaint.pt")
+    with caplog.at_level(logging.WARNING):
+        load_backend("cpu", folder)
+        load_backend("cpu", folder)
+    assert caplog.text.count("has no ranker.pt") == 1 and str(folder) in caplog.text
+    os.mkfifo(folder / "ranker.pt")
+    _alarm(20)
+    try:
+        with pytest.raises(ValueError, match="ranker.pt is a named pipe"):
+            load_backend("cpu", folder)
+    finally:
+        signal.alarm(0)
+    (folder / "ranker.pt").unlink()
+    (folder / "ranker.pt").write_bytes(b"junk" * 10)
+    with pytest.raises(ValueError, match="ranker.pt is damaged"):
+        load_backend("cpu", folder)
+
+
 def test_api_arguments_are_checked_before_work(pipe, tmp_path):
     """A dict as config is read as settings; the other calls refuse clearly, naming the value."""
     import romlib.study as st

@@ -4,6 +4,8 @@ Reading the weights needs only the models, never the trainer (:mod:`romlib.shape
 """
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 from .scenes import WordTokenizer
@@ -108,6 +110,10 @@ def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
     return ranker.to(device).eval().requires_grad_(False)
 
 
+log = logging.getLogger(__name__)
+_SHIPPED_RANKER_NOTED: set[str] = set()  # weights folders already said to lack a ranker.pt (said once each)
+
+
 def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant: str = "default"):
     """The ``"shapes"`` :class:`romlib.contracts.Backend`: rule-based segmenter, the trained tiny
     GLIDE inpainting model (no upsampler: results stay 32×32), the word tokenizer and the
@@ -123,7 +129,11 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
     folder, scales = VARIANTS[variant]
     folder = Path(weights_dir) if weights_dir is not None else folder
     model = load_inpaint_model(folder, device)
-    ranker_dir = folder if (folder / "ranker.pt").is_file() else WEIGHTS_DIR
+    ranker_dir = folder if os.path.lexists(folder / "ranker.pt") else WEIGHTS_DIR  # one there is read (or named bad)
+    if weights_dir is not None and ranker_dir == WEIGHTS_DIR and str(folder) not in _SHIPPED_RANKER_NOTED:
+        _SHIPPED_RANKER_NOTED.add(str(folder))
+        log.warning("%s has no ranker.pt (shapes-train --what inpaint writes none): the shipped ranker ranks the "
+                    "samples", folder)
     return Backend(name="shapes", segmenter=ShapesSegmenter(), segmenter_name="shapes", base_model=model,
                    tokenizer=WordTokenizer(),
                    ranker=load_ranker(ranker_dir, device), upsampler=None,

@@ -186,7 +186,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", default=None, help="sampling steps (default: the backend's)")
     p.add_argument("--dilations", default="1,3,5", help="dilations k (odd) of the eroded-mask ablation, comma-separated (default 1,3,5; '' to skip)")
     p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0)")
-    p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt (default: the shipped weights)")
+    p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt, as romlib shapes-train writes (without a ranker.pt, the shipped "
+                        "ranker, with a warning; default: the shipped weights)")
     p.add_argument("--out", default="shapes_bench",
                    help="parent folder: each run writes results.json, table.md and benchmark.png into a new folder "
                         "inside it, named time_bench_cases-seed (default shapes_bench); nothing is replaced")
