@@ -505,6 +505,9 @@ SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["edit", "photo.png", "--ref", "x", "--device", "meta"], "--device='meta' cannot run"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling"], "broken symbolic link"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling", "--overwrite"], "broken symbolic link"),
+    (["shapes-bench", "--out", "dangling"], "--out 'dangling' is a broken symbolic link"),  # found after the run
+    (["shapes-train", "--out", "dangling"], "--out 'dangling' is a broken symbolic link"),  # was [Errno 17]
+    (["shapes-train", "--out", "fifo_run", "--resume"], "--resume checkpoint fifo_run/inpaint_checkpoint.pt is a named pipe"),
 ]
 
 
@@ -528,6 +531,8 @@ def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkey
     monkeypatch.chdir(scene)
     (scene / "dangling").symlink_to(scene / "gone")
     os.mkfifo(scene / "pipe.json")
+    (scene / "fifo_run").mkdir()
+    os.mkfifo(scene / "fifo_run" / "inpaint_checkpoint.pt")
     before = _snapshot(scene)
     extra = ["--backend", "tiny"] if argv[0] == "edit" else []
     rc, err = _cli([*argv, *extra] + ([] if "--out" in argv or argv[0] == "bench" else ["--out", "new_out"]), capsys)
