@@ -32,6 +32,8 @@ def check_device(device: str | None, flag: str = "--device") -> None:
         raise ValueError(f"{flag}={device!r} is not a device; accepted: cpu, cuda, cuda:N, mps") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"{flag}={device!r} cannot run romlib's models; accepted: cpu, cuda, cuda:N, mps")
+    if dev.type == "cpu" and dev.index not in (None, 0):  # torch would run on the one CPU device without a word
+        raise ValueError(f"{flag}={device!r}: there is one CPU device; accepted: cpu, cuda, cuda:N, mps")
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"{flag}={device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
                          f"use {flag} cpu")

@@ -503,6 +503,7 @@ SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["shapes-train", "--p-source", "1.5"], "--p-source=1.5"),
     (["demo", "--samples", "0"], "--samples=0 is out of range"),
     (["edit", "photo.png", "--ref", "x", "--device", "meta"], "--device='meta' cannot run"),
+    (["edit", "photo.png", "--ref", "x", "--device", "cpu:9"], "--device='cpu:9': there is one CPU device"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling"], "broken symbolic link"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling", "--overwrite"], "broken symbolic link"),
     (["shapes-bench", "--out", "dangling"], "--out 'dangling' is a broken symbolic link"),  # found after the run
