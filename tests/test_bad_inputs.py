@@ -336,8 +336,9 @@ IMAGE_REFUSED = [
     ("int64-above-255", lambda: np.full((8, 8), 300), "must be in 0..255"),
     ("complex", lambda: np.zeros((8, 8), np.complex64), "dtype complex64"),
     ("empty", lambda: np.zeros((0, 8, 3), np.float32), "is empty"),
-    ("pil-float-nan", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), "must be finite and >= 0"),
-    ("pil-float-minus1-1", lambda: Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)), ">= 0"),
+    ("pil-float-nan", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), "must be finite and in 0..65535"),
+    ("pil-float-minus1-1", lambda: Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)), "in 0..65535"),
+    ("pil-int-above-65535", lambda: Image.fromarray(np.full((8, 8), 70000, np.int32)), "values in [7e+04, 7e+04]"),
 ]
 IMAGE_READ = [  # (case, input, the pixel [0, 0] read)
     ("uint8-tensor", lambda: torch.full((3, 8, 8), 200, dtype=torch.uint8), 200),
