@@ -8,9 +8,10 @@ dilation) are read from there, so a range is written once.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
-from .config import MAX_SAMPLES, EditConfig, check_int, check_number, check_seed
+from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
 
 __all__ = ["check_device", "check_demo", "check_bench", "check_shapes_bench", "check_shapes_train", "parse_list",
            "BACKEND_FRAME"]
@@ -31,6 +32,8 @@ def check_device(device: str | None, flag: str = "--device") -> None:
         raise ValueError(f"{flag}={device!r} is not a device; accepted: cpu, cuda, cuda:N, mps") from None
     if dev.type not in ("cpu", "cuda", "mps"):
         raise ValueError(f"{flag}={device!r} cannot run romlib's models; accepted: cpu, cuda, cuda:N, mps")
+    if dev.type == "cpu" and dev.index not in (None, 0):  # torch would run on the one CPU device without a word
+        raise ValueError(f"{flag}={device!r}: there is one CPU device; accepted: cpu, cuda, cuda:N, mps")
     if dev.type == "cuda" and (not torch.cuda.is_available() or (dev.index or 0) >= torch.cuda.device_count()):
         raise ValueError(f"{flag}={device!r} is not available here ({torch.cuda.device_count()} CUDA devices); "
                          f"use {flag} cpu")
@@ -48,8 +51,7 @@ def _steps(flag: str, value) -> None:
         try:
             EditConfig(steps=str(value)).validate()
         except ValueError:
-            raise ValueError(f"{flag}={value!r} is out of range; accepted: a positive step count (e.g. 100), "
-                             "'ddimN', 'fastN' or comma-separated counts") from None
+            raise ValueError(f"{flag}={value!r} is out of range; accepted: {STEPS_ACCEPTED}") from None
 
 
 def parse_list(flag: str, text: str, convert, *, allow_empty: bool = False) -> list:
@@ -80,7 +82,9 @@ def check_bench(args) -> None:
     for b in args.batch or ():
         check_int("--batch", b, 1, MAX_SAMPLES)
     if args.steps is not None:
-        check_int("--steps", args.steps, 1, 1000)
+        from .sampling.diffusion import MIN_STEPS
+
+        check_int("--steps", args.steps, MIN_STEPS, 1000)
     _steps("--upsample-steps", args.upsample_steps)
     if args.micro_batch is not None:
         check_int("--micro-batch", args.micro_batch, 1, MAX_SAMPLES)
@@ -92,8 +96,19 @@ def check_bench(args) -> None:
         from .perf.reference import import_reference
 
         import_reference(args.reference)  # names what a wrong checkout lacks
-    if args.json is not None and Path(args.json).is_dir():
-        raise IsADirectoryError(f"--json {args.json} is a folder; give a file to append the rows to")
+    if args.json is not None:  # appended to after the run: a folder, a FIFO (blocks forever), no folder: refused now
+        json_path = Path(args.json)
+        if json_path.is_dir():
+            raise IsADirectoryError(f"--json {args.json} is a folder; give a file to append the rows to")
+        if os.path.lexists(json_path):
+            from .io import check_file
+
+            check_file(json_path, "--json file")
+        elif not json_path.parent.is_dir():
+            raise FileNotFoundError(f"--json {args.json}: no folder {json_path.parent} to write it in; make it first or "
+                                    "give another file")
+    if args.cache_dir is not None and Path(args.cache_dir).exists() and not Path(args.cache_dir).is_dir():
+        raise NotADirectoryError(f"--cache-dir {args.cache_dir} is a file, not a folder; give a folder (or none)")
 
 
 def check_shapes_bench(args) -> None:

@@ -82,12 +82,10 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
     from pathlib import Path
 
     from .io import quote
-    from .runs import OUTPUT_PATTERN, recover, unrecorded_outputs
+    from .runs import OUTPUT_PATTERN, recover, refuse_broken_link, unrecorded_outputs
 
     folder = Path(folder)
-    if folder.is_symlink() and not folder.exists():
-        raise FileExistsError(f"--out {quote(folder, 120)} is a broken symbolic link (to {quote(os.readlink(folder), 120)}); "
-                              "remove it or choose another --out")
+    refuse_broken_link(folder)
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"--out {quote(folder, 120)} is a file, not a folder; choose another --out")
     probe = folder

@@ -164,7 +164,7 @@ class EditConfig:
         for name in ("steps", "upsample_steps"):
             v = getattr(self, name)
             if v is not None:
-                _need(_steps_ok(v), name, v, "a positive step count (e.g. 100), 'ddimN', 'fastN' or comma-separated counts")
+                _need(_steps_ok(v), name, v, STEPS_ACCEPTED)
         _need(self.preset in PRESETS, "preset", self.preset, ", ".join(repr(c) for c in PRESETS))
         if self.upsample_top is not None:
             _need(is_int(self.upsample_top) and 1 <= self.upsample_top <= self.samples, "upsample_top", self.upsample_top,
@@ -235,11 +235,15 @@ def check_seed(name: str, value) -> int:
     return int(value)
 
 
+#: what a ``steps`` / ``upsample_steps`` value may be (the message of every check of one)
+STEPS_ACCEPTED = "a step count >= 2 (e.g. 100), 'ddimN', 'fastN' or comma-separated counts (2 or more in all)"
+
+
 def _steps_ok(v) -> bool:
-    from .sampling.diffusion import space_timesteps
+    from .sampling.diffusion import MIN_STEPS, space_timesteps
 
     try:
-        return len(space_timesteps(1000, str(v))) >= 1
+        return len(space_timesteps(1000, str(v))) >= MIN_STEPS
     except (ValueError, TypeError, ZeroDivisionError):
         return False
 

@@ -6,7 +6,7 @@ read as white or black):
 * a **path**: any format PIL reads, EXIF orientation honoured; it must name a *regular* file
   (a folder, a named pipe, a device or a socket is refused before it is opened: :func:`check_file`);
 * a **PIL image**: any mode or bit depth (16-bit and float modes rescaled by their maximum to 0..1,
-  0..255 or 0..65535; NaN or negative values refused; alpha composited on white);
+  0..255 or 0..65535; NaN, negative values and values above 65535 refused; alpha composited on white);
 * a **numpy array**: channels last, ``H x W`` or ``H x W x C`` with C in 1, 3, 4 (RGBA);
   ``uint8`` is 0–255, ``uint16`` 0–65535, ``bool`` False/True, **floating point 0–1**;
 * a **torch tensor**: channels first, ``[H, W]``, ``[C, H, W]`` or ``[1, C, H, W]`` with C in 1, 3, 4;
@@ -128,9 +128,10 @@ def _to_rgb(img) -> "Image.Image":
 
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        if not np.isfinite(a).all() or a.min() < -FLOAT_SLACK:
+        if not np.isfinite(a).all() or a.min() < -FLOAT_SLACK or a.max() > 65535:  # above: clipped to white
             raise ValueError(f"a {img.mode}-mode image with values in [{a.min():.4g}, {a.max():.4g}]: PIL images of "
-                             "mode I or F must be finite and >= 0 (read as 0..1, 0..255 or 0..65535 by their maximum)")
+                             "mode I or F must be finite and in 0..65535 (read as 0..1, 0..255 or 0..65535 by their "
+                             "maximum)")
         hi = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
         if img.mode == "F" and a.max() <= 1.0:
             hi = 1.0

@@ -174,9 +174,12 @@ class ROMPipeline:
     def segment(self, image, ref: str, *, threshold: float = 0.5, min_score: float | None = None,
                 best_anyway: bool | None = None, segmenter: str | None = None) -> Segmentation:
         """Run a referring segmenter on an image: the backend's own, or ``segmenter="mdetr"`` / ``"clipseg"``
-        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`). ``best_anyway=None``: this pipeline's default."""
+        (see :mod:`romlib.segment`, :mod:`romlib.clipseg`). ``best_anyway=None``: this pipeline's default.
+        ``threshold``, ``min_score`` and ``segmenter`` are checked as :class:`romlib.config.EditConfig` checks them,
+        whatever the segmenter reads."""
         if best_anyway is None:
             best_anyway = bool(self.defaults.get("best_anyway", False))
+        EditConfig(threshold=threshold, min_score=min_score, best_anyway=best_anyway, segmenter=segmenter).validate()
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         return self.backend.segmenter_for(segmenter).segment(img, ref, threshold=threshold, min_score=min_score,
                                                              best_anyway=best_anyway)
@@ -189,6 +192,8 @@ class ROMPipeline:
         is its nearest upsampling."""
         b = self.backend
         dilation = M.check_dilation(dilation)
+        EditConfig(dilation=dilation, frame=frame, threshold=threshold, min_score=min_score, best_anyway=best_anyway,
+                   segmenter=segmenter).validate()
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         W, H = img.size
         t0 = time.perf_counter()

@@ -45,7 +45,8 @@ from typing import Callable
 
 from .interrupts import deferred
 
-__all__ = ["RunWriter", "new_run_dir", "run_dir_name", "read_run", "unrecorded_outputs", "recover", "OUTPUT_PATTERN"]
+__all__ = ["RunWriter", "new_run_dir", "run_dir_name", "read_run", "unrecorded_outputs", "recover", "refuse_broken_link",
+           "OUTPUT_PATTERN"]
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +63,17 @@ def run_dir_name(guidance: str, text: str, when: float | None = None) -> str:
     stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.localtime(when if when is not None else time.time()))
     slug = re.sub(r"[^a-z0-9]+", "-", (text or "").lower()).strip("-")[:40].strip("-") or "edit"
     return f"{stamp}_{re.sub(r'[^a-z0-9]+', '-', guidance.lower())}_{slug}"
+
+
+def refuse_broken_link(folder: Path, what: str = "--out") -> None:
+    """A dangling symbolic link or a loop of links as an output folder: FileExistsError naming it
+    (``mkdir`` would fail later with a bare "[Errno 17] File exists")."""
+    from .io import quote
+
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise FileExistsError(f"{what} {quote(folder, 120)} is a broken symbolic link (to {quote(os.readlink(folder), 120)}); "
+                              "remove it or choose another folder")
 
 
 def new_run_dir(parent: str | os.PathLike, name: str) -> Path:
@@ -88,10 +100,9 @@ def _listed(path: Path) -> list[str]:
                          f"{_SHAPE}; move it away or choose another folder") from None
     files = data.get("files") if isinstance(data, dict) else None
     groups = list(files.values()) if isinstance(files, dict) else None
-    names = None if groups is None else [n for g in groups for n in ([g] if isinstance(g, str) else g)
-                                         if isinstance(g, (str, list))]
-    if (groups is None or not all(isinstance(g, (str, list)) for g in groups)
-            or not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..") for n in names)):
+    shaped = groups is not None and all(isinstance(g, (str, list)) for g in groups)
+    names = [n for g in groups for n in ([g] if isinstance(g, str) else g)] if shaped else []
+    if not shaped or not all(isinstance(n, str) and n == Path(n).name and n not in ("", ".", "..") for n in names):
         raise ValueError(f"{path} has an unexpected shape for a run's result.json; expected {_SHAPE} "
                          "(romlib replaces only what it recorded): move it away or choose another folder")
     return names
@@ -207,6 +218,7 @@ class RunWriter:
 
     def __init__(self, folder: str | os.PathLike, *, overwrite: bool = False, protect=(), created: bool = False):
         self.folder = Path(folder)
+        refuse_broken_link(self.folder, "output folder")
         if self.folder.exists() and not self.folder.is_dir():
             raise NotADirectoryError(f"output folder {self.folder} exists and is a file; choose another --out")
         self.created = created or not self.folder.exists()

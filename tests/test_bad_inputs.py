@@ -83,6 +83,8 @@ CASES = [
     ("dilation-even", ["photo.png", "--dilation", "4"], "odd integer", True),
     ("seed-negative", ["photo.png", "--seed", "-1"], "seed=-1", True),
     ("steps-garbage", ["photo.png", "--steps", "abc"], "steps='abc'", True),
+    ("steps-1", ["photo.png", "--steps", "1"], "steps='1' is out of range; accepted: a step count >= 2", True),
+    ("upsample-steps-1", ["photo.png", "--upsample-steps", "1"], "upsample_steps='1' is out of range", True),
     ("scale-for-blended", ["photo.png", "--guidance", "blended", "--scale", "3"], "does not use scale", True),
     ("device-missing-gpu", ["photo.png", "--device", "cuda:7"], "device='cuda:7' is not available", True),
     ("device-garbage", ["photo.png", "--device", "gpu0"], "is not a device", True),
@@ -334,8 +336,9 @@ IMAGE_REFUSED = [
     ("int64-above-255", lambda: np.full((8, 8), 300), "must be in 0..255"),
     ("complex", lambda: np.zeros((8, 8), np.complex64), "dtype complex64"),
     ("empty", lambda: np.zeros((0, 8, 3), np.float32), "is empty"),
-    ("pil-float-nan", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), "must be finite and >= 0"),
-    ("pil-float-minus1-1", lambda: Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)), ">= 0"),
+    ("pil-float-nan", lambda: Image.fromarray(np.full((8, 8), np.nan, np.float32)), "must be finite and in 0..65535"),
+    ("pil-float-minus1-1", lambda: Image.fromarray(np.linspace(-1, 1, 64, dtype=np.float32).reshape(8, 8)), "in 0..65535"),
+    ("pil-int-above-65535", lambda: Image.fromarray(np.full((8, 8), 70000, np.int32)), "values in [7e+04, 7e+04]"),
 ]
 IMAGE_READ = [  # (case, input, the pixel [0, 0] read)
     ("uint8-tensor", lambda: torch.full((3, 8, 8), 200, dtype=torch.uint8), 200),
@@ -470,6 +473,12 @@ def test_seeds_numpy_scalars_and_bools(scene, capsys, monkeypatch, argv, fragmen
 
 SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["bench", "--steps", "0"], "--steps=0 is out of range"),
+    (["bench", "--steps", "1"], "--steps=1 is out of range; accepted: an integer in 2..1000"),
+    (["bench", "--json", "pipe.json"], "--json file pipe.json is a named pipe (FIFO)"),  # blocked forever after the run
+    (["bench", "--json", "nowhere/rows.json"], "--json nowhere/rows.json: no folder nowhere"),
+    (["bench", "--cache-dir", "afile"], "--cache-dir afile is a file, not a folder"),
+    (["bench", "--upsample-steps", "1"], "--upsample-steps='1' is out of range; accepted: a step count >= 2"),
+    (["shapes-bench", "--steps", "1"], "--steps='1' is out of range"),
     (["bench", "--batch", "2", "0"], "--batch=0 is out of range"),
     (["bench", "--micro-batch", "0"], "--micro-batch=0"),
     (["bench", "--upsample-steps", "x"], "--upsample-steps='x'"),
@@ -495,8 +504,12 @@ SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
     (["shapes-train", "--p-source", "1.5"], "--p-source=1.5"),
     (["demo", "--samples", "0"], "--samples=0 is out of range"),
     (["edit", "photo.png", "--ref", "x", "--device", "meta"], "--device='meta' cannot run"),
+    (["edit", "photo.png", "--ref", "x", "--device", "cpu:9"], "--device='cpu:9': there is one CPU device"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling"], "broken symbolic link"),
     (["edit", "photo.png", "--ref", "x", "--out", "dangling", "--overwrite"], "broken symbolic link"),
+    (["shapes-bench", "--out", "dangling"], "--out 'dangling' is a broken symbolic link"),  # found after the run
+    (["shapes-train", "--out", "dangling"], "--out 'dangling' is a broken symbolic link"),  # was [Errno 17]
+    (["shapes-train", "--out", "fifo_run", "--resume"], "--resume checkpoint fifo_run/inpaint_checkpoint.pt is a named pipe"),
 ]
 
 
@@ -519,6 +532,9 @@ def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkey
     monkeypatch.setattr(romlib.pipeline.ROMPipeline, "from_pretrained", classmethod(no_work))
     monkeypatch.chdir(scene)
     (scene / "dangling").symlink_to(scene / "gone")
+    os.mkfifo(scene / "pipe.json")
+    (scene / "fifo_run").mkdir()
+    os.mkfifo(scene / "fifo_run" / "inpaint_checkpoint.pt")
     before = _snapshot(scene)
     extra = ["--backend", "tiny"] if argv[0] == "edit" else []
     rc, err = _cli([*argv, *extra] + ([] if "--out" in argv or argv[0] == "bench" else ["--out", "new_out"]), capsys)
@@ -592,6 +608,33 @@ def test_damaged_weights_are_named_as_damaged(tmp_path, capsys, monkeypatch, kin
         assert repr(first) in err  # the tensor is named
 
 
+def test_a_weights_folder_without_a_usable_ranker_says_so(tmp_path, caplog):
+    """No ranker.pt: the shipped one, with a warning (once per folder); a ranker.pt that is a FIFO or
+    damaged is named, never silently swapped for the shipped one."""
+    import shutil
+
+    from romlib.shapes.backend import WEIGHTS_DIR, load_backend
+
+    folder = tmp_path / "w"
+    folder.mkdir()
+    shutil.copy(WEIGHTS_DIR / "inpaint.pt", folder / "inpaint.pt")
+    with caplog.at_level(logging.WARNING):
+        load_backend("cpu", folder)
+        load_backend("cpu", folder)
+    assert caplog.text.count("has no ranker.pt") == 1 and str(folder) in caplog.text
+    os.mkfifo(folder / "ranker.pt")
+    _alarm(20)
+    try:
+        with pytest.raises(ValueError, match="ranker.pt is a named pipe"):
+            load_backend("cpu", folder)
+    finally:
+        signal.alarm(0)
+    (folder / "ranker.pt").unlink()
+    (folder / "ranker.pt").write_bytes(b"junk" * 10)
+    with pytest.raises(ValueError, match="ranker.pt is damaged"):
+        load_backend("cpu", folder)
+
+
 def test_api_arguments_are_checked_before_work(pipe, tmp_path):
     """A dict as config is read as settings; the other calls refuse clearly, naming the value."""
     import romlib.study as st
@@ -614,7 +657,14 @@ def test_api_arguments_are_checked_before_work(pipe, tmp_path):
         (lambda: pipe.compare(image, "x", "y", guidances=("ccf", "nope"), mask=mask), ValueError, "guidance='nope'"),
         (lambda: pipe.compare(image, "x", "y", samples=0, mask=mask), ValueError, "samples=0 is out of range"),
         (lambda: st.load_csv([]), ValueError, "load_csv got no file"),
+        (lambda: pipe.segment(image, "x", threshold=2), ValueError, "threshold=2 is out of range"),
+        (lambda: pipe.segment(image, "x", min_score=-1), ValueError, "min_score=-1 is out of range"),
+        (lambda: pipe.prepare(image, "x", threshold=0), ValueError, "threshold=0 is out of range"),
+        (lambda: pipe.prepare(image, "x", mask=mask, frame="sideways"), ValueError, "frame='sideways'"),
+        (lambda: r.save(tmp_path / "loop"), FileExistsError, "loop' is a broken symbolic link"),
     ]
+    (tmp_path / "loop").symlink_to(tmp_path / "loop2")  # a symbolic link loop as the output folder
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop")
     for call, kind, fragment in cases:
         with pytest.raises(kind) as e:
             call()

@@ -8,6 +8,8 @@ Content-Length.
 import http.server
 import io
 import json
+import os
+import signal
 import threading
 import time
 
@@ -399,8 +401,39 @@ def test_a_cache_that_is_a_file_or_unreadable_is_a_clear_error(tmp_path, monkeyp
     assert f"is a link to {tmp_path / 'gone'}, which does not exist" in capsys.readouterr().err
     monkeypatch.setenv("ROMLIB_CACHE", str(folder))
     (folder / "roberta-base-vocab.json").mkdir()
-    with pytest.raises(hub.CheckpointUnavailable, match="roberta-base-vocab.json exists and is not a file"):
+    with pytest.raises(hub.CheckpointUnavailable, match="roberta-base-vocab.json is a folder, not a file; move it out"):
         hub.download("roberta/vocab", progress=False)
+
+
+@pytest.mark.parametrize("entry, make, said", [
+    (".part", os.mkfifo, "ckpt.pt.part is a named pipe (FIFO)"),  # opening it to write blocked forever
+    (".part", os.mkdir, "ckpt.pt.part is a folder"),  # was a bare [Errno 21]
+    (".part.meta", os.mkfifo, "ckpt.pt.part.meta is a named pipe (FIFO)"),
+    (".lock", os.mkdir, "ckpt.pt.lock is a folder"),
+    ("", os.mkfifo, "ckpt.pt is a named pipe (FIFO)"),
+])
+def test_a_cache_entry_that_is_not_a_regular_file_is_named_never_opened(mirror, capsys, entry, make, said):
+    cache, added = mirror
+    _register(added, "test/ckpt", "ckpt.pt")
+    _Handler.files["/ckpt.pt"] = _torch_bytes({"w": torch.ones(4)})
+    cache.mkdir(parents=True)
+    make(cache / f"ckpt.pt{entry}")
+
+    def blocked(*a):
+        raise TimeoutError("blocked on a cache entry that is not a regular file")
+
+    signal.signal(signal.SIGALRM, blocked)
+    signal.alarm(20)
+    try:
+        assert main(["download", "test/ckpt"]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "move it out of the cache" in err and "Traceback" not in err, err
+        assert main(["download", "--verify", "test/ckpt"]) == 1  # not "not cached", exit 0
+        out = capsys.readouterr()
+        assert said in out.out + out.err
+    finally:
+        signal.alarm(0)
+    assert not (cache / "ckpt.pt").is_file()
 
 
 def test_an_unknown_name_lists_the_valid_ones(tmp_path, monkeypatch, capsys):

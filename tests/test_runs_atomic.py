@@ -180,7 +180,8 @@ def test_overwrite_refuses_what_no_run_recorded_and_a_strange_result_json(edits,
     assert rc == 2 and "summary.png, which no result.json there records" in err and "Traceback" not in err
     assert (mine / "summary.png").read_bytes() == b"my own figure"
     for text in ("[1, 2]", '{"files": ["rank00_full.png"]}', '{"files": {"json": [3]}}', '{"files": {"x": ["../a.png"]}}',
-                 "not json", '{"files": {"x": "result.json"}, "extra": 1'):
+                 "not json", '{"files": {"x": "result.json"}, "extra": 1', '{"files": {"full_res": 3}}',
+                 '{"files": {"full_res": null}}', '{"files": {"full_res": [["a.png"]]}}'):
         (mine / "summary.png").unlink(missing_ok=True)
         (mine / "result.json").write_text(text)
         rc, err = _cli(_edit_args(d, mine), capsys)

@@ -31,6 +31,22 @@ def _cache_problem(root: Path) -> tuple[type[OSError], str] | None:
     return None
 
 
+def _odd_entry(dest: Path) -> str | None:
+    """Why the cache cannot use ``dest`` or its companions (``.part``, ``.part.meta``, ``.lock``): one of
+    them exists and is not a regular file (a folder, a named pipe that would block the download forever,
+    a device, a broken link), or None. Nothing is opened."""
+    from ..io import check_file
+
+    for p in (dest, dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.meta"),
+              dest.with_name(dest.name + ".lock")):
+        if os.path.lexists(p):
+            try:
+                check_file(p, "the cache entry")
+            except (OSError, ValueError) as e:
+                return f"{e}; move it out of the cache"
+    return None
+
+
 def check_cache(cache: str | os.PathLike | None = None) -> Path:
     """The cache folder (``cache`` or :func:`cache_dir`), checked: a file or a dangling link raises
     :class:`NotADirectoryError`, an unreadable folder :class:`PermissionError`, each saying what to do.

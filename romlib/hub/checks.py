@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .cache import _move_aside, _record, _sha256, _size_problem, check_cache
+from .cache import _move_aside, _odd_entry, _record, _sha256, _size_problem, check_cache
 from .download import download
 from .formats import file_problem
 from .registry import REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint
@@ -57,7 +57,7 @@ def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | Non
     A cache that is a file or an unreadable folder raises (:func:`~romlib.hub.check_cache`)."""
     root = check_cache(cache)
     if names is None:
-        files = {c.filename: c.name for c in REGISTRY.values() if (root / c.filename).is_file()}
+        files = {c.filename: c.name for c in REGISTRY.values() if os.path.lexists(root / c.filename)}
         if root.is_dir():
             for meta in root.glob("*.json"):
                 fname = meta.name[:-5]
@@ -69,6 +69,11 @@ def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | Non
     for fname in sorted(files):
         path = root / fname
         row = {"name": files[fname], "file": fname, "size": path.stat().st_size if path.is_file() else None, "moved_to": None}
+        odd = _odd_entry(path)
+        if odd:
+            row.update(status=f"bad: {odd}", ok=False)
+            rows.append(row)
+            continue
         if not path.is_file():
             row.update(status="not cached", ok=True)
             rows.append(row)

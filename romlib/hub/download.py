@@ -9,7 +9,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from .cache import _is_complete, _move_aside, _record, _size_problem, _write_record, _writable, cache_dir
+from .cache import _is_complete, _move_aside, _odd_entry, _record, _size_problem, _write_record, _writable, cache_dir
 from .fetch import _fetch
 from .formats import file_problem
 from .registry import Checkpoint, CheckpointUnavailable, human_size
@@ -63,8 +63,9 @@ def download(
     dest = root / ckpt.filename
     if not force and _usable(dest, ckpt):
         return dest
-    if dest.exists() and not dest.is_file():
-        raise _unavailable(ckpt, dest, f"{dest} exists and is not a file (a folder?): move it out of the cache")
+    odd = _odd_entry(dest)
+    if odd:
+        raise _unavailable(ckpt, dest, odd)
     problem = _writable(root)
     if problem:
         if dest.is_file() and not force:

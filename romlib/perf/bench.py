@@ -199,7 +199,7 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, nargs="+", default=None, help="sample counts B, each 1..256 (default: 4 24 on a GPU, 2 4 on the CPU)")
     p.add_argument("--dtype", choices=["fp16", "fp32"], default=None,
                    help="precision (default: fp16 on a GPU; fp32 on the CPU, where half is an emulated slow path)")
-    p.add_argument("--steps", type=int, default=None, help="base steps, 1..1000 (default: 100 on a GPU, 10 on the CPU)")
+    p.add_argument("--steps", type=int, default=None, help="base steps, 2..1000 (default: 100 on a GPU, 10 on the CPU)")
     p.add_argument("--upsample-steps", default=None, help="upsampler respacing (default: fast27 on a GPU, 3 on the CPU)")
     p.add_argument("--full", action="store_true", help="official model sizes (random weights) even on the CPU (slow)")
     p.add_argument("--paths", nargs="+", default=None, metavar="PATH",

@@ -27,6 +27,7 @@ __all__ = [
     "get_named_beta_schedule",
     "betas_for_alpha_bar",
     "space_timesteps",
+    "MIN_STEPS",
     "GaussianDiffusion",
     "SpacedDiffusion",
     "create_diffusion",
@@ -52,6 +53,10 @@ def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float
     """Discretise a continuous ᾱ(t), t ∈ [0, 1]: β_i = min(1 − ᾱ(t_{i+1}) / ᾱ(t_i), max_beta)."""
     n = num_diffusion_timesteps
     return np.array([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), max_beta) for i in range(n)])
+
+
+#: the fewest steps a (respaced) diffusion can have: a schedule of one step has no posterior to sample
+MIN_STEPS = 2
 
 
 def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> set[int]:
@@ -133,8 +138,8 @@ class GaussianDiffusion:
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError("betas must be a 1-D array in (0, 1]")
-        if len(betas) < 2:
-            raise ValueError(f"a diffusion needs at least 2 steps, got {len(betas)}")
+        if len(betas) < MIN_STEPS:
+            raise ValueError(f"a diffusion needs at least {MIN_STEPS} steps, got {len(betas)}")
         self.betas = betas
         self.num_timesteps = len(betas)
         alphas = 1.0 - betas

@@ -198,13 +198,14 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 def bench_command(args) -> int:
     """``romlib shapes-bench``: run, then write ``results.json``, ``table.md``, ``benchmark.png`` into
     a new run folder inside ``--out`` (never over an earlier run's); print the table."""
-    from ..runs import new_run_dir, run_dir_name
+    from ..runs import new_run_dir, refuse_broken_link, run_dir_name
     from . import load_backend
 
     started = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
+    refuse_broken_link(out)  # else found only after the whole benchmark ran, as a bare [Errno 17]
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
     try:

@@ -214,6 +214,10 @@ def _checkpoint_step(path: Path) -> int:
 
 def _require_checkpoint(out: Path) -> Path:
     """``out``'s checkpoint, which ``--resume`` needs (FileNotFoundError saying so when missing)."""
+    if os.path.lexists(out / CHECKPOINT):
+        from ..io import check_file
+
+        return check_file(out / CHECKPOINT, "--resume checkpoint")  # a FIFO, a folder: named, never opened
     if not (out / CHECKPOINT).is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {out / CHECKPOINT}, which shapes-train "
                                 "writes every --save-every steps); run without --resume to start a new training")
@@ -496,6 +500,9 @@ def _check_train_out(out: Path, models, *, resume: bool, overwrite: bool, save_e
         raise ValueError("--resume and --overwrite exclude each other: continue the run in --out, or replace it")
     if save_every < 1:
         raise ValueError(f"--save-every {save_every} is out of range; accepted: an integer >= 1")
+    from ..runs import refuse_broken_link
+
+    refuse_broken_link(out)  # was a bare "[Errno 17] File exists"
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
     if resume:
