@@ -161,6 +161,10 @@ class EditConfig:
         _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
         _need(self.segmenter is None or self.segmenter in SEGMENTERS, "segmenter", self.segmenter,
               ", ".join(repr(s) for s in SEGMENTERS) + " or None (the backend's)")
+        from .contracts import Segmentation
+
+        _need(self.segmenter is None or self.mask is None or isinstance(self.mask, Segmentation), "segmenter",
+              self.segmenter, "None with a mask given (a mask replaces segmentation: no segmenter runs)")
         for name in ("steps", "upsample_steps"):
             v = getattr(self, name)
             if v is not None:
