@@ -76,7 +76,6 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
     output's name and no output-named file its ``result.json`` does not record (a run killed while
     being replaced there is settled first); without, it holds no earlier run (unless
     ``run_folder``: a new folder is made inside it)."""
-    import os
     import shutil
     import tempfile
     from pathlib import Path

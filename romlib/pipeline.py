@@ -179,6 +179,8 @@ class ROMPipeline:
         whatever the segmenter reads."""
         if best_anyway is None:
             best_anyway = bool(self.defaults.get("best_anyway", False))
+        if segmenter is not None and segmenter == getattr(self.backend, "segmenter_name", None):
+            segmenter = None  # the backend's own by name (e.g. "shapes")
         EditConfig(threshold=threshold, min_score=min_score, best_anyway=best_anyway, segmenter=segmenter).validate()
         img = load_image(image, min_size=MIN_IMAGE_SIDE)
         return self.backend.segmenter_for(segmenter).segment(img, ref, threshold=threshold, min_score=min_score,

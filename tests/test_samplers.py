@@ -5,7 +5,6 @@ import math
 import pytest
 import torch
 
-from romlib.guidance.cfg import known_region_fn
 from romlib.models.tiny import tiny_glide
 from romlib.models.tokenizers import ByteTokenizer
 from romlib.sampling.diffusion import create_diffusion, randn, sample_generators

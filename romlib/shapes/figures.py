@@ -98,7 +98,6 @@ def guidance_figure(case: int = 0):
     Returns ``(figure, rows)``: per rule the verdicts."""
     import matplotlib.pyplot as plt
 
-    from ..sampling.inpaint import prepare_base  # noqa: F401  (sample_cases' own path)
     from ..teach.viz import _imshow, overlay_mask
     from .measure import _edit_mask, _uint8, sample_cases
     from .oracle import describe_region, judge, object_region
