@@ -339,7 +339,9 @@ class ROMPipeline:
         b = self.backend
         cfg, method = self.resolve(config, **knobs)
         ref = "" if ref is None else str(ref)
-        target = "" if target is None else str(target)
+        if not isinstance(target, str):  # None would silently mean "remove the object"
+            raise TypeError(f"target must be a text, got {type(target).__name__} {target!r}: what the object should "
+                            "become, e.g. 'a blue truck', or '' to remove it (inpaint the hole)")
         if cfg.samples > WARN_SAMPLES:
             log.warning("samples=%d: sampling takes about %.1fx the time of the paper's B = 24 (on a T4 with GLIDE, "
                         "roughly %.0f-%.0f minutes); lower samples for quick looks", cfg.samples, cfg.samples / 24,

@@ -778,3 +778,16 @@ def test_help_texts_say_what_each_flag_does():
     assert "several objects" in best.help
     scales = next(a for a in subs["shapes-bench"]._actions if "--scales" in a.option_strings)
     assert "(0, 10000)" in scales.help
+
+
+@pytest.mark.parametrize("target", [None, 123, b"a dog"])
+def test_a_target_that_is_not_a_text_is_refused_not_read_as_removal(target):
+    """``target=None`` once meant '' (remove the object) without a word; any non-text target is refused by name."""
+    from romlib.pipeline import get_pipeline
+    from romlib.teach.nb import example
+
+    pipe = get_pipeline("shapes", device="cpu")
+    image, ref, _ = example(pipe)
+    with pytest.raises(TypeError, match=f"target must be a text, got {type(target).__name__}"):
+        pipe.edit(image, ref, target, samples=1)
+    assert pipe.edit(image, ref, "", samples=1, progress=False).settings["target"] == ""
