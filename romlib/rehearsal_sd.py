@@ -21,7 +21,7 @@ import torch
 
 from . import hub
 
-__all__ = ["full_inpainter", "build_sd_mirror", "FULL_UNET", "FULL_VAE", "FULL_TEXT"]
+__all__ = ["full_inpainter", "build_sd_mirror", "build_clipseg_mirror", "FULL_UNET", "FULL_VAE", "FULL_TEXT"]
 
 #: SD 1.5 inpainting's configs (what differs from diffusers' / transformers' defaults)
 FULL_UNET = dict(sample_size=64, in_channels=9, out_channels=4, cross_attention_dim=768, attention_head_dim=8,
@@ -84,6 +84,30 @@ def _clipseg_files(folder: Path, full_size: bool, seed: int) -> None:
         "size": {"height": side, "width": side}}))
 
 
+def _copy_in(names, sources: dict[str, Path], folder: Path, out: dict[str, Path]) -> None:
+    """Copy each registry file ``prefix/path`` from ``sources[prefix] / path`` to its cache file name in ``folder``."""
+    for name in names:
+        prefix, path = name.split("/", 1)
+        if prefix not in sources:
+            continue
+        src = sources[prefix] / path
+        if not src.is_file():
+            raise FileNotFoundError(f"the stand-in layout lacks {path} (for {name})")
+        out[name] = Path(shutil.copyfile(src, folder / hub.REGISTRY[name].filename))
+
+
+def build_clipseg_mirror(folder: str | Path, *, full_size: bool = True, seed: int = 0) -> dict[str, Path]:
+    """Stand-ins for CLIPSeg's files (:data:`romlib.hub.CLIPSEG`) in ``folder``, under their cache file names: what
+    ``segmenter="clipseg"`` reads on the glide backend (notebook 02's side-by-side masks). Returns ``{name: path}``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Path] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        _clipseg_files(Path(tmp), full_size, seed)
+        _copy_in(hub.CLIPSEG, {"clipseg": Path(tmp)}, folder, out)
+    return out
+
+
 def build_sd_mirror(folder: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
     """Stand-ins for every file of :data:`romlib.hub.SD_BACKEND`, :data:`~romlib.hub.CLIPSEG` and the example photo
     in ``folder``, under their cache file names. Returns ``{name: path}``."""
@@ -100,15 +124,8 @@ def build_sd_mirror(folder: str | Path, *, full_size: bool = False, seed: int = 
         save_layout(model, layout, variant="fp16")
         del model
         _tokenizer_files(layout / "tokenizer", 77 if full_size else 16)
-        _clipseg_files(Path(tmp) / "clipseg", full_size, seed)
-        for name in hub.SD_BACKEND + hub.CLIPSEG:
-            prefix, path = name.split("/", 1)
-            if prefix == "clip":
-                continue
-            src = (layout if prefix == "sd15-inpaint" else Path(tmp) / "clipseg") / path
-            if not src.is_file():
-                raise FileNotFoundError(f"the stand-in layout lacks {path} (for {name})")
-            out[name] = Path(shutil.copyfile(src, folder / hub.REGISTRY[name].filename))
+        _copy_in(hub.SD_BACKEND, {"sd15-inpaint": layout}, folder, out)
+    out.update(build_clipseg_mirror(folder, full_size=full_size, seed=seed))
     for name in ("clip/vit-b-16-openai",) + hub.EXAMPLES:
         out[name] = build_file(name, folder, reference=folder, seed=seed)
     return out

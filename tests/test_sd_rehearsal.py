@@ -74,3 +74,27 @@ def test_sd_path_from_a_loopback_mirror_full_size(tmp_path, monkeypatch):
         _rehearse(tmp_path, monkeypatch, full_size=True, device="cuda", samples=4, steps="25")
     else:
         _rehearse(tmp_path, monkeypatch, full_size=True)
+
+
+def test_clipseg_stand_ins_alone_serve_the_glide_paths_second_segmenter(tmp_path, monkeypatch):
+    """``build_clipseg_mirror`` (what tools/rehearse_notebooks.py adds for notebook 02): exactly CLIPSeg's files,
+    under their cache names, which romlib.hub fetches and transformers' ``from_pretrained`` reads."""
+    from PIL import Image
+
+    from romlib.clipseg import load_clipseg
+    from romlib.rehearsal_sd import build_clipseg_mirror
+
+    files = build_clipseg_mirror(tmp_path / "mirror", full_size=False)
+    assert set(files) == set(hub.CLIPSEG)
+    assert sorted(p.name for p in (tmp_path / "mirror").iterdir()) == sorted(hub.REGISTRY[n].filename for n in hub.CLIPSEG)
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ROMLIB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with MirrorServer(tmp_path / "mirror") as server:
+        monkeypatch.setenv("ROMLIB_MIRROR", server.url)
+        seg = load_clipseg(progress=False)
+        fetched = {p.lstrip("/") for _, p, _ in server.requests}
+    assert fetched == {p.name for p in files.values()}
+    assert seg.model.config.vision_config.image_size == 32  # the tiny family, from the served config
+    out = seg.segment(Image.new("RGB", (48, 40), (200, 30, 30)), "the red square", best_anyway=True)
+    assert out.mask.shape == (40, 48)

@@ -5,7 +5,7 @@
     python tools/rehearse_notebooks.py --mirror http://host:8000   # an existing mirror (real weights too)
 
 Without ``--mirror``, the files are built by :func:`romlib.rehearsal.build_mirror` (random weights in the
-official formats: 4.4 GB, 7.2 GB with the baselines when a chosen notebook loads them; in ``--work``, a
+official formats: 4.4 GB, 7.2 GB with the baselines when a chosen notebook loads them, CLIPSeg's 0.6 GB when one uses it; in ``--work``, a
 temporary folder by default; a kept ``--work`` reuses them) and served from 127.0.0.1. Each notebook runs in a fresh kernel with ``ROMLIB_MIRROR``, a fresh
 ``ROMLIB_CACHE`` shared by the notebooks, ``ROMLIB_BACKEND=glide`` and ``ROMLIB_PROGRESS=0``; the
 table gives its seconds, the peak GPU memory its kernel allocated (``torch.cuda.max_memory_allocated``)
@@ -112,6 +112,11 @@ def main(argv=None) -> int:
             wanted = hub.GLIDE_BACKEND + hub.EXAMPLES + (hub.BASELINES if baselines else ())
             names = [n for n in BUILDABLE if n in wanted]
             build_mirror(work / "mirror", names, reuse=True)
+            if any("'clipseg'" in nb.read_text() for nb in notebooks):  # notebook 02's second segmenter
+                from romlib.rehearsal_sd import build_clipseg_mirror
+
+                if not all((work / "mirror" / hub.REGISTRY[n].filename).is_file() for n in hub.CLIPSEG):
+                    build_clipseg_mirror(work / "mirror", full_size=True)
             print(f"built the stand-in files in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             server = MirrorServer(work / "mirror", max_seconds=24 * 3600).start()
             mirror = server.url
