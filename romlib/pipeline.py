@@ -426,7 +426,8 @@ class ROMPipeline:
         user_mask = cfg.mask is not None and not isinstance(cfg.mask, Segmentation)
         settings = dict(ref=ref, target=target, preset=cfg.preset, **method.settings(cfg, b), samples=cfg.samples,
                         dilation=cfg.dilation, rank=rank, seed=cfg.seed, frame=cfg.frame, region=list(p.region),
-                        threshold=cfg.threshold, segmenter=cfg.segmenter or b.segmenter_name, backend=b.name,
+                        threshold=None if user_mask else cfg.threshold,  # a mask of the user's: no segmenter ran
+                        segmenter=None if user_mask else cfg.segmenter or b.segmenter_name, backend=b.name,
                         user_mask=user_mask, batch_size=cfg.batch_size, input_size=[W, H], frame_size=p.frame_size,
                         base_size=p.base_size)
         return EditResult(images=ranked.cpu(), scores=ranking.ranked_scores, order=order, samples=out.base.cpu(),

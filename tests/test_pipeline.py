@@ -96,6 +96,7 @@ def test_user_mask_replaces_segmentation(pipe, image):
     r = pipe.edit(image, "", "a cat", mask=Image.fromarray(mask), samples=1, progress=False, upsample=False)
     assert len(seg.calls) == n
     assert r.box == (10.0, 10.0, 40.0, 40.0) and r.settings["user_mask"]
+    assert r.settings["segmenter"] is None and r.settings["threshold"] is None  # no segmenter ran: none recorded
     changed = _changed(r, image)
     assert changed[10:40, 10:40].any() and not changed[50:, :].any() and not changed[:, 60:].any()
 
