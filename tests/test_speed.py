@@ -291,7 +291,29 @@ def test_bench_times_the_pipeline_edit_on_the_cpu(monkeypatch):
     assert "TFLOP/s" in table and "warm-up s" in table and "eager" in table
     md = format_bench(rows + [perf.BenchRow("reference", "fp32", 1, 2, 2, 1.0, 1.0, None, 2 * row.total_s, 1.0, None,
                                             None, row.gflop)], markdown=True)
-    assert md.splitlines()[2].split("|")[11].strip() == "0.50"  # x ref: half the reference's time
+    assert md.splitlines()[2].split("|")[12].strip() == "0.50"  # x ref: half the reference's time
+
+
+def test_bench_times_the_sampler_it_is_given(monkeypatch):
+    """``romlib bench --sampler dpmpp-2m``: the timed edit runs that sampler (the pipeline records it) and the row says so."""
+    import romlib.pipeline
+
+    monkeypatch.setattr(perf.bench, "_bench_models", _bench_models_small)
+    used, edit = [], romlib.pipeline.ROMPipeline.edit
+
+    def spy(self, *a, **k):
+        r = edit(self, *a, **k)
+        used.append(r.settings["sampler"])
+        return r
+
+    monkeypatch.setattr(romlib.pipeline.ROMPipeline, "edit", spy)
+    (row,) = run_bench("cpu", batches=(1,), steps=2, upsample_steps="2", warmup_steps=2, sampler="dpmpp-2m")
+    assert used == ["dpmpp-2m", "dpmpp-2m"] and row.sampler == "dpmpp-2m"
+    assert "dpmpp-2m" in format_bench([row]).splitlines()[2]
+    from romlib.cli import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["bench", "--sampler", "euler"])
 
 
 def test_reference_must_be_a_glide_checkout(tmp_path):

@@ -10,6 +10,7 @@ from typing import Literal
 
 import torch
 
+from ..sampling.samplers import SAMPLERS
 from .fast import CompiledCore, accelerate
 from .measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
 from .reference import import_reference, run_reference
@@ -56,12 +57,13 @@ def _configure(models, path: str, cache_dir=None):
 def run_bench(device=None, *, batches=(4, 24), dtype: Literal["fp16", "fp32"] | None = None, tiny: bool | None = None,
               steps: int = 100, upsample_steps: str = "fast27", paths=("eager",), reference: str | None = None,
               ranking: bool = True, micro_batch: int | None = None, warmup_steps: int = 3, cache_dir=None,
-              progress: bool = False) -> list[BenchRow]:
+              progress: bool = False, sampler: str = "ancestral") -> list[BenchRow]:
     """Time ``ROMPipeline.edit`` (CCF, mask given, B samples, ``steps`` base steps and
     ``upsample_steps``) for each path and batch size; ``tiny`` defaults to True on the CPU,
     ``dtype`` to fp16 on a GPU and fp32 on the CPU. Every path first runs a warm-up edit of
     ``warmup_steps`` steps at every batch size (compilation, CUDA graphs, kernel selection),
-    then the timed edit. ``reference``: a glide-text2im checkout, timed the same way."""
+    then the timed edit. ``sampler``: the base model's (``ancestral``, ``ddim``, ``dpmpp-2m``; the upsampler keeps
+    its own). ``reference``: a glide-text2im checkout, timed the same way (its own ancestral loop)."""
     if warmup_steps < 2:
         raise ValueError(f"warmup_steps={warmup_steps} is too few; accepted: an integer >= 2 (3 lets CUDA graphs record)")
     from ..contracts import Backend
@@ -85,7 +87,7 @@ def run_bench(device=None, *, batches=(4, 24), dtype: Literal["fp16", "fp32"] | 
         gf_up = forward_gflop(up, up.cfg.image_size, low_res=True)
         n_base = len(pipe.diffusion("base").timestep_map)
         n_up = len(pipe.diffusion("upsample").timestep_map)
-        knobs = dict(mask=mask, seed=0, progress=progress, batch_size=micro_batch, guidance="ccf")
+        knobs = dict(mask=mask, seed=0, progress=progress, batch_size=micro_batch, guidance="ccf", sampler=sampler)
         if not ranking:
             knobs["rank"] = "none"
         for b in batches:
@@ -113,7 +115,8 @@ def run_bench(device=None, *, batches=(4, 24), dtype: Literal["fp16", "fp32"] | 
             note = "; ".join(notes)
             t = result.timings
             rows.append(BenchRow(path, dtype, b, n_base, n_up, t.get("base"), t.get("upsample"), t.get("rank"), total,
-                                 warmup, compile_s, _peak(device), gf_base * 2 * b * n_base + gf_up * b * n_up, note))
+                                 warmup, compile_s, _peak(device), gf_base * 2 * b * n_base + gf_up * b * n_up, note,
+                                 sampler))
             log.info("bench %s B=%d: %.2f s", path, b, total)
         del pipe, backend, base, up
         if device.type == "cuda":
@@ -164,7 +167,7 @@ def fast_vs_plain(model, *, batch: int = 2, seed: int = 0) -> dict:
 
 
 # ----------------------------------------------------------------------------- output
-_COLUMNS = [("path", "path", 18, "{}"), ("dtype", "dtype", 6, "{}"), ("batch", "B", 4, "{}"),
+_COLUMNS = [("path", "path", 18, "{}"), ("sampler", "sampler", 10, "{}"), ("dtype", "dtype", 6, "{}"), ("batch", "B", 4, "{}"),
             ("steps", "steps", 8, "{}"), ("warmup_s", "warm-up s", 10, "{:.2f}"), ("compile_s", "compile s", 10, "{:.1f}"),
             ("base_s", "base s", 8, "{:.2f}"), ("upsample_s", "up s", 8, "{:.2f}"), ("rank_s", "rank s", 7, "{:.2f}"),
             ("total_s", "total s", 8, "{:.2f}"), ("ratio", "x ref", 6, "{:.2f}"), ("peak_gib", "peak GiB", 9, "{:.2f}"),
@@ -201,6 +204,8 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
                    help="precision (default: fp16 on a GPU; fp32 on the CPU, where half is an emulated slow path)")
     p.add_argument("--steps", type=int, default=None, help="base steps, 2..1000 (default: 100 on a GPU, 10 on the CPU)")
     p.add_argument("--upsample-steps", default=None, help="upsampler respacing (default: fast27 on a GPU, 3 on the CPU)")
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ancestral",
+                   help="the base model's sampler: ancestral (the paper's), ddim, dpmpp-2m (the preview's) (default: ancestral)")
     p.add_argument("--full", action="store_true", help="official model sizes (random weights) even on the CPU (slow)")
     p.add_argument("--paths", nargs="+", default=None, metavar="PATH",
                    help="what to time: plain (the plain eager path), eager (the fast eager path), "
@@ -239,7 +244,7 @@ def bench_command(args) -> int:
                      steps=args.steps or (100 if not tiny else 10),
                      upsample_steps=args.upsample_steps or ("fast27" if not tiny else "3"), paths=paths,
                      reference=args.reference, ranking=not args.no_rank, micro_batch=args.micro_batch,
-                     cache_dir=args.cache_dir)
+                     cache_dir=args.cache_dir, sampler=args.sampler)
     print(format_bench(rows, title, markdown=args.markdown))
     if args.json:
         from ..interrupts import deferred

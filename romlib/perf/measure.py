@@ -64,6 +64,7 @@ class BenchRow:
     peak_gib: float | None
     gflop: float  # the UNets' work in the timed edit
     note: str = ""
+    sampler: str = "ancestral"  # the base model's sampler (romlib.config.EditConfig.sampler)
 
     @property
     def tflops(self) -> float | None:
