@@ -21,7 +21,7 @@ import torch
 
 from .contracts import Backend
 
-__all__ = ["load", "NAMES"]
+__all__ = ["load", "NAMES", "files"]
 
 log = logging.getLogger(__name__)
 NAMES = ("glide", "shapes", "tiny", "sd", "tiny-sd")
@@ -107,6 +107,19 @@ def _tiny_clipseg(device):
 
 
 #: the scales the ``sd`` backend starts from: diffusers' 7.5 for the ∅ base branch (the model's usual CF scale);
+def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -> tuple[str, ...]:
+    """Every :mod:`romlib.hub` file that backend ``name`` needs (with the baselines' and ``segmenter``'s, when it is
+    not the backend's own), so that one check can list all that are missing before any model is loaded; empty for
+    the backends made locally (shapes, tiny, tiny-sd)."""
+    from . import hub
+
+    own = {"glide": hub.GLIDE_BACKEND + (hub.BASELINES if baselines else ()), "sd": hub.SD_BACKEND + hub.CLIPSEG}
+    if name not in own:
+        return ()
+    extra = {"clipseg": hub.CLIPSEG, "mdetr": hub.MDETR}.get(segmenter or "", ())
+    return tuple(dict.fromkeys(own[name] + extra))
+
+
 #: CCF and its direction-only ablation keep the paper's 15 (tuned on GLIDE, not on SD)
 SD_SCALES = {"cf": 7.5, "cf-original": 7.5, "ccf": 15.0, "ccf-direction": 15.0}
 
@@ -136,7 +149,7 @@ def _mdetr(device, progress):
     from . import hub
     from .segment import load_segmenter
 
-    hub.ensure(("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges"), progress=progress)
+    hub.ensure(hub.MDETR, progress=progress)
     return load_segmenter("phrasecut-eb3", device=device, progress=progress)
 
 

@@ -136,6 +136,7 @@ def _run_edit(args) -> int:
     import time as _time
     from pathlib import Path
 
+    from . import backends, hub
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
@@ -154,8 +155,11 @@ def _run_edit(args) -> int:
     frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
-    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
-                                       compile=args.compile)
+    baselines = get(cfg.guidance).needs is not None
+    needed = backends.files(args.backend or default_backend(), baselines=baselines, segmenter=cfg.segmenter)
+    if needed:  # every missing file named at once, the segmenter's too (it would load only after the models)
+        hub.ensure(needed, progress=True)
+    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=baselines, compile=args.compile)
     result = pipe.edit(args.image, args.ref, args.target, cfg)
     folder = Path(args.out)
     try:
@@ -243,15 +247,18 @@ def _run_download(args) -> int:
         return 1 if bad else 0
     default = hub.SD_BACKEND + hub.CLIPSEG if args.sd else hub.GLIDE_BACKEND
     names = list(args.names) or list(default + hub.EXAMPLES)
-    if args.baselines:
-        names += [n for n in hub.BASELINES if n not in names]
+    for flag, group in ((args.baselines, hub.BASELINES), (args.clipseg, hub.CLIPSEG)):
+        if flag:
+            names += [n for n in group if n not in names]
+    from .hub.download import download_command
+
     before = {n for n in names if hub.cached(n) is not None}
     failed, error = {}, None
     try:
         hub.ensure(names, progress=True)
     except KeyboardInterrupt as e:
         e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
-                  "`romlib download` again fetches the rest")
+                  f"{download_command(names)} again fetches the rest")
         raise
     except hub.CheckpointUnavailable as e:
         error = e
@@ -322,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
                                             "photo; see romlib.hub.REGISTRY)")
     p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
+    p.add_argument("--clipseg", action="store_true",
+                   help="also CLIPSeg's files (about 600 MB), for --segmenter clipseg on the glide backend (--sd has them)")
     p.add_argument("--sd", action="store_true", help="the sd backend's files instead of the glide backend's: Stable "
                                                      "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
                                                      "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")

@@ -112,3 +112,28 @@ def test_ctrl_c_exits_130(tmp_path, capsys, monkeypatch):
     Image.new("RGB", (64, 48)).save(img)
     assert _run(["edit", img, "--ref", "x", "--backend", "tiny", "--out", tmp_path / "o"]) == 130
     assert "interrupted" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend,segmenter,files,advice", [
+    ("glide", "clipseg", 13, "`romlib download --clipseg`"),
+    ("sd", "mdetr", 23, "`romlib download --sd` and `romlib download mdetr/phrasecut-eb3 roberta/vocab roberta/merges`"),
+])
+def test_edit_offline_names_the_requested_segmenters_files_with_the_backends(photo, tmp_path, monkeypatch, capsys,
+                                                                           backend, segmenter, files, advice):
+    """The segmenter a run asks for loads after the models: its files are listed in the same first error, with
+    the command that fetches them, before any model is built (exit 2, nothing written)."""
+    from romlib import backends, hub
+
+    if backend == "sd":
+        pytest.importorskip("diffusers")
+    monkeypatch.setenv("ROMLIB_OFFLINE", "1")
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("ROMLIB_MIRROR", raising=False)
+    monkeypatch.setattr(backends, "load", lambda *a, **k: pytest.fail("a model was loaded before the files were checked"))
+    assert len(backends.files(backend, segmenter=segmenter)) == files
+    rc = _run(["edit", photo, "--ref", "the car", "--target", "a truck", "--backend", backend, "--segmenter", segmenter,
+               "--out", tmp_path / "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("put it by hand at") == files and advice in err
+    extra = hub.CLIPSEG if segmenter == "clipseg" else hub.MDETR
+    assert all(hub.REGISTRY[n].filename in err for n in extra) and not (tmp_path / "out").exists()

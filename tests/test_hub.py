@@ -421,3 +421,24 @@ def test_open_clip_is_never_left_to_fetch_weights_itself():
     with pytest.raises(ValueError, match="not registered in romlib.hub"):
         load_clip_ranker(pretrained="laion2b_s34b_b88k")
     assert ("ViT-B-16", "openai") in __import__("romlib.rank", fromlist=["CLIP_FILES"]).CLIP_FILES
+
+
+def test_the_offline_advice_names_the_command_that_fetches_exactly_the_missing_files(monkeypatch, tmp_path):
+    from romlib.hub.download import download_command
+
+    assert download_command(hub.GLIDE_BACKEND + hub.EXAMPLES) == "`romlib download`"
+    assert download_command(hub.GLIDE_BACKEND[:1] + hub.BASELINES[:1]) == "`romlib download --baselines`"
+    assert download_command(hub.SD_BACKEND + hub.CLIPSEG) == "`romlib download --sd`"
+    assert download_command(hub.EXAMPLES) == "`romlib download`"
+    # CLIPSeg for the glide backend (notebook 02): the glide command and its --clipseg flag, with or without the rest
+    assert download_command(hub.GLIDE_BACKEND + hub.CLIPSEG) == "`romlib download --clipseg`"
+    assert download_command(hub.CLIPSEG) == "`romlib download --clipseg`"
+    # MDETR for the sd backend: its three files by name, not the glide backend's 5.5 GB
+    assert download_command(hub.SD_BACKEND + hub.MDETR) == f"`romlib download --sd` and `romlib download {' '.join(hub.MDETR)}`"
+    assert download_command(hub.SD_BACKEND + hub.GLIDE_BACKEND) == "`romlib download` and `romlib download --sd`"
+    assert download_command(["test/ckpt"]) == "`romlib download test/ckpt`"
+    monkeypatch.setenv("ROMLIB_OFFLINE", "1")
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path))
+    monkeypatch.delenv("ROMLIB_MIRROR", raising=False)
+    with pytest.raises(hub.CheckpointUnavailable, match=r"network with `romlib download --sd` and copy"):
+        hub.ensure(hub.SD_BACKEND, progress=False)

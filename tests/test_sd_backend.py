@@ -234,7 +234,8 @@ def test_the_recorded_sampler_is_the_scheduler_that_ran(pipe, photo, tmp_path):
     import json
 
     s = json.loads((tmp_path / "run" / "result.json").read_text())["settings"]
-    assert (s["preset"], s["sampler"], s["steps"], s["samples"], s["segmenter"]) == ("preview", "dpmpp-2m", "20", 1, "mdetr")
+    assert (s["preset"], s["sampler"], s["steps"], s["samples"]) == ("preview", "dpmpp-2m", "20", 1)
+    assert s["segmenter"] is None  # a mask was given: no segmenter ran
 
 
 def test_upsample_top_is_refused_where_there_is_no_upsampler(pipe, photo):

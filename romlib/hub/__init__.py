@@ -42,7 +42,7 @@ from .checks import fetch_checked, verify
 from .download import cached, download, ensure
 from .formats import file_problem
 from .load import SAFE_GLOBALS, load_checkpoint, safe_load
-from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, REGISTRY, SD_BACKEND, Checkpoint,
+from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, MDETR, REGISTRY, SD_BACKEND, Checkpoint,
                        CheckpointUnavailable, UnknownCheckpoint, UnsafeCheckpoint, human_size, register)
 from .sources import mirror, source
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "BASELINES",
     "SD_BACKEND",
     "CLIPSEG",
+    "MDETR",
     "EXAMPLES",
     "CheckpointUnavailable",
     "UnknownCheckpoint",

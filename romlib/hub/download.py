@@ -12,7 +12,7 @@ from typing import Iterable
 from .cache import _is_complete, _move_aside, _odd_entry, _record, _size_problem, _write_record, _writable, cache_dir
 from .fetch import _fetch
 from .formats import file_problem
-from .registry import Checkpoint, CheckpointUnavailable, human_size
+from .registry import BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, MDETR, SD_BACKEND, Checkpoint, CheckpointUnavailable, human_size
 from .sources import _is_remote, _missing_text, _offline, _resolve, _unavailable, source
 
 log = logging.getLogger("romlib.hub")
@@ -160,7 +160,30 @@ def ensure(names: Iterable[str], *, cache: str | os.PathLike | None = None, prog
         lines = "".join(_missing_text(c, dest, why) for c, dest, why in failures)
         raise CheckpointUnavailable(
             f"{len(failures)} file(s) needed are not cached and cannot be fetched (about {human_size(total * 1e6)}):\n"
-            f"{lines}Fetch them where there is a network with `romlib download` and copy the cache folder "
+            f"{lines}Fetch them where there is a network with {download_command(c.name for c, _, _ in failures)} "
+            f"and copy the cache folder "
             f"({root}), or set ROMLIB_MIRROR to a folder or http(s) address that holds them.",
             missing=failures)
     return paths
+
+
+def download_command(names: Iterable[str]) -> str:
+    """The ``romlib download`` command(s) that fetch these registry ``names`` (the offline error's advice), without
+    a backend's worth of files more than needed: ``romlib download`` with ``--baselines`` / ``--clipseg`` for the glide
+    backend's files and what it adds, ``--sd`` for the sd backend's (CLIPSeg included), the names themselves for the
+    rest (e.g. MDETR's files for ``segmenter="mdetr"`` on the sd backend)."""
+    left = list(dict.fromkeys(names))
+    commands: list[str] = []
+    if any(n in SD_BACKEND and n not in GLIDE_BACKEND for n in left):
+        commands.append("romlib download --sd")
+        left = [n for n in left if n not in {*SD_BACKEND, *CLIPSEG, *EXAMPLES}]
+    glide_command = {*GLIDE_BACKEND, *EXAMPLES, *BASELINES, *CLIPSEG}
+    if left and ((not commands and all(n in glide_command for n in left))
+                 or any(n in GLIDE_BACKEND and n not in MDETR for n in left)):
+        flags = "".join(f" --{flag}" for flag, group in (("baselines", BASELINES), ("clipseg", CLIPSEG))
+                        if any(n in group for n in left))
+        commands.insert(0, "romlib download" + flags)
+        left = [n for n in left if n not in glide_command]
+    if left:
+        commands.append("romlib download " + " ".join(left))
+    return " and ".join(f"`{c}`" for c in commands or ["romlib download"])

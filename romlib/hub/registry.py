@@ -133,9 +133,10 @@ for _c in [
 ]:
     register(_c)
 
+#: The MDETR segmenter (the ``glide`` backend's own; ``segmenter="mdetr"`` on the ``sd`` backend).
+MDETR = ("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges")
 #: What the ``glide`` backend reads, in loading order.
-GLIDE_BACKEND = ("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges", "glide/base-inpaint",
-                 "glide/upsample-inpaint", "clip/vit-b-16-openai")
+GLIDE_BACKEND = MDETR + ("glide/base-inpaint", "glide/upsample-inpaint", "clip/vit-b-16-openai")
 #: What the CLIP-guided GLIDE and Blended Diffusion baselines add.
 BASELINES = ("glide/clip-image-enc", "glide/clip-text-enc", "adm/256x256-uncond")
 #: What the ``sd`` backend reads: SD 1.5 inpainting in its official layout, and CLIP ViT-B/16 for the ranking.
