@@ -247,6 +247,11 @@ class MDETRSegmenter:
         score, box = float(scores[k]), tuple(float(v) for v in boxes[k])
         if score < min_score and not best_anyway:
             raise NoObjectFound(text, score, box, min_score)
+        if score < min_score:
+            from .io import quote
+
+            log.warning("no query matches %s (best score %.2f < min_score=%g); best_anyway: took query %d", quote(text),
+                        score, min_score, k)
         others = ambiguous_queries(scores, boxes, k, min_score)
         if others:
             err = AmbiguousReference(text, [(f"query {j}", tuple(boxes[j].tolist()), float(scores[j]))

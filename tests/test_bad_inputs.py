@@ -705,6 +705,14 @@ def test_a_text_that_fits_several_objects_says_so_and_lists_them(three_squares, 
     with caplog.at_level(logging.WARNING):
         seg = ShapesSegmenter().segment(sc.image, ref, best_anyway=True)
     assert "matches 3 objects" in caplog.text and seg.score == 1.0
+    caplog.clear()
+    from romlib.shapes.scenes import COLOURS
+
+    other = next(c for c in COLOURS if c not in {o.colour for o in sc.objects})
+    with caplog.at_level(logging.WARNING):  # a colour no object has: three ties at 0.1, none of them a match
+        miss = ShapesSegmenter().segment(sc.image, f"the {other} square", best_anyway=True)
+    assert miss.score == pytest.approx(0.1) and "matches 3 objects" not in caplog.text
+    assert f"no object matches 'the {other} square'" in caplog.text and "the first of 3 tied" in caplog.text
     named = ShapesSegmenter().segment(sc.image, f"the {sc.objects[1].colour} square")  # not ambiguous
     assert torch.equal(named.mask, torch.from_numpy(sc.objects[1].mask))
     monkeypatch.chdir(folder)
@@ -743,6 +751,11 @@ def test_mdetr_segmenter_refuses_an_ambiguous_text(monkeypatch, caplog):
     with caplog.at_level(logging.WARNING):
         assert seg.segment(image, "the cat", best_anyway=True).index == 0
     assert "best_anyway: took query 0" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the same two queries, both below min_score: no match, not "2 objects"
+        assert seg.segment(image, "the cat", min_score=0.999, best_anyway=True).index == 0
+    assert "no query matches 'the cat'" in caplog.text and "min_score=0.999" in caplog.text
+    assert "matches 2 objects" not in caplog.text
 
 
 @pytest.mark.parametrize("text,dropped", [("the blue square 🚗", "🚗"), ("the blue square ❤️", "❤"),

@@ -106,7 +106,13 @@ class ShapesSegmenter:
         if best_score < min_score and not best_anyway:
             raise NoObjectFound(text, best_score, objs[idx]["box"], min_score)
         tied = [i for i, s in enumerate(scores) if s == best_score]
-        if len(tied) > 1:
+        if best_score < min_score:  # only with best_anyway: nothing matches, so no "matches N objects" either
+            from ..io import quote
+
+            log.warning("no object matches %s (best score %.2f < min_score=%g); best_anyway: took the %s %s%s", quote(text),
+                        best_score, min_score, objs[idx]["colour"], objs[idx]["shape"],
+                        f" (the first of {len(tied)} tied)" if len(tied) > 1 else "")
+        elif len(tied) > 1:
             err = AmbiguousReference(text, [(f"the {objs[i]['colour']} {objs[i]['shape']}", objs[i]["box"], scores[i])
                                             for i in tied])
             if not best_anyway:
