@@ -156,7 +156,12 @@ def _run_edit(args) -> int:
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     baselines = get(cfg.guidance).needs is not None
-    needed = backends.files(args.backend or default_backend(), baselines=baselines, segmenter=cfg.segmenter)
+    name = args.backend or default_backend()
+    if name in ("sd", "tiny-sd"):  # diffusers first: before a 3.3 GB download it would then refuse
+        from .models.sd import require_diffusers
+
+        require_diffusers()
+    needed = backends.files(name, baselines=baselines, segmenter=cfg.segmenter)
     if needed:  # every missing file named at once, the segmenter's too (it would load only after the models)
         hub.ensure(needed, progress=True)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=baselines, compile=args.compile)
@@ -250,15 +255,14 @@ def _run_download(args) -> int:
     for flag, group in ((args.baselines, hub.BASELINES), (args.clipseg, hub.CLIPSEG)):
         if flag:
             names += [n for n in group if n not in names]
-    from .hub.download import download_command
-
+    again = " ".join(["romlib download", *args.names] + [f"--{f}" for f in ("sd", "baselines", "clipseg") if getattr(args, f)])
     before = {n for n in names if hub.cached(n) is not None}
     failed, error = {}, None
     try:
         hub.ensure(names, progress=True)
     except KeyboardInterrupt as e:
         e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
-                  f"{download_command(names)} again fetches the rest")
+                  f"`{again}` again fetches the rest")
         raise
     except hub.CheckpointUnavailable as e:
         error = e

@@ -137,3 +137,31 @@ def test_edit_offline_names_the_requested_segmenters_files_with_the_backends(pho
     assert rc == 2 and err.count("put it by hand at") == files and advice in err
     extra = hub.CLIPSEG if segmenter == "clipseg" else hub.MDETR
     assert all(hub.REGISTRY[n].filename in err for n in extra) and not (tmp_path / "out").exists()
+
+
+def test_an_interrupted_download_names_the_command_to_run_again(monkeypatch, capsys, tmp_path):
+    from romlib import hub
+
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path))
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(hub, "ensure", interrupted)
+    rc = _run(["download", "--sd", "--clipseg"])
+    err = capsys.readouterr().err
+    assert rc == 130 and "`romlib download --sd --clipseg` again fetches the rest" in err
+
+
+def test_edit_on_sd_without_diffusers_says_so_before_listing_files(photo, tmp_path, monkeypatch, capsys):
+    import romlib.models.sd
+
+    def missing():
+        raise ImportError("the sd and tiny-sd backends need diffusers, an optional extra: pip install romlib[sd]")
+
+    monkeypatch.setattr(romlib.models.sd, "require_diffusers", missing)
+    monkeypatch.setenv("ROMLIB_OFFLINE", "1")
+    monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
+    rc = _run(["edit", photo, "--ref", "the car", "--target", "a truck", "--backend", "sd", "--out", tmp_path / "out"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pip install romlib[sd]" in err and "put it by hand" not in err
