@@ -66,7 +66,7 @@ def _glide(device, dtype, progress, baselines) -> Backend:
     from . import hub
 
     log.info("checking the glide backend's files (first run downloads about 5.5 GB into %s)", hub.cache_dir())
-    hub.ensure(hub.GLIDE_BACKEND + (hub.BASELINES if baselines else ()), progress=progress)
+    hub.ensure(files("glide", baselines=baselines), progress=progress)
 
     from .models.glide import load_model
     from .models.tokenizers import GlideTokenizer
@@ -132,7 +132,7 @@ def _sd(device, dtype, progress) -> Backend:
 
     require_diffusers()
     log.info("checking the sd backend's files (first run downloads about 3.3 GB into %s)", hub.cache_dir())
-    paths = hub.ensure(hub.SD_BACKEND + hub.CLIPSEG, progress=progress)
+    paths = hub.ensure(files("sd"), progress=progress)
     from .rank import load_clip_ranker
 
     if dtype is None:

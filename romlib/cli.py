@@ -157,7 +157,7 @@ def _run_edit(args) -> int:
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     baselines = get(cfg.guidance).needs is not None
     name = args.backend or default_backend()
-    if name in ("sd", "tiny-sd"):  # diffusers first: before a 3.3 GB download it would then refuse
+    if backends.FAMILIES.get(name) == "latent":  # diffusers first: before a 3.3 GB download it would then refuse
         from .models.sd import require_diffusers
 
         require_diffusers()

@@ -12,7 +12,8 @@ from typing import Iterable
 from .cache import _is_complete, _move_aside, _odd_entry, _record, _size_problem, _write_record, _writable, cache_dir
 from .fetch import _fetch
 from .formats import file_problem
-from .registry import BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, MDETR, SD_BACKEND, Checkpoint, CheckpointUnavailable, human_size
+from .registry import (BASELINES, CLIPSEG, EXAMPLES, GLIDE_BACKEND, MDETR, SD_BACKEND, Checkpoint, CheckpointUnavailable,
+                       human_size)
 from .sources import _is_remote, _missing_text, _offline, _resolve, _unavailable, source
 
 log = logging.getLogger("romlib.hub")
