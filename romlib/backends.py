@@ -30,13 +30,15 @@ FAMILIES = {"glide": "pixel", "shapes": "pixel", "tiny": "pixel", "sd": "latent"
 
 
 def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False,
-         variant: str | None = None) -> Backend:
-    """Backend ``name``; ``variant`` picks one of ShapesWorld's shipped models (:data:`romlib.shapes.VARIANTS`)."""
+         variant: str | None = None, segmenter: str | None = None) -> Backend:
+    """Backend ``name``; ``variant`` picks one of ShapesWorld's shipped models (:data:`romlib.shapes.VARIANTS`);
+    ``segmenter`` (another segmenter a run will ask for): its files are checked with the backend's, before any model
+    is built (it still loads on first use)."""
     device = torch.device(device)
     if variant is not None and name != "shapes":
         raise ValueError(f"variant={variant!r} applies to the 'shapes' backend only, not {name!r}")
     if name == "glide":
-        return _glide(device, dtype, progress, baselines)
+        return _glide(device, dtype, progress, baselines, segmenter)
     if name == "shapes":
         from .shapes import load_backend
 
@@ -51,7 +53,7 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
         raise ValueError(f"the baselines (guidance clip, blended) run on GLIDE-family backends only; the {name!r} "
                          "backend, a latent model, runs cf, ccf, ccf-direction and cf-original")
     if name == "sd":
-        return _sd(device, dtype, progress)
+        return _sd(device, dtype, progress, segmenter)
     if name == "tiny-sd":
         from .models.sd import require_diffusers
 
@@ -60,13 +62,13 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
     raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
 
 
-def _glide(device, dtype, progress, baselines) -> Backend:
+def _glide(device, dtype, progress, baselines, segmenter=None) -> Backend:
     """Every file first (one :class:`romlib.hub.CheckpointUnavailable` listing all that are missing,
     before any model is built), then the models, each memory-mapped from the cache."""
     from . import hub
 
     log.info("checking the glide backend's files (first run downloads about 5.5 GB into %s)", hub.cache_dir())
-    hub.ensure(files("glide", baselines=baselines), progress=progress)
+    hub.ensure(files("glide", baselines=baselines, segmenter=segmenter), progress=progress)
 
     from .models.glide import load_model
     from .models.tokenizers import GlideTokenizer
@@ -124,7 +126,7 @@ def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -
 SD_SCALES = {"cf": 7.5, "cf-original": 7.5, "ccf": 15.0, "ccf-direction": 15.0}
 
 
-def _sd(device, dtype, progress) -> Backend:
+def _sd(device, dtype, progress, segmenter=None) -> Backend:
     """Stable Diffusion 1.5 inpainting: every file first (one error listing all that are missing), then the
     models with diffusers' and transformers' ``from_pretrained`` from the official layout (links into the cache)."""
     from . import hub
@@ -132,7 +134,7 @@ def _sd(device, dtype, progress) -> Backend:
 
     require_diffusers()
     log.info("checking the sd backend's files (first run downloads about 3.3 GB into %s)", hub.cache_dir())
-    paths = hub.ensure(files("sd"), progress=progress)
+    paths = hub.ensure(files("sd", segmenter=segmenter), progress=progress)
     from .rank import load_clip_ranker
 
     if dtype is None:

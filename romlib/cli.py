@@ -136,7 +136,6 @@ def _run_edit(args) -> int:
     import time as _time
     from pathlib import Path
 
-    from . import backends, hub
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
@@ -155,16 +154,8 @@ def _run_edit(args) -> int:
     frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
-    baselines = get(cfg.guidance).needs is not None
-    name = args.backend or default_backend()
-    if backends.FAMILIES.get(name) == "latent":  # diffusers first: before a 3.3 GB download it would then refuse
-        from .models.sd import require_diffusers
-
-        require_diffusers()
-    needed = backends.files(name, baselines=baselines, segmenter=cfg.segmenter)
-    if needed:  # every missing file named at once, the segmenter's too (it would load only after the models)
-        hub.ensure(needed, progress=True)
-    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=baselines, compile=args.compile)
+    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
+                                       compile=args.compile, segmenter=cfg.segmenter)  # its files too, in one check
     result = pipe.edit(args.image, args.ref, args.target, cfg)
     folder = Path(args.out)
     try:

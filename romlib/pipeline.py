@@ -140,18 +140,21 @@ class ROMPipeline:
     @classmethod
     def from_pretrained(cls, name: str | None = None, *, device=None, dtype: torch.dtype | None = None,
                         progress: bool = True, baselines: bool = False, compile: str = "off",
-                        variant: str | None = None) -> "ROMPipeline":
+                        variant: str | None = None, segmenter: str | None = None) -> "ROMPipeline":
         """``"glide"``: MDETR + GLIDE (filtered) + CLIP ViT-B/16, downloaded once (~5.5 GB), fp16 on a GPU;
         ``"shapes"``: the embedded ShapesWorld models (offline, CPU); ``"tiny"``: random tiny models
         (tests). ``None`` picks :func:`default_backend`. ``baselines=True`` also loads the models
         of the CLIP-guided and Blended Diffusion baselines (glide backend). ``compile``: ``"off"``,
         ``"auto"`` or a ``torch.compile`` mode for the UNets (:func:`romlib.perf.accelerate_backend`).
-        ``variant``: which shipped ShapesWorld model (:data:`romlib.shapes.VARIANTS`, e.g. ``"removal"``)."""
+        ``variant``: which shipped ShapesWorld model (:data:`romlib.shapes.VARIANTS`, e.g. ``"removal"``).
+        ``segmenter``: a segmenter the caller will ask for besides the backend's own (``"mdetr"``, ``"clipseg"``): its
+        files are checked with the backend's, so one error lists every missing file (it loads on first use)."""
         from . import backends
 
         name = name or default_backend()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant)
+        backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant,
+                                segmenter=segmenter)
         if compile != "off" and backend.family == "latent":
             raise ValueError(f"compile={compile!r} applies to GLIDE-family UNets; the {name!r} backend is a latent "
                              "model (diffusers' UNet): leave compile='off'")

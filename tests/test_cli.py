@@ -129,7 +129,18 @@ def test_edit_offline_names_the_requested_segmenters_files_with_the_backends(pho
     monkeypatch.setenv("ROMLIB_OFFLINE", "1")
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ROMLIB_MIRROR", raising=False)
-    monkeypatch.setattr(backends, "load", lambda *a, **k: pytest.fail("a model was loaded before the files were checked"))
+    import romlib.models.glide
+    import romlib.segment
+
+    def built(*a, **k):
+        pytest.fail("a model was built before the files were checked")
+
+    monkeypatch.setattr(romlib.models.glide, "load_model", built)
+    monkeypatch.setattr(romlib.segment, "load_segmenter", built)
+    if backend == "sd":
+        import romlib.models.sd
+
+        monkeypatch.setattr(romlib.models.sd, "load_inpainter", built)
     assert len(backends.files(backend, segmenter=segmenter)) == files
     rc = _run(["edit", photo, "--ref", "the car", "--target", "a truck", "--backend", backend, "--segmenter", segmenter,
                "--out", tmp_path / "out"])
