@@ -203,7 +203,16 @@ def _fork_edit(argv, log):
             from romlib.interrupts import install
 
             install()  # what main's first line does (the moments before it: the test of every command below)
+            import threading
+
+            import tqdm.auto
+            import tqdm.std
             import torch
+
+            # tqdm's default lock holds a multiprocessing semaphore that a fork shares with pytest: a signal landing
+            # inside its acquire would leave it held by a dead child, and pytest's next progress bar would wait forever
+            for cls in {tqdm.std.tqdm, tqdm.auto.tqdm}:
+                cls.set_lock(threading.RLock())
 
             torch.set_num_threads(1)  # no OpenMP pool is carried over a fork
             sys.stdout = sys.stderr = open(log, "w", buffering=1)
