@@ -3,7 +3,7 @@ import os
 import pytest
 import torch
 
-from romlib.testing import reference_dir
+from tests.support.reference import reference_dir, reference_tokenizer
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
@@ -31,6 +31,4 @@ def ref():
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer(ref):
-    from romlib.testing import reference_tokenizer
-
     return reference_tokenizer()

@@ -1,9 +1,7 @@
 """romlib.hub against a loopback HTTP server (Range support, cut connections, slow responses)."""
-import http.server
 import io
 import json
 import multiprocessing as mp
-import threading
 import time
 from pathlib import Path
 
@@ -11,60 +9,17 @@ import pytest
 import torch
 
 from romlib import hub
+from tests.support.mirror import MirrorServer
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}
-    log: list = []
-    cut_after: dict = {}  # path -> bytes to send before dropping the connection (once)
-    delay = 0.0
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        data = self.files.get(self.path)
-        self.log.append((self.path, self.headers.get("Range")))
-        if data is None:
-            self.send_error(404)
-            return
-        start = 0
-        rng = self.headers.get("Range")
-        if rng:
-            start = int(rng.split("=")[1].split("-")[0])
-            if start >= len(data):  # as real servers do
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{len(data)}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        cut = self.cut_after.pop(self.path, None)
-        if cut is not None:
-            self.wfile.write(body[:cut])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        for i in range(0, len(body), 4096):
-            self.wfile.write(body[i:i + 4096])
-            if self.delay:
-                time.sleep(self.delay)
+SRV: MirrorServer  # the test's loopback server (tests/support/mirror.py), set by the fixture
 
 
 @pytest.fixture()
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    _Handler.files, _Handler.log, _Handler.cut_after, _Handler.delay = {}, [], {}, 0.0
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    global SRV
+    with MirrorServer(max_seconds=300) as SRV:
+        yield SRV, SRV.url
 
 
 def _checkpoint_bytes(n=200_000):
@@ -77,7 +32,7 @@ def _checkpoint_bytes(n=200_000):
 def entry(server, tmp_path, monkeypatch):
     srv, base = server
     data = _checkpoint_bytes()
-    _Handler.files["/ckpt.pt"] = data
+    SRV.files["ckpt.pt"] = data
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("ROMLIB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
@@ -101,13 +56,13 @@ def test_full_download_is_recorded_and_cached(entry, tmp_path):
     rec = json.loads(path.with_name("ckpt.pt.json").read_text())
     assert rec["size"] == len(entry) and len(rec["sha256"]) == 64
     assert not path.with_name("ckpt.pt.part").exists()
-    n = len(_Handler.log)
-    assert hub.download("test/ckpt", progress=False) == path and len(_Handler.log) == n  # no second request
+    n = len(SRV.log)
+    assert hub.download("test/ckpt", progress=False) == path and len(SRV.log) == n  # no second request
     assert torch.equal(hub.load_checkpoint("test/ckpt", progress=False)["w"], torch.arange(200_000, dtype=torch.float32))
 
 
 def test_resume_after_a_cut(entry):
-    _Handler.cut_after["/ckpt.pt"] = 100_000
+    SRV.misbehave["ckpt.pt"] = ("cut", 100_000)
     with pytest.raises(hub.CheckpointUnavailable, match="resume"):
         hub.download("test/ckpt", progress=False)
     part = hub.cache_dir() / "ckpt.pt.part"
@@ -115,7 +70,7 @@ def test_resume_after_a_cut(entry):
     assert 0 < have <= 100_000
     path = hub.download("test/ckpt", progress=False)
     assert path.read_bytes() == entry
-    assert _Handler.log[-1] == ("/ckpt.pt", f"bytes={have}-")  # asked only for the rest
+    assert SRV.log[-1] == ("/ckpt.pt", f"bytes={have}-")  # asked only for the rest
 
 
 def test_truncated_cached_file_is_fetched_again(entry):
@@ -145,7 +100,7 @@ def _worker(url, cache, q):
 
 def test_two_concurrent_callers_share_one_download(entry, server):
     _, base = server
-    _Handler.delay = 0.002  # slow enough that the second caller arrives mid-download
+    SRV.misbehave["ckpt.pt"] = ("delay", 0.002)  # slow enough that the second caller arrives mid-download
     ctx = mp.get_context("fork")
     q = ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(base + "/ckpt.pt", str(hub.cache_dir()), q)) for _ in range(2)]
@@ -156,7 +111,7 @@ def test_two_concurrent_callers_share_one_download(entry, server):
     paths = {q.get(timeout=5) for _ in procs}
     assert len(paths) == 1
     assert open(paths.pop(), "rb").read() == entry
-    assert [p for p, _ in _Handler.log].count("/ckpt.pt") == 1
+    assert [p for p, _ in SRV.log].count("/ckpt.pt") == 1
 
 
 def test_offline_error_names_file_url_and_destination(entry, monkeypatch):
@@ -165,7 +120,7 @@ def test_offline_error_names_file_url_and_destination(entry, monkeypatch):
         hub.download("test/ckpt", progress=False)
     msg = str(e.value)
     assert "ckpt.pt" in msg and hub.REGISTRY["test/ckpt"].url in msg and str(hub.cache_dir()) in msg
-    assert _Handler.log == []  # offline: nothing was asked of the network
+    assert SRV.log == []  # offline: nothing was asked of the network
 
 
 def test_unreachable_server_and_unknown_names(tmp_path, monkeypatch):
@@ -207,7 +162,7 @@ def test_http_mirror_serves_every_file_by_its_name(entry, server, monkeypatch):
     _official_unreachable()
     monkeypatch.setenv("ROMLIB_MIRROR", base + "/")
     path = hub.download("test/ckpt", progress=False)
-    assert path.read_bytes() == entry and _Handler.log == [("/ckpt.pt", None)]
+    assert path.read_bytes() == entry and SRV.log == [("/ckpt.pt", None)]
     assert json.loads(path.with_name("ckpt.pt.json").read_text())["source"] == base + "/ckpt.pt"
 
 
@@ -249,7 +204,7 @@ def test_ensure_names_every_missing_file_at_once_offline(entry, monkeypatch):
         msg = str(e.value)
         assert "2 file(s)" in msg and "ckpt.pt" in msg and "second.pt" in msg and msg.count("put it by hand at") == 2
         assert {c.name for c, _, _ in e.value.missing} == {"test/ckpt", "test/second"}
-        assert _Handler.log == []
+        assert SRV.log == []
     finally:
         hub.REGISTRY.pop("test/second")
 
@@ -274,7 +229,7 @@ def test_a_stale_part_larger_than_the_file_is_restarted(entry):
 
 def test_force_keeps_the_good_file_until_the_new_one_is_whole(entry):
     path = hub.download("test/ckpt", progress=False)
-    _Handler.cut_after["/ckpt.pt"] = 50_000
+    SRV.misbehave["ckpt.pt"] = ("cut", 50_000)
     with pytest.raises(hub.CheckpointUnavailable, match="resume"):
         hub.download("test/ckpt", progress=False, force=True)
     assert path.read_bytes() == entry  # the good copy is untouched beside the .part
@@ -294,7 +249,7 @@ def test_a_good_file_is_never_deleted_when_memory_runs_out(entry, monkeypatch, e
     said = str(e.value) + " ".join(getattr(e.value, "__notes__", []))
     assert "ckpt.pt" in said and "kept" in said
     assert path.read_bytes() == entry and path.with_name("ckpt.pt.json").exists()
-    assert len(_Handler.log) == 1  # not fetched again
+    assert len(SRV.log) == 1  # not fetched again
 
 
 def test_a_broken_archive_of_the_right_size_is_replaced(entry):
@@ -303,7 +258,7 @@ def test_a_broken_archive_of_the_right_size_is_replaced(entry):
     data[-200:] = b"\0" * 200  # the zip directory is gone; the size still matches the record
     path.write_bytes(bytes(data))
     assert torch.equal(hub.load_checkpoint("test/ckpt", progress=False)["w"], torch.arange(200_000, dtype=torch.float32))
-    assert path.read_bytes() == entry and len(_Handler.log) == 2
+    assert path.read_bytes() == entry and len(SRV.log) == 2
 
 
 def test_a_code_carrying_pickle_is_refused_not_run_not_deleted(entry, tmp_path):
@@ -320,7 +275,7 @@ def test_a_code_carrying_pickle_is_refused_not_run_not_deleted(entry, tmp_path):
     torch.save({"w": torch.ones(2), "x": Payload()}, cache / "ckpt.pt")
     with pytest.raises(hub.UnsafeCheckpoint, match=r"refused: .*ckpt.pt asks to run code .*GLOBAL"):
         hub.load_checkpoint("test/ckpt", progress=False)
-    assert not marker.exists() and (cache / "ckpt.pt").exists() and _Handler.log == []
+    assert not marker.exists() and (cache / "ckpt.pt").exists() and SRV.log == []
 
 
 def _read_only(monkeypatch, folder):

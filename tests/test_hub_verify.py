@@ -1,16 +1,14 @@
 """Verified downloads (issue 20, point 3): nothing bad is recorded as good, a bad file is moved aside and named.
 
-A loopback HTTP server (127.0.0.1, in the manner of tests/test_hub.py) serves files as a mirror
+The tests' loopback mirror (tests/support/mirror.py) serves files as a mirror
 does and can misbehave as mirrors, proxies and captive portals do: an HTML "200 OK" page in place
 of a file, a Range request ignored, a wrong Content-Range total, a body cut short of its
 Content-Length.
 """
-import http.server
 import io
 import json
 import os
 import signal
-import threading
 import time
 
 import pytest
@@ -19,65 +17,28 @@ import torch
 from romlib import hub
 from romlib.cli import main
 from romlib.hub import manifests
-from romlib.testing import reference_dir
+from tests.support.mirror import MirrorServer
+from tests.support.reference import reference_dir
+
+SRV: MirrorServer  # the test's loopback mirror (tests/support/mirror.py), set by the fixture
 
 PORTAL = (b"<!DOCTYPE html>\n<html><head><title>Welcome to CampusNet</title></head>"
           b"<body>Please accept the terms of use to continue.</body></html>\n")
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    files: dict = {}  # path -> body
-    log: list = []  # (path, Range header)
-    misbehave: dict = {}  # path -> "ignore-range" | "wrong-total" | ("cut", bytes sent before closing), used once
-    timeout = 10  # seconds per socket operation: a test never hangs on this server
-
-    def log_message(self, *a):
-        pass
-
-    def do_GET(self):
-        data = self.files.get(self.path)
-        rng = self.headers.get("Range")
-        self.log.append((self.path, rng))
-        if data is None:
-            self.send_error(404)
-            return
-        how = self.misbehave.pop(self.path, None)
-        start = int(rng.split("=")[1].split("-")[0]) if rng and how != "ignore-range" else 0
-        if rng and how != "ignore-range":
-            total = len(data) + 1000 if how == "wrong-total" else len(data)
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{total}")
-        else:
-            self.send_response(200)
-        body = data[start:]
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "text/html" if data.startswith(b"<!DOCTYPE") else "application/octet-stream")
-        self.end_headers()
-        if isinstance(how, tuple) and how[0] == "cut":
-            self.wfile.write(body[:how[1]])
-            self.wfile.flush()
-            self.connection.shutdown(2)
-            return
-        self.wfile.write(body)
-
-
 @pytest.fixture()
 def mirror(tmp_path, monkeypatch):
     """A loopback mirror (``ROMLIB_MIRROR``) and an empty cache; yields the cache folder."""
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    _Handler.files, _Handler.log, _Handler.misbehave = {}, [], {}
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True).start()
+    global SRV
     monkeypatch.setenv("ROMLIB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("ROMLIB_MIRROR", f"http://127.0.0.1:{srv.server_address[1]}")
     for var in ("ROMLIB_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     added = []
-    yield tmp_path / "cache", added
+    with MirrorServer(max_seconds=300) as SRV:
+        monkeypatch.setenv("ROMLIB_MIRROR", SRV.url)
+        yield tmp_path / "cache", added
     for name in added:
         hub.REGISTRY.pop(name, None)
-    srv.shutdown()
-    srv.server_close()
 
 
 def _torch_bytes(obj) -> bytes:
@@ -140,7 +101,7 @@ def test_the_manifest_check_reads_shapes_only_and_names_each_difference():
 def test_an_84_byte_base_inpaint_is_refused_and_moved_aside(mirror):
     cache, _ = mirror
     tiny = _torch_bytes({"w": torch.ones(4)})[:84]  # what a broken mirror copy can be
-    _Handler.files["/base_inpaint.pt"] = tiny
+    SRV.files["base_inpaint.pt"] = tiny
     with pytest.raises(hub.CheckpointUnavailable) as e:
         hub.download("glide/base-inpaint", progress=False)
     msg = str(e.value)
@@ -157,7 +118,7 @@ def test_an_84_byte_base_inpaint_is_refused_and_moved_aside(mirror):
 def test_a_captive_portal_page_is_refused_by_name(mirror, capsys, name, noun):
     cache, _ = mirror
     fname = hub.REGISTRY[name].filename
-    _Handler.files["/" + fname] = PORTAL
+    SRV.files[fname] = PORTAL
     assert main(["download", name]) == 2
     err = capsys.readouterr().err
     assert f"this is an HTML page, not {noun}: a proxy or captive portal?" in err and "Traceback" not in err
@@ -189,7 +150,7 @@ def test_a_file_of_the_wrong_format_is_refused_with_the_reason(mirror, name, ser
     cache, _ = mirror
     fname = hub.REGISTRY[name].filename
     served = _jpeg(cut=300) if served is None else served
-    _Handler.files["/" + fname] = served
+    SRV.files[fname] = served
     with pytest.raises(hub.CheckpointUnavailable) as e:
         hub.download(name, progress=False)
     assert said in str(e.value) and "moved aside to" in str(e.value)
@@ -197,9 +158,9 @@ def test_a_file_of_the_wrong_format_is_refused_with_the_reason(mirror, name, ser
 
 
 def test_good_vocabularies_and_images_pass(mirror):
-    _Handler.files["/roberta-base-vocab.json"] = json.dumps({"<s>": 0, "Ġthe": 1}).encode()
-    _Handler.files["/roberta-base-merges.txt"] = "#version: 0.2\nĠ t\nh e\n".encode()
-    _Handler.files["/000000039769.jpg"] = _jpeg()
+    SRV.files["roberta-base-vocab.json"] = json.dumps({"<s>": 0, "Ġthe": 1}).encode()
+    SRV.files["roberta-base-merges.txt"] = "#version: 0.2\nĠ t\nh e\n".encode()
+    SRV.files["000000039769.jpg"] = _jpeg()
     for name in ("roberta/vocab", "roberta/merges", "example/coco-39769"):
         assert hub.download(name, progress=False).is_file()
 
@@ -209,7 +170,7 @@ def test_a_checkpoint_whose_state_dict_differs_from_its_manifest_is_refused(mirr
     monkeypatch.setitem(manifests._all(), "test_tiny", {"a.weight": [4, 3], "a.bias": [4], "b.weight": [2]})
     _register(added, "test/tiny", "tiny.pt", manifest="test_tiny")
     served = _torch_bytes({"a.weight": torch.zeros(4, 3), "a.bias": torch.zeros(5), "c.weight": torch.zeros(2)})
-    _Handler.files["/tiny.pt"] = served
+    SRV.files["tiny.pt"] = served
     with pytest.raises(hub.CheckpointUnavailable) as e:
         hub.download("test/tiny", progress=False)
     msg = str(e.value)
@@ -228,12 +189,12 @@ def test_an_mdetr_style_checkpoint_nests_its_weights_and_may_hold_the_legacy_pos
     monkeypatch.setitem(manifests._all(), "test_nested", {"w": [2, 2]})
     _register(added, "test/nested", "nested.pth", manifest="test_nested", state_key="model", allow=("argparse.Namespace",))
     state = {"w": torch.ones(2, 2), LEGACY_KEYS[0]: torch.arange(514)[None]}
-    _Handler.files["/nested.pth"] = _torch_bytes({"model": state, "args": argparse.Namespace(lr=1)})
+    SRV.files["nested.pth"] = _torch_bytes({"model": state, "args": argparse.Namespace(lr=1)})
     path = hub.download("test/nested", progress=False)
     rec = json.loads(path.with_name("nested.pth.json").read_text())
     assert rec["format"] == "torch" and rec["manifest"] == "test_nested" and len(rec["sha256"]) == 64
     assert hub.load_checkpoint("test/nested", key="model", progress=False)["w"].shape == (2, 2)  # Namespace allowed by the registry
-    _Handler.files["/nested.pth"] = _torch_bytes({"weights": state, "args": argparse.Namespace(lr=1)})
+    SRV.files["nested.pth"] = _torch_bytes({"weights": state, "args": argparse.Namespace(lr=1)})
     with pytest.raises(hub.CheckpointUnavailable, match=r"it has no entry 'model' holding the weights \(it holds \['args', 'weights'\]\)"):
         hub.download("test/nested", progress=False, force=True)
     assert path.exists()  # the good copy stays
@@ -244,7 +205,7 @@ def _ckpt_entry(mirror, **kw):
     _, added = mirror
     data = _torch_bytes({"w": torch.arange(100_000, dtype=torch.float32)})
     _register(added, "test/ckpt", "ckpt.pt", **kw)
-    _Handler.files["/ckpt.pt"] = data
+    SRV.files["ckpt.pt"] = data
     return data
 
 
@@ -261,14 +222,14 @@ def test_a_stale_part_is_restarted_when_the_server_does_not_honour_the_range(mir
     cache, _ = mirror
     data = _ckpt_entry(mirror)
     _stale_part(cache, 100_000, len(data))
-    _Handler.misbehave["/ckpt.pt"] = how
+    SRV.misbehave["ckpt.pt"] = how
     with caplog.at_level("WARNING", logger="romlib.hub"):
         path = hub.download("test/ckpt", progress=False)
     assert path.read_bytes() == data  # the zeros were not kept
-    assert _Handler.log[0] == ("/ckpt.pt", "bytes=100000-")
+    assert SRV.log[0] == ("/ckpt.pt", "bytes=100000-")
     assert said.format(wrong=len(data) + 1000, total=len(data)) in caplog.text
     if how == "wrong-total":
-        assert _Handler.log[1:] == [("/ckpt.pt", None)]  # asked again for the whole file
+        assert SRV.log[1:] == [("/ckpt.pt", None)]  # asked again for the whole file
     assert not (cache / "ckpt.pt.part").exists() and not (cache / "ckpt.pt.part.meta").exists()
 
 
@@ -278,7 +239,7 @@ def test_a_stale_part_of_zeros_resumed_by_an_honest_server_is_caught_by_the_form
     _stale_part(cache, 50_000, len(data))  # the case of issue 20: zeros + the real rest of the file
     with pytest.raises(hub.CheckpointUnavailable, match="is not a checkpoint romlib can use: it cannot be read as a torch checkpoint"):
         hub.download("test/ckpt", progress=False)
-    assert _Handler.log == [("/ckpt.pt", "bytes=50000-")]
+    assert SRV.log == [("/ckpt.pt", "bytes=50000-")]
     assert _nothing_recorded(cache, "ckpt.pt")
     (bad,) = _bad_copies(cache, "ckpt.pt")
     assert bad.read_bytes() == b"\0" * 50_000 + data[50_000:]
@@ -292,20 +253,20 @@ def test_a_part_nothing_records_the_size_of_is_not_resumed(mirror, caplog):
     (cache / "ckpt.pt.part").write_bytes(b"\0" * 5000)  # no .meta, no registry size
     with caplog.at_level("WARNING", logger="romlib.hub"):
         assert hub.download("test/ckpt", progress=False).read_bytes() == data
-    assert _Handler.log == [("/ckpt.pt", None)] and "nothing records the total size" in caplog.text
+    assert SRV.log == [("/ckpt.pt", None)] and "nothing records the total size" in caplog.text
 
 
 def test_a_body_cut_short_of_its_content_length_is_kept_as_a_part_and_resumed(mirror):
     cache, _ = mirror
     data = _ckpt_entry(mirror)
-    _Handler.misbehave["/ckpt.pt"] = ("cut", 150_000)
+    SRV.misbehave["ckpt.pt"] = ("cut", 150_000)
     with pytest.raises(hub.CheckpointUnavailable, match=rf"(stopped|broke off) at \d+ of the {len(data)} bytes the server announced.*call again to resume"):
         hub.download("test/ckpt", progress=False)
     assert not (cache / "ckpt.pt").exists() and not (cache / "ckpt.pt.json").exists()
     have = (cache / "ckpt.pt.part").stat().st_size
     assert 0 < have <= 150_000
     assert hub.download("test/ckpt", progress=False).read_bytes() == data
-    assert _Handler.log[-1] == ("/ckpt.pt", f"bytes={have}-")
+    assert SRV.log[-1] == ("/ckpt.pt", f"bytes={have}-")
 
 
 def test_a_content_length_other_than_the_registry_size_is_refused_before_writing(mirror):
@@ -362,8 +323,8 @@ def test_a_bad_file_an_older_romlib_recorded_as_good_is_checked_once_and_fetched
     good = json.loads((cache / "ckpt.pt.json").read_text())
     del good["format"]  # a good file with an old record: checked once, its record completed
     (cache / "ckpt.pt.json").write_text(json.dumps(good))
-    n = len(_Handler.log)
-    assert hub.download("test/ckpt", progress=False).read_bytes() == data and len(_Handler.log) == n
+    n = len(SRV.log)
+    assert hub.download("test/ckpt", progress=False).read_bytes() == data and len(SRV.log) == n
     assert json.loads((cache / "ckpt.pt.json").read_text())["format"] == "torch"
 
 
@@ -415,7 +376,7 @@ def test_a_cache_that_is_a_file_or_unreadable_is_a_clear_error(tmp_path, monkeyp
 def test_a_cache_entry_that_is_not_a_regular_file_is_named_never_opened(mirror, capsys, entry, make, said):
     cache, added = mirror
     _register(added, "test/ckpt", "ckpt.pt")
-    _Handler.files["/ckpt.pt"] = _torch_bytes({"w": torch.ones(4)})
+    SRV.files["ckpt.pt"] = _torch_bytes({"w": torch.ones(4)})
     cache.mkdir(parents=True)
     make(cache / f"ckpt.pt{entry}")
 
@@ -448,7 +409,7 @@ def test_an_unknown_name_lists_the_valid_ones(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.skipif(reference_dir() is None, reason="../shared/reference is not available")
 def test_a_full_size_stand_in_checkpoint_passes_and_is_checked_quickly(tmp_path):
-    from romlib.rehearsal import build_file
+    from tests.support.rehearsal import build_file
 
     path = build_file("glide/clip-text-enc", tmp_path, reference=reference_dir())  # 287 MB, random weights
     ckpt = hub.REGISTRY["glide/clip-text-enc"]

@@ -1,7 +1,7 @@
 """Rehearsal of the paper's path: every download, load and stage of the ``glide`` backend, at full size.
 
 The official weights cannot be reached from CI, so files with random weights in the official formats
-(names and shapes from ../shared/reference's manifests; :mod:`romlib.rehearsal`) are served by a
+(names and shapes from ../shared/reference's manifests; :mod:`tests.support.rehearsal`) are served by a
 loopback mirror, and the ``romlib`` command runs exactly as a user runs it:
 
 1. ``romlib download`` through ``ROMLIB_MIRROR`` (HTTP, Content-Length, Range) into ``ROMLIB_CACHE``;
@@ -28,7 +28,9 @@ import pytest
 import torch
 
 from romlib import hub
-from romlib.testing import reference_dir
+from tests.support.mirror import MirrorServer
+from tests.support.reference import reference_dir
+from tests.support.rehearsal import REDUCED, _reduce_blended, build_mirror, reduce_budget, reduced_knobs
 
 REF = reference_dir()
 pytestmark = pytest.mark.skipif(REF is None, reason="../shared/reference (state-dict manifests) is not available")
@@ -84,8 +86,6 @@ def snapshot(folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def rehearsal(tmp_path_factory):
-    from romlib.rehearsal import MirrorServer, build_mirror
-
     t0, c0 = time.perf_counter(), time.process_time()
     root = tmp_path_factory.mktemp("rehearsal")
     kept = os.environ.get("ROMLIB_REHEARSAL_MIRROR")  # a folder to keep the built files in between runs
@@ -268,8 +268,6 @@ def test_reduced_budget_hands_each_method_only_the_knobs_it_reads():
     """``--reduced`` must not hand ``steps`` to Blended (which refuses it): each method gets what its entry honours."""
     from romlib.config import EditConfig
     from romlib.guidance.methods import METHODS
-    from romlib.rehearsal import REDUCED, reduced_knobs
-
     assert reduced_knobs("blended") == {"samples": 1}
     assert reduced_knobs("ccf") == REDUCED and reduced_knobs("clip") == REDUCED
     for name, method in METHODS.items():
@@ -284,8 +282,6 @@ def test_reduce_budget_caps_edits_traces_and_blendeds_own_schedule(monkeypatch):
     from types import SimpleNamespace
 
     from romlib.pipeline import ROMPipeline
-    from romlib.rehearsal import _reduce_blended, reduce_budget
-
     monkeypatch.setattr(ROMPipeline, "edit", ROMPipeline.edit)  # restored after the test
     monkeypatch.setattr(ROMPipeline, "trace", ROMPipeline.trace)
     reduce_budget()

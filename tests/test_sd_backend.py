@@ -280,7 +280,7 @@ def test_the_sd_work_figures_in_performance_md():
 
     from romlib.models.sd import LatentConfig
     from romlib.perf.work import latent_gflop
-    from romlib.rehearsal_sd import FULL_UNET, FULL_VAE
+    from tests.support.rehearsal_sd import FULL_UNET, FULL_VAE
 
     with torch.device("meta"):
         sd = types.SimpleNamespace(unet=UNet2DConditionModel(**FULL_UNET), vae=AutoencoderKL(**FULL_VAE),

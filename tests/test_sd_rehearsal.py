@@ -15,8 +15,8 @@ import torch
 pytest.importorskip("diffusers")
 
 from romlib import hub  # noqa: E402
-from romlib.rehearsal import MirrorServer  # noqa: E402
-from romlib.rehearsal_sd import build_sd_mirror  # noqa: E402
+from tests.support.mirror import MirrorServer  # noqa: E402
+from tests.support.rehearsal_sd import build_clipseg_mirror, build_sd_mirror  # noqa: E402
 
 
 def _rehearse(tmp_path, monkeypatch, full_size: bool, device: str = "cpu", samples: int = 1, steps: str = "2") -> dict:
@@ -82,8 +82,6 @@ def test_clipseg_stand_ins_alone_serve_the_glide_paths_second_segmenter(tmp_path
     from PIL import Image
 
     from romlib.clipseg import load_clipseg
-    from romlib.rehearsal_sd import build_clipseg_mirror
-
     files = build_clipseg_mirror(tmp_path / "mirror", full_size=False)
     assert set(files) == set(hub.CLIPSEG)
     assert sorted(p.name for p in (tmp_path / "mirror").iterdir()) == sorted(hub.REGISTRY[n].filename for n in hub.CLIPSEG)

@@ -28,7 +28,7 @@ def read_reference(reference: Path) -> dict[str, dict[str, list[int]]]:
 def main(argv: list[str]) -> int:
     sys.path.insert(0, str(ROOT))
     from romlib.hub.manifests import MANIFESTS_FILE
-    from romlib.testing import reference_dir
+    from tests.support.reference import reference_dir
 
     reference = Path(argv[0]) if argv else reference_dir()
     if reference is None:

@@ -4,14 +4,14 @@
     python tools/rehearse_notebooks.py --only 00 --reduced  # notebook 00 with 1 sample, 2 + 2 steps (CPU)
     python tools/rehearse_notebooks.py --mirror http://host:8000   # an existing mirror (real weights too)
 
-Without ``--mirror``, the files are built by :func:`romlib.rehearsal.build_mirror` (random weights in the
+Without ``--mirror``, the files are built by :func:`tests.support.rehearsal.build_mirror` (random weights in the
 official formats: 4.4 GB, 7.2 GB with the baselines when a chosen notebook loads them, CLIPSeg's 0.6 GB when one uses it; in ``--work``, a
 temporary folder by default; a kept ``--work`` reuses them) and served from 127.0.0.1. Each notebook runs in a fresh kernel with ``ROMLIB_MIRROR``, a fresh
 ``ROMLIB_CACHE`` shared by the notebooks, ``ROMLIB_BACKEND=glide`` and ``ROMLIB_PROGRESS=0``; the
 table gives its seconds, the peak GPU memory its kernel allocated (``torch.cuda.max_memory_allocated``)
 and its first error. ``--reduced`` caps every ``edit``/``compare``/``trace`` at 1 sample and 2 base and
 2 upsampler steps, Blended at 2 of its own steps (for the CPU; each method gets only the knobs it reads:
-:func:`romlib.rehearsal.reduce_budget`); without it each notebook runs its own budget at full size.
+:func:`tests.support.rehearsal.reduce_budget`); without it each notebook runs its own budget at full size.
 ``--markdown`` prints the table as Markdown (for docs/reproduce.md). Exit code 1 if a notebook failed.
 """
 from __future__ import annotations
@@ -27,9 +27,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-REDUCE = """# rehearsal: the reduced budget (romlib.rehearsal.REDUCED; each method gets only the knobs it reads)
-import romlib.rehearsal
-romlib.rehearsal.reduce_budget()
+REDUCE = f"""# rehearsal: the reduced budget (tests.support.rehearsal.REDUCED; each method gets only the knobs it reads)
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+import tests.support.rehearsal
+tests.support.rehearsal.reduce_budget()
 """
 REPORT = '''import json as _json, torch as _torch
 print("REHEARSAL_GPU_PEAK", _json.dumps(_torch.cuda.max_memory_allocated() if _torch.cuda.is_available() else None))
@@ -96,7 +98,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from romlib import hub
-    from romlib.rehearsal import BUILDABLE, MirrorServer, build_mirror
+    from tests.support.mirror import MirrorServer
+    from tests.support.rehearsal import BUILDABLE, build_mirror
 
     notebooks = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if args.only:
@@ -113,7 +116,7 @@ def main(argv=None) -> int:
             names = [n for n in BUILDABLE if n in wanted]
             build_mirror(work / "mirror", names, reuse=True)
             if any("'clipseg'" in nb.read_text() for nb in notebooks):  # notebook 02's second segmenter
-                from romlib.rehearsal_sd import build_clipseg_mirror
+                from tests.support.rehearsal_sd import build_clipseg_mirror
 
                 if not all((work / "mirror" / hub.REGISTRY[n].filename).is_file() for n in hub.CLIPSEG):
                     build_clipseg_mirror(work / "mirror", full_size=True)

@@ -11,8 +11,7 @@ served by a loopback **mirror** that ``ROMLIB_MIRROR`` points at.
   open_clip safetensors file open_clip fetches for ``openai``; RoBERTa's ``vocab.json`` and
   ``merges.txt`` (from the GPT-2 vocabulary, with RoBERTa's special tokens); a 640×480 JPEG for
   the COCO example photo.
-* :class:`MirrorServer` serves a folder on 127.0.0.1 only, with ``Content-Length`` and ``Range``,
-  logs each request and stops by itself after ``max_seconds``.
+* :class:`~tests.support.mirror.MirrorServer` (the tests' one loopback mirror, re-exported here) serves that folder.
 
 Weights are drawn fast rather than well: each tensor is cut from one pool of Gaussian numbers,
 scaled by 1/sqrt(fan-in); norm scales are 1 and biases 0, so activations stay finite.
@@ -25,18 +24,24 @@ to use romlib.
 """
 from __future__ import annotations
 
-import http.server
+import dataclasses
 import json
 import logging
 import math
-import threading
 import time
 from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from . import hub
+from romlib import hub
+from romlib.config import EditConfig
+from romlib.guidance.methods import SAMPLING_KNOBS, get
+from romlib.models.adm import create_diffusion
+from romlib.pipeline import ROMPipeline
+
+from .mirror import MirrorServer
+from .reference import reference_dir
 
 __all__ = ["MANIFESTS", "BUILDABLE", "build_mirror", "build_file", "random_state_dict", "MirrorServer", "REDUCED",
            "reduced_knobs", "reduce_budget"]
@@ -200,8 +205,6 @@ def build_mirror(folder: str | Path, names: Iterable[str] | None = None, *, refe
 
     ``reuse``: keep files an earlier call built for the same manifests and builder (recorded in
     ``folder/stamps.json``), so a kept folder saves the minute of building."""
-    from .testing import reference_dir
-
     reference = Path(reference) if reference is not None else reference_dir()
     if reference is None:
         raise FileNotFoundError("the reference folder ../shared/reference (manifests, GPT-2 vocabulary) is not available")
@@ -224,112 +227,6 @@ def build_mirror(folder: str | Path, names: Iterable[str] | None = None, *, refe
     return out
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: "_Server"
-
-    def log_message(self, *args):  # quiet; requests go to server.requests
-        pass
-
-    def _file(self) -> Path | None:
-        name = self.path.split("?", 1)[0].lstrip("/")
-        from urllib.parse import unquote
-
-        name = unquote(name)
-        if not name or "/" in name or name.startswith(".") or name in self.server.hidden:
-            return None
-        p = self.server.folder / name
-        return p if p.is_file() else None
-
-    def do_HEAD(self):
-        self._serve(body=False)
-
-    def do_GET(self):
-        self._serve(body=True)
-
-    def _serve(self, body: bool):
-        rng = self.headers.get("Range")
-        self.server.requests.append((self.command, self.path, rng))
-        path = self._file()
-        if path is None:
-            self.send_error(404)
-            return
-        size = path.stat().st_size
-        start, end = 0, size - 1
-        if rng and rng.startswith("bytes="):
-            a, _, b = rng[6:].partition("-")
-            start = int(a) if a else 0
-            end = min(int(b), size - 1) if b else size - 1
-            if start >= size:
-                self.send_response(416)
-                self.send_header("Content-Range", f"bytes */{size}")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(end - start + 1))
-        self.send_header("Accept-Ranges", "bytes")
-        self.end_headers()
-        if body:
-            with open(path, "rb") as f:
-                try:
-                    self.connection.sendfile(f, offset=start, count=end - start + 1)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    folder: Path
-    hidden: set
-    requests: list
-
-
-class MirrorServer:
-    """Serve ``folder`` on 127.0.0.1 (a free port) as a ``ROMLIB_MIRROR``; a context manager.
-
-    ``url``: the base address; ``requests``: ``(method, path, Range header)`` of each request;
-    ``hidden``: file names answered with 404 (a mirror that lacks a file). The server stops by
-    itself after ``max_seconds`` even if never closed."""
-
-    def __init__(self, folder: str | Path, *, max_seconds: float = 900.0):
-        self._srv = _Server(("127.0.0.1", 0), _Handler)
-        self._srv.folder, self._srv.hidden, self._srv.requests = Path(folder), set(), []
-        self.url = f"http://127.0.0.1:{self._srv.server_address[1]}"
-        self._thread = threading.Thread(target=self._srv.serve_forever, kwargs={"poll_interval": 0.2}, daemon=True)
-        self._timer = threading.Timer(max_seconds, self.close)
-        self._timer.daemon = True
-        self._closed = False
-
-    @property
-    def requests(self) -> list:
-        return self._srv.requests
-
-    @property
-    def hidden(self) -> set:
-        return self._srv.hidden
-
-    def start(self) -> "MirrorServer":
-        self._thread.start()
-        self._timer.start()
-        return self
-
-    def close(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._timer.cancel()
-            self._srv.shutdown()
-            self._srv.server_close()
-
-    def __enter__(self) -> "MirrorServer":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
 #: ``tools/rehearse_notebooks.py --reduced``: every edit at 1 sample, 2 base and 2 upsampler steps (a CPU's budget)
 REDUCED = {"samples": 1, "steps": 2, "upsample_steps": 2}
 #: Blended Diffusion's own schedule under the reduced budget: respaced to 4 steps, the first 2 skipped (2 run)
@@ -340,8 +237,6 @@ def reduced_knobs(guidance: str, budget: dict | None = None) -> dict:
     """The part of ``budget`` (default :data:`REDUCED`) that ``guidance`` reads: the sampling knobs
     its registry entry honours (:attr:`romlib.guidance.methods.Method.honours`), and every other
     knob (``samples``) as is. Blended, which reads no sampling knob, gets ``{"samples": 1}``."""
-    from .guidance.methods import SAMPLING_KNOBS, get
-
     method = get(guidance)
     return {k: v for k, v in (REDUCED if budget is None else budget).items()
             if k not in SAMPLING_KNOBS or k in method.honours}
@@ -353,8 +248,6 @@ def _reduce_blended(backend) -> None:
     blended = backend.extras.get("blended")
     if blended is None or getattr(blended, "_reduced", False):
         return
-    from .models.adm import create_diffusion
-
     blended.diffusion = create_diffusion(REDUCED_BLENDED["steps"])
     blended.kw = {**blended.kw, "skip_timesteps": REDUCED_BLENDED["skip_timesteps"]}
     blended._reduced = True
@@ -365,11 +258,6 @@ def reduce_budget(budget: dict | None = None) -> None:
     ``compare``, widget and study case) runs at ``budget`` (default :data:`REDUCED`), each method with
     only the knobs it reads (:func:`reduced_knobs`), and every ``trace`` at the budget's ``steps``.
     The rehearsal's first cell calls it; idempotent."""
-    import dataclasses
-
-    from .config import EditConfig
-    from .pipeline import ROMPipeline
-
     budget = dict(REDUCED if budget is None else budget)
     if getattr(ROMPipeline.edit, "_reduced", False):
         ROMPipeline.edit, ROMPipeline.trace = ROMPipeline.edit.__wrapped__, ROMPipeline.trace.__wrapped__

@@ -1,5 +1,5 @@
 """Test helpers: where the reference fixtures live (``../shared/reference``) and the GPT-2 tokenizer
-built from their vocabulary copies. Only tests import this module; tiny models are in
+built from their vocabulary copies. Only tests and tools import this module; tiny models are in
 :mod:`romlib.models.tiny`.
 """
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from romlib.models.tokenizers import GlideTokenizer
 
 __all__ = ["reference_dir", "reference_tokenizer"]
 
@@ -15,7 +16,7 @@ def reference_dir() -> Path | None:
     """``../shared/reference`` beside the repository (or ``$ROMLIB_REFERENCE``), if present."""
     env = os.environ.get("ROMLIB_REFERENCE")
     candidates = [Path(env)] if env else []
-    here = Path(__file__).resolve().parent.parent
+    here = Path(__file__).resolve().parents[2]  # the repository
     candidates += [here.parent / "shared" / "reference", here / "shared" / "reference"]
     for c in candidates:
         if (c / "README.md").is_file():
@@ -25,8 +26,6 @@ def reference_dir() -> Path | None:
 
 def reference_tokenizer():
     """GLIDE's GPT-2 tokenizer from the reference copies of its vocabulary (offline)."""
-    from .models.tokenizers import GlideTokenizer
-
     ref = reference_dir()
     if ref is None:
         raise FileNotFoundError("the reference folder ../shared/reference is not available")

@@ -1,4 +1,4 @@
-"""A rehearsal of the ``sd`` backend's real path without the real weights (as :mod:`romlib.rehearsal` for glide).
+"""A rehearsal of the ``sd`` backend's real path without the real weights (as :mod:`tests.support.rehearsal` for glide).
 
 :func:`build_sd_mirror` writes, under their cache file names, stand-ins for every file the ``sd`` backend reads:
 SD 1.5 inpainting in the official diffusers layout (``unet/diffusion_pytorch_model.fp16.safetensors``,
@@ -6,7 +6,7 @@ SD 1.5 inpainting in the official diffusers layout (``unet/diffusion_pytorch_mod
 ``model_index.json``), CLIPSeg's files as the ``CIDAS/clipseg-rd64-refined`` repository has them
 (``pytorch_model.bin``, ``preprocessor_config.json``, tokenizer files), CLIP ViT-B/16 and the example photo.
 Weights are random; ``full_size=True`` uses SD 1.5's and CLIPSeg's real sizes (1.7 GB UNet), ``False`` the tiny
-family (seconds). Served by :class:`romlib.rehearsal.MirrorServer`, they go through :mod:`romlib.hub` (mirror,
+family (seconds). Served by :class:`tests.support.mirror.MirrorServer`, they go through :mod:`romlib.hub` (mirror,
 cache, records) and diffusers' / transformers' ``from_pretrained`` exactly as the real files would.
 Used by ``tests/test_sd_rehearsal.py``; nothing here is needed to use romlib.
 """
@@ -19,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from . import hub
+from romlib import hub
+
+from .rehearsal import build_file
 
 __all__ = ["full_inpainter", "build_sd_mirror", "build_clipseg_mirror", "FULL_UNET", "FULL_VAE", "FULL_TEXT"]
 
@@ -41,7 +43,7 @@ def full_inpainter(seed: int = 0):
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .models.sd import SCHEDULER_CONFIG, LatentInpainter, tiny_clip_tokenizer
+    from romlib.models.sd import SCHEDULER_CONFIG, LatentInpainter, tiny_clip_tokenizer
 
     torch.manual_seed(seed)
     return LatentInpainter(UNet2DConditionModel(**FULL_UNET), AutoencoderKL(**FULL_VAE),
@@ -50,7 +52,7 @@ def full_inpainter(seed: int = 0):
 
 def _tokenizer_files(folder: Path, max_length: int) -> None:
     """``vocab.json``, ``merges.txt``, ``tokenizer_config.json``, ``special_tokens_map.json`` as the official repositories."""
-    from .models.sd import tiny_clip_vocab
+    from romlib.models.sd import tiny_clip_vocab
 
     vocab, merges = tiny_clip_vocab()
     folder.mkdir(parents=True, exist_ok=True)
@@ -68,7 +70,7 @@ def _clipseg_files(folder: Path, full_size: bool, seed: int) -> None:
         cfg, side = CLIPSegConfig(extract_layers=[3, 6, 9], reduce_dim=64), 352
         cfg.text_config.eos_token_id = 1
     else:
-        from .clipseg import tiny_clipseg
+        from romlib.clipseg import tiny_clipseg
 
         cfg, side = tiny_clipseg().model.config, 32
     torch.manual_seed(seed)
@@ -111,8 +113,7 @@ def build_clipseg_mirror(folder: str | Path, *, full_size: bool = True, seed: in
 def build_sd_mirror(folder: str | Path, *, full_size: bool = False, seed: int = 0) -> dict[str, Path]:
     """Stand-ins for every file of :data:`romlib.hub.SD_BACKEND`, :data:`~romlib.hub.CLIPSEG` and the example photo
     in ``folder``, under their cache file names. Returns ``{name: path}``."""
-    from .models.sd import save_layout, tiny_inpainter
-    from .rehearsal import build_file
+    from romlib.models.sd import save_layout, tiny_inpainter
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
