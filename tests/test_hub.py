@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from romlib import hub
+from romlib.hub.download import RETRIES
 from tests.support.mirror import MirrorServer
 
 
@@ -61,13 +62,21 @@ def test_full_download_is_recorded_and_cached(entry, tmp_path):
     assert torch.equal(hub.load_checkpoint("test/ckpt", progress=False)["w"], torch.arange(200_000, dtype=torch.float32))
 
 
-def test_resume_after_a_cut(entry):
+def test_a_cut_is_resumed_at_once(entry, caplog):
     SRV.misbehave["ckpt.pt"] = ("cut", 100_000)
-    with pytest.raises(hub.CheckpointUnavailable, match="resume"):
+    path = hub.download("test/ckpt", progress=False)  # tried again by itself, asking only for the rest
+    assert path.read_bytes() == entry
+    assert SRV.log == [("/ckpt.pt", None), ("/ckpt.pt", "bytes=100000-")]
+    assert "broke off at 100000 of the" in caplog.text and "; trying again (1 of 2), resuming" in caplog.text
+
+
+def test_resume_after_cuts_that_outlast_the_retries(entry):
+    SRV.misbehave["ckpt.pt"] = [("cut", 100_000)] * (RETRIES + 1)
+    with pytest.raises(hub.CheckpointUnavailable, match=r"of the body \(tried 3 times\); call again to resume"):
         hub.download("test/ckpt", progress=False)
     part = hub.cache_dir() / "ckpt.pt.part"
     have = part.stat().st_size
-    assert 0 < have <= 100_000
+    assert have == 300_000  # three cuts of 100 kB, each resumed
     path = hub.download("test/ckpt", progress=False)
     assert path.read_bytes() == entry
     assert SRV.log[-1] == ("/ckpt.pt", f"bytes={have}-")  # asked only for the rest
@@ -229,7 +238,7 @@ def test_a_stale_part_larger_than_the_file_is_restarted(entry):
 
 def test_force_keeps_the_good_file_until_the_new_one_is_whole(entry):
     path = hub.download("test/ckpt", progress=False)
-    SRV.misbehave["ckpt.pt"] = ("cut", 50_000)
+    SRV.misbehave["ckpt.pt"] = [("cut", 50_000)] * 3
     with pytest.raises(hub.CheckpointUnavailable, match="resume"):
         hub.download("test/ckpt", progress=False, force=True)
     assert path.read_bytes() == entry  # the good copy is untouched beside the .part

@@ -7,6 +7,11 @@ import os
 import time
 from pathlib import Path
 
+from ..io import check_file
+
+__all__ = ["cache_dir", "check_cache", "odd_entry", "writable", "sha256", "record_path", "record", "write_record",
+           "move_aside", "size_problem", "is_complete"]
+
 
 def cache_dir() -> Path:
     """``$ROMLIB_CACHE``, else ``$XDG_CACHE_HOME/romlib``, else ``~/.cache/romlib``."""
@@ -31,12 +36,10 @@ def _cache_problem(root: Path) -> tuple[type[OSError], str] | None:
     return None
 
 
-def _odd_entry(dest: Path) -> str | None:
+def odd_entry(dest: Path) -> str | None:
     """Why the cache cannot use ``dest`` or its companions (``.part``, ``.part.meta``, ``.lock``): one of
     them exists and is not a regular file (a folder, a named pipe that would block the download forever,
     a device, a broken link), or None. Nothing is opened."""
-    from ..io import check_file
-
     for p in (dest, dest.with_name(dest.name + ".part"), dest.with_name(dest.name + ".part.meta"),
               dest.with_name(dest.name + ".lock")):
         if os.path.lexists(p):
@@ -58,7 +61,7 @@ def check_cache(cache: str | os.PathLike | None = None) -> Path:
     return root
 
 
-def _writable(root: Path) -> str | None:
+def writable(root: Path) -> str | None:
     """Why files cannot be written into ``root``, or None."""
     problem = _cache_problem(root)
     if problem:
@@ -72,7 +75,8 @@ def _writable(root: Path) -> str | None:
     return None
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+def sha256(path: Path, chunk: int = 1 << 20) -> str:
+    """The SHA-256 of a file, hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(chunk), b""):
@@ -80,25 +84,27 @@ def _sha256(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _record_path(path: Path) -> Path:
+def record_path(path: Path) -> Path:
+    """``<file>.json``: the record of a cached file."""
     return path.with_name(path.name + ".json")
 
 
-def _record(path: Path) -> dict | None:
+def record(path: Path) -> dict | None:
+    """What was recorded of a cached file at download (a dict), or None (no record, or not readable)."""
     try:
-        rec = json.loads(_record_path(path).read_text())
+        rec = json.loads(record_path(path).read_text())
     except (OSError, ValueError):
         return None
     return rec if isinstance(rec, dict) else None
 
 
-def _write_record(path: Path, rec: dict) -> None:
+def write_record(path: Path, rec: dict) -> None:
     tmp = path.with_name(path.name + ".json.tmp")
     tmp.write_text(json.dumps(rec, indent=1))
-    os.replace(tmp, _record_path(path))
+    os.replace(tmp, record_path(path))
 
 
-def _move_aside(path: Path, dest: Path | None = None) -> Path:
+def move_aside(path: Path, dest: Path | None = None) -> Path:
     """Rename ``path`` to ``<dest name>.bad-<UTC time>`` beside it (``dest``: the cached file it was
     meant to become; default ``path``), with its record as ``<that>.record``; returns the new path.
     Bad files are kept for a look, never deleted."""
@@ -110,15 +116,15 @@ def _move_aside(path: Path, dest: Path | None = None) -> Path:
         n += 1
         bad = dest.with_name(f"{dest.name}.bad-{stamp}-{n}")
     os.replace(path, bad)
-    rec = _record_path(path)
+    rec = record_path(path)
     if rec.is_file():
         os.replace(rec, bad.with_name(bad.name + ".record"))
     return bad
 
 
-def _size_problem(path: Path) -> str | None:
+def size_problem(path: Path) -> str | None:
     """Why a cached file is not whole (its size differs from its record), or None."""
-    rec = _record(path)
+    rec = record(path)
     if rec is None or not isinstance(rec.get("size"), int):
         return None  # put there by hand: trusted (a strict load still checks it)
     size = path.stat().st_size
@@ -127,6 +133,6 @@ def _size_problem(path: Path) -> str | None:
     return None
 
 
-def _is_complete(path: Path) -> bool:
+def is_complete(path: Path) -> bool:
     """A cached file is trusted when it exists and its size matches what was recorded at download."""
-    return path.is_file() and _size_problem(path) is None
+    return path.is_file() and size_problem(path) is None

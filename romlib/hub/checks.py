@@ -1,17 +1,21 @@
-"""Checking cached files: ``verify`` (size, format, manifest, sha256) and telling damage from other failures."""
+"""Checking cached files: ``verify`` (size, format, manifest, values, sha256), ``fetch_checked``, and telling
+damage from other failures (``damage``, ``discard``)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Iterable
 
-from .cache import _move_aside, _odd_entry, _record, _sha256, _size_problem, check_cache
+from .cache import check_cache, move_aside, odd_entry, record, sha256, size_problem
 from .download import download
-from .formats import file_problem
+from .formats import file_problem, structure_problem
 from .registry import REGISTRY, Checkpoint, CheckpointUnavailable, UnsafeCheckpoint
-from .sources import _resolve
+from .sources import resolve
+
+__all__ = ["verify", "fetch_checked", "damage", "discard"]
 
 log = logging.getLogger("romlib.hub")
 
@@ -28,7 +32,7 @@ def _check_file(path: Path, ckpt: Checkpoint, rec: dict | None) -> tuple[str, bo
     """``(status, ok)`` of one cached file: its size against its record and the registry, its format
     and manifest, its sha256 against its record and the registry."""
     size = path.stat().st_size
-    problem = _size_problem(path)
+    problem = size_problem(path)
     if problem:
         return f"damaged: {problem}", False
     if ckpt.size is not None and size != ckpt.size:
@@ -36,7 +40,7 @@ def _check_file(path: Path, ckpt: Checkpoint, rec: dict | None) -> tuple[str, bo
     problem = file_problem(path, ckpt)
     if problem:
         return f"bad: {problem}", False
-    digest = _sha256(path)
+    digest = sha256(path)
     if ckpt.sha256 and digest != ckpt.sha256:
         return f"bad: its sha256 differs from the registry's {ckpt.sha256[:16]}…", False
     if rec is None or "sha256" not in rec:
@@ -48,8 +52,8 @@ def _check_file(path: Path, ckpt: Checkpoint, rec: dict | None) -> tuple[str, bo
 
 def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | None = None,
            move_bad: bool = True) -> list[dict]:
-    """Re-check cached files: size (record, registry), format and manifest (:func:`~romlib.hub.formats.file_problem`)
-    and sha256 (record, registry). ``names`` default: every registry file that is cached plus every
+    """Re-check cached files: size (record, registry), format, manifest (names, shapes, dtypes) and values (every
+    tensor floating and finite; :func:`~romlib.hub.formats.file_problem`) and sha256 (record, registry). ``names`` default: every registry file that is cached plus every
     recorded file in the cache. One row per file: ``name``, ``file``, ``size``, ``status`` (``"ok"``,
     ``"damaged: ..."``, ``"bad: ..."``, ``"no record ..."``, ``"not cached"``), ``ok`` (False for a
     damaged or bad file) and ``moved_to`` (where a bad file was moved aside with ``move_bad``, else None).
@@ -62,14 +66,14 @@ def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | Non
             for meta in root.glob("*.json"):
                 fname = meta.name[:-5]
                 if ".bad-" not in fname and not fname.endswith(".part") and meta.with_name(fname).is_file():
-                    files.setdefault(fname, (_record(meta.with_name(fname)) or {}).get("name") or fname)
+                    files.setdefault(fname, (record(meta.with_name(fname)) or {}).get("name") or fname)
     else:
-        files = {_resolve(n).filename: n for n in names}
+        files = {resolve(n).filename: n for n in names}
     rows = []
     for fname in sorted(files):
         path = root / fname
         row = {"name": files[fname], "file": fname, "size": path.stat().st_size if path.is_file() else None, "moved_to": None}
-        odd = _odd_entry(path)
+        odd = odd_entry(path)
         if odd:
             row.update(status=f"bad: {odd}", ok=False)
             rows.append(row)
@@ -78,11 +82,11 @@ def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | Non
             row.update(status="not cached", ok=True)
             rows.append(row)
             continue
-        rec = _record(path)
+        rec = record(path)
         status, ok = _check_file(path, _entry(fname, files[fname], rec), rec)
         if not ok and move_bad:
             try:
-                row["moved_to"] = _move_aside(path)
+                row["moved_to"] = move_aside(path)
                 status += f"; moved aside to {row['moved_to'].name}"
             except OSError as e:
                 status += f"; could not be moved aside ({e.strerror or e})"
@@ -91,45 +95,9 @@ def verify(names: Iterable[str] | None = None, *, cache: str | os.PathLike | Non
     return rows
 
 
-def _structure_problem(path: Path, kind: str | None = None) -> str | None:
-    """Why ``path`` is not a whole file of its kind (cheap checks: zip directory, safetensors header), or None.
-    ``kind``: ``"torch"`` or ``"safetensors"`` (default: from the file name's suffix)."""
-    import zipfile
-
-    with open(path, "rb") as f:
-        head = f.read(8)
-    size = path.stat().st_size
-    if kind is None:
-        kind = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch"}.get(path.suffix)
-    if kind == "safetensors":
-        if size < 8:
-            return "shorter than a safetensors header"
-        n = int.from_bytes(head, "little")
-        if n > size - 8:
-            return "its safetensors header is longer than the file"
-        try:
-            with open(path, "rb") as f:
-                f.seek(8)
-                header = json.loads(f.read(n))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-            return f"its safetensors header is unreadable ({e})"
-        if 8 + n + end != size:
-            return f"its safetensors header describes {8 + n + end} bytes, the file has {size}"
-        return None
-    if kind == "torch":
-        if zipfile.is_zipfile(path):
-            return None
-        if head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
-            return "it is neither a zip archive nor a pickle (truncated or not a checkpoint)"
-    return None
-
-
-def _damage(path: Path, err: BaseException) -> str | None:
+def damage(path: Path, err: BaseException) -> str | None:
     """Why a file that failed to load is really damaged, or None when it is intact (or we cannot tell):
     memory and allocation failures, refused globals and permission errors never count as damage."""
-    import zipfile
-
     if isinstance(err, (MemoryError, UnsafeCheckpoint, PermissionError, KeyboardInterrupt)):
         return None
     text = str(err).lower()
@@ -137,7 +105,7 @@ def _damage(path: Path, err: BaseException) -> str | None:
         return None
     if not path.is_file():
         return None
-    problem = _size_problem(path) or _structure_problem(path)
+    problem = size_problem(path) or structure_problem(path)
     if problem:
         return problem
     if zipfile.is_zipfile(path):
@@ -149,18 +117,16 @@ def _damage(path: Path, err: BaseException) -> str | None:
         if bad is not None:
             return f"its archive member {bad} fails its CRC check"
         return None
-    import pickle
-
     if isinstance(err, (pickle.UnpicklingError, EOFError, IndexError, ValueError)):
         return f"it cannot be unpickled ({type(err).__name__}: {err})"
     return None
 
 
-def _discard(path: Path, why: str) -> None:
+def discard(path: Path, why: str) -> None:
     """Move a damaged cached file (and its record) aside as ``<file>.bad-<time>``; a read-only cache
     gets a clear error instead. Never deletes it."""
     try:
-        bad = _move_aside(path)
+        bad = move_aside(path)
     except OSError as e:
         raise CheckpointUnavailable(
             f"{path} is damaged ({why}) and cannot be moved aside ({e.strerror or e}); replace it by hand "
@@ -173,10 +139,10 @@ def fetch_checked(name: str, *, cache: str | os.PathLike | None = None, progress
     header: cheap); a bad file is moved aside and fetched once more. For files read by other libraries (open_clip)."""
     for attempt in (0, 1):
         path = download(name, cache=cache, progress=progress)
-        why = file_problem(path, _resolve(name))
+        why = file_problem(path, resolve(name))
         if why is None:
             return path
         if attempt:
             raise CheckpointUnavailable(f"{path} is damaged even after a fresh download ({why})")
-        _discard(path, why)
+        discard(path, why)
     raise AssertionError  # pragma: no cover

@@ -4,26 +4,45 @@
 
 * an HTML page (a proxy's or captive portal's "200 OK" page saved in place of the file) is refused
   by name, whatever format was expected;
-* ``torch``: opens with ``torch.load(weights_only=True, mmap=True)`` (only the pickle is read; the
-  tensors stay in the file), ``checkpoint[state_key]`` where the weights are nested, and for an
-  entry with a manifest the state dict's names and shapes (:mod:`romlib.hub.manifests`);
-* ``safetensors``: a header that parses and describes exactly the file's bytes;
+* ``torch``: a whole zip archive (or a pickle), opened with ``torch.load(weights_only=True, mmap=True)``,
+  ``checkpoint[state_key]`` where the weights are nested, for an entry with a manifest the state dict's names,
+  shapes and dtypes (:mod:`romlib.hub.manifests`), and its values (:func:`values_problem`);
+* ``safetensors``: a header that parses and describes exactly the file's bytes, and its values;
 * ``json``: UTF-8 JSON holding an object of token ids (a vocabulary maps tokens to ids);
 * ``config``: UTF-8 JSON holding an object (a model's or scheduler's configuration);
 * ``bpe``: UTF-8 text whose lines (after an optional ``#version`` line) are pairs of symbols;
-* ``image``: an image PIL opens, verifies and decodes.
+* ``image``: an image PIL opens, verifies and decodes whole, within the pixel limit of ``romlib edit``
+  (:data:`romlib.io.MAX_PIXELS`; a decompression bomb is refused by name).
 
-A checkpoint's check reads only its header and pickle (a 1.5 GB checkpoint: about 0.2 s); the
-vocabularies and the photo are small and read whole.
+*Values*: every tensor of a checkpoint is floating-point (float16, bfloat16, float32 or float64) and finite — an
+``int8``, ``complex64`` or NaN entry is named — except the integer index buffers (:data:`INTEGER_ENTRIES`). The
+values are read once (memory-mapped, in blocks: a 1.5 GB checkpoint in about a second).
+
+*A whole file*: the formats in :data:`SELF_DELIMITING` show their own end (a zip's central directory, a
+safetensors header's sizes, JSON's closing brace, an image's last block), so a body that a server sent without a
+length is complete when it passes this check; a BPE text or a file of no known format cannot show it.
 """
 from __future__ import annotations
 
 import json
+import warnings
+import zipfile
 from pathlib import Path
 
+from ..io import MAX_PIXELS
+from .manifests import DTYPES, state_dict_problem
 from .registry import Checkpoint, UnsafeCheckpoint
+from .safe import safe_load
 
-__all__ = ["file_problem", "html_problem", "NOUNS"]
+__all__ = ["file_problem", "html_problem", "structure_problem", "values_problem", "NOUNS", "SELF_DELIMITING",
+           "INTEGER_ENTRIES", "CHECKS"]
+
+#: Bumped when the checks grow: a record of an older check is checked again once (``CHECKS`` 2: values).
+CHECKS = 2
+#: Formats whose content shows where the file ends (a truncated copy fails :func:`file_problem`).
+SELF_DELIMITING = ("torch", "safetensors", "json", "config", "image")
+#: Entries that are integer index buffers, not weights (the last part of their names).
+INTEGER_ENTRIES = ("position_ids", "num_batches_tracked")
 
 #: How a message names a file of each format ("this is an HTML page, not a checkpoint").
 NOUNS = {"torch": "a checkpoint", "safetensors": "a checkpoint", "json": "a vocabulary", "config": "a configuration file", "bpe": "a vocabulary",
@@ -46,12 +65,100 @@ def _first_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0][:160]}" if text else type(err).__name__
 
 
-def _torch_problem(path: Path, ckpt: Checkpoint) -> str | None:
-    from .checks import _structure_problem
-    from .load import safe_load
-    from .manifests import state_dict_problem
+def structure_problem(path: Path, kind: str | None = None) -> str | None:
+    """Why ``path`` is not a whole file of its kind (cheap checks: zip directory, safetensors header), or None.
+    ``kind``: ``"torch"`` or ``"safetensors"`` (default: from the file name's suffix)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    size = path.stat().st_size
+    if kind is None:
+        kind = {".safetensors": "safetensors", ".pt": "torch", ".pth": "torch", ".bin": "torch", ".ckpt": "torch"}.get(path.suffix)
+    if kind == "safetensors":
+        header, problem = _safetensors_header(path, head, size)
+        return problem
+    if kind == "torch":
+        if zipfile.is_zipfile(path):
+            return None
+        if head[:1] != b"\x80":  # neither torch's zip format nor a legacy pickle
+            return "it is neither a zip archive nor a pickle (truncated or not a checkpoint)"
+    return None
 
-    problem = _structure_problem(path, "torch")
+
+def _safetensors_header(path: Path, head: bytes, size: int) -> tuple[dict | None, str | None]:
+    if size < 8:
+        return None, "shorter than a safetensors header"
+    n = int.from_bytes(head, "little")
+    if n > size - 8:
+        return None, "its safetensors header is longer than the file"
+    try:
+        with open(path, "rb") as f:
+            f.seek(8)
+            header = json.loads(f.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
+        return None, f"its safetensors header is unreadable ({e})"
+    if 8 + n + end != size:
+        return None, f"its safetensors header describes {8 + n + end} bytes, the file has {size}"
+    return header, None
+
+
+def _integer_entry(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in INTEGER_ENTRIES
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _not_finite(t) -> int:
+    """How many values of floating tensor ``t`` are NaN or infinite, read in blocks of 16 M values with numpy (not
+    torch's thread pool, which can hang in a forked process); bfloat16 by its exponent bits."""
+    import numpy as np
+    import torch
+
+    flat = t.detach().reshape(-1)
+    bad = 0
+    for i in range(0, flat.numel(), 1 << 24):
+        block = flat[i:i + (1 << 24)]
+        if block.dtype == torch.bfloat16:
+            bits = block.view(torch.int16).numpy()
+            bad += int(np.count_nonzero((bits & 0x7F80) == 0x7F80))  # exponent all ones: inf or NaN
+        else:
+            a = block.numpy()
+            bad += int(a.size - np.count_nonzero(np.isfinite(a)))
+    return bad
+
+
+def values_problem(tensors) -> str | None:
+    """Why the tensors (``(name, tensor)`` pairs, a state dict's ``items()``) are not usable weights, or None: an
+    entry that is not floating-point (``int8``, ``complex64``, ``bool``…) where weights are, or one that holds NaN
+    or infinite values. Integer index buffers (:data:`INTEGER_ENTRIES`) must be integers. Names the first three."""
+    import torch
+
+    wrong, nonfinite = [], []
+    for name, t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        dtype = _dtype_name(t.dtype)
+        if _integer_entry(name):
+            if t.is_floating_point() or t.is_complex():
+                wrong.append(f"{name} is {dtype} where an integer index buffer is expected")
+            continue
+        if dtype not in DTYPES:
+            wrong.append(f"{name} is {dtype}, not a floating-point type ({', '.join(DTYPES)})")
+        elif t.numel() and (bad := _not_finite(t)):
+            nonfinite.append(f"{name} has {bad} of {t.numel()} values NaN or infinite")
+    if not (wrong or nonfinite):
+        return None
+    parts = ([f"{len(wrong)} entr{'y' if len(wrong) == 1 else 'ies'} of the wrong dtype ({'; '.join(wrong[:3])}"
+              f"{'; …' if len(wrong) > 3 else ''})"] if wrong else []) + \
+            ([f"{len(nonfinite)} entr{'y' if len(nonfinite) == 1 else 'ies'} not finite ({'; '.join(nonfinite[:3])}"
+              f"{'; …' if len(nonfinite) > 3 else ''})"] if nonfinite else [])
+    return "its values are not usable weights: " + "; ".join(parts)
+
+
+def _torch_problem(path: Path, ckpt: Checkpoint) -> str | None:
+    problem = structure_problem(path, "torch")
     if problem:
         return problem
     try:
@@ -66,16 +173,30 @@ def _torch_problem(path: Path, ckpt: Checkpoint) -> str | None:
             return f"it has no entry {ckpt.state_key!r} holding the weights (it holds {held})"
         obj = obj[ckpt.state_key]
     if ckpt.manifest is not None:
-        return state_dict_problem(obj, ckpt.manifest)
+        problem = state_dict_problem(obj, ckpt.manifest)
+        if problem:
+            return problem
     if not isinstance(obj, dict):
         return f"it holds a {type(obj).__name__}, not a dict of weights"
-    return None
+    try:
+        return values_problem(obj.items())
+    except (RuntimeError, OSError) as e:  # a memory-mapped tensor whose bytes are missing
+        return f"its tensors cannot be read ({_first_line(e)})"
 
 
 def _safetensors_problem(path: Path) -> str | None:
-    from .checks import _structure_problem
+    with open(path, "rb") as f:
+        head = f.read(8)
+    header, problem = _safetensors_header(path, head, path.stat().st_size)
+    if problem:
+        return problem
+    from safetensors import safe_open  # with torch: loaded on use
 
-    return _structure_problem(path, "safetensors")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return values_problem((k, f.get_tensor(k)) for k in f.keys())
+    except Exception as e:  # safetensors raises its own SafetensorError (and others) for a bad file
+        return f"its tensors cannot be read ({_first_line(e)})"
 
 
 def _text(path: Path) -> tuple[str | None, str | None]:
@@ -131,15 +252,29 @@ def _bpe_problem(path: Path) -> str | None:
 
 
 def _image_problem(path: Path) -> str | None:
-    from PIL import Image, UnidentifiedImageError
+    """Within :data:`romlib.io.MAX_PIXELS` by its header (checked before anything is decoded), then verified and
+    decoded whole (a cut-off JPEG or PNG fails only there); a decompression bomb is refused by name."""
+    from PIL import Image, ImageFile, UnidentifiedImageError
 
+    truncated_ok, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False  # a half image is refused
     try:
-        with Image.open(path) as im:
-            im.verify()  # the structure; then every pixel (a cut-off JPEG fails only here)
-        with Image.open(path) as im:
-            im.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # romlib's own limit applies
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > MAX_PIXELS:  # the limit of romlib edit (romlib.io.check_pixels)
+                    return (f"it claims {w}x{h} = {w * h / 1e6:.0f} MP, over the {MAX_PIXELS / 1e6:.0f} MP romlib accepts "
+                            "(refused before decoding: a decompression bomb or not the expected image)")
+                im.verify()
+            with Image.open(path) as im:
+                im.load()
+    except Image.DecompressionBombError as e:
+        return (f"it is a decompression bomb ({_first_line(e)}); romlib accepts images of at most "
+                f"{MAX_PIXELS / 1e6:.0f} MP")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, MemoryError) as e:
         return f"it is not an image PIL can read ({_first_line(e)})"
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = truncated_ok
     return None
 
 

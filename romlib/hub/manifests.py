@@ -3,8 +3,9 @@
 ``manifests.json.gz`` holds ``{manifest name: {parameter or buffer name: shape}}`` for every
 official checkpoint whose module romlib builds (written from ``../shared/reference/*_state_dict_shapes.json``
 by ``tools/build_manifests.py``; a registry entry names its manifest in ``Checkpoint.manifest``).
-A downloaded checkpoint is compared with its manifest by names and shapes only: the file is
-memory-mapped, so no tensor is read (a 1.5 GB checkpoint is checked in a tenth of a second).
+A downloaded checkpoint is compared with its manifest by names, shapes and dtypes (every entry of an official
+state dict is a floating-point weight or buffer: :data:`DTYPES`); the file is memory-mapped, so no tensor is read
+here (a 1.5 GB checkpoint in a tenth of a second; its values are checked by :func:`romlib.hub.formats.values_problem`).
 """
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ import gzip
 import json
 from pathlib import Path
 
-__all__ = ["MANIFESTS_FILE", "manifest", "manifest_names", "state_dict_problem"]
+__all__ = ["MANIFESTS_FILE", "DTYPES", "manifest", "manifest_names", "state_dict_problem"]
+
+#: The dtypes a weight may have (a manifest's entries, and every tensor of a checkpoint but its index buffers).
+DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 #: The shipped manifests (package data).
 MANIFESTS_FILE = Path(__file__).with_name("manifests.json.gz")
@@ -44,8 +48,8 @@ def _listed(names: list[str], limit: int = 3) -> str:
 
 
 def state_dict_problem(state, name: str) -> str | None:
-    """Why ``state`` (a loaded state dict) does not have exactly the names and shapes of manifest
-    ``name``, or None. Only shapes are read, so memory-mapped or ``meta`` tensors cost nothing.
+    """Why ``state`` (a loaded state dict) does not have exactly the names, shapes and dtypes (:data:`DTYPES`) of
+    manifest ``name``, or None. Only shapes are read, so memory-mapped or ``meta`` tensors cost nothing.
 
     The legacy entries of :data:`romlib.models.mdetr.LEGACY_KEYS` (MDETR's ``position_ids``, which
     files saved with transformers < 4.31 hold and current transformers no longer keeps) are accepted
@@ -64,9 +68,12 @@ def state_dict_problem(state, name: str) -> str | None:
     extra = [k for k in state if k not in want and k not in LEGACY_KEYS]
     wrong = [f"{k} has shape {list(state[k].shape)} where the manifest says {want[k]}"
              for k in want if k in state and list(state[k].shape) != want[k]]
-    if not (missing or extra or wrong):
+    dtypes = [f"{k} is {str(state[k].dtype).replace('torch.', '')} where the manifest's entries are {'/'.join(DTYPES)}"
+              for k in want if k in state and str(state[k].dtype).replace("torch.", "") not in DTYPES]
+    if not (missing or extra or wrong or dtypes):
         return None
     parts = ([f"{len(missing)} missing ({_listed(missing)})"] if missing else []) + \
             ([f"{len(extra)} not in the manifest ({_listed(extra)})"] if extra else []) + \
-            ([f"{len(wrong)} of the wrong shape ({_listed(wrong, 2)})"] if wrong else [])
+            ([f"{len(wrong)} of the wrong shape ({_listed(wrong, 2)})"] if wrong else []) + \
+            ([f"{len(dtypes)} of the wrong dtype ({_listed(dtypes, 2)})"] if dtypes else [])
     return f"its state dict does not match the manifest {name} ({len(want)} entries): " + "; ".join(parts)
