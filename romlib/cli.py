@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
@@ -102,8 +103,11 @@ def _check_out(folder, need_bytes: int, *, overwrite: bool, inputs=(), run_folde
                               "choose a writable --out") from None
     free = shutil.disk_usage(probe).free
     if free < need_bytes:
-        raise OSError(f"--out {quote(folder, 120)}: not enough free space for the outputs "
-                      f"(about {need_bytes / 1e6:.0f} MB needed, {free / 1e6:.0f} MB free on {probe})")
+        from .hub import human_size
+
+        raise OSError(f"--out {quote(folder, 120)}: not enough free space for the outputs on {probe}: the run needs up "
+                      f"to {human_size(need_bytes)} ({need_bytes} bytes), {human_size(free)} ({free} bytes) are free; "
+                      "free some space there or choose an --out on another disk")
     if not overwrite and not run_folder and folder.is_dir():
         taken = sorted(p.name for p in folder.iterdir() if OUTPUT_PATTERN.match(p.name))
         if taken:
@@ -139,7 +143,7 @@ def _run_edit(args) -> int:
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
-    from .runs import new_run_dir, run_dir_name
+    from .runs import hold, new_run_dir, run_dir_name
 
     started = _time.time()
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
@@ -152,23 +156,24 @@ def _run_edit(args) -> int:
     from .pipeline import default_backend
 
     frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
-    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
-               inputs=(args.image, args.mask), run_folder=not args.overwrite)
-    pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
-                                       compile=args.compile, segmenter=cfg.segmenter)  # its files too, in one check
-    result = pipe.edit(args.image, args.ref, args.target, cfg)
-    folder = Path(args.out)
-    try:
-        if not args.overwrite:
-            folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
-        written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
-    except BaseException:
-        if not args.overwrite:
-            try:
-                folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
-            except OSError:
-                pass
-        raise
+    with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
+        _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
+                   inputs=(args.image, args.mask), run_folder=not args.overwrite)
+        pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
+                                           compile=args.compile, segmenter=cfg.segmenter)  # its files too, in one check
+        result = pipe.edit(args.image, args.ref, args.target, cfg)
+        folder = Path(args.out)
+        try:
+            if not args.overwrite:
+                folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
+            written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
+        except BaseException:
+            if not args.overwrite:
+                try:
+                    folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
+                except OSError:
+                    pass
+            raise
     try:
         _summarise(result, folder, written)
     except KeyboardInterrupt as e:
@@ -198,12 +203,14 @@ def _short(text) -> str:
 
 
 def _run_demo(args) -> int:
+    from .runs import hold
     from .shapes import demo
 
     t0 = time.perf_counter()
-    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
-    result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
-                                           progress=not args.quiet, overwrite=args.overwrite, with_files=True)
+    with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
+        _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
+        result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
+                                               progress=not args.quiet, overwrite=args.overwrite, with_files=True)
     try:
         _summarise_demo(result, image_path, written, args.out, time.perf_counter() - t0)
     except KeyboardInterrupt as e:
@@ -247,10 +254,15 @@ def _run_download(args) -> int:
         if flag:
             names += [n for n in group if n not in names]
     again = " ".join(["romlib download", *args.names] + [f"--{f}" for f in ("sd", "baselines", "clipseg") if getattr(args, f)])
+    if args.sha256 is not None and len(args.names) != 1:
+        raise ValueError(f"--sha256 names the hash of one file; {len(args.names)} were named: name exactly one")
     before = {n for n in names if hub.cached(n) is not None}
     failed, error = {}, None
     try:
-        hub.ensure(names, progress=True)
+        if args.sha256 is not None:
+            hub.download(names[0], sha256=args.sha256)
+        else:
+            hub.ensure(names, progress=True)
     except KeyboardInterrupt as e:
         e.kept = (f"the files downloaded whole so far, in {hub.cache_dir()} (a partial one stays a .part file); "
                   f"`{again}` again fetches the rest")
@@ -330,8 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
                                                      "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")
     p.add_argument("--verify", action="store_true", help="fetch nothing: re-check every cached file (or NAMES): size, "
-                                                         "format, manifest and the sha256 recorded at download; a bad "
-                                                         "file is moved aside and named, exit 1")
+                                                         "format, manifest (names, shapes, dtypes), values (finite) and "
+                                                         "the sha256 recorded at download; a bad file is moved aside and "
+                                                         "named, exit 1")
+    p.add_argument("--sha256", default=None, metavar="HEX",
+                   help="the SHA-256 the one file named must have (for an address whose server states no length)")
     p.set_defaults(func=_run_download)
 
     from .perf import add_bench_args
