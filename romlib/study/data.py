@@ -21,6 +21,19 @@ TABLE1_GUIDANCE = ("blended", "clip", "cf", "ccf")
 SHORT_NAMES = {"Blended": "Blend", "GLIDE (CLIP-guided)": "G-CLIP", "GLIDE (CF-guided)": "G-CF",
                "Ours (CCF-guided)": "Ours"}
 CSV_COLUMNS = ("user", "case", "method", "rank")
+#: A cell a spreadsheet would evaluate starts with one of these; :func:`save_csv` writes it after a ``'``.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet shows as text: a cell starting with one of :data:`FORMULA_STARTS`
+    (``=HYPERLINK(...)``, ``+cmd|...``) or with ``'`` gets a leading ``'``; :func:`unescape_cell` undoes it exactly."""
+    return "'" + text if text.startswith(FORMULA_STARTS + ("'",)) else text
+
+
+def unescape_cell(text: str) -> str:
+    """The text :func:`escape_cell` escaped (one leading ``'`` dropped)."""
+    return text[1:] if text.startswith("'") else text
 
 
 def _short(name: str) -> str:
@@ -171,20 +184,23 @@ class Rankings:
 
 
 def save_csv(rankings: Rankings, path: str | Path) -> Path:
-    """Write ``rankings`` as a CSV with the header ``user,case,method,rank`` (one row per output)."""
+    """Write ``rankings`` as a CSV with the header ``user,case,method,rank`` (one row per output). Names a
+    spreadsheet would evaluate as a formula are escaped (:func:`escape_cell`); :func:`load_csv` reads them back
+    unchanged."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(CSV_COLUMNS)
-        w.writerows(rankings.records())
+        w.writerows((escape_cell(u), escape_cell(c), escape_cell(m), r) for u, c, m, r in rankings.records())
     log.info("saved %d rankings to %s", rankings.n_rankings, path)
     return path
 
 
 def load_csv(paths: str | Path | Sequence[str | Path], methods: Sequence[str] | None = None) -> Rankings:
     """Read one CSV written by :func:`save_csv` (or :meth:`RankingSession.save_csv`), or several
-    (e.g. one per student) merged into one study."""
+    (e.g. one per student) merged into one study. Escaped names (:func:`escape_cell`) are read back unchanged;
+    a row with more or fewer cells than the header is refused with its line."""
     from ..io import check_file
 
     if isinstance(paths, (str, os.PathLike)):
@@ -200,7 +216,12 @@ def load_csv(paths: str | Path | Sequence[str | Path], methods: Sequence[str] | 
                 reader = csv.DictReader(f)
                 if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
                     raise ValueError(f"{p}: header {reader.fieldnames} is not {list(CSV_COLUMNS)}")
-                recs.extend(reader)
+                for row in reader:
+                    cells = sum(row.get(k) is not None for k in CSV_COLUMNS) + len(row.get(None) or ())
+                    if cells != len(CSV_COLUMNS):
+                        raise ValueError(f"{p}, line {reader.line_num}: the row has {cells} cells where the header has "
+                                         f"{len(CSV_COLUMNS)} ({', '.join(CSV_COLUMNS)})")
+                    recs.append({k: unescape_cell(v) if k != "rank" else v for k, v in row.items()})
         except UnicodeDecodeError as e:
             raise ValueError(f"{p} is not UTF-8 text (byte {e.object[e.start]:#04x} at position {e.start}): save it "
                              "as UTF-8 (CSV UTF-8 in a spreadsheet) and load it again") from None

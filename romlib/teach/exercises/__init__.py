@@ -43,8 +43,9 @@ def check(exercise_id: str, answer: Any, *, show: bool = True) -> Verdict:
     """Check ``answer`` (the student's function) against exercise ``exercise_id``; print the verdict
     (``show=True``) and return it. A wrong answer is a verdict, never an exception; an unknown id
     is a verdict too, listing the ids."""
-    if exercise_id not in EXERCISES:
-        v = Verdict(False, f"no exercise {exercise_id!r}; the exercises are: {', '.join(EXERCISES)}", str(exercise_id))
+    if not isinstance(exercise_id, str) or exercise_id not in EXERCISES:
+        shown = repr(exercise_id[:60]) if isinstance(exercise_id, str) else f"id of type {type(exercise_id).__name__}"
+        v = Verdict(False, f"no exercise {shown}; the exercises are: {', '.join(EXERCISES)}", shown)
     else:
         v = EXERCISES[exercise_id].check(answer)
     if show:

@@ -5,23 +5,99 @@ shapes and scales, edge cases included) and compares the outputs. When they diff
 exercise's *known wrong variants* (:class:`Mistake`) on the same inputs: if the student's outputs
 match one of them, the verdict names that mistake ("sqrt missing on ᾱ_t"), not just "wrong".
 
-A check never raises on a wrong answer: not a function, a function that raises, the wrong shape or
-type, NaN — each is a :class:`Verdict` with a message.
+A check never raises and never hangs, whatever the answer: not a function, a function that raises (even an
+exception whose text cannot be shown), the wrong shape or type (shapes and sizes are compared before any value
+is read, so a huge or zero-stride expanded tensor costs nothing), NaN, a generator, an object whose ``==``,
+``bool`` or text is slow or broken — each is a :class:`Verdict` with a message, within :data:`TIME_LIMIT`
+seconds (an answer still running then is named as too slow).
 """
 from __future__ import annotations
 
 import copy
 import inspect
 import logging
+import ctypes
+import math
+import sys
+import threading
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Verdict", "Mistake", "Exercise", "difference"]
+__all__ = ["Verdict", "Mistake", "Exercise", "difference", "TIME_LIMIT", "MAX_VALUES"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a check may take (the student's function on every input, and the comparison) before its verdict.
+TIME_LIMIT = 10.0
+#: The most values a result may hold to be compared (the references' results hold a few thousand).
+MAX_VALUES = 10_000_000
+
+
+class _TimeUp(BaseException):
+    """Raised inside an answer that ran past the time limit (a BaseException: ``except Exception`` does not stop it)."""
+
+
+def _text(x: Any, limit: int = 300) -> str:
+    """``str(x)``, cut to ``limit`` characters; a text that cannot be made is named instead of raising."""
+    try:
+        t = str(x)
+    except Exception as e:  # the student's own __str__ can raise anything
+        t = f"<its text cannot be shown: its __str__ raised {type(e).__name__}>"
+    return t if len(t) <= limit else t[:limit] + "…"
+
+
+def _repr(x: Any, limit: int = 80) -> str:
+    try:
+        t = repr(x)
+    except Exception as e:  # the student's own __repr__ can raise anything
+        t = f"<a {type(x).__name__} whose __repr__ raised {type(e).__name__}>"
+    return t if len(t) <= limit else t[:limit] + "…"
+
+
+def _shape(x: Any) -> tuple | None:
+    """The shape of a numpy array or torch tensor (read without touching its values), else None."""
+    torch = sys.modules.get("torch")
+    if isinstance(x, np.ndarray) or (torch is not None and isinstance(x, torch.Tensor)):
+        return tuple(int(n) for n in x.shape)
+    return None
+
+
+def _stop(worker: threading.Thread, seconds: float = 30.0) -> None:
+    """Raise :class:`_TimeUp` inside ``worker`` every 0.2 s (a bare ``except:`` catches one) until it ends or
+    ``seconds`` pass: an answer still running after its verdict does not keep a core busy."""
+    ident, end = ctypes.c_ulong(worker.ident), time.monotonic() + seconds
+    while worker.is_alive() and time.monotonic() < end:
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ident, ctypes.py_object(_TimeUp))
+        worker.join(0.2)
+
+
+def run_limited(fn: Callable[[], Any], seconds: float) -> tuple[bool, Any]:
+    """``(True, fn())`` when ``fn`` finishes within ``seconds``, else ``(False, None)`` at once. ``fn`` runs in a
+    daemon thread; one still running at the limit is told to stop (an exception raised inside it, again and again
+    for a while) while the caller goes on. An exception of ``fn`` is raised here."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except _TimeUp:
+            pass
+        except BaseException as e:  # handed to the caller's thread
+            box["error"] = e
+
+    worker = threading.Thread(target=target, daemon=True, name="romlib-check")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        threading.Thread(target=_stop, args=(worker,), daemon=True, name="romlib-check-stop").start()
+        return False, None
+    if "error" in box:
+        raise box["error"]
+    return True, box["value"]
 
 
 @dataclass(frozen=True)
@@ -75,22 +151,25 @@ def difference(got: Any, want: Any, *, atol: float = 1e-5, rtol: float = 1e-4, w
     tuples element by element), else one sentence saying how they differ."""
     if got is Ellipsis:
         return f"{where} is `...`: a TODO is still to be filled in"
+    if inspect.isgenerator(got) or inspect.isasyncgen(got) or inspect.iscoroutine(got):
+        return (f"{where} is a {type(got).__name__}, not a value: does the function `yield` (or is it `async`) "
+                "where it should `return`?")
     if got is None and want is not None:
         return f"{where} is None: did you forget `return`?"
     if want is None:
-        return None if got is None else f"{where} is {got!r}; expected None"
+        return None if got is None else f"{where} is {_repr(got)}; expected None"
     if isinstance(want, (bool, np.bool_)):
         if hasattr(got, "item") and getattr(got, "ndim", 1) == 0:
             got = got.item()
         if not isinstance(got, (bool, np.bool_)):
-            return f"{where} is {got!r}; expected True or False"
+            return f"{where} is {_repr(got)}; expected True or False"
         return None if bool(got) == bool(want) else f"{where} is {bool(got)}; expected {bool(want)}"
     if isinstance(want, str):
-        if not isinstance(got, str):
+        if type(got) is not str:  # a str subclass could bring its own (slow, odd) __eq__
             return f"{where} is a {type(got).__name__}; expected a text (str)"
-        return None if got == want else f"{where} is {got!r}; expected {want!r}"
+        return None if got == want else f"{where} is {_repr(got)}; expected {want!r}"
     if isinstance(want, (tuple, list)) and not all(_is_num(v) for v in want):  # e.g. (text, tensor)
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+        if type(got) not in (tuple, list) or len(got) != len(want):
             return f"{where} is a {type(got).__name__}; expected a tuple of {len(want)}"
         for i, (g, w) in enumerate(zip(got, want)):
             d = difference(g, w, atol=atol, rtol=rtol, where=f"item {i} of {where}")
@@ -98,6 +177,14 @@ def difference(got: Any, want: Any, *, atol: float = 1e-5, rtol: float = 1e-4, w
                 return d
         return None
     w = _as_array(want)
+    shape = _shape(got)
+    if shape is not None:  # compared before any value is read: a huge or expanded tensor costs nothing
+        if shape != tuple(w.shape):
+            return f"{where} has shape {shape}; expected {tuple(w.shape)}"
+        if math.prod(shape) > MAX_VALUES:
+            return f"{where} holds {math.prod(shape)} values; expected {w.size}"
+    elif isinstance(got, (list, tuple)) and len(got) > MAX_VALUES:
+        return f"{where} is a {type(got).__name__} of {len(got)} items; expected {w.size} value(s)"
     g = _as_array(got)
     if g is None:
         return f"{where} is a {type(got).__name__}; expected a number, an array or a tensor"
@@ -199,26 +286,43 @@ class Exercise:
             self._memo["expected"] = [self._norm(self.reference(*_copy(a))) for a in inputs]
         return self._memo["inputs"], self._memo["expected"]
 
-    def check(self, answer: Any) -> Verdict:
-        """Compare ``answer`` (the student's function) with the library's on the fixed inputs."""
+    def check(self, answer: Any, *, time_limit: float | None = None) -> Verdict:
+        """Compare ``answer`` (the student's function) with the library's on the fixed inputs; a verdict within
+        ``time_limit`` seconds (default :data:`TIME_LIMIT`), never an exception."""
         def verdict(ok, msg):
             return Verdict(ok, msg, self.id)
 
         if not callable(answer):
             return verdict(False, f"expected the function `{self.function}` itself (pass it without calling it: "
                                   f"rl.check({self.id!r}, {self.function})); got a {type(answer).__name__}")
-        inputs, expected = self._inputs_and_expected()
+        inputs, expected = self._inputs_and_expected()  # the library's own answers: before the clock starts
+        at: list = [None]  # the inputs being tried, for the message of an answer that runs too long
+        limit = TIME_LIMIT if time_limit is None else time_limit
+        try:
+            done, v = run_limited(lambda: self._check(answer, inputs, expected, at, verdict), limit)
+        except Exception as e:  # the checker's own comparison met an object it cannot handle: still a verdict
+            return verdict(False, f"the result of `{self.function}` could not be compared ({type(e).__name__}: "
+                                  f"{_text(e, 200)}); return a number, an array or a tensor as the stub says")
+        if not done:
+            where = f" on the inputs {_describe(at[0])}" if at[0] is not None else ""
+            return verdict(False, f"`{self.function}` gave no result within {limit:g} s{where} (an endless loop, or far "
+                                  "more work than needed?); the library's answer takes well under a second")
+        return v
+
+    def _check(self, answer, inputs, expected, at: list, verdict) -> Verdict:
         got = []
         for args in inputs:
+            at[0] = args
             try:
                 got.append(self._norm(answer(*_copy(args))))
             except NotImplementedError:
                 return verdict(False, f"`{self.function}` is not written yet: replace the TODO")
             except Exception as e:  # any error of the student's code is a verdict, never a crash
-                text = f"{type(e).__name__}: {e}"
+                text = f"{type(e).__name__}: {_text(e)}"
                 if "ellipsis" in text.lower():
                     return verdict(False, f"`{self.function}` still has a `...` where a TODO is to be filled in ({text})")
                 return verdict(False, f"`{self.function}` raised {text[:300]} on the inputs {_describe(args)}")
+        at[0] = None
         first = next(((a, d) for a, g, w in zip(inputs, got, expected) if (d := difference(g, w, atol=self.atol))), None)
         if first is None:
             return verdict(True, f"matches the library's answer on all {len(inputs)} test inputs. {self.title}: done.")
@@ -244,7 +348,7 @@ class Exercise:
                     warnings.simplefilter("ignore", RuntimeWarning)
                     w = self._norm(fn(*_copy(args)))
             except Exception as e:  # a wrong variant that cannot run on some input simply does not match
-                log.debug("mistake variant %s failed: %s", getattr(fn, "__name__", fn), e)
+                log.debug("mistake variant %s failed: %s", getattr(fn, "__name__", fn), _text(e))
                 return False
             if difference(g, w, atol=self.atol) is not None:
                 return False
