@@ -27,7 +27,7 @@ setup(
     extras_require={
         # diffusers: the sd / tiny-sd backends (tests/test_sd*.py compare romlib's loop with its pipeline; notebook 07)
         "sd": ["diffusers>=0.30"],
-        "test": ["pytest>=7", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib", "diffusers>=0.30"],
+        "test": ["pytest>=7", "hypothesis>=6", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib", "diffusers>=0.30"],
         "notebooks": ["jupyter", "ipywidgets>=8", "matplotlib"],
     },
     entry_points={"console_scripts": ["romlib=romlib.cli:main"]},

@@ -202,7 +202,19 @@ def _owner_state(who: dict | None, pid: int, since: float | None) -> str:
         return "alive" if abs(start - who["start"]) < 0.015 else "gone"
     if since is not None and start is not None and start > since + 1:
         return "gone"  # started after the folder was last written: not its owner
+    if who is None and not _may_be_romlib(pid):
+        return "gone"  # an older romlib recorded only the pid, and that pid is now, e.g., init
     return "alive"
+
+
+def _may_be_romlib(pid: int) -> bool:
+    """Process ``pid``'s command line names python or romlib (True where it cannot be read)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read().lower()
+    except OSError:
+        return True
+    return not cmd or b"python" in cmd or b"romlib" in cmd
 
 
 def _describe(who: dict | None, pid: int) -> str:
@@ -243,7 +255,7 @@ def _settle_lock(folder: Path, path: Path) -> None:
     state = _owner_state(who, pid, since) if who else ("gone" if time.time() - since > 5 else "alive")
     if state == "alive":
         raise FolderBusy(f"another romlib run ({_describe(who, pid)}) is writing into {folder} now; wait for it to "
-                         "finish or choose another folder")
+                         f"finish or choose another folder (if no romlib run is writing there, delete {path})")
     if state == "elsewhere":
         raise FolderBusy(f"a romlib run on host {who.get('host')} ({_describe(who, pid)}) holds {folder} (its lock "
                          f"{path}); if no romlib run is writing there now, delete {path}")
@@ -417,7 +429,9 @@ def recover(folder: str | os.PathLike, *, refuse_busy: bool = False) -> list[str
                                  f"{folder}; then delete {leftovers}")
             if refuse_busy:
                 raise FolderBusy(f"another romlib run ({_describe(who, pid)}) is writing into {folder} now "
-                                 f"({leftovers}); wait for it to finish or choose another folder")
+                                 f"({leftovers}); wait for it to finish or choose another folder. If no romlib run is "
+                                 f"writing there: when {folder / 'result.json'} is missing, move the files of "
+                                 f"{backup.name} back into {folder}; then delete {leftovers}")
             continue
         committed = os.path.lexists(folder / "result.json")
         try:

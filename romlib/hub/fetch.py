@@ -175,8 +175,11 @@ def _download(ckpt: Checkpoint, dest: Path, src: str, part: Path, progress: bool
     with resp:
         blocks = _blocks(resp, part, ckpt, dest, total, stall, time.monotonic() + deadline, deadline, raw_total,
                          resumable=decoder is None and total is not None)
-        _copy(_decoded(blocks, decoder, ckpt, dest) if decoder else blocks, part, have,
-              None if decoder else total, digest, ckpt, progress)
+        try:
+            _copy(_decoded(blocks, decoder, ckpt, dest) if decoder else blocks, part, have,
+                  None if decoder else total, digest, ckpt, progress)
+        except zlib.error as e:
+            _refuse(ckpt, dest, part, src, f"the server's compressed (Content-Encoding) body cannot be decoded ({e})")
     return (None if decoder else total), digest.hexdigest()
 
 
@@ -299,14 +302,11 @@ def _blocks(resp, part: Path, ckpt: Checkpoint, dest: Path, total: int | None, s
 
 def _decoded(blocks, decoder, ckpt: Checkpoint, dest: Path):
     """The decoded body of a gzip- or deflate-encoded response; a compressed stream that does not end is refused."""
-    try:
-        for block in blocks:
-            out = decoder.decompress(block)
-            if out:
-                yield out
-        out = decoder.flush()
-    except zlib.error as e:
-        raise unavailable(ckpt, dest, f"the server's compressed (Content-Encoding) body cannot be decoded ({e})") from None
+    for block in blocks:
+        out = decoder.decompress(block)  # zlib.error for a body that is not what its encoding says: refused
+        if out:
+            yield out
+    out = decoder.flush()
     if out:
         yield out
     if not decoder.eof:

@@ -118,7 +118,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", how[1])
         if kind == "half-no-length":
             out = out[:len(out) // 2]
-        if kind not in ("no-length", "half-no-length", "drip"):
+        if kind not in ("no-length", "half-no-length"):
             self.send_header("Content-Length", str(len(out)))
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
