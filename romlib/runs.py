@@ -542,7 +542,7 @@ class RunWriter:
         except OSError as e:
             if e.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
-            staged = sum(p.stat().st_size for p in self.stage.iterdir() if p.is_file())
+            staged = sum(p.stat().st_size for p in self.stage.iterdir() if p.is_file() and p.name != _OWNER)
             free = shutil.disk_usage(self.stage).free
             raise OSError(e.errno, f"no space left on the disk of {self.folder} while writing {name}: "
                           f"{_size(staged)} of this run staged so far, {_size(free)} free; free some space there or "
