@@ -58,7 +58,9 @@ def check_file(path, what: str = "file") -> "Path":
     """``path`` as a :class:`~pathlib.Path` if it names a regular file (after symbolic links);
     ``FileNotFoundError`` when missing (a dangling link included), ``IsADirectoryError`` for a
     folder, ``ValueError`` for a named pipe, device or socket. Nothing is opened (a FIFO would
-    block forever)."""
+    block forever). An empty path (``""``, which would name the current folder) is a ``ValueError``."""
+    if not os.fspath(path).strip():
+        raise ValueError(f"{what} path is empty ({os.fspath(path)!r}); give the path of a file")
     p = Path(path)
     try:
         mode = os.stat(p).st_mode
