@@ -156,9 +156,9 @@ def _run_edit(args) -> int:
     from .pipeline import default_backend
 
     frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
+               inputs=(args.image, args.mask), run_folder=not args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
-        _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
-                   inputs=(args.image, args.mask), run_folder=not args.overwrite)
         pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
                                            compile=args.compile, segmenter=cfg.segmenter)  # its files too, in one check
         result = pipe.edit(args.image, args.ref, args.target, cfg)
@@ -207,8 +207,8 @@ def _run_demo(args) -> int:
     from .shapes import demo
 
     t0 = time.perf_counter()
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
-        _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
         result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
                                                progress=not args.quiet, overwrite=args.overwrite, with_files=True)
     try:

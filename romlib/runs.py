@@ -291,6 +291,9 @@ def hold(folder: str | os.PathLike):
     :class:`RunWriter` or ``romlib edit --overwrite`` — is refused at once with :class:`FolderBusy` naming the
     owner. Re-entrant in one process; a lock whose owner is gone is settled by itself."""
     folder = Path(folder)
+    refuse_broken_link(folder, "output folder")
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"output folder {folder} exists and is a file; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
     _acquire(folder)
     try:
