@@ -19,12 +19,13 @@ import logging
 
 import torch
 
+from .config import BACKEND_NAMES
 from .contracts import Backend
 
 __all__ = ["load", "NAMES", "files"]
 
 log = logging.getLogger(__name__)
-NAMES = ("glide", "shapes", "tiny", "sd", "tiny-sd")
+NAMES = BACKEND_NAMES  # stated in romlib.config, which the command line's help reads without torch
 #: each backend's family (:attr:`romlib.contracts.Backend.family`): which guidance methods run on it
 FAMILIES = {"glide": "pixel", "shapes": "pixel", "tiny": "pixel", "sd": "latent", "tiny-sd": "latent"}
 

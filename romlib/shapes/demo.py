@@ -6,6 +6,7 @@ segments the referred shape, inpaints it under CCF and ranks the samples with th
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
@@ -27,19 +28,33 @@ def demo_case(seed: int = 0):
 
 
 def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress: bool = True, device="cpu",
-        guidance: str = "ccf", scale: float | None = DEMO_SCALE, *, overwrite: bool = False, with_files: bool = False):
+        guidance: str = "ccf", scale: float | None = DEMO_SCALE, *, overwrite: bool = False, with_files: bool = False,
+        new_folder: bool = False):
     """Run the demo edit; returns ``(EditResult, path of the input image)`` (and the written files
     with ``with_files=True``). Everything goes to ``out_dir`` through :meth:`EditResult.save`:
     ``input.png``, the ranked frames, the mask, the figure ``demo.png`` and ``result.json`` last;
-    an earlier run there is refused unless ``overwrite=True``."""
+    an earlier run there is refused unless ``overwrite=True``. ``new_folder=True`` (``romlib demo``):
+    ``out_dir`` is a parent folder and the run goes into a new folder inside it, named
+    time_method_text (:func:`romlib.runs.run_dir_name`), made once the edit is done."""
     from ..pipeline import ROMPipeline
+    from ..runs import new_run_dir, run_dir_name
 
-    out = Path(out_dir)
+    started = time.time()
     case = demo_case(seed)
     scene = case.scene.pil()
     pipe = ROMPipeline.from_pretrained("shapes", device=device)
     result = pipe.edit(scene, case.ref, case.target, guidance=guidance, scale=scale, samples=samples, seed=seed,
                        progress=progress)
-    written = result.save(out, top=min(4, samples), summary="demo.png", overwrite=overwrite, extra={"input.png": scene})
+    out = new_run_dir(out_dir, run_dir_name(guidance, case.ref, started)) if new_folder else Path(out_dir)
+    try:
+        written = result.save(out, top=min(4, samples), summary="demo.png", overwrite=overwrite,
+                              extra={"input.png": scene})
+    except BaseException:
+        if new_folder:
+            try:
+                out.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
+            except OSError:
+                pass
+        raise
     image_path = str(out / "input.png")
     return (result, image_path, written) if with_files else (result, image_path)
