@@ -19,8 +19,8 @@ from pathlib import Path
 from .config import (BACKEND_NAMES, MAX_SAMPLES, METHOD_NAMES, SAMPLER_NAMES, STEPS_ACCEPTED, EditConfig, add_arguments,
                      check_int, check_number, check_seed)
 
-__all__ = ["add_edit_args", "add_demo_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
-           "add_shapes_bench_args", "check_device", "check_demo", "check_bench", "check_shapes_bench",
+__all__ = ["add_edit_args", "add_demo_args", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
+           "add_shapes_bench_args", "check_device", "check_demo", "check_example", "check_bench", "check_shapes_bench",
            "check_shapes_train", "parse_list", "BACKEND_FRAME", "DEMO_OUT", "EDIT_OUT", "SHAPES_BENCH_OUT",
            "SHAPES_TRAIN_OUT"]
 
@@ -70,6 +70,18 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
     p.add_argument("--samples", type=int, default=8, help=f"samples to draw and rank, 1..{MAX_SAMPLES} (default 8)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_example_args(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``romlib example``."""
+    p.add_argument("--out", default=".", help="folder to write photo.png and mask.png into (default: this folder)")
+    p.add_argument("--seed", type=int, default=0, help="which scene: romlib demo's for the same seed (default 0)")
+    p.add_argument("--overwrite", action="store_true", help="replace photo.png and mask.png if they exist")
+
+
+def check_example(args) -> None:
+    """``romlib example``."""
+    check_seed("--seed", args.seed)
 
 
 def add_download_args(p: argparse.ArgumentParser) -> None:

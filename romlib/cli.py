@@ -1,6 +1,7 @@
 """The ``romlib`` command.
 
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
+    romlib example                                # ShapesWorld's example photo.png and mask.png, for romlib edit offline
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
     romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
@@ -194,6 +195,23 @@ def _summarise_demo(result, image_path, written, folder, seconds) -> None:
     print(f"  figure: {written['summary'][0]}")
 
 
+def _run_example(args) -> int:
+    from .shapes.demo import write_example
+
+    ex = write_example(args.out, args.seed, overwrite=args.overwrite)
+    print(f"ShapesWorld's example (the offline backend's scene of romlib demo --seed {args.seed}):")
+    print(f"  photo: {ex['photo']}  (objects: {', '.join(ex['objects'])})")
+    print(f"  mask:  {ex['mask']}  (white = {ex['ref']})")
+    print(f"  try:   romlib edit {ex['photo']} --ref {_shell(ex['ref'])} --target {_shell(ex['target'])}")
+    return 0
+
+
+def _shell(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text) if " " not in text or "'" in text else f'"{text}"'
+
+
 def _run_download(args) -> int:
     from . import hub
 
@@ -299,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
                                    "folder inside --out and prints where its figure is.")
     arguments.add_demo_args(p)
     p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
+
+    p = sub.add_parser("example", help="write ShapesWorld's example photo and a mask (the offline backend's words)",
+                       description="Write photo.png (ShapesWorld's example scene, that of romlib demo) and mask.png "
+                                   "(its referred object, white) for romlib edit on the offline backend, and print the "
+                                   "texts it knows.")
+    arguments.add_example_args(p)
+    p.set_defaults(func=_checked(arguments.check_example, _run_example))
 
     p = sub.add_parser("download", help="fetch every file of the glide backend into the cache ($ROMLIB_CACHE)",
                        description="Fetch the real models' files into $ROMLIB_CACHE (from $ROMLIB_MIRROR when set) "

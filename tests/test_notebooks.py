@@ -20,6 +20,7 @@ import torch
 nbformat = pytest.importorskip("nbformat")
 
 ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.timeout(1200)  # whole notebooks in a child pytest, a wheel built and installed: minutes each
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 EXPECTED = ["00_quickstart", "01_diffusion_and_guidance", "02_referring_masks", "03_ablation_dilation",

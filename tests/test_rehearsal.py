@@ -31,7 +31,8 @@ from romlib import hub
 from romlib.testing import reference_dir
 
 REF = reference_dir()
-pytestmark = pytest.mark.skipif(REF is None, reason="../shared/reference (state-dict manifests) is not available")
+pytestmark = [pytest.mark.skipif(REF is None, reason="../shared/reference (state-dict manifests) is not available"),
+              pytest.mark.timeout(1800)]  # the module's mirror of full-size random weights is built in the first test
 
 GLIDE_FILES = [hub.REGISTRY[n].filename for n in hub.GLIDE_BACKEND]
 STATS: dict = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
 
-__all__ = ["run", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
+__all__ = ["run", "write_example", "EXAMPLE_FILES", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
 
 DEMO_SCALE = None  # None: the pipeline's default CCF scale
 
@@ -58,3 +58,33 @@ def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress:
         raise
     image_path = str(out / "input.png")
     return (result, image_path, written) if with_files else (result, image_path)
+
+
+#: the files :func:`write_example` writes (``romlib example``): the photo and the mask of its referred object
+EXAMPLE_FILES = ("photo.png", "mask.png")
+
+
+def write_example(folder: str = ".", seed: int = 0, *, overwrite: bool = False) -> dict:
+    """Write ShapesWorld's example — the scene of ``romlib demo`` (:func:`demo_case`) — into ``folder``:
+    ``photo.png`` (32×32) and ``mask.png`` (white = the referred object, for ``romlib edit --mask``); returns
+    ``{"photo", "mask", "ref", "target", "objects"}`` (paths, the case's texts, every object's description: the
+    words the offline backend knows). Existing files are never replaced unless ``overwrite``."""
+    import os
+
+    from PIL import Image
+
+    from ..io import quote
+
+    out = Path(folder)
+    paths = [out / name for name in EXAMPLE_FILES]
+    taken = [str(p) for p in paths if os.path.lexists(p)]
+    if taken and not overwrite:
+        raise FileExistsError(f"{', '.join(taken)} exist(s); choose another --out or pass --overwrite to replace them")
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {quote(out, 120)} is a file, not a folder; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    case = demo_case(seed)
+    case.scene.pil().save(paths[0])
+    Image.fromarray(case.original.mask.astype("uint8") * 255).save(paths[1])
+    objects = [f"the {o.colour} {o.shape}" for o in case.scene.objects]
+    return {"photo": str(paths[0]), "mask": str(paths[1]), "ref": case.ref, "target": case.target, "objects": objects}
