@@ -254,3 +254,18 @@ def test_demo_runs_again_and_again(tmp_path, monkeypatch, capsys):
         sorted(f.name for f in folders)
     assert all((f / "result.json").is_file() and (f / "input.png").is_file() for f in folders)
     assert "_ccf_the-" in folders[0].name
+
+
+def test_example_writes_the_photo_and_mask_the_readme_uses(tmp_path, capsys):
+    """`romlib example`: ShapesWorld's example photo and the mask of its object (white), the texts printed; run
+    again, it refuses to replace them unless --overwrite."""
+    from romlib.shapes.demo import demo_case
+
+    case = demo_case(0)
+    assert _run(["example", "--out", tmp_path]) == 0
+    printed = capsys.readouterr().out
+    photo, mask = Image.open(tmp_path / "photo.png"), np.asarray(Image.open(tmp_path / "mask.png"))
+    assert photo.size == case.scene.pil().size and (mask > 127).sum() == case.original.mask.sum() > 0
+    assert case.ref in printed and case.target in printed and "romlib edit" in printed
+    assert _run(["example", "--out", tmp_path]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert _run(["example", "--out", tmp_path, "--overwrite"]) == 0
