@@ -25,10 +25,11 @@ setup(
         "matplotlib",
     ],
     extras_require={
-        # diffusers: the sd / tiny-sd backends (tests/test_sd*.py compare romlib's loop with its pipeline; notebook 07)
-        "sd": ["diffusers>=0.30"],
-        "test": ["pytest>=7", "hypothesis>=6", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8", "matplotlib", "diffusers>=0.30"],
-        "notebooks": ["jupyter", "ipywidgets>=8", "matplotlib"],
+        # each extra brings only its own tools (matplotlib is a requirement above); on a CPU-only machine install
+        # torch's CPU build first (README): pip keeps it
+        "sd": ["diffusers>=0.30"],  # the sd / tiny-sd backends (notebook 07; tests/test_sd*.py compare with its pipeline)
+        "notebooks": ["jupyter", "ipywidgets>=8"],
+        "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6", "nbval>=0.11", "nbclient", "ipykernel", "ipywidgets>=8"],
     },
     entry_points={"console_scripts": ["romlib=romlib.cli:main"]},
 )

@@ -19,12 +19,13 @@ import logging
 
 import torch
 
+from .config import BACKEND_NAMES
 from .contracts import Backend
 
 __all__ = ["load", "NAMES", "files"]
 
 log = logging.getLogger(__name__)
-NAMES = ("glide", "shapes", "tiny", "sd", "tiny-sd")
+NAMES = BACKEND_NAMES  # stated in romlib.config, which the command line's help reads without torch
 #: each backend's family (:attr:`romlib.contracts.Backend.family`): which guidance methods run on it
 FAMILIES = {"glide": "pixel", "shapes": "pixel", "tiny": "pixel", "sd": "latent", "tiny-sd": "latent"}
 
@@ -42,12 +43,13 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
     if name == "shapes":
         from .shapes import load_backend
 
-        return load_backend(device=device, variant=variant or "default")
+        return load_backend(device=device, variant=variant)  # None: the default model, empty targets to "removal"
     if name == "tiny":
         from .models.tiny import tiny_backend
 
         backend = tiny_backend(device=device, baselines=baselines)
         backend.segmenters["clipseg"] = lambda: _tiny_clipseg(device)
+        backend.extras["removal"] = None  # random weights: an empty target inpaints noise (a warning says so)
         return backend
     if name in ("sd", "tiny-sd") and baselines:
         raise ValueError(f"the baselines (guidance clip, blended) run on GLIDE-family backends only; the {name!r} "
@@ -163,4 +165,5 @@ def _tiny_sd(device, seed: int = 0) -> Backend:
     model = tiny_inpainter(seed=seed).to(device)
     return Backend(name="tiny-sd", family="latent", segmenter=tiny_segmenter(seed=seed, device=device),
                    segmenters={"clipseg": lambda: _tiny_clipseg(device)}, base_model=model, tokenizer=model.tokenizer,
-                   ranker=tiny_clip_ranker(seed=seed), base_steps="10", default_scales=dict(SD_SCALES))
+                   ranker=tiny_clip_ranker(seed=seed), base_steps="10", default_scales=dict(SD_SCALES),
+                   extras={"removal": None})  # random weights: an empty target inpaints noise (a warning says so)

@@ -1,6 +1,7 @@
 """The ``romlib`` command.
 
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
+    romlib example                                # ShapesWorld's example photo.png and mask.png, for romlib edit offline
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
     romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
@@ -16,45 +17,14 @@ import signal
 import sys
 import time
 
+from . import arguments
+
 __all__ = ["main", "build_parser"]
-
-
-def _add_edit_args(p: argparse.ArgumentParser) -> None:
-    from .config import add_arguments
-    from .guidance.methods import names
-
-    p.add_argument("image", help="input image (any format PIL reads; EXIF orientation is honoured)")
-    p.add_argument("--ref", default="", help="referring text: which object to edit, e.g. 'the red car'")
-    p.add_argument("--target", default="", help="target text: what it should become, e.g. 'a blue truck' (empty = inpaint it away)")
-    add_arguments(p, methods=names())  # every knob of romlib.config.EditConfig
-    p.add_argument("--mask", default=None,
-                   help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
-                        "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
-                        "ratio, resized if needed")
-    from .backends import NAMES
-
-    p.add_argument("--backend", choices=NAMES, default=None,
-                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
-                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
-                        "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
-    p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
-                   help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
-    p.add_argument("--out", default="romlib_out",
-                   help="parent folder: each run writes into a new folder inside it, named time_method_text "
-                        "(default romlib_out)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="write into --out itself, replacing the run recorded in its result.json whole (the new run is "
-                        "written complete first, then swapped in); never an input, never a file no result.json records")
-    p.add_argument("--top", type=int, default=4,
-                   help="edits saved at full resolution and shown in the summary figure, >= 1 (default 4)")
 
 
 def _check_device(device: str | None) -> None:
     """Refuse a device this machine does not have (or romlib cannot run on), before any model is loaded."""
-    from .arguments import check_device
-
-    check_device(device)
+    arguments.check_device(device)
 
 
 def _check_inputs(args) -> tuple[int, int]:
@@ -152,10 +122,9 @@ def _run_edit(args) -> int:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     W, H = _check_inputs(args)
     _check_device(args.device)
-    from .arguments import BACKEND_FRAME
     from .pipeline import default_backend
 
-    frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    frame = min(arguments.BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
@@ -203,29 +172,51 @@ def _short(text) -> str:
 
 
 def _run_demo(args) -> int:
+    from pathlib import Path
+
     from .runs import hold
     from .shapes import demo
 
     t0 = time.perf_counter()
-    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite)
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite,
+               run_folder=not args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
         result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
-                                               progress=not args.quiet, overwrite=args.overwrite, with_files=True)
+                                               progress=not args.quiet, overwrite=args.overwrite, with_files=True,
+                                               new_folder=not args.overwrite)
+    folder = Path(image_path).parent
     try:
-        _summarise_demo(result, image_path, written, args.out, time.perf_counter() - t0)
+        _summarise_demo(result, image_path, written, folder, time.perf_counter() - t0)
     except KeyboardInterrupt as e:
-        e.kept = f"the new demo run, saved whole in {args.out}"
+        e.kept = f"the new demo run, saved whole in {folder}"
         raise
     return 0
 
 
-def _summarise_demo(result, image_path, written, out, seconds) -> None:
+def _summarise_demo(result, image_path, written, folder, seconds) -> None:
     s = result.settings
     print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
           f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {seconds:.1f} s")
-    print(f"input image: {image_path}")
-    print(f"run folder: {out}")
-    print(written["summary"][0])
+    print(f"  input image: {image_path}")
+    print(f"  run folder: {folder}")
+    print(f"  figure: {written['summary'][0]}")
+
+
+def _run_example(args) -> int:
+    from .shapes.demo import write_example
+
+    ex = write_example(args.out, args.seed, overwrite=args.overwrite)
+    print(f"ShapesWorld's example (the offline backend's scene of romlib demo --seed {args.seed}):")
+    print(f"  photo: {ex['photo']}  (objects: {', '.join(ex['objects'])})")
+    print(f"  mask:  {ex['mask']}  (white = {ex['ref']})")
+    print(f"  try:   romlib edit {ex['photo']} --ref {_shell(ex['ref'])} --target {_shell(ex['target'])}")
+    return 0
+
+
+def _shell(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text) if " " not in text or "'" in text else f'"{text}"'
 
 
 def _run_download(args) -> int:
@@ -309,58 +300,58 @@ def _checked(check, run):
     return command
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from . import arguments
+def _run_shapes_train(args) -> int:
+    from .shapes.train import train_command
 
+    return train_command(args)
+
+
+def _run_shapes_bench(args) -> int:
+    from .shapes.bench import bench_command
+
+    return bench_command(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``romlib`` parser, built from :mod:`romlib.arguments` alone (no torch, no numpy: help and argument errors
+    print in a blink); each command's implementation is imported by its ``_run_*`` function, after its arguments
+    passed their check."""
     parser = argparse.ArgumentParser(prog="romlib", description="Referring Object Manipulation (MDETR + GLIDE + CCF guidance).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("edit", help="edit the object a text refers to", description="Edit the object --ref refers to so it matches --target.")
-    _add_edit_args(p)
+    arguments.add_edit_args(p)
     p.set_defaults(func=_run_edit)
 
-    p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)")
-    p.add_argument("--out", default="romlib_demo", help="output folder (default romlib_demo); an earlier demo's "
-                                                         "files there are kept unless --overwrite")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the earlier demo run recorded in --out's result.json, whole (as romlib edit --overwrite)")
-    p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
-    p.add_argument("--samples", type=int, default=8, help="samples to draw and rank, 1..256 (default 8)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)",
+                       description="One ROM edit offline on the embedded ShapesWorld models: each run writes a new "
+                                   "folder inside --out and prints where its figure is.")
+    arguments.add_demo_args(p)
     p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
+
+    p = sub.add_parser("example", help="write ShapesWorld's example photo and a mask (the offline backend's words)",
+                       description="Write photo.png (ShapesWorld's example scene, that of romlib demo) and mask.png "
+                                   "(its referred object, white) for romlib edit on the offline backend, and print the "
+                                   "texts it knows.")
+    arguments.add_example_args(p)
+    p.set_defaults(func=_checked(arguments.check_example, _run_example))
 
     p = sub.add_parser("download", help="fetch every file of the glide backend into the cache ($ROMLIB_CACHE)",
                        description="Fetch the real models' files into $ROMLIB_CACHE (from $ROMLIB_MIRROR when set) "
                                    "and print a table: file, size, status.")
-    p.add_argument("names", nargs="*", help="registry names (default: every file of the glide backend and the example "
-                                            "photo; see romlib.hub.REGISTRY)")
-    p.add_argument("--baselines", action="store_true", help="also the noised CLIP and ADM models of the baselines")
-    p.add_argument("--clipseg", action="store_true",
-                   help="also CLIPSeg's files (about 600 MB), for --segmenter clipseg on the glide backend (--sd has them)")
-    p.add_argument("--sd", action="store_true", help="the sd backend's files instead of the glide backend's: Stable "
-                                                     "Diffusion 1.5 inpainting (fp16; CreativeML OpenRAIL-M, accept it "
-                                                     "first), CLIPSeg, CLIP ViT-B/16 (about 3.3 GB)")
-    p.add_argument("--verify", action="store_true", help="fetch nothing: re-check every cached file (or NAMES): size, "
-                                                         "format, manifest (names, shapes, dtypes), values (finite) and "
-                                                         "the sha256 recorded at download; a bad file is moved aside and "
-                                                         "named, exit 1")
-    p.add_argument("--sha256", default=None, metavar="HEX",
-                   help="the SHA-256 the one file named must have (for an address whose server states no length)")
+    arguments.add_download_args(p)
     p.set_defaults(func=_run_download)
 
-    from .perf import add_bench_args
-    from .shapes.cli import add_bench_args as shapes_bench_args, add_train_args, bench_command, train_command
-
     p = sub.add_parser("bench", help="time segmentation, base sampling, upsampling and ranking")
-    add_bench_args(p)
+    arguments.add_bench_args(p)
     p.set_defaults(func=_checked(arguments.check_bench, _run_bench))
     p = sub.add_parser("shapes-train", help="train the ShapesWorld models from scratch (about 40 min on 2 CPU cores)")
-    add_train_args(p)
-    p.set_defaults(func=_checked(arguments.check_shapes_train, train_command))
+    arguments.add_shapes_train_args(p)
+    p.set_defaults(func=_checked(arguments.check_shapes_train, _run_shapes_train))
     p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
-    shapes_bench_args(p)
-    p.set_defaults(func=_checked(arguments.check_shapes_bench, bench_command))
+    arguments.add_shapes_bench_args(p)
+    p.set_defaults(func=_checked(arguments.check_shapes_bench, _run_shapes_bench))
     return parser
 
 
@@ -394,8 +385,6 @@ def _main(argv, command: str) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from .contracts import NoObjectFound
-    from .hub import CheckpointUnavailable, UnsafeCheckpoint
 
     def fail(message: str) -> int:
         import re
@@ -407,11 +396,16 @@ def _main(argv, command: str) -> int:
 
     try:
         return int(args.func(args) or 0)
-    except (ValueError, OSError, NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint) as e:
-        return fail(str(e))  # OSError: missing, unreadable or unwritable files, a full disk
+    except (ValueError, OSError) as e:  # a bad argument (its check: nothing heavy imported yet), missing, unreadable
+        return fail(str(e))             # or unwritable files, a full disk
     except ImportError as e:  # an optional extra that is not installed (diffusers for sd): the message says which
         return fail(str(e))
-    except RuntimeError as e:  # out of memory, a missing device: say what to change
+    except RuntimeError as e:  # no object, a missing checkpoint, out of memory, a missing device: say what to change
+        from .contracts import NoObjectFound  # the work ran, so these are loaded already
+        from .hub import CheckpointUnavailable, UnsafeCheckpoint
+
+        if isinstance(e, (NoObjectFound, CheckpointUnavailable, UnsafeCheckpoint)):
+            return fail(str(e))
         text = str(e)
         if "out of memory" in text.lower():
             return fail(f"out of memory ({text.splitlines()[0][:120]}); lower --batch-size (or --samples)")

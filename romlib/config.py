@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-__all__ = ["EditConfig", "PRESETS", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED",
+__all__ = ["EditConfig", "PRESETS", "METHOD_NAMES", "SAMPLER_NAMES", "BACKEND_NAMES", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED",
            "check_seed", "check_int", "check_number", "is_int", "is_real"]
 
 MAX_SAMPLES = 256  # B above this is refused
@@ -37,6 +37,13 @@ PRESETS: dict[str, dict] = {
 }
 RankMode = Literal["local", "masked", "none"]
 SEGMENTERS = ("mdetr", "clipseg")  # the referring segmenters romlib wraps (romlib.backends.load builds them)
+#: the names the command line offers, stated here because this module loads no torch (``romlib --help`` reads them
+#: in a blink, romlib.arguments): the guidance methods of ``romlib.guidance.METHODS``, the base samplers of
+#: ``romlib.sampling.SAMPLERS``, the backends ``romlib.backends.load`` builds (tests/test_cli.py checks each registry
+#: holds exactly these)
+METHOD_NAMES = ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
+SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp-2m")
+BACKEND_NAMES = ("glide", "shapes", "tiny", "sd", "tiny-sd")
 
 
 def _knob(default, help: str, *, flag: str | None = None, type=None, choices=None, cli: bool = True, metavar=None):
@@ -69,7 +76,7 @@ class EditConfig:
     steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
     sampler: str = _knob("ancestral", "base sampler: ancestral (DDPM, the paper's), ddim (eta = 0: deterministic), "
                          "dpmpp-2m (DPM-Solver++(2M), good in ~20 steps) (default ancestral)",
-                         choices=("ancestral", "ddim", "dpmpp-2m"))
+                         choices=SAMPLER_NAMES)
     eta: float = _knob(0.0, "DDIM's eta in [0, 1] (0: deterministic; 1: the posterior's variance); read by "
                        "--sampler ddim only (default 0)", type=float)
     upsample: bool = _knob(True, "skip the 64->256 upsampler: results stay at the base model's 64x64 (default: "

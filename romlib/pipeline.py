@@ -345,6 +345,10 @@ class ROMPipeline:
         if not isinstance(target, str):  # None would silently mean "remove the object"
             raise TypeError(f"target must be a text, got {type(target).__name__} {target!r}: what the object should "
                             "become, e.g. 'a blue truck', or '' to remove it (inpaint the hole)")
+        if not target.strip():  # remove the object: plain inpainting of the hole with background
+            remover = self.removal_pipeline()
+            if remover is not self:
+                return remover.edit(image, ref, target, config, **knobs)
         if cfg.samples > WARN_SAMPLES:
             log.warning("samples=%d: sampling takes about %.1fx the time of the paper's B = 24 (on a T4 with GLIDE, "
                         "roughly %.0f-%.0f minutes); lower samples for quick looks", cfg.samples, cfg.samples / 24,
@@ -361,6 +365,24 @@ class ROMPipeline:
             out = method.sample(self, p, ref, target, cfg, timings)
         timings["sampling"] = time.perf_counter() - t0
         return self.finish(image, p, out, ref, target, cfg, method, timings, self.work(passes, method), t_start)
+
+    def removal_pipeline(self) -> "ROMPipeline":
+        """The pipeline an *empty* target runs on, so that the hole is inpainted with background (the paper's
+        Fig. 8), as ``Backend.extras["removal"]`` says: this one where the model fills an empty-caption hole with
+        background (GLIDE, SD, ShapesWorld's ``removal`` model: no entry, or ``"self"``); ShapesWorld's default
+        model, never taught that, hands over to the shipped variant named there (``"removal"``, loaded once and
+        kept, with this pipeline's defaults); a model that can do neither (``None``: random tiny models, a
+        ShapesWorld variant named on purpose, your own weights trained without ``--p-remove``) is used with a
+        warning that says so."""
+        removal = self.backend.extras.get("removal", "self")
+        if removal == "self":
+            return self
+        if removal is None:
+            log.warning("an empty target asks for the object's removal, but the %r backend's model was never taught "
+                        "to fill a hole with background: it may draw something else there", self.backend.name)
+            return self
+        log.info("an empty target: the %r backend's %r model inpaints the hole", self.backend.name, removal)
+        return get_pipeline(self.backend.name, device=self.device, variant=removal).with_defaults(**self.defaults)
 
     def rank(self, out, target: str, rank: RankMode, p: Prepared):
         """The :class:`~romlib.rank.Ranking` of a method's frames ``out.frames`` in mode ``rank``."""

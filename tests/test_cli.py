@@ -176,3 +176,96 @@ def test_edit_on_sd_without_diffusers_says_so_before_listing_files(photo, tmp_pa
     rc = _run(["edit", photo, "--ref", "the car", "--target", "a truck", "--backend", "sd", "--out", tmp_path / "out"])
     err = capsys.readouterr().err
     assert rc == 2 and "pip install romlib[sd]" in err and "put it by hand" not in err
+
+
+# ---------------------------------------------------------------------------------------------- help in a blink
+HEAVY = ("torch", "numpy", "PIL", "matplotlib")
+_PROBE = """
+import sys, time
+t = time.perf_counter()
+from romlib.cli import main
+try:
+    code = main(sys.argv[1:])
+except SystemExit as e:  # argparse: help (0) or a usage error (2)
+    code = e.code
+took = time.perf_counter() - t
+heavy = sorted({m.split(".")[0] for m in sys.modules} & set(%r))
+print("PROBE", code, round(took, 3), ",".join(heavy), file=sys.stderr)
+""" % (HEAVY,)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["edit", "--help"], ["demo", "--help"], ["download", "--help"],
+                                  ["bench", "--help"], ["shapes-train", "--help"], ["shapes-bench", "--help"],
+                                  ["edit"], ["demo", "--samples", "x"], ["edit", "p.png", "--guidance", "nope"],
+                                  ["demo", "--samples", "0"], ["nope"]],
+                         ids=lambda a: " ".join(a))
+def test_help_and_argument_errors_import_no_torch(argv):
+    """`romlib --help`, `romlib CMD --help` and an argument error print before torch, numpy, PIL or matplotlib is
+    imported; the import and the parse take well under the half second a user waits for help (timed in-process,
+    the interpreter's own start excluded; 0.5 s allows a loaded machine)."""
+    r = subprocess.run([sys.executable, "-c", _PROBE, *argv], capture_output=True, text=True, timeout=120)
+    probe = next(line for line in r.stderr.splitlines() if line.startswith("PROBE"))
+    _, code, took, heavy = (probe.split(" ") + [""])[:4]
+    assert heavy == "", f"romlib {' '.join(argv)} imported {heavy}"
+    assert int(code) == (0 if argv[-1] == "--help" else 2), r.stderr
+    assert (r.stdout if argv[-1] == "--help" else r.stderr).startswith("usage: romlib") or "error" in r.stderr
+    assert float(took) < 0.5, f"romlib {' '.join(argv)} took {took} s before printing"
+
+
+def test_romlib_help_is_fast_from_the_command_line():
+    """The whole `python -m romlib.cli --help` (interpreter start included), best of three runs: under a second
+    even on a loaded machine (about 0.07 s on a quiet one)."""
+    import time
+
+    best = float("inf")
+    for _ in range(3):
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "romlib.cli", "--help"], capture_output=True, text=True, timeout=120)
+        best = min(best, time.perf_counter() - t)
+        assert r.returncode == 0 and "usage: romlib" in r.stdout
+    assert best < 1.0, best
+
+
+def test_the_parsers_names_are_the_registries():
+    """The light name tuples the parser offers (romlib.config) are exactly the registries' names."""
+    from romlib import backends, config
+    from romlib.guidance.methods import METHODS
+    from romlib.sampling.samplers import SAMPLERS
+    from romlib.shapes.bench import DEFAULT_SCALES, METHODS as BENCH_METHODS
+
+    assert config.METHOD_NAMES == tuple(METHODS) and config.SAMPLER_NAMES == tuple(SAMPLERS)
+    assert config.BACKEND_NAMES == backends.NAMES
+    text = " ".join(build_parser()._subparsers._group_actions[0].choices["shapes-bench"].format_help().split())
+    assert f"(default {','.join(f'{s:g}' for s in DEFAULT_SCALES)})" in text
+    assert "inpaint" in text and ",".join(BENCH_METHODS[1:]) in text.replace("- ", "-")
+
+
+def test_demo_runs_again_and_again(tmp_path, monkeypatch, capsys):
+    """`romlib demo` twice in one folder: two run folders inside romlib_demo/, each printed with its figure."""
+    monkeypatch.chdir(tmp_path)
+    folders = []
+    for _ in range(2):
+        assert _run(["demo", "--samples", 1, "--quiet"]) == 0
+        printed = capsys.readouterr().out
+        figure = next(line.split("figure: ", 1)[1] for line in printed.splitlines() if "figure: " in line)
+        assert (tmp_path / figure).is_file() and figure.startswith("romlib_demo/")
+        folders.append((tmp_path / figure).parent)
+    assert folders[0] != folders[1] and sorted(p.name for p in (tmp_path / "romlib_demo").iterdir()) == \
+        sorted(f.name for f in folders)
+    assert all((f / "result.json").is_file() and (f / "input.png").is_file() for f in folders)
+    assert "_ccf_the-" in folders[0].name
+
+
+def test_example_writes_the_photo_and_mask_the_readme_uses(tmp_path, capsys):
+    """`romlib example`: ShapesWorld's example photo and the mask of its object (white), the texts printed; run
+    again, it refuses to replace them unless --overwrite."""
+    from romlib.shapes.demo import demo_case
+
+    case = demo_case(0)
+    assert _run(["example", "--out", tmp_path]) == 0
+    printed = capsys.readouterr().out
+    photo, mask = Image.open(tmp_path / "photo.png"), np.asarray(Image.open(tmp_path / "mask.png"))
+    assert photo.size == case.scene.pil().size and (mask > 127).sum() == case.original.mask.sum() > 0
+    assert case.ref in printed and case.target in printed and "romlib edit" in printed
+    assert _run(["example", "--out", tmp_path]) == 2 and "--overwrite" in capsys.readouterr().err
+    assert _run(["example", "--out", tmp_path, "--overwrite"]) == 0

@@ -33,7 +33,8 @@ from tests.support.reference import reference_dir
 from tests.support.rehearsal import REDUCED, _reduce_blended, build_mirror, reduce_budget, reduced_knobs
 
 REF = reference_dir()
-pytestmark = pytest.mark.skipif(REF is None, reason="../shared/reference (state-dict manifests) is not available")
+pytestmark = [pytest.mark.skipif(REF is None, reason="../shared/reference (state-dict manifests) is not available"),
+              pytest.mark.timeout(1800)]  # the module's mirror of full-size random weights is built in the first test
 
 GLIDE_FILES = [hub.REGISTRY[n].filename for n in hub.GLIDE_BACKEND]
 STATS: dict = {}

@@ -23,12 +23,12 @@ loop in the same process, imported from that path at run time only.
 """
 from __future__ import annotations
 
-from .bench import add_bench_args, bench_command, fast_vs_plain, format_bench, run_bench
+from .bench import bench_command, fast_vs_plain, format_bench, run_bench
 from .measure import BenchRow, forward_gflop
 from .fast import (AUTO_COMPILE_COST_S, CompileMode, CompiledCore, accelerate, accelerate_backend, compile_cache_dir,
                    recorded_compile_s)
 from .reference import import_reference, run_reference
 
 __all__ = ["accelerate", "accelerate_backend", "CompileMode", "CompiledCore", "compile_cache_dir", "BenchRow",
-           "run_bench", "format_bench", "forward_gflop", "fast_vs_plain", "add_bench_args", "bench_command",
+           "run_bench", "format_bench", "forward_gflop", "fast_vs_plain", "bench_command",
            "AUTO_COMPILE_COST_S", "recorded_compile_s", "import_reference", "run_reference"]

@@ -2,7 +2,6 @@
 against the plain one."""
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -10,7 +9,6 @@ from typing import Literal
 
 import torch
 
-from ..sampling.samplers import SAMPLERS
 from .fast import CompiledCore, accelerate
 from .measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
 from .reference import import_reference, run_reference
@@ -195,32 +193,6 @@ def format_bench(rows: list[BenchRow], title: str = "", *, markdown: bool = Fals
         f"  {c[-1]}" if c[-1] else "")
     head = fmt_row(heads[:-1] + [""])
     return "\n".join(([title] if title else []) + [head, "-" * len(head)] + [fmt_row(c) for c in cells])
-
-
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--batch", type=int, nargs="+", default=None, help="sample counts B, each 1..256 (default: 4 24 on a GPU, 2 4 on the CPU)")
-    p.add_argument("--dtype", choices=["fp16", "fp32"], default=None,
-                   help="precision (default: fp16 on a GPU; fp32 on the CPU, where half is an emulated slow path)")
-    p.add_argument("--steps", type=int, default=None, help="base steps, 2..1000 (default: 100 on a GPU, 10 on the CPU)")
-    p.add_argument("--upsample-steps", default=None, help="upsampler respacing (default: fast27 on a GPU, 3 on the CPU)")
-    p.add_argument("--sampler", choices=tuple(SAMPLERS), default="ancestral",
-                   help="the base model's sampler: ancestral (the paper's), ddim, dpmpp-2m (the preview's) (default: ancestral)")
-    p.add_argument("--full", action="store_true", help="official model sizes (random weights) even on the CPU (slow)")
-    p.add_argument("--paths", nargs="+", default=None, metavar="PATH",
-                   help="what to time: plain (the plain eager path), eager (the fast eager path), "
-                        "compile:default, compile:reduce-overhead, compile:max-autotune (default: eager)")
-    p.add_argument("--compile", choices=["off", "default", "reduce-overhead", "max-autotune"], default=None,
-                   help="shorthand for --paths compile:MODE")
-    p.add_argument("--micro-batch", type=int, default=None, help="micro-batch size >= 1 (default: the pipeline's own choice)")
-    p.add_argument("--reference", default=None, metavar="PATH",
-                   help="a glide-text2im checkout: also time its own sampling loop in this process")
-    p.add_argument("--cache-dir", default=None, help="compiled-artifact cache (default: $ROMLIB_CACHE/torch-compile)")
-    p.add_argument("--no-rank", action="store_true", help="skip the ranking stage")
-    p.add_argument("--fast-vs-plain", action="store_true",
-                   help="instead of timing: compare one forward pass of both UNets, fast vs plain path, in the bench dtype")
-    p.add_argument("--markdown", action="store_true", help="print a markdown table")
-    p.add_argument("--json", default=None, metavar="FILE", help="append the rows to FILE as JSON lines")
 
 
 def bench_command(args) -> int:

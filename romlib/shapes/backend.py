@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .scenes import WordTokenizer
 
-__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "weights_path", "read_weights", "load_inpaint_model",
+__all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "REMOVAL", "weights_path", "read_weights", "load_inpaint_model",
            "load_ranker", "load_backend"]
 
 #: where the shipped weights live (``romlib shapes-train --install`` writes here)
@@ -29,6 +29,9 @@ VARIANTS = {
     "default": (WEIGHTS_DIR, BEST_SCALES),
     "removal": (WEIGHTS_DIR / "removal", {"cf": 1.0, "ccf": 3.0, "ccf-direction": 5.0, "cf-original": 1.0}),
 }
+#: the variant an empty target is handed to by the default model loaded without a variant named
+#: (``ROMPipeline.from_pretrained("shapes")``, ``romlib edit --backend shapes``; Backend.extras["removal"])
+REMOVAL = "removal"
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
@@ -114,16 +117,19 @@ log = logging.getLogger(__name__)
 _SHIPPED_RANKER_NOTED: set[str] = set()  # weights folders already said to lack a ranker.pt (said once each)
 
 
-def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant: str = "default"):
+def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant: str | None = "default"):
     """The ``"shapes"`` :class:`romlib.contracts.Backend`: rule-based segmenter, the trained tiny
     GLIDE inpainting model (no upsampler: results stay 32×32), the word tokenizer and the
     trained tiny CLIP ranker; cosine schedule of 1000 steps sampled with :data:`BASE_STEPS`.
-    ``variant``: which shipped model (:data:`VARIANTS`; its guidance scales are the defaults);
+    ``variant``: which shipped model (:data:`VARIANTS`; its guidance scales are the defaults); ``None``:
+    the default model, which hands an *empty* target to the ``"removal"`` model (it was never taught that an
+    empty caption means background: :data:`REMOVAL`); a variant named is that model for every target.
     ``weights_dir``: your own ``romlib shapes-train`` output instead (the shipped ranker is used
     when the folder has no ``ranker.pt``)."""
     from ..contracts import Backend
     from .segmenter import ShapesSegmenter
 
+    chosen, variant = variant, variant or "default"
     if variant not in VARIANTS:
         raise ValueError(f"unknown ShapesWorld variant {variant!r}; expected one of {sorted(VARIANTS)}")
     folder, scales = VARIANTS[variant]
@@ -134,8 +140,14 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
         _SHIPPED_RANKER_NOTED.add(str(folder))
         log.warning("%s has no ranker.pt (shapes-train --what inpaint writes none): the shipped ranker ranks the "
                     "samples", folder)
+    if model.meta.get("p_remove", 0) > 0:
+        removal = "self"  # taught removal: an empty caption over a hole means background
+    elif chosen is None and weights_dir is None:
+        removal = REMOVAL
+    else:
+        removal = None  # the pipeline warns: this model redraws a shape under an empty caption
     return Backend(name="shapes", segmenter=ShapesSegmenter(), segmenter_name="shapes", base_model=model,
                    tokenizer=WordTokenizer(),
                    ranker=load_ranker(ranker_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,
-                   extras={"meta": model.meta, "variant": variant}, default_scales=dict(scales))
+                   extras={"meta": model.meta, "variant": variant, "removal": removal}, default_scales=dict(scales))

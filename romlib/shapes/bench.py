@@ -26,7 +26,6 @@ Per method and scale (the oracle looks at the edit mask and the original object'
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -41,7 +40,7 @@ from .tables import (NOTEBOOK_TABLES, TABLES_FILE, format_notebook_table, format
                      measure_table, notebook_table, segmenter_table, wilson, write_notebook_tables)  # re-exported
 
 __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmark", "METHODS", "DEFAULT_SCALES",
-           "add_bench_args", "bench_command", "sample_cases", "score_samples", "NOTEBOOK_TABLES", "notebook_table",
+           "bench_command", "sample_cases", "score_samples", "NOTEBOOK_TABLES", "notebook_table",
            "measure_table", "format_notebook_table", "write_notebook_tables", "segmenter_table", "format_segmenter_table",
            "wilson", "TABLES_FILE"]
 
@@ -177,24 +176,6 @@ def plot_benchmark(results: dict, path: str | Path | None = None):
     return fig
 
 
-def add_bench_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``romlib shapes-bench``."""
-    p.add_argument("--cases", type=int, default=200, help="number of edit cases >= 1 (default 200)")
-    p.add_argument("--samples", type=int, default=2, help="samples per case and method, 1..256 (default 2)")
-    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales, comma-separated, each in (0, 10000) (default %(default)s)")
-    p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
-    p.add_argument("--steps", default=None, help="sampling steps (default: the backend's)")
-    p.add_argument("--dilations", default="1,3,5", help="dilations k (odd) of the eroded-mask ablation, comma-separated (default 1,3,5; '' to skip)")
-    p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0)")
-    p.add_argument("--weights", default=None, help="folder with inpaint.pt and ranker.pt, as romlib shapes-train writes (without a ranker.pt, the shipped "
-                        "ranker, with a warning; default: the shipped weights)")
-    p.add_argument("--out", default="shapes_bench",
-                   help="parent folder: each run writes results.json, table.md and benchmark.png into a new folder "
-                        "inside it, named time_bench_cases-seed (default shapes_bench); nothing is replaced")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, >= 1 (default: torch's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def bench_command(args) -> int:
     """``romlib shapes-bench``: run, then write ``results.json``, ``table.md``, ``benchmark.png`` into
     a new run folder inside ``--out`` (never over an earlier run's); print the table."""
@@ -209,11 +190,12 @@ def bench_command(args) -> int:
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
     try:
-        scales = [float(s) for s in args.scales.split(",") if s.strip()]
+        scales = [float(s) for s in args.scales.split(",") if s.strip()] if args.scales is not None else DEFAULT_SCALES
         dilations = [int(k) for k in args.dilations.split(",") if k.strip()]
     except ValueError as e:
         raise ValueError(f"--scales / --dilations must be comma-separated numbers: {e}") from None
-    results = run_benchmark(args.cases, methods=[m.strip() for m in args.methods.split(",") if m.strip()], scales=scales,
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods is not None else METHODS
+    results = run_benchmark(args.cases, methods=methods, scales=scales,
                             samples=args.samples, seed=args.seed, steps=args.steps, dilations=dilations,
                             backend=load_backend("cpu", args.weights), progress=not args.quiet)
     table = format_table(results)

@@ -41,7 +41,6 @@ continues from it. A damaged or mismatched checkpoint is named as such and nothi
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import csv
 import json
@@ -61,7 +60,7 @@ from .train_data import InpaintInput, make_batch, make_example
 from .scenes import COLOURS, SHAPES, SIZE, WordTokenizer, describe, dilate_np, make_scene
 
 __all__ = ["inpaint_config", "make_batch", "make_example", "hybrid_loss", "train_inpaint", "train_ranker", "ranker_batch", "plot_loss_curve",
-           "add_train_args", "train_command", "describe_run", "RUN_FILES", "WEIGHTS_DIR", "InpaintInput"]
+           "train_command", "describe_run", "RUN_FILES", "WEIGHTS_DIR", "InpaintInput"]
 
 log = logging.getLogger(__name__)
 
@@ -457,43 +456,6 @@ def evaluate_ranker(ranker, n: int = 512, seed: int = 10_000) -> float:
 
 
 # ----------------------------------------------------------------------------- CLI
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``romlib shapes-train``."""
-    p.add_argument("--out", default="shapes_train",
-                   help="output folder for weights, checkpoints and loss curves; a folder that holds a run is refused "
-                        "unless --resume or --overwrite")
-    p.add_argument("--what", choices=["all", "inpaint", "ranker"], default="all", help="which model(s) to train")
-    p.add_argument("--steps", type=int, default=4500, help="inpainting training steps (default 4500)")
-    p.add_argument("--minutes", type=float, default=38.0, help="stop inpainting training after this many minutes (default 38)")
-    p.add_argument("--batch-size", type=int, default=32, help="inpainting batch size (default 32)")
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (default 1e-3)")
-    p.add_argument("--inpaint-input", choices=["masked", "pairs"], default="pairs",
-                   help="pairs: a share (--p-source) of the examples show a counterfactual source object under the "
-                        "hole (default, the shipped model); masked: GLIDE's recipe, the hole is always blanked")
-    p.add_argument("--p-remove", type=float, default=0.0,
-                   help="share of object holes taught as removal: empty caption, clean background as the answer "
-                        "(default 0, the default model; the shipped 'removal' model used 0.1 with --p-partial 0.4; with it, an empty "
-                        "caption over a blanked hole always means 'nothing here')")
-    p.add_argument("--p-partial", type=float, default=0.2,
-                   help="share of non-empty captions naming one attribute ('a circle', 'a red shape'): the examples "
-                        "that teach keeping what a target leaves free (default 0.2)")
-    p.add_argument("--p-source", type=float, default=0.5,
-                   help="pairs: share of examples showing a source object under the hole instead of a blank (default 0.5)")
-    p.add_argument("--ranker-steps", type=int, default=1200, help="ranker training steps (default 1200)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--save-every", type=int, default=250,
-                   help="write the resumable checkpoint (and loss log) every this many inpainting steps (default 250)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its OUT/inpaint_checkpoint.pt (an error when there is none); "
-                        "the ranker, with --what all, is trained again")
-    p.add_argument("--overwrite", action="store_true",
-                   help="delete the files of the earlier run in --out (of the models trained) and train from scratch")
-    p.add_argument("--install", action="store_true", help="copy the trained weights into the package (romlib/shapes/weights)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-
-
 def _check_train_out(out: Path, models, *, resume: bool, overwrite: bool, save_every: int) -> None:
     """Before any work: never train over a run unless told how (``resume`` or ``overwrite``)."""
     if resume and overwrite:

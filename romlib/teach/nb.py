@@ -70,15 +70,12 @@ def pipeline(backend: str | None = None, **kwargs):
 
 
 def removal_pipeline(pipe):
-    """The pipeline to use for an *empty* target (remove the object, the paper's Fig. 8): on
-    ShapesWorld the shipped ``"removal"`` model (:data:`romlib.shapes.VARIANTS`, trained with removal
-    examples; the default model redraws a shape under an empty caption), from the same cache as
-    :func:`pipeline`; with the real models ``pipe`` itself (GLIDE fills an empty-caption hole with background)."""
-    if pipe.backend.name != "shapes":
-        return pipe
-    from ..pipeline import get_pipeline
-
-    return get_pipeline("shapes", device=pipe.device, variant="removal")
+    """The pipeline an *empty* target (remove the object, the paper's Fig. 8) runs on:
+    :meth:`romlib.pipeline.ROMPipeline.removal_pipeline` — on ShapesWorld the shipped ``"removal"`` model
+    (:data:`romlib.shapes.VARIANTS`, trained with removal examples; the default model redraws a shape under an
+    empty caption), from the same cache as :func:`pipeline`; with the real models ``pipe`` itself (GLIDE fills
+    an empty-caption hole with background). ``pipe.edit(image, ref, "")`` hands over to it by itself."""
+    return pipe.removal_pipeline()
 
 
 def example(pipe, index: int = 0) -> tuple:
