@@ -176,7 +176,8 @@ class EditConfig:
             v = getattr(self, name)
             if v is not None:
                 _need(_steps_ok(v), name, v, STEPS_ACCEPTED)
-        _need(self.preset in PRESETS, "preset", self.preset, ", ".join(repr(c) for c in PRESETS))
+        _need(isinstance(self.preset, str) and self.preset in PRESETS, "preset", self.preset,
+              ", ".join(repr(c) for c in PRESETS))  # a list is refused by name, not by a TypeError of `in`
         if self.upsample_top is not None:
             _need(is_int(self.upsample_top) and 1 <= self.upsample_top <= self.samples, "upsample_top", self.upsample_top,
                   f"an integer in 1..samples ({self.samples}), or None for all")
