@@ -15,18 +15,15 @@ As in the authors' code, the crops are fed in [0, 1] without CLIP's mean/std nor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from .config import RANK_MODES, RankMode
 from .masks import box_to_pixels, enlarge_box
 
 __all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
            "CLIP_FILES"]
-
-RankMode = Literal["local", "masked", "none"]
-
 
 def clip_distance(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     """Spherical distance 2·arcsin(‖x̂ − ŷ‖/2)² between rows of ``image_emb`` and one text embedding."""
@@ -72,8 +69,8 @@ class Ranking:
 def rank_samples(ranker, images: torch.Tensor, target: str, mode: RankMode = "local", *, box=None, edit_mask=None,
                  batch_size: int = 32) -> Ranking:
     """Score every sample against ``target`` and order them (stable: ties keep sampling order)."""
-    if mode not in ("local", "masked", "none"):
-        raise ValueError(f"rank must be 'local', 'masked' or 'none', got {mode!r}")
+    if mode not in RANK_MODES:
+        raise ValueError(f"rank must be one of {', '.join(map(repr, RANK_MODES))}, got {mode!r}")
     n = images.shape[0]
     if mode == "none" or ranker is None:
         return Ranking(order=list(range(n)), scores=[float("nan")] * n, mode="none")

@@ -218,7 +218,7 @@ class EditResult:
 
     def grid(self, top: int = 4):
         """Input, mask overlay and the ``top`` edits (a matplotlib Figure)."""
-        from .teach.viz import edit_grid
+        from .plots import edit_grid
 
         return edit_grid(self, top=top)
 

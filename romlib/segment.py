@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .contracts import AmbiguousReference, NoObjectFound, Segmentation
+from .checks import is_real
 from .models.mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
 
 __all__ = ["MDETRSegmenter", "create_model", "load_segmenter", "build_from_state_dict", "roberta_tokenizer",
@@ -155,8 +156,6 @@ def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_
 
 
 def _check_unit(name: str, value, low_open: bool) -> float:
-    from .config import is_real
-
     ok = is_real(value) and (0 < value < 1 if low_open else 0 <= value <= 1)
     if not ok:
         raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1]'}, got {value!r}")

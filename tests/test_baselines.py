@@ -18,7 +18,8 @@ from romlib.models.glide import GlideUNet, build_model
 from romlib.sampling.inpaint import sample_base
 from romlib.masks import to_keep_mask
 from romlib.models.noised_clip import ClipTokenizer, NoisedClip, NoisedClipConfig, create_noised_clip
-from romlib.models.tiny import tiny_adm, tiny_clip_ranker, tiny_glide, tiny_noised_clip
+from romlib.backends import tiny_clip_ranker
+from romlib.models.tiny import tiny_adm, tiny_glide, tiny_noised_clip
 from romlib.guidance.methods import METHODS
 from romlib.rank import ClipRanker
 from romlib.models.tokenizers import ByteTokenizer, TextTokenizer

@@ -1,6 +1,6 @@
 """Tiny random-weight models of every architecture romlib carries (same code, toy sizes).
 
-Used by the ``tiny`` backend (:func:`tiny_backend`, ``ROMPipeline.from_pretrained("tiny")``), by
+Used by the ``tiny`` backends (assembled in :mod:`romlib.backends`, ``ROMPipeline.from_pretrained("tiny")``), by
 ``romlib bench`` on the CPU, and by the tests. Every parameter is redrawn from a seeded generator,
 so no output is trivially zero and two calls with the same seed give the same model.
 """
@@ -12,14 +12,12 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from ..contracts import Backend
-    from ..rank import ClipRanker
     from .glide import GlideConfig, GlideUNet
     from .noised_clip import NoisedClip, NoisedClipConfig
 
 __all__ = ["randomize_", "randomize_buffers_", "tiny_glide_config", "tiny_glide", "tiny_mdetr_config",
-           "tiny_roberta_tokenizer", "tiny_segmenter", "tiny_clip_ranker", "tiny_adm_config", "tiny_adm",
-           "tiny_noised_clip_config", "tiny_noised_clip", "tiny_baselines", "tiny_backend"]
+           "tiny_roberta_tokenizer", "tiny_mdetr", "tiny_clip_model", "tiny_adm_config", "tiny_adm",
+           "tiny_noised_clip_config", "tiny_noised_clip"]
 
 
 def tiny_glide_config(kind: str = "base-inpaint", n_vocab: int = 50257, text_ctx: int = 16):
@@ -120,34 +118,6 @@ def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
     return model
 
 
-def tiny_segmenter(seed: int = 0, device="cpu", size: int = 800):
-    """A random tiny MDETR segmenter with an offline tokenizer (tests, the ``tiny`` backend)."""
-    from .mdetr import MDETRSegmentation
-    from ..segment import MDETRSegmenter
-
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        model = MDETRSegmentation(tiny_mdetr_config())
-    with torch.no_grad():
-        randomize_buffers_(model, seed)
-    return MDETRSegmenter(model.eval().requires_grad_(False).to(device), tiny_roberta_tokenizer(), size=size)
-
-
-def tiny_clip_ranker(seed: int = 0, image_size: int = 32) -> ClipRanker:
-    """A random-weight CLIP of the same family (open_clip ``CLIP``) for tests; offline."""
-    import open_clip
-
-    from ..rank import ClipRanker
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg=dict(image_size=image_size, patch_size=8, width=64, layers=2, head_width=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-    ).eval().requires_grad_(False)
-    return ClipRanker(model, open_clip.get_tokenizer("ViT-B-16"), image_size=image_size)
-
-
 def tiny_adm_config(image_size: int = 64) -> GlideConfig:
     """A small ADM of the same family (about 1 M parameters) for tests and CPU demos."""
     from .adm import config_from_guided_diffusion
@@ -189,32 +159,26 @@ def tiny_noised_clip(seed: int = 0) -> NoisedClip:
     return model
 
 
-def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
-    """Random tiny models of every stage, offline (segmenter, GLIDE pair, CLIP)."""
-    from ..contracts import Backend
-    from .tokenizers import ByteTokenizer
+def tiny_mdetr(seed: int = 0):
+    """A random tiny MDETR network (:func:`tiny_mdetr_config`), the caller's random state left alone."""
+    from .mdetr import MDETRSegmentation
 
-    tok = ByteTokenizer()
-    ranker = tiny_clip_ranker(seed=seed)
-    extras = {}
-    if baselines:
-        extras = tiny_baselines(ranker=ranker, device=device, seed=seed)
-    return Backend(
-        name="tiny",
-        segmenter=tiny_segmenter(seed=seed, device=device),
-        base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
-        upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
-        tokenizer=tok,
-        ranker=ranker,
-        base_steps="10",
-        upsample_steps="5",
-        extras=extras,
-    )
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = MDETRSegmentation(tiny_mdetr_config())
+    with torch.no_grad():
+        randomize_buffers_(model, seed)
+    return model.eval().requires_grad_(False)
 
 
-def tiny_baselines(*, ranker, device="cpu", seed: int = 0) -> dict:
-    """Tiny random-weight versions of both baselines (tests)."""
-    from ..guidance.baselines import BlendedBaseline, ClipGuidedBaseline
+def tiny_clip_model(seed: int = 0, image_size: int = 32):
+    """A random-weight CLIP of the same family (open_clip ``CLIP``) and its tokenizer; offline."""
+    import open_clip
 
-    return {"clip": ClipGuidedBaseline(tiny_noised_clip(seed).to(device)),
-            "blended": BlendedBaseline(tiny_adm(64, seed).to(device), ranker, steps="10", skip_timesteps=3, aug_num=2)}
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=image_size, patch_size=8, width=64, layers=2, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+    ).eval().requires_grad_(False)
+    return model, open_clip.get_tokenizer("ViT-B-16")

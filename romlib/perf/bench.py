@@ -21,7 +21,8 @@ log = logging.getLogger("romlib.perf")
 
 def _bench_models(device, tiny: bool, dtype: torch.dtype):
     from ..models.glide import create_model
-    from ..models.tiny import tiny_clip_ranker, tiny_glide
+    from ..backends import tiny_clip_ranker
+    from ..models.tiny import tiny_glide
     from ..models.tokenizers import ByteTokenizer
 
     tok = ByteTokenizer()  # timing only: any tokenizer with ids < n_vocab will do

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..guidance.cfg import RULES
 from .cases import Case, make_cases  # noqa: F401  (re-exported: the benchmark's cases)
 from .measure import _edit_mask, sample_cases, score_samples, segmenter_accuracy  # noqa: F401
 from .tables import (NOTEBOOK_TABLES, TABLES_FILE, format_notebook_table, format_segmenter_table,  # noqa: F401
@@ -86,8 +87,8 @@ def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, sa
     def run(method, scale, erode=0, k=dilation, ablation=""):
         masks = [_edit_mask(c, erode, k) for c in cases]
         rule = "cf" if method == "inpaint" else method
-        inp = "original" if rule in ("ccf", "cf-original") else "masked"
-        key = (inp, "ref" if rule in ("ccf", "ccf-direction") and scale != 1 else "", scale, erode, k, method == "inpaint")
+        spec = RULES[rule]  # what the rule feeds its two branches (the samples of equal inputs are shared)
+        key = (spec.inpaint_input, spec.base_text if scale != 1 else "", scale, erode, k, method == "inpaint")
         t0 = time.perf_counter()
         if key not in cache:
             cache[key] = sample_cases(model, tok, diffusion, cases, masks, rule=rule, scale=scale, samples=samples, seed=seed,

@@ -52,7 +52,7 @@ def dilation_figure(case: int = 0, ks=None):
     titled "target ✓/✗". Returns ``(figure, rows)``: per k the pixels and every verdict."""
     import matplotlib.pyplot as plt
 
-    from ..teach.viz import _imshow, overlay_mask
+    from ..plots import _imshow, overlay_mask
     from .tables import dilation_samples, dilation_verdicts
 
     cfg = NOTEBOOK_TABLES["dilation"]
@@ -98,7 +98,7 @@ def guidance_figure(case: int = 0):
     Returns ``(figure, rows)``: per rule the verdicts."""
     import matplotlib.pyplot as plt
 
-    from ..teach.viz import _imshow, overlay_mask
+    from ..plots import _imshow, overlay_mask
     from .measure import _edit_mask, _uint8, sample_cases
     from .oracle import describe_region, judge, object_region
     from .scenes import parse_text
@@ -182,7 +182,7 @@ def ranking_figure(case: int | None = None):
     import torch
 
     from ..rank import rank_samples, ranking_inputs
-    from ..teach.viz import _imshow
+    from ..plots import _imshow
     from .measure import _edit_mask, sample_cases
 
     cfg = NOTEBOOK_TABLES["ranking"]

@@ -25,7 +25,7 @@ def _off(ax):
 
 
 def _box(ax, box, color, lw=2.0):
-    from .viz import _box as draw  # (imported here: viz re-exports this module's figures)
+    from ..plots import _box as draw  # (imported here: viz re-exports this module's figures)
 
     draw(ax, box, color=color, lw=lw)
 
@@ -41,7 +41,7 @@ def pipeline_figure(result, top: int = 8):
 
     from ..masks import box_to_pixels, enlarge_box
     from ..rank import ranking_inputs
-    from .viz import _imshow, box_legend, overlay_mask
+    from ..plots import _imshow, box_legend, overlay_mask
 
     s = result.settings
     seg = result.segmentation
@@ -132,7 +132,7 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     import matplotlib.pyplot as plt
 
     from .nb import removal_pipeline
-    from .viz import _imshow, overlay_mask
+    from ..plots import _imshow, overlay_mask
 
     shapes = pipe.backend.name == "shapes"
     if shapes and image is None:
@@ -179,7 +179,7 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
 
 
 def _full_edit_mask(result) -> torch.Tensor:
-    from .viz import _full_mask
+    from ..plots import _full_mask
 
     return _full_mask(result)
 
@@ -187,7 +187,7 @@ def _full_edit_mask(result) -> torch.Tensor:
 def _oracle_verdict(case, result, target: str) -> dict:
     """The ShapesWorld oracle on the best edit: target success, or (empty target) removal with the rim."""
     from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
-    from .viz import as_array
+    from ..plots import as_array
 
     a = as_array(result.best)
     em = _full_edit_mask(result).numpy() > 0.5
@@ -211,7 +211,7 @@ def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "s
 
     from ..io import to_tensor
     from ..sampling.diffusion import create_diffusion
-    from .viz import _imshow
+    from ..plots import _imshow
 
     if isinstance(image, torch.Tensor):
         x0 = image[None] if image.ndim == 3 else image
@@ -268,7 +268,7 @@ def segmenters_figure(pipe, image, ref: str, segmenters=("mdetr", "clipseg"), *,
     from ..contracts import NoObjectFound
     from ..io import load_image
     from ..pipeline import MIN_IMAGE_SIDE
-    from .viz import _imshow, box_legend, overlay_mask
+    from ..plots import _imshow, box_legend, overlay_mask
 
     b = pipe.backend
     names = [segmenters] if isinstance(segmenters, str) else list(segmenters)
