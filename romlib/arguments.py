@@ -11,13 +11,15 @@ import math
 import os
 from pathlib import Path
 
+from .specs import BACKENDS
 from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
 
 __all__ = ["check_device", "check_demo", "check_bench", "check_shapes_bench", "check_shapes_train", "parse_list",
            "BACKEND_FRAME"]
 
 #: the largest frame (pixels per side) each backend writes per sample; the free-space estimate reads it
-BACKEND_FRAME = {"glide": 256, "tiny": 256, "shapes": 32}
+#: (:attr:`romlib.specs.BackendSpec.frame`; ``BackendSpec.frame_size(upsample=False)`` without the upsampler)
+BACKEND_FRAME = {name: spec.frame for name, spec in BACKENDS.items()}
 
 
 def check_device(device: str | None, flag: str = "--device") -> None:

@@ -30,12 +30,11 @@ def _add_edit_args(p: argparse.ArgumentParser) -> None:
                    help="a mask image to use instead of segmentation: a pixel is edited where any channel is >= 128 "
                         "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
                         "ratio, resized if needed")
-    from .backends import NAMES
+    from .specs import BACKENDS
 
-    p.add_argument("--backend", choices=NAMES, default=None,
-                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
-                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
-                        "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
+    p.add_argument("--backend", choices=tuple(BACKENDS), default=None,
+                   help="models: " + "; ".join(f"{s.name} ({s.summary})" for s in BACKENDS.values())
+                   + "; default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
@@ -148,10 +147,10 @@ def _run_edit(args) -> int:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     W, H = _check_inputs(args)
     _check_device(args.device)
-    from .arguments import BACKEND_FRAME
-    from .pipeline import default_backend
+    from .backends import default_backend
+    from .specs import backend_spec
 
-    frame = min(BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    frame = backend_spec(args.backend or default_backend()).frame_size(cfg.upsample)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,

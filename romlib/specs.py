@@ -51,6 +51,7 @@ class BackendSpec:
     default_scales: dict = field(default_factory=dict)  # guidance scales overriding the methods' (the paper's)
     best_anyway: bool = True  # in the notebooks, an ambiguous reference takes the best object (with a warning)
     real: bool = False  # trained weights (not random): what the notebooks show as results
+    oracle: bool = False  # an embedded world with generated cases and an exact oracle (romlib.shapes)
     stand_in: str | None = None  # the backend a notebook shows instead of this one when it is random (offline)
     size: str = ""  # what a first run downloads, for the log
     requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
@@ -67,7 +68,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 real=True, size="about 5.5 GB"),
     BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.backends:load_shapes",
                 frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
-                removal_variant="removal", best_anyway=False, real=True),
+                removal_variant="removal", best_anyway=False, real=True, oracle=True),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "

@@ -9,9 +9,21 @@ still shows the figure.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
+
+from .. import hub
+from ..backends import default_backend
+from ..io import load_image
+from ..pipeline import get_pipeline
+from ..shapes.demo import demo_case, select_case
+from ..shapes.scenes import COLOURS, SHAPES
+from ..shapes.segmenter import find_objects
+from ..specs import BACKENDS, backend_spec
 
 __all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "referred_mask",
            "centred_box_mask", "explore", "scrubber", "plot_trace", "trace_scales",
@@ -29,8 +41,7 @@ class Env:
 
     def __str__(self):
         where = f"GPU ({self.gpu})" if self.gpu else "CPU"
-        what = {"glide": "real models: MDETR + GLIDE + CLIP", "shapes": "embedded ShapesWorld models (offline)",
-                "tiny": "tiny random models (tests)"}.get(self.backend, self.backend)
+        what = BACKENDS[self.backend].summary if self.backend in BACKENDS else self.backend
         return f"romlib on the {where}; backend: {self.backend} — {what}"
 
 
@@ -40,10 +51,6 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
     ``env.progress`` is what the notebooks pass as ``progress=``: True (tqdm.auto bars, which render
     in Colab and Jupyter) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
     so the stored notebooks and the tests carry no frozen bars)."""
-    import os
-
-    from ..pipeline import default_backend
-
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -63,10 +70,8 @@ def pipeline(backend: str | None = None, **kwargs):
     :class:`~romlib.contracts.AmbiguousReference`. A notebook must go on (*Run all*), so its pipeline
     takes the best object with a logged warning (``best_anyway=True``, what the authors' code always
     does) wherever a cell does not say otherwise. ShapesWorld's pipeline keeps the API's rule."""
-    from ..pipeline import get_pipeline
-
     pipe = get_pipeline(backend, **kwargs)
-    return pipe if pipe.backend.name == "shapes" else pipe.with_defaults(best_anyway=True)
+    return pipe.with_defaults(best_anyway=True) if _spec(pipe).best_anyway else pipe
 
 
 def removal_pipeline(pipe):
@@ -74,11 +79,10 @@ def removal_pipeline(pipe):
     ShapesWorld the shipped ``"removal"`` model (:data:`romlib.shapes.VARIANTS`, trained with removal
     examples; the default model redraws a shape under an empty caption), from the same cache as
     :func:`pipeline`; with the real models ``pipe`` itself (GLIDE fills an empty-caption hole with background)."""
-    if pipe.backend.name != "shapes":
+    spec = _spec(pipe)
+    if spec.removal_variant is None:
         return pipe
-    from ..pipeline import get_pipeline
-
-    return get_pipeline("shapes", device=pipe.device, variant="removal")
+    return get_pipeline(spec.name, device=pipe.device, variant=spec.removal_variant)
 
 
 def example(pipe, index: int = 0) -> tuple:
@@ -87,34 +91,42 @@ def example(pipe, index: int = 0) -> tuple:
     ShapesWorld: a generated scene with a referring expression and a target; real models: the
     two cats of COCO val2017 #39769 (registered in :data:`romlib.hub.REGISTRY` as ``example/coco-39769``,
     fetched once like every other file; the DETR/MDETR demo image)."""
-    name = pipe.backend.name
-    if name == "shapes":
-        from ..shapes.demo import demo_case
+    return EXAMPLES[_spec(pipe).example](index)
 
-        case = demo_case(index)
-        return case.scene.pil(), case.ref, case.target
-    if name == "glide":
-        from .. import hub
-        from ..io import load_image
 
-        cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
-                 ("the cat on the right", "")]
-        ref, target = cases[index % len(cases)]
-        return load_image(hub.download("example/coco-39769", progress=False)), ref, target
-    import numpy as np
-    from PIL import Image
+def _shapes_example(index: int) -> tuple:
+    case = demo_case(index)
+    return case.scene.pil(), case.ref, case.target
 
+
+#: the cases of the COCO photo (the two cats of val2017 #39769): (ref, target); the last one removes an object
+COCO_CASES = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
+              ("the cat on the right", "")]
+
+
+def _coco_example(index: int) -> tuple:
+    ref, target = COCO_CASES[index % len(COCO_CASES)]
+    return load_image(hub.download("example/coco-39769", progress=False)), ref, target
+
+
+def _noise_example(index: int) -> tuple:
     rng = np.random.RandomState(index)
     return Image.fromarray((rng.rand(96, 96, 3) * 255).astype("uint8")), "the red car", "a blue truck"
 
 
+#: the example inputs by :attr:`romlib.specs.BackendSpec.example`
+EXAMPLES = {"shapes": _shapes_example, "coco": _coco_example, "noise": _noise_example}
+
+
+def _spec(pipe):
+    """The :class:`~romlib.specs.BackendSpec` of ``pipe``'s backend."""
+    return backend_spec(pipe.backend.name)
+
+
 def missing_phrase(pipe, image) -> str:
     """A referring phrase that matches nothing in ``image`` (notebook 02's failure case)."""
-    if pipe.backend.name != "shapes":
+    if not _spec(pipe).oracle:
         return "a purple elephant"
-    from ..shapes.scenes import COLOURS, SHAPES
-    from ..shapes.segmenter import find_objects
-
     present = {(o["colour"], o["shape"]) for o in find_objects(image)}
     return next(f"the {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present)
 
@@ -186,9 +198,7 @@ def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
     ``"colour"`` / ``"shape"``: it names only that one, so CCF has an attribute to keep;
     ``"distractors"``: three objects, one sharing the referred one's colour or shape). Other
     backends: :func:`example` (the two cats; ``"removal"`` is its empty-target case)."""
-    if pipe.backend.name == "shapes":
-        from ..shapes.demo import select_case
-
+    if _spec(pipe).oracle:
         case = select_case(kind, seed)
         return case.scene.pil(), case.ref, case.target
     return example(pipe, 2 if kind == "removal" else 0)

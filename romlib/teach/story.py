@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..specs import backend_spec
+
 
 __all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure", "segmenters_figure", "mask_iou"]
 
@@ -124,7 +126,7 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     """Fig. 5: one input, several targets, the empty target ('') as inpainting — one edit per target, the
     same mask and seeds, the best of ``samples`` each, in a row.
 
-    ShapesWorld (``pipe.backend.name == "shapes"``): by default the notebooks' example case
+    ShapesWorld (a backend whose spec has an ``oracle``): by default the notebooks' example case
     (:func:`romlib.shapes.demo.select_case` ``"both"``) and :func:`default_targets`; the empty target runs
     on the ``removal`` model (:func:`romlib.teach.nb.removal_pipeline`), and every panel carries the oracle's
     verdict ("target ✓/✗"; for '': "removed ✓/✗" with the old outline left). Other backends: ``image``,
@@ -134,7 +136,7 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     from .nb import removal_pipeline
     from ..plots import _imshow, overlay_mask
 
-    shapes = pipe.backend.name == "shapes"
+    shapes = backend_spec(pipe.backend.name).oracle  # ShapesWorld: its cases and oracle
     if shapes and image is None:
         from ..shapes.demo import select_case
 
