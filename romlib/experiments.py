@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .config import MAX_SAMPLES, EditConfig, Frame, RankMode
 from .checks import check_int
+from .config import MAX_SAMPLES, EditConfig, Frame, RankMode
 from .guidance.families import sampling_for
 from .guidance.methods import METHODS, ClassifierFree, MethodName, get
 from .perf.work import count_passes, work_report

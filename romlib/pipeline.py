@@ -21,8 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from . import backends, experiments
-from . import masks as M
+from . import backends, experiments, masks as M
 from .backends import default_backend
 from .config import WARN_SAMPLES, EditConfig, Frame, RankMode
 from .contracts import Backend, Prepared, Segmentation

@@ -6,7 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["overlay_mask", "edit_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
+from .io import to_uint8
+from .masks import enlarge_box
+
+__all__ = ["show", "overlay_mask", "edit_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
            "box_legend", "DISPLAY_SIDE", "BOX_COLOURS", "MASK_COLOUR"]
 
 #: small images (ShapesWorld's 32 px) are enlarged by an integer factor, nearest neighbour, to at least this
@@ -27,8 +30,6 @@ def _scale_text(settings: dict, fmt: str) -> str:
 def as_array(img) -> np.ndarray:
     """PIL image, [3, H, W] tensor in [-1, 1] or HxWx3 array → HxWx3 uint8."""
     if isinstance(img, torch.Tensor):
-        from .io import to_uint8
-
         return to_uint8(img[0] if img.ndim == 4 else img)
     a = np.asarray(img)
     return a if a.dtype == np.uint8 else (np.clip(a, 0, 1) * 255).astype(np.uint8)
@@ -144,8 +145,6 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     ax[0].set_title(f"input\nref: {result.settings['ref']!r}", fontsize=8)
     _imshow(ax[1], overlay_mask(result.frame_input, result.edit_mask), size=(side, side))
     if result.rank_box is not None:
-        from ..masks import enlarge_box
-
         side = result.edit_mask.shape[-1]
         _box(ax[1], result.rank_box, ls=(0, (3, 2)))  # dashed: the mask's red outline shows where they cross
         if result.settings["rank"] == "local":  # what the local ranking crops
@@ -227,3 +226,26 @@ def segmentation_figure(image, seg, top: int = 5):
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     box_legend(fig, ("yellow", "white"), loc="lower center", ncol=3)
     return fig, rows
+
+
+def show(fig, *, dpi: int = 100) -> None:
+    """Display a matplotlib figure explicitly, as a PNG, and close it (every notebook figure goes
+    through here). Works the same under Colab's and Jupyter's inline backend, under ``Agg`` (the
+    tests: an implicitly shown figure would vanish there) and in nbval; returns None so the cell
+    does not echo the figure a second time. Outside IPython it only closes the figure."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    if isinstance(fig, tuple):  # (figure, numbers) from the plotting helpers
+        fig = fig[0]
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # pragma: no cover - plain Python
+        return
+    if get_ipython() is not None:
+        display(Image(data=buf.getvalue(), format="png"))

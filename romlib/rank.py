@@ -19,8 +19,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import hub
 from .config import RANK_MODES, RankMode
 from .masks import box_to_pixels, enlarge_box
+from .models.tokenizers import warn_text
 
 __all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
            "CLIP_FILES"]
@@ -108,8 +110,6 @@ class ClipRanker:
         return self.model.encode_image(x.to(dtype)).float()
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        from .models.tokenizers import warn_text
-
         ctx = getattr(self.tokenizer, "context_length", 77)
         encode = getattr(self.tokenizer, "encode", None)
         for t in texts:  # CLIP reads 77 tokens with its start and end tokens; open_clip truncates silently
@@ -132,7 +132,6 @@ def load_clip_ranker(device="cpu", model_name: str = "ViT-B-16", pretrained: str
 
     import open_clip
 
-    from . import hub
 
     key = (model_name, pretrained)
     if key in CLIP_FILES:

@@ -7,12 +7,9 @@ It reads ``romlib/**/*.py`` with :mod:`ast` (nothing is imported), resolves rela
 module-to-module imports (one per importing module and imported module; ``from romlib.x import y`` counts
 ``romlib.x.y`` when ``y`` is a module). Cycles are the strongly connected components of more than one module
 (Tarjan). An import runs *against the layering* when it goes from a lower layer to a higher one in :data:`LAYERS`,
-the package's layering in one sentence: checks and config at the bottom, then io, masks and the contracts, then the
-networks (models), the samplers (sampling), the stages (segment, rank, result), the guidance methods, the backends'
-specs and their assembly, the pipeline and the experiments, and the notebooks' helpers (teach), the CLI, the
-embedded world (shapes), the study and the test/tool machinery on top. Imports inside a function or a class body
-are *late* imports; each one is listed with ``--list`` (an optional heavy dependency loaded on use is a fair reason
-for one, hiding a loop is not).
+the package's layering in one sentence (the comment above it). Imports inside a function or a class body are
+*late* imports; each one is listed with ``--list`` (an optional heavy dependency loaded on use is a fair
+reason for one, hiding a loop is not). Imports under ``if TYPE_CHECKING:`` are never executed and are not counted.
 """
 from __future__ import annotations
 
@@ -25,22 +22,30 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = "romlib"
 
-#: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix
+#: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix. In one
+#: sentence: plain data and checks (specs, contracts) at the bottom, then the settings (config), files and masks (io),
+#: the networks (models, ShapesWorld's world and networks among them), the guidance rules, the samplers, the stages
+#: (segment, rank, result, figures, work accounting), the guidance methods, the backends' assembly, the pipeline
+#: and its experiments, and on top the applications (teach, the CLI, ShapesWorld's demo/bench/trainer, the study,
+#: the test and tool machinery).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("checks", ("romlib.checks", "romlib.interrupts")),
+    ("checks", ("romlib.checks", "romlib.specs", "romlib.contracts", "romlib.interrupts")),
     ("config", ("romlib.config",)),
-    ("io", ("romlib.io", "romlib.masks", "romlib.contracts", "romlib.hub", "romlib.perf.work", "romlib.perf.measure")),
-    ("models", ("romlib.models", "romlib.clipseg")),
+    ("io", ("romlib.io", "romlib.masks", "romlib.hub", "romlib.runs")),
+    ("models", ("romlib.models", "romlib.clipseg", "romlib.shapes.scenes", "romlib.shapes.oracle", "romlib.shapes.cases",
+                "romlib.shapes.segmenter", "romlib.shapes.ranker", "romlib.shapes.backend", "romlib.shapes")),
+    ("rules", ("romlib.guidance.cfg",)),
     ("sampling", ("romlib.sampling",)),
-    ("stages", ("romlib.segment", "romlib.rank", "romlib.result")),
+    ("stages", ("romlib.segment", "romlib.rank", "romlib.result", "romlib.plots", "romlib.perf.work",
+                "romlib.perf.measure", "romlib.perf.fast", "romlib.perf")),
     ("guidance", ("romlib.guidance",)),
-    ("backends", ("romlib.specs", "romlib.backends", "romlib.perf")),
+    ("backends", ("romlib.backends",)),
     ("pipeline", ("romlib.pipeline", "romlib.experiments")),
-    ("teach", ("romlib.teach",)),
-    ("cli", ("romlib.arguments", "romlib.cli", "romlib.runs")),
-    ("shapes", ("romlib.shapes",)),
-    ("study", ("romlib.study",)),
-    ("support", ("romlib.testing", "romlib.rehearsal", "romlib.rehearsal_sd")),
+    ("apps", ("romlib.teach", "romlib.arguments", "romlib.cli", "romlib.study", "romlib.perf.bench",
+              "romlib.perf.reference", "romlib.shapes.demo", "romlib.shapes.bench", "romlib.shapes.figures",
+              "romlib.shapes.tables", "romlib.shapes.keeps", "romlib.shapes.measure", "romlib.shapes.train",
+              "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",
+              "romlib.rehearsal", "romlib.rehearsal_sd")),
     ("package", ("romlib",)),
 ]
 
@@ -79,13 +84,17 @@ def imports(mods: dict[str, Path]):
     for mod, path in mods.items():
         tree = ast.parse(path.read_text(), str(path))
         is_package = path.name == "__init__.py"
-        late_nodes = set()
+        late_nodes, typing_only = set(), set()
         for node in ast.walk(tree):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
                 for sub in ast.walk(node):
                     if sub is not node and isinstance(sub, (ast.Import, ast.ImportFrom)):
                         late_nodes.add(id(sub))
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                typing_only.update(id(sub) for sub in ast.walk(node) if isinstance(sub, (ast.Import, ast.ImportFrom)))
         for node in ast.walk(tree):
+            if id(node) in typing_only:  # annotations only: never executed, no arrow of the import graph
+                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):

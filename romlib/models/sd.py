@@ -20,7 +20,9 @@ from pathlib import Path
 
 import torch
 
+from .. import hub
 from ..checks import parse_latent_steps
+from .tiny import randomize_
 
 __all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "parse_steps", "link_layout", "load_inpainter", "make_scheduler",
            "tiny_sd_configs", "tiny_clip_vocab", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
@@ -122,7 +124,6 @@ def link_layout(paths: dict, prefix: str, folder: str | os.PathLike | None = Non
     (a temporary folder when the cache is read-only). Symbolic links, else hard links, else copies."""
     import shutil
 
-    from .. import hub
 
     if folder is None:
         folder = hub.cache_dir() / "layouts" / prefix
@@ -238,7 +239,6 @@ def tiny_inpainter(seed: int = 0, frame_size: int = 64) -> LatentInpainter:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .tiny import randomize_
 
     cfg = tiny_sd_configs(frame_size)
     torch.manual_seed(seed)

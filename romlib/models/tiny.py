@@ -11,6 +11,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .adm import config_from_guided_diffusion
+from .glide import GlideConfig, GlideUNet
+from .mdetr import FrozenBatchNormAct2d, MDETRConfig, MDETRSegmentation
+from .noised_clip import ByteClipTokenizer, create_noised_clip, NoisedClipConfig
+
 if TYPE_CHECKING:
     from .glide import GlideConfig, GlideUNet
     from .noised_clip import NoisedClip, NoisedClipConfig
@@ -22,8 +27,6 @@ __all__ = ["randomize_", "randomize_buffers_", "tiny_glide_config", "tiny_glide"
 
 def tiny_glide_config(kind: str = "base-inpaint", n_vocab: int = 50257, text_ctx: int = 16):
     """A small GLIDE config of the same family (about 1 M parameters)."""
-    from .glide import GlideConfig
-
     common = dict(text_ctx=text_ctx, xf_width=32, xf_layers=1, xf_heads=2, model_channels=32, num_res_blocks=1,
                   num_head_channels=16, n_vocab=n_vocab, inpaint=True, mask_inpaint_input=False, dropout=0.0)
     if kind == "base-inpaint":
@@ -49,8 +52,6 @@ def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torc
 
 def tiny_glide(kind: str = "base-inpaint", seed: int = 0, **overrides):
     """A tiny random-weight GLIDE inpainting model (``kind``: base-inpaint or upsample-inpaint)."""
-    from .glide import GlideConfig, GlideUNet
-
     cfg = tiny_glide_config(kind)
     if overrides:
         cfg = GlideConfig(**{**cfg.to_dict(), **overrides})
@@ -94,8 +95,6 @@ def tiny_mdetr_config():
     """A small MDETR of the same family (about 1 M parameters): timm's ``test_efficientnet``
     backbone, width 128, 2 + 2 transformer layers, 10 queries, a 2-layer RoBERTa of width 32
     reading at most 30 tokens, 267-token vocabulary (:func:`tiny_roberta_tokenizer`)."""
-    from .mdetr import MDETRConfig
-
     text = dict(vocab_size=267, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 hidden_act="gelu", max_position_embeddings=32, type_vocab_size=1, layer_norm_eps=1e-5,
                 pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -105,8 +104,6 @@ def tiny_mdetr_config():
 
 def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Draw frozen batch-norm statistics and affine terms (γ ≈ 1, β ≈ 0, μ ≈ 0, σ² ∈ [0.5, 1.5])."""
-    from .mdetr import FrozenBatchNormAct2d
-
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, FrozenBatchNormAct2d):
@@ -120,8 +117,6 @@ def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
 
 def tiny_adm_config(image_size: int = 64) -> GlideConfig:
     """A small ADM of the same family (about 1 M parameters) for tests and CPU demos."""
-    from .adm import config_from_guided_diffusion
-
     mult = {32: (1, 2, 2), 64: (1, 1, 2, 2), 128: (1, 1, 2, 2, 2), 256: (1, 1, 1, 2, 2, 2)}
     if image_size not in mult:
         raise ValueError(f"tiny ADM image_size must be one of {sorted(mult)}, got {image_size}")
@@ -132,15 +127,11 @@ def tiny_adm_config(image_size: int = 64) -> GlideConfig:
 
 def tiny_adm(image_size: int = 64, seed: int = 0) -> GlideUNet:
     """A tiny random-weight ADM (every parameter redrawn, so no output is trivially zero)."""
-    from .glide import GlideUNet
-
     return randomize_(GlideUNet(tiny_adm_config(image_size)), seed).eval().requires_grad_(False)
 
 
 def tiny_noised_clip_config() -> NoisedClipConfig:
     """Same family, toy sizes: 64×64 images in 16×16 patches, width 32, one block each, byte vocabulary."""
-    from .noised_clip import NoisedClipConfig
-
     return NoisedClipConfig(image_size=64, patch_size=16, n_vocab=258, max_text_len=32, n_embd=32,
                             n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16,
                             n_head_image=2, n_xf_blocks_image=1)
@@ -148,8 +139,6 @@ def tiny_noised_clip_config() -> NoisedClipConfig:
 
 def tiny_noised_clip(seed: int = 0) -> NoisedClip:
     """A tiny random-weight noised CLIP (every parameter redrawn; LayerNorm gains around 1)."""
-    from .noised_clip import ByteClipTokenizer, create_noised_clip
-
     model = create_noised_clip(config=tiny_noised_clip_config(), tokenizer=ByteClipTokenizer())
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -161,8 +150,6 @@ def tiny_noised_clip(seed: int = 0) -> NoisedClip:
 
 def tiny_mdetr(seed: int = 0):
     """A random tiny MDETR network (:func:`tiny_mdetr_config`), the caller's random state left alone."""
-    from .mdetr import MDETRSegmentation
-
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
         model = MDETRSegmentation(tiny_mdetr_config())

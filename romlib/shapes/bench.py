@@ -36,6 +36,11 @@ from pathlib import Path
 import torch
 
 from ..guidance.cfg import RULES
+from ..guidance.methods import METHODS as REGISTRY, ClassifierFree
+from ..interrupts import deferred
+from ..runs import new_run_dir, refuse_broken_link, run_dir_name
+from ..sampling.diffusion import create_diffusion
+from . import load_backend
 from .cases import Case, make_cases  # noqa: F401  (re-exported: the benchmark's cases)
 from .measure import _edit_mask, sample_cases, score_samples, segmenter_accuracy  # noqa: F401
 from .tables import (NOTEBOOK_TABLES, TABLES_FILE, format_notebook_table, format_segmenter_table,  # noqa: F401
@@ -49,8 +54,6 @@ __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmar
 log = logging.getLogger(__name__)
 
 def _methods() -> tuple[str, ...]:
-    from ..guidance.methods import METHODS as REGISTRY, ClassifierFree
-
     return ("inpaint",) + tuple(n for n, m in REGISTRY.items() if isinstance(m, ClassifierFree))
 
 
@@ -69,9 +72,6 @@ def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, sa
     CCF's best scale in the grid (``dilations=()`` skips the ablation). Identical rules (CF and
     CCF-direction at s = 1, CCF and CF-original at s = 1) are sampled once.
     """
-    from ..sampling.diffusion import create_diffusion
-    from . import load_backend
-
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; expected some of {METHODS}")
@@ -199,9 +199,6 @@ def add_bench_args(p: argparse.ArgumentParser) -> None:
 def bench_command(args) -> int:
     """``romlib shapes-bench``: run, then write ``results.json``, ``table.md``, ``benchmark.png`` into
     a new run folder inside ``--out`` (never over an earlier run's); print the table."""
-    from ..runs import new_run_dir, refuse_broken_link, run_dir_name
-    from . import load_backend
-
     started = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -241,7 +238,6 @@ def _write_results(folder: Path, results: dict, table: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    from ..interrupts import deferred
 
     fig = plot_benchmark(results)
     files = {"results.json": lambda p: p.write_text(json.dumps(results, indent=2, default=str)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pipeline import ROMPipeline
 from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
 
 __all__ = ["run", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
@@ -32,8 +33,6 @@ def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress:
     with ``with_files=True``). Everything goes to ``out_dir`` through :meth:`EditResult.save`:
     ``input.png``, the ranked frames, the mask, the figure ``demo.png`` and ``result.json`` last;
     an earlier run there is refused unless ``overwrite=True``."""
-    from ..pipeline import ROMPipeline
-
     out = Path(out_dir)
     case = demo_case(seed)
     scene = case.scene.pil()

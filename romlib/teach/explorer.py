@@ -31,6 +31,7 @@ from ..config import RANK_MODES as _MODES, EditConfig
 from ..contracts import Segmentation
 from ..experiments import count_work, work as work_report
 from ..guidance.families import sampling_for
+from ..plots import show as _show
 
 #: the ranking modes whose best base samples the preview upsamples up front (a click between them upsamples
 #: nothing; with rank='none' the upsampled frames are shown in sample order)
@@ -214,8 +215,6 @@ class Explorer:
 
     def show(self, top: int = 4):
         """Print the label and the scores, and display the result grid (what each click shows)."""
-        from .nb import _show
-
         r = self.result
         print(self.label())
         print(f"scores {[round(x, 4) for x in r.scores[:top]]}")

@@ -18,12 +18,18 @@ from PIL import Image
 
 from .. import hub
 from ..backends import default_backend
-from ..io import load_image
+from ..contracts import AmbiguousReference, NoObjectFound
+from ..guidance.methods import available, get
+from ..io import load_image, quote
+from ..masks import erode as erode_mask, resize_edit_mask
 from ..pipeline import get_pipeline
+from ..plots import image_row, show
+from ..sampling.diffusion import space_timesteps
 from ..shapes.demo import demo_case, select_case
 from ..shapes.scenes import COLOURS, SHAPES
 from ..shapes.segmenter import find_objects
 from ..specs import BACKENDS, backend_spec
+from .explorer import Explorer
 
 __all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "referred_mask",
            "centred_box_mask", "explore", "scrubber", "plot_trace", "trace_scales",
@@ -134,8 +140,6 @@ def missing_phrase(pipe, image) -> str:
 def centred_box_mask(image) -> torch.Tensor:
     """A bool edit mask [H, W] (True = edit) over the middle third of ``image`` in each direction: the
     named fallback of :func:`referred_mask` when the segmenter finds nothing usable."""
-    from ..io import load_image
-
     W, H = load_image(image).size
     mask = torch.zeros(H, W, dtype=torch.bool)
     mask[H // 3:H - H // 3, W // 3:W - W // 3] = True
@@ -152,11 +156,6 @@ def referred_mask(pipe, image, ref: str, *, erode: int = 1) -> tuple:
     (``best_anyway=True``, what the authors' code always did); a mask that covers no pixel at the
     diffusion model's resolution (e.g. a random-weight MDETR's speckles, eroded) →
     :func:`centred_box_mask`."""
-    from ..contracts import AmbiguousReference, NoObjectFound
-    from ..io import quote
-    from ..masks import erode as erode_mask
-    from ..masks import resize_edit_mask
-
     try:
         seg = pipe.segment(image, ref)
     except NoObjectFound as e:
@@ -204,29 +203,6 @@ def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
     return example(pipe, 2 if kind == "removal" else 0)
 
 
-def show(fig, *, dpi: int = 100) -> None:
-    """Display a matplotlib figure explicitly, as a PNG, and close it (every notebook figure goes
-    through here). Works the same under Colab's and Jupyter's inline backend, under ``Agg`` (the
-    tests: an implicitly shown figure would vanish there) and in nbval; returns None so the cell
-    does not echo the figure a second time. Outside IPython it only closes the figure."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    if isinstance(fig, tuple):  # (figure, numbers) from the plotting helpers
-        fig = fig[0]
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:  # pragma: no cover - plain Python
-        return
-    if get_ipython() is not None:
-        display(Image(data=buf.getvalue(), format="png"))
-
-
 _show = show  # the widget helpers' name
 
 
@@ -264,8 +240,6 @@ def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     paper's convention), in sampling order. Traces that carry ``"index"`` (the step's index in the
     respaced schedule) already hold the original timestep in ``"t"``; older ones hold the index in
     ``"t"``, mapped here through ``space_timesteps(1000, str(len(trace)))`` (e.g. 24…0 → 999…0)."""
-    from ..sampling.diffusion import space_timesteps
-
     if all("index" in s for s in trace):
         return [int(s["t"]) for s in trace]
     kept = sorted(space_timesteps(num_timesteps, str(len(trace))))
@@ -281,9 +255,6 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, t
     The first setting is rendered statically first, so the notebook shows it without a kernel. Without widgets,
     ``explorer.update(rank="masked")`` returns the new :class:`~romlib.result.EditResult`. Returns the explorer
     (its first result: ``explorer.result``)."""
-    from ..guidance.methods import available, get
-    from .explorer import Explorer
-
     if samples is not None:
         settings["samples"] = samples
     explorer = Explorer(pipe, image, ref, target, **settings)
@@ -360,8 +331,6 @@ def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_b
     """One step of a :meth:`~romlib.pipeline.ROMPipeline.trace`: x_t, the two branches, their
     difference (what the scale multiplies) and the x̂_0 prediction. The branches and the difference are
     each drawn on **one scale for the whole trace** (:func:`trace_scales`, or ``scales``), stated in the titles."""
-    from .viz import image_row
-
     s = trace[step]
     sc = scales or trace_scales(trace)
     diff = s["eps_cond"] - s["eps_base"]

@@ -16,7 +16,19 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config import SEGMENTERS
+from ..contracts import NoObjectFound
+from ..io import load_image, to_tensor
+from ..masks import box_to_pixels, enlarge_box
+from ..pipeline import MIN_IMAGE_SIDE
+from ..plots import _box as draw, _full_mask, _imshow, as_array, box_legend, overlay_mask
+from ..rank import ranking_inputs
+from ..sampling.diffusion import create_diffusion
+from ..shapes.demo import select_case
+from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
+from ..shapes.scenes import COLOURS, SHAPES
 from ..specs import backend_spec
+from .nb import removal_pipeline
 
 
 __all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure", "segmenters_figure", "mask_iou"]
@@ -27,8 +39,6 @@ def _off(ax):
 
 
 def _box(ax, box, color, lw=2.0):
-    from ..plots import _box as draw  # (imported here: viz re-exports this module's figures)
-
     draw(ax, box, color=color, lw=lw)
 
 
@@ -41,9 +51,6 @@ def pipeline_figure(result, top: int = 8):
     Returns ``(figure, numbers)``: score, box, mask pixels, dilated pixels, crop box, order and distances."""
     import matplotlib.pyplot as plt
 
-    from ..masks import box_to_pixels, enlarge_box
-    from ..rank import ranking_inputs
-    from ..plots import _imshow, box_legend, overlay_mask
 
     s = result.settings
     seg = result.segmentation
@@ -113,8 +120,6 @@ def pipeline_figure(result, top: int = 8):
 
 def default_targets(case) -> list[str]:
     """Fig. 5's targets for a ShapesWorld case: another colour, another shape, both, and '' (remove)."""
-    from ..shapes.scenes import COLOURS, SHAPES
-
     o = case.original
     colour = next(c for c in COLOURS if c != o.colour)
     shape = next(s for s in SHAPES if s != o.shape)
@@ -133,13 +138,9 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     ``ref`` and ``targets`` are required (no oracle). Returns ``(figure, rows)``."""
     import matplotlib.pyplot as plt
 
-    from .nb import removal_pipeline
-    from ..plots import _imshow, overlay_mask
 
     shapes = backend_spec(pipe.backend.name).oracle  # ShapesWorld: its cases and oracle
     if shapes and image is None:
-        from ..shapes.demo import select_case
-
         case = case or select_case("both")
         image, ref = case.scene.pil(), case.ref
     if image is None or ref is None:
@@ -181,16 +182,11 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
 
 
 def _full_edit_mask(result) -> torch.Tensor:
-    from ..plots import _full_mask
-
     return _full_mask(result)
 
 
 def _oracle_verdict(case, result, target: str) -> dict:
     """The ShapesWorld oracle on the best edit: target success, or (empty target) removal with the rim."""
-    from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
-    from ..plots import as_array
-
     a = as_array(result.best)
     em = _full_edit_mask(result).numpy() > 0.5
     seen = describe_region(a, object_region(em, case.original.mask, case.others))
@@ -211,9 +207,6 @@ def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "s
     Returns ``(figure, {t: ᾱ_t})``."""
     import matplotlib.pyplot as plt
 
-    from ..io import to_tensor
-    from ..sampling.diffusion import create_diffusion
-    from ..plots import _imshow
 
     if isinstance(image, torch.Tensor):
         x0 = image[None] if image.ndim == 3 else image
@@ -266,11 +259,6 @@ def segmenters_figure(pipe, image, ref: str, segmenters=("mdetr", "clipseg"), *,
     and ``"iou"``: the IoU of every pair of masks, e.g. ``{"mdetr/clipseg": 0.71}``."""
     import matplotlib.pyplot as plt
 
-    from ..config import SEGMENTERS
-    from ..contracts import NoObjectFound
-    from ..io import load_image
-    from ..pipeline import MIN_IMAGE_SIDE
-    from ..plots import _imshow, box_legend, overlay_mask
 
     b = pipe.backend
     names = [segmenters] if isinstance(segmenters, str) else list(segmenters)

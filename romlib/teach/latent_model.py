@@ -14,7 +14,11 @@ from __future__ import annotations
 import torch
 
 from ..backends import choose
+from ..guidance.cfg import guided_eps
 from ..guidance.methods import METHODS
+from ..models.sd import make_scheduler, tiny_inpainter
+from ..sampling.diffusion import randn, sample_generators
+from ..sampling.latent import prepare_latent, sample_latent
 from ..specs import backend_spec
 from .nb import chosen_case, example as nb_example, pipeline
 
@@ -55,7 +59,6 @@ def guidance_lines() -> str:
     pipeline, as their sources say it."""
     import inspect
 
-    from ..guidance.cfg import guided_eps
 
     ours = [ln.strip() for ln in inspect.getsource(guided_eps).splitlines() if ln.strip().startswith("return")][0]
     theirs = "noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)"
@@ -78,9 +81,6 @@ def conformance(model=None, *, rule: str = "cf", steps: str = "ddim6", scale: fl
     the *original* image, drawn from the VAE posterior with sample 0's generator after its noise, as romlib."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    from ..models.sd import make_scheduler, tiny_inpainter
-    from ..sampling.diffusion import randn, sample_generators
-    from ..sampling.latent import prepare_latent, sample_latent
 
     if rule not in ("cf", "ccf"):
         raise ValueError(f"rule={rule!r}: the pipeline has a counterpart for 'cf' and 'ccf' only")
@@ -137,8 +137,6 @@ def gpu_numbers(results: dict) -> list[str]:
 def coincide_at_scale(model, scale: float = 1.0, *, steps: str = "6", seed: int = 0) -> list[tuple[str, str]]:
     """The pairs of :data:`RULES4` whose samples agree (within fp32 rounding) at guidance ``scale`` on the same
     frame, mask and seeds (notebook 07's exercise: what does the scale multiply?)."""
-    from ..sampling.latent import prepare_latent, sample_latent
-
     S = model.cfg.frame_size
     dev = next(model.unet.parameters()).device
     g = torch.Generator().manual_seed(2)
