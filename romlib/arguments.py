@@ -11,8 +11,9 @@ import math
 import os
 from pathlib import Path
 
-from .specs import BACKENDS
+from .checks import MIN_STEPS
 from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
+from .specs import BACKENDS
 
 __all__ = ["check_device", "check_demo", "check_bench", "check_shapes_bench", "check_shapes_train", "parse_list",
            "BACKEND_FRAME"]
@@ -84,8 +85,6 @@ def check_bench(args) -> None:
     for b in args.batch or ():
         check_int("--batch", b, 1, MAX_SAMPLES)
     if args.steps is not None:
-        from .sampling.diffusion import MIN_STEPS
-
         check_int("--steps", args.steps, MIN_STEPS, 1000)
     _steps("--upsample-steps", args.upsample_steps)
     if args.micro_batch is not None:

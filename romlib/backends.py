@@ -23,6 +23,7 @@ import importlib
 import logging
 import os
 import socket
+from functools import partial
 
 import torch
 
@@ -61,8 +62,8 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
     spec = backend_spec(name)
     device = torch.device(device)
     if variant is not None and not spec.variants:
-        raise ValueError(f"variant={variant!r} applies to the backends with variants "
-                         f"({', '.join(n for n, s in BACKENDS.items() if s.variants)}), not {name!r}")
+        with_variants = " / ".join(repr(n) for n, s in BACKENDS.items() if s.variants)
+        raise ValueError(f"variant={variant!r} applies to the {with_variants} backend only, not {name!r}")
     if baselines and not spec.baselines:
         raise ValueError(f"the baselines (guidance clip, blended) run on GLIDE-family backends only; the {name!r} "
                          f"backend, a {spec.family} model, runs the classifier-free methods")
@@ -77,7 +78,13 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
     module, _, function = spec.loader.partition(":")
     backend = getattr(importlib.import_module(module), function)(
         spec, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant, paths=paths)
+    # the stages a loader leaves out are the spec's: its own segmenter now, the others on first use, CLIP ranking
+    stage = dict(device=device, dtype=dtype, progress=progress)
+    own = backend.segmenter if backend.segmenter is not None else SEGMENTER_LOADERS[spec.segmenter](**stage)
+    others = {**{n: partial(SEGMENTER_LOADERS[n], **stage) for n in spec.segmenters}, **backend.segmenters}
+    ranker = backend.ranker if backend.ranker is not None else load_clip_ranker(device=device, progress=progress)
     return dataclasses.replace(backend, name=spec.name, family=spec.family, segmenter_name=spec.segmenter,
+                               segmenter=own, segmenters=others, ranker=ranker,
                                default_scales={**spec.default_scales, **backend.default_scales})
 
 
@@ -122,15 +129,25 @@ def default_backend() -> str:
 
 
 # ---------------------------------------------------------------------------------------------- the loaders
+def _mdetr(*, device, progress, **_):
+    hub.ensure(hub.MDETR, progress=progress)
+    return load_segmenter("phrasecut-eb3", device=device, progress=progress)
+
+
+#: the referring segmenters a spec names (:attr:`romlib.specs.BackendSpec.segmenter` and ``segmenters``), built by
+#: :func:`load` where a loader leaves them out
+SEGMENTER_LOADERS = {"mdetr": _mdetr, "clipseg": load_clipseg}
+
+
 def load_glide(spec: BackendSpec, *, device, dtype, progress, baselines, **_) -> Backend:
-    """MDETR, GLIDE base/upsampler and CLIP, each memory-mapped from the cache (files checked by :func:`load`)."""
+    """GLIDE base/upsampler and CLIP, each memory-mapped from the cache (files checked by :func:`load`, which adds
+    the spec's segmenters)."""
     log.info("loading MDETR, GLIDE base/upsampler and CLIP")
     ranker = load_clip_ranker(device=device, progress=progress)
     extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress) if baselines else {}
     return Backend(
         name=spec.name,
-        segmenter=load_segmenter("phrasecut-eb3", device=device, progress=progress),
-        segmenters={"clipseg": lambda: load_clipseg(device=device, dtype=dtype, progress=progress)},
+        segmenter=None,
         base_model=load_model("base-inpaint", device=device, dtype=dtype, progress=progress),
         upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
         tokenizer=GlideTokenizer.default(),
@@ -151,19 +168,11 @@ def load_tiny(spec: BackendSpec, *, device, baselines=False, **_) -> Backend:
 
 
 def load_sd(spec: BackendSpec, *, device, dtype, progress, paths, **_) -> Backend:
-    """Stable Diffusion 1.5 inpainting with diffusers' and transformers' ``from_pretrained`` from the official
-    layout (links into the cache), CLIPSeg, CLIP ViT-B/16."""
+    """Stable Diffusion 1.5 inpainting with diffusers' ``from_pretrained`` from the official layout (links into the
+    cache); :func:`load` adds CLIPSeg (MDETR on request) and CLIP ViT-B/16."""
     folder = link_layout({n: p for n, p in paths.items() if n.startswith("sd15-inpaint/")}, "sd15-inpaint")
     model = load_inpainter(folder, device=device, dtype=dtype)
-    return Backend(name=spec.name, segmenter=load_clipseg(device=device, dtype=dtype, progress=progress),
-                   segmenters={"mdetr": lambda: _mdetr(device, progress)}, base_model=model,
-                   tokenizer=model.tokenizer, ranker=load_clip_ranker(device=device, progress=progress),
-                   base_steps="25")
-
-
-def _mdetr(device, progress):
-    hub.ensure(hub.MDETR, progress=progress)
-    return load_segmenter("phrasecut-eb3", device=device, progress=progress)
+    return Backend(name=spec.name, segmenter=None, base_model=model, tokenizer=model.tokenizer, base_steps="25")
 
 
 def load_tiny_sd(spec: BackendSpec, *, device, seed: int = 0, **_) -> Backend:
