@@ -11,7 +11,7 @@ import math
 import os
 from pathlib import Path
 
-from .checks import MIN_STEPS
+from .checks import MAX_DILATION, MIN_STEPS
 from .config import MAX_SAMPLES, STEPS_ACCEPTED, EditConfig, check_int, check_number, check_seed
 from .specs import BACKENDS
 
@@ -133,7 +133,7 @@ def check_shapes_bench(args) -> None:
             EditConfig(dilation=k).validate()
         except ValueError:
             raise ValueError(f"--dilations={args.dilations!r}: {k} is out of range; accepted: odd integers in "
-                             "1..63 ('' to skip the ablation)") from None
+                             f"1..{MAX_DILATION} ('' to skip the ablation)") from None
     check_seed("--seed", args.seed)
     _threads(args.threads)
     if args.weights is not None:

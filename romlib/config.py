@@ -22,7 +22,7 @@ from .specs import BACKENDS, SAMPLERS, SEGMENTERS
 
 __all__ = ["EditConfig", "PRESETS", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED",
            "check_seed", "check_int", "check_number", "is_int", "is_real", "SAMPLING_KNOBS", "RANK_MODES", "FRAMES",
-           "RankMode", "Frame", "SEGMENTERS", "STEPS_ACCEPTED"]
+           "RankMode", "Frame", "SCORED_RANK_MODES", "SEGMENTERS", "STEPS_ACCEPTED"]
 
 MAX_SAMPLES = 256  # B above this is refused
 WARN_SAMPLES = 64  # B above this logs the expected time
@@ -39,6 +39,7 @@ PRESETS: dict[str, dict] = {
 }
 RankMode = Literal["local", "masked", "none"]
 RANK_MODES: tuple[str, ...] = get_args(RankMode)  # the ranking crops (romlib.rank.rank_samples reads them)
+SCORED_RANK_MODES = tuple(m for m in RANK_MODES if m != "none")  # the modes that score the samples with CLIP
 #: knobs of :class:`EditConfig` that only some guidance methods read (``Method.honours``; the others refuse them)
 SAMPLING_KNOBS = ("scale", "steps", "sampler", "eta", "upsample", "upsample_top", "upsample_steps", "upsample_temperature")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import SCORED_RANK_MODES
 from ..pipeline import get_pipeline
 from ..plots import _imshow, overlay_mask
 from ..rank import rank_samples, ranking_inputs
@@ -194,7 +195,7 @@ def ranking_figure(case: int | None = None):
     p = ranking_picks(b.ranker, c, m, xs)
     box = tuple(float(v) for v in c.original.box)
     em = torch.from_numpy(m)[None, None].float()
-    orders = {mode: rank_samples(b.ranker, xs, c.target, mode, box=box, edit_mask=em) for mode in ("local", "masked")}
+    orders = {mode: rank_samples(b.ranker, xs, c.target, mode, box=box, edit_mask=em) for mode in SCORED_RANK_MODES}
     rank_of = {mode: {int(i): r + 1 for r, i in enumerate(o.order)} for mode, o in orders.items()}
     B = len(xs)
     fig = plt.figure(figsize=(2.1 * B, 6.4))

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import torch
 
+from ..config import SCORED_RANK_MODES
 from ..guidance.cfg import GuidedModel, known_region_fn
 from ..io import to_uint8
 from ..masks import dilate, to_keep_mask
@@ -114,7 +115,7 @@ def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torc
         if ranker is not None and len(xs) > 1:
             box = tuple(float(v) for v in case.original.box)
             em_t = torch.from_numpy(em)[None, None].float()
-            for mode in ("local", "masked"):
+            for mode in SCORED_RANK_MODES:
                 r = rank_samples(ranker, xs, case.target, mode, box=box, edit_mask=em_t)
                 top[mode].append(ok[r.order[0]])
     mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..config import SCORED_RANK_MODES
 from ..rank import rank_samples
 from ..sampling.diffusion import create_diffusion
 from . import load_backend
@@ -125,7 +126,7 @@ def ranking_picks(ranker, case, edit_mask: np.ndarray, samples) -> dict:
     box = tuple(float(v) for v in case.original.box)
     em = torch.from_numpy(edit_mask)[None, None].float()
     top = {mode: int(rank_samples(ranker, samples, case.target, mode, box=box, edit_mask=em).order[0])
-           for mode in ("local", "masked")}
+           for mode in SCORED_RANK_MODES}
     return {"case": case.index, "ok": [bool(x) for x in ok], **top}
 
 

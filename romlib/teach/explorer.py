@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from ..config import RANK_MODES as _MODES, EditConfig
+from ..config import SCORED_RANK_MODES, EditConfig
 from ..contracts import Segmentation
 from ..experiments import count_work, work as work_report
 from ..guidance.families import sampling_for
@@ -35,7 +35,7 @@ from ..plots import show as _show
 
 #: the ranking modes whose best base samples the preview upsamples up front (a click between them upsamples
 #: nothing; with rank='none' the upsampled frames are shown in sample order)
-RANK_MODES = tuple(m for m in _MODES if m != "none")
+RANK_MODES = SCORED_RANK_MODES
 
 __all__ = ["Explorer", "StageCache"]
 

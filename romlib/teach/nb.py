@@ -18,6 +18,7 @@ from PIL import Image
 
 from .. import hub
 from ..backends import default_backend
+from ..config import RANK_MODES
 from ..contracts import AmbiguousReference, NoObjectFound
 from ..guidance.methods import available, get
 from ..io import load_image, quote
@@ -271,7 +272,7 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, t
         guidance=W.Dropdown(options=list(available(pipe.backend)), value=s["guidance"], description="guidance"),
         scale=W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, description="scale s"),
         dilation=W.IntSlider(value=s["dilation"], min=1, max=15, step=2, description="dilation k"),
-        rank=W.Dropdown(options=["local", "masked", "none"], value=s["rank"], description="ranking"),
+        rank=W.Dropdown(options=list(RANK_MODES), value=s["rank"], description="ranking"),
         seed=W.IntText(value=s["seed"], description="seed"),
         preset=W.ToggleButtons(options=["preview", "paper"], value=s["preset"], description="budget"),
     )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..config import SEGMENTERS
+from ..config import SCORED_RANK_MODES, SEGMENTERS
 from ..contracts import NoObjectFound
 from ..io import load_image, to_tensor
 from ..masks import box_to_pixels, enlarge_box
@@ -80,7 +80,7 @@ def pipeline_figure(result, top: int = 8):
                "mask px": int(seg_mask.sum()), "base size": n_base, "dilated px": int(edit_base.sum()),
                "frame size": side, "rank": rank, "order": list(result.order),
                "distances (ranked)": [round(float(d), 4) for d in result.scores]}
-    if rank in ("local", "masked"):
+    if rank in SCORED_RANK_MODES:
         best = result.images[:1]
         if rank == "local":
             crop = box_to_pixels(enlarge_box(result.rank_box, 1.3, side, side))
