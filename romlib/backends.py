@@ -32,7 +32,8 @@ from .clipseg import load_clipseg, tiny_clipseg
 from .contracts import Backend
 from .guidance.baselines import BlendedBaseline, ClipGuidedBaseline, load_baselines
 from .models.glide import load_model
-from .models.sd import link_layout, load_inpainter, require_diffusers, tiny_inpainter
+from .models import sd as sd_models
+from .models.sd import link_layout, load_inpainter, tiny_inpainter
 from .models.tiny import tiny_adm, tiny_clip_model, tiny_glide, tiny_mdetr, tiny_noised_clip, tiny_roberta_tokenizer
 from .models.tokenizers import ByteTokenizer, GlideTokenizer
 from .rank import ClipRanker, load_clip_ranker
@@ -51,7 +52,7 @@ FAMILIES = {name: spec.family for name, spec in BACKENDS.items()}
 PROBE_HOST = ("openaipublic.blob.core.windows.net", 443)
 #: the optional packages a spec may require (:attr:`romlib.specs.BackendSpec.requires`): each a check that says how
 #: to install it
-REQUIREMENTS = {"diffusers": require_diffusers}
+REQUIREMENTS = {"diffusers": lambda: sd_models.require_diffusers()}  # looked up on use (tests replace it)
 
 
 def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False,
