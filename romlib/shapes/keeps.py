@@ -19,7 +19,8 @@ dilated by 3, every rule at the same scale and from the same noise. The shipped 
 from __future__ import annotations
 
 from .cases import Case, table_cases
-from .measure import _edit_mask, _uint8, rate, sample_cases
+from . import measure
+from .measure import _edit_mask, _uint8, rate
 from .oracle import describe_region, judge, keeps, object_region
 from .scenes import parse_text
 
@@ -57,7 +58,7 @@ def measure_keeps(b, diffusion, cfg) -> list[dict]:
         before.append((region, describe_region(c.scene.image, region)))
     rows = []
     for rule in cfg["methods"]:
-        xs = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=rule, scale=cfg["scale"],
+        xs = measure.sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=rule, scale=cfg["scale"],
                           samples=cfg["samples"])
         flags = {g: {k: [] for k in ("success", "attribute kept", "size kept", "position kept", "edited, all kept")}
                  for g in GROUPS}
