@@ -9,7 +9,6 @@ from ...guidance.cfg import RULES
 from ...shapes.oracle import judge
 from ...shapes.scenes import parse_text
 from .core import Exercise, Mistake
-from romlib.shapes.scenes import parse_text
 
 # ----------------------------------------------------------------------------------------------
 # 04.rule-inputs: CCF's two changes, one at a time
@@ -100,6 +99,8 @@ def _judge_reference(seen_colour, seen_shape, target, original_colour, original_
 def judge_edit(seen_colour, seen_shape, target, original_colour, original_shape):
     """(success, preserved): every attribute the target names is seen; every attribute it leaves free kept
     the original's value (None when it names both)."""
+    from romlib.shapes.scenes import parse_text  # the solution shown to the student is self-contained
+
     parsed = parse_text(target)
     named = parsed.named
     seen = {"colour": seen_colour, "shape": seen_shape}
