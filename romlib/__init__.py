@@ -21,7 +21,8 @@ _LAZY = {
     "check": "romlib.teach.exercises",  # rl.check("01.cf", cf_eps): the notebooks' checked exercises
 }
 
-# ``rl.<name>``: every module, by its short name (the notebooks say ``rl.nb``, ``rl.viz``, ``rl.study``).
+# ``rl.<name>``: every module, by its short name, the last part of its path (the notebooks say ``rl.nb``, ``rl.viz``,
+# ``rl.study``); no two modules share one (tests/test_layout.py checks it).
 _SUBMODULES = {
     "pipeline": "romlib.pipeline", "config": "romlib.config", "contracts": "romlib.contracts",
     "backends": "romlib.backends", "segment": "romlib.segment", "masks": "romlib.masks", "rank": "romlib.rank",
@@ -34,7 +35,9 @@ _SUBMODULES = {
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
     "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
     "exercises": "romlib.teach.exercises",
-    "sd": "romlib.models.sd", "clipseg": "romlib.clipseg", "latent": "romlib.teach.latent",
+    "sd": "romlib.models.sd", "clipseg": "romlib.clipseg", "latent": "romlib.sampling.latent",
+    "latent_model": "romlib.teach.latent_model", "specs": "romlib.specs", "checks": "romlib.checks",
+    "experiments": "romlib.experiments", "plots": "romlib.plots", "families": "romlib.guidance.families",
 }
 
 

@@ -16,8 +16,10 @@ import math
 import os
 from pathlib import Path
 
+from .checks import MAX_DILATION, MIN_STEPS
 from .config import (BACKEND_NAMES, MAX_SAMPLES, METHOD_NAMES, SAMPLER_NAMES, STEPS_ACCEPTED, EditConfig, add_arguments,
                      check_int, check_number, check_seed)
+from .specs import BACKENDS
 
 __all__ = ["add_edit_args", "add_demo_args", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
            "add_shapes_bench_args", "check_device", "check_demo", "check_example", "check_bench", "check_shapes_bench",
@@ -25,7 +27,8 @@ __all__ = ["add_edit_args", "add_demo_args", "add_example_args", "add_download_a
            "SHAPES_TRAIN_OUT"]
 
 #: the largest frame (pixels per side) each backend writes per sample; the free-space estimate reads it
-BACKEND_FRAME = {"glide": 256, "tiny": 256, "shapes": 32}
+#: (:attr:`romlib.specs.BackendSpec.frame`; ``BackendSpec.frame_size(upsample=False)`` without the upsampler)
+BACKEND_FRAME = {name: spec.frame for name, spec in BACKENDS.items()}
 #: the folders commands write into by default (in .gitignore: a run in a clone leaves git status clean)
 EDIT_OUT, DEMO_OUT, SHAPES_BENCH_OUT, SHAPES_TRAIN_OUT = "romlib_out", "romlib_demo", "shapes_bench", "shapes_train"
 
@@ -43,9 +46,8 @@ def add_edit_args(p: argparse.ArgumentParser) -> None:
                         "(white, red, ...; black = keep) or, with transparency, where it is opaque; the image's aspect "
                         "ratio, resized if needed")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=None,
-                   help="models: glide (real, downloads ~5.5 GB), shapes (embedded, offline), tiny (random, tests), "
-                        "sd (Stable Diffusion 1.5 inpainting, ~3.3 GB, pip install romlib[sd]), tiny-sd (random, "
-                        "tests); default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
+                   help="models: " + "; ".join(f"{s.name} ({s.summary})" for s in BACKENDS.values())
+                   + "; default: $ROMLIB_BACKEND, else glide on a GPU with internet, else shapes")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: cuda if available)")
     p.add_argument("--compile", default="off", choices=["off", "auto", "default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the UNets (off; auto = when the edit's work pays for the compilation)")
@@ -251,8 +253,6 @@ def check_bench(args) -> None:
     for b in args.batch or ():
         check_int("--batch", b, 1, MAX_SAMPLES)
     if args.steps is not None:
-        from .sampling.diffusion import MIN_STEPS
-
         check_int("--steps", args.steps, MIN_STEPS, 1000)
     _steps("--upsample-steps", args.upsample_steps)
     if args.micro_batch is not None:
@@ -301,7 +301,7 @@ def check_shapes_bench(args) -> None:
             EditConfig(dilation=k).validate()
         except ValueError:
             raise ValueError(f"--dilations={args.dilations!r}: {k} is out of range; accepted: odd integers in "
-                             "1..63 ('' to skip the ablation)") from None
+                             f"1..{MAX_DILATION} ('' to skip the ablation)") from None
     check_seed("--seed", args.seed)
     _threads(args.threads)
     if args.weights is not None:

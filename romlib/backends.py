@@ -1,4 +1,7 @@
-"""Named backends for :meth:`romlib.pipeline.ROMPipeline.from_pretrained`.
+"""The backends of :meth:`romlib.pipeline.ROMPipeline.from_pretrained`, assembled from their models.
+
+What each backend *is* (family, frame, files, example, removal model, default scales) is its entry of
+:data:`romlib.specs.BACKENDS`; this module only builds them, one loader each:
 
 * ``"glide"`` — the paper's models: MDETR EfficientNet-B3 (PhraseCut), GLIDE (filtered)
   base-inpaint and upsample-inpaint, CLIP ViT-B/16; about 5.5 GB downloaded once through
@@ -11,85 +14,141 @@
 * ``"tiny-sd"`` — random tiny models of the SD classes and a tiny tokenizer, made locally (tests, seconds on a CPU).
 
 Every backend can also segment with the other referring segmenter (``segmenter="mdetr"`` or ``"clipseg"``),
-loaded on first use; ShapesWorld segments with its own.
+loaded on first use; ShapesWorld segments with its own. :func:`default_backend` picks one when none is named.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import logging
+import os
+import socket
+from functools import partial
 
 import torch
 
-from .config import BACKEND_NAMES
+from . import hub
+from .clipseg import load_clipseg, tiny_clipseg
 from .contracts import Backend
+from .guidance.baselines import BlendedBaseline, ClipGuidedBaseline, load_baselines
+from .models.glide import load_model
+from .models import sd as sd_models
+from .models.sd import link_layout, load_inpainter, tiny_inpainter
+from .models.tiny import tiny_adm, tiny_clip_model, tiny_glide, tiny_mdetr, tiny_noised_clip, tiny_roberta_tokenizer
+from .models.tokenizers import ByteTokenizer, GlideTokenizer
+from .rank import ClipRanker, load_clip_ranker
+from .segment import MDETRSegmenter, load_segmenter
+from .shapes.backend import load_backend as load_shapes_backend
+from .specs import BACKENDS, BackendSpec, backend_spec
 
-__all__ = ["load", "NAMES", "files"]
+__all__ = ["load", "NAMES", "FAMILIES", "files", "default_backend", "choose", "tiny_segmenter", "tiny_clip_ranker",
+           "tiny_baselines", "tiny_backend"]
 
 log = logging.getLogger(__name__)
-NAMES = BACKEND_NAMES  # stated in romlib.config, which the command line's help reads without torch
-#: each backend's family (:attr:`romlib.contracts.Backend.family`): which guidance methods run on it
-FAMILIES = {"glide": "pixel", "shapes": "pixel", "tiny": "pixel", "sd": "latent", "tiny-sd": "latent"}
+NAMES = tuple(BACKENDS)
+#: each backend's family (:attr:`romlib.specs.BackendSpec.family`)
+FAMILIES = {name: spec.family for name, spec in BACKENDS.items()}
+#: the host whose reachability says whether the real models can be downloaded (default_backend's probe)
+PROBE_HOST = ("openaipublic.blob.core.windows.net", 443)
+#: the optional packages a spec may require (:attr:`romlib.specs.BackendSpec.requires`): each a check that says how
+#: to install it
+REQUIREMENTS = {"diffusers": lambda: sd_models.require_diffusers()}  # looked up on use (tests replace it)
 
 
 def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True, baselines: bool = False,
          variant: str | None = None, segmenter: str | None = None) -> Backend:
-    """Backend ``name``; ``variant`` picks one of ShapesWorld's shipped models (:data:`romlib.shapes.VARIANTS`);
-    ``segmenter`` (another segmenter a run will ask for): its files are checked with the backend's, before any model
-    is built (it still loads on first use)."""
+    """Backend ``name`` (:data:`romlib.specs.BACKENDS`); ``variant`` picks one of ShapesWorld's shipped models
+    (:data:`romlib.shapes.VARIANTS`); ``segmenter`` (another segmenter a run will ask for): its files are checked
+    with the backend's, before any model is built (it still loads on first use)."""
+    spec = backend_spec(name)
     device = torch.device(device)
-    if variant is not None and name != "shapes":
-        raise ValueError(f"variant={variant!r} applies to the 'shapes' backend only, not {name!r}")
-    if name == "glide":
-        return _glide(device, dtype, progress, baselines, segmenter)
-    if name == "shapes":
-        from .shapes import load_backend
-
-        return load_backend(device=device, variant=variant)  # None: the default model, empty targets to "removal"
-    if name == "tiny":
-        from .models.tiny import tiny_backend
-
-        backend = tiny_backend(device=device, baselines=baselines)
-        backend.segmenters["clipseg"] = lambda: _tiny_clipseg(device)
-        backend.extras["removal"] = None  # random weights: an empty target inpaints noise (a warning says so)
-        return backend
-    if name in ("sd", "tiny-sd") and baselines:
+    if variant is not None and not spec.variants:
+        with_variants = " / ".join(repr(n) for n, s in BACKENDS.items() if s.variants)
+        raise ValueError(f"variant={variant!r} applies to the {with_variants} backend only, not {name!r}")
+    if baselines and not spec.baselines:
         raise ValueError(f"the baselines (guidance clip, blended) run on GLIDE-family backends only; the {name!r} "
-                         "backend, a latent model, runs cf, ccf, ccf-direction and cf-original")
-    if name == "sd":
-        return _sd(device, dtype, progress, segmenter)
-    if name == "tiny-sd":
-        from .models.sd import require_diffusers
-
-        require_diffusers()
-        return _tiny_sd(device)
-    raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(NAMES)}")
-
-
-def _glide(device, dtype, progress, baselines, segmenter=None) -> Backend:
-    """Every file first (one :class:`romlib.hub.CheckpointUnavailable` listing all that are missing,
-    before any model is built), then the models, each memory-mapped from the cache."""
-    from . import hub
-
-    log.info("checking the glide backend's files (first run downloads about 5.5 GB into %s)", hub.cache_dir())
-    hub.ensure(files("glide", baselines=baselines, segmenter=segmenter), progress=progress)
-
-    from .models.glide import load_model
-    from .models.tokenizers import GlideTokenizer
-    from .rank import load_clip_ranker
-    from .segment import load_segmenter
-
+                         f"backend, a {spec.family} model, runs the classifier-free methods")
+    for package in spec.requires:
+        REQUIREMENTS[package]()
+    paths = {}
+    if files(name, baselines=baselines, segmenter=segmenter):  # every file first: one error lists all missing
+        log.info("checking the %s backend's files (first run downloads %s into %s)", name, spec.size, hub.cache_dir())
+        paths = hub.ensure(files(name, baselines=baselines, segmenter=segmenter), progress=progress)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
+    module, _, function = spec.loader.partition(":")
+    backend = getattr(importlib.import_module(module), function)(
+        spec, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant, paths=paths)
+    # the stages a loader leaves out are the spec's: its own segmenter now, the others on first use, CLIP ranking
+    stage = dict(device=device, dtype=dtype, progress=progress)
+    own = backend.segmenter if backend.segmenter is not None else SEGMENTER_LOADERS[spec.segmenter](**stage)
+    others = {**{n: partial(SEGMENTER_LOADERS[n], **stage) for n in spec.segmenters}, **backend.segmenters}
+    ranker = backend.ranker if backend.ranker is not None else load_clip_ranker(device=device, progress=progress)
+    return dataclasses.replace(backend, name=spec.name, family=spec.family, segmenter_name=spec.segmenter,
+                               segmenter=own, segmenters=others, ranker=ranker,
+                               default_scales={**spec.default_scales, **backend.default_scales})
+
+
+def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -> tuple[str, ...]:
+    """Every :mod:`romlib.hub` file that backend ``name`` needs (with the baselines' and ``segmenter``'s, when it is
+    not the backend's own), so that one check can list all that are missing before any model is loaded; empty for
+    the backends made locally (shapes, tiny, tiny-sd)."""
+    spec = backend_spec(name)
+    if not spec.files:
+        return ()
+    groups = spec.files + (spec.baseline_files if baselines else ())
+    extra = {"clipseg": hub.CLIPSEG, "mdetr": hub.MDETR}.get(segmenter or "", ())
+    return tuple(dict.fromkeys(sum((getattr(hub, g) for g in groups), ()) + extra))
+
+
+# ---------------------------------------------------------------------------------------------- choosing one
+def choose(real: str, stand_in: str, *, env: str, probe: bool = True) -> str:
+    """``$env`` if set; else ``real`` on a GPU whose files are reachable (every file cached, a ``$ROMLIB_MIRROR``,
+    or network access: with ``probe`` a connection to :data:`PROBE_HOST` is tried), else ``stand_in``."""
+    chosen = os.environ.get(env)
+    if chosen:
+        return chosen
+    if not torch.cuda.is_available():
+        return stand_in
+    if hub.mirror() or all(hub.cached(n) for n in files(real)):
+        return real
+    if os.environ.get("ROMLIB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
+        return stand_in
+    if not probe:
+        return real
+    try:
+        socket.create_connection(PROBE_HOST, timeout=3).close()
+        return real
+    except OSError:
+        return stand_in
+
+
+def default_backend() -> str:
+    """``$ROMLIB_BACKEND`` if set; else ``"glide"`` on a GPU whose files are reachable (every file
+    cached, a ``$ROMLIB_MIRROR``, or network access), else ``"shapes"``."""
+    return choose("glide", "shapes", env="ROMLIB_BACKEND")
+
+
+# ---------------------------------------------------------------------------------------------- the loaders
+def _mdetr(*, device, progress, **_):
+    hub.ensure(hub.MDETR, progress=progress)
+    return load_segmenter("phrasecut-eb3", device=device, progress=progress)
+
+
+#: the referring segmenters a spec names (:attr:`romlib.specs.BackendSpec.segmenter` and ``segmenters``), built by
+#: :func:`load` where a loader leaves them out
+SEGMENTER_LOADERS = {"mdetr": _mdetr, "clipseg": load_clipseg}
+
+
+def load_glide(spec: BackendSpec, *, device, dtype, progress, baselines, **_) -> Backend:
+    """GLIDE base/upsampler and CLIP, each memory-mapped from the cache (files checked by :func:`load`, which adds
+    the spec's segmenters)."""
     log.info("loading MDETR, GLIDE base/upsampler and CLIP")
     ranker = load_clip_ranker(device=device, progress=progress)
-    extras = {}
-    if baselines:
-        from .guidance.baselines import load_baselines
-
-        extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress)
+    extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress) if baselines else {}
     return Backend(
-        name="glide",
-        segmenter=load_segmenter("phrasecut-eb3", device=device, progress=progress),
-        segmenters={"clipseg": lambda: _clipseg(device, dtype, progress)},
+        name=spec.name,
+        segmenter=None,
         base_model=load_model("base-inpaint", device=device, dtype=dtype, progress=progress),
         upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
         tokenizer=GlideTokenizer.default(),
@@ -98,72 +157,66 @@ def _glide(device, dtype, progress, baselines, segmenter=None) -> Backend:
     )
 
 
-def _clipseg(device, dtype, progress):
-    from .clipseg import load_clipseg
-
-    return load_clipseg(device=device, dtype=dtype, progress=progress)
-
-
-def _tiny_clipseg(device):
-    from .clipseg import tiny_clipseg
-
-    return tiny_clipseg(device=device)
+def load_shapes(spec: BackendSpec, *, device, variant=None, **_) -> Backend:
+    """ShapesWorld's shipped models (:func:`romlib.shapes.load_backend`)."""
+    return load_shapes_backend(device=device, variant=variant)  # None: the default model, empty targets to removal
 
 
-#: the scales the ``sd`` backend starts from: diffusers' 7.5 for the ∅ base branch (the model's usual CF scale);
-def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -> tuple[str, ...]:
-    """Every :mod:`romlib.hub` file that backend ``name`` needs (with the baselines' and ``segmenter``'s, when it is
-    not the backend's own), so that one check can list all that are missing before any model is loaded; empty for
-    the backends made locally (shapes, tiny, tiny-sd)."""
-    from . import hub
-
-    own = {"glide": hub.GLIDE_BACKEND + (hub.BASELINES if baselines else ()), "sd": hub.SD_BACKEND + hub.CLIPSEG}
-    if name not in own:
-        return ()
-    extra = {"clipseg": hub.CLIPSEG, "mdetr": hub.MDETR}.get(segmenter or "", ())
-    return tuple(dict.fromkeys(own[name] + extra))
+def load_tiny(spec: BackendSpec, *, device, baselines=False, **_) -> Backend:
+    backend = tiny_backend(device=device, baselines=baselines)
+    backend.segmenters["clipseg"] = lambda: tiny_clipseg(device=device)
+    backend.extras["removal"] = None  # random weights: an empty target inpaints noise (a warning says so)
+    return backend
 
 
-#: CCF and its direction-only ablation keep the paper's 15 (tuned on GLIDE, not on SD)
-SD_SCALES = {"cf": 7.5, "cf-original": 7.5, "ccf": 15.0, "ccf-direction": 15.0}
-
-
-def _sd(device, dtype, progress, segmenter=None) -> Backend:
-    """Stable Diffusion 1.5 inpainting: every file first (one error listing all that are missing), then the
-    models with diffusers' and transformers' ``from_pretrained`` from the official layout (links into the cache)."""
-    from . import hub
-    from .models.sd import link_layout, load_inpainter, require_diffusers
-
-    require_diffusers()
-    log.info("checking the sd backend's files (first run downloads about 3.3 GB into %s)", hub.cache_dir())
-    paths = hub.ensure(files("sd", segmenter=segmenter), progress=progress)
-    from .rank import load_clip_ranker
-
-    if dtype is None:
-        dtype = torch.float16 if device.type == "cuda" else torch.float32
+def load_sd(spec: BackendSpec, *, device, dtype, progress, paths, **_) -> Backend:
+    """Stable Diffusion 1.5 inpainting with diffusers' ``from_pretrained`` from the official layout (links into the
+    cache); :func:`load` adds CLIPSeg (MDETR on request) and CLIP ViT-B/16."""
     folder = link_layout({n: p for n, p in paths.items() if n.startswith("sd15-inpaint/")}, "sd15-inpaint")
     model = load_inpainter(folder, device=device, dtype=dtype)
-    return Backend(name="sd", family="latent", segmenter=_clipseg(device, dtype, progress), segmenter_name="clipseg",
-                   segmenters={"mdetr": lambda: _mdetr(device, progress)}, base_model=model,
-                   tokenizer=model.tokenizer, ranker=load_clip_ranker(device=device, progress=progress),
-                   base_steps="25", default_scales=dict(SD_SCALES))
+    return Backend(name=spec.name, segmenter=None, base_model=model, tokenizer=model.tokenizer, base_steps="25")
 
 
-def _mdetr(device, progress):
-    from . import hub
-    from .segment import load_segmenter
-
-    hub.ensure(hub.MDETR, progress=progress)
-    return load_segmenter("phrasecut-eb3", device=device, progress=progress)
-
-
-def _tiny_sd(device, seed: int = 0) -> Backend:
-    """Random tiny SD-family models (64×64 frame, 8×8 latents), the tiny MDETR and CLIP of ``tiny``; CLIPSeg tiny on request."""
-    from .models.sd import tiny_inpainter
-    from .models.tiny import tiny_clip_ranker, tiny_segmenter
-
+def load_tiny_sd(spec: BackendSpec, *, device, seed: int = 0, **_) -> Backend:
+    """Random tiny SD-family models (64×64 frame, 8×8 latents), the tiny MDETR and CLIP of ``tiny``; CLIPSeg tiny on
+    request."""
     model = tiny_inpainter(seed=seed).to(device)
-    return Backend(name="tiny-sd", family="latent", segmenter=tiny_segmenter(seed=seed, device=device),
-                   segmenters={"clipseg": lambda: _tiny_clipseg(device)}, base_model=model, tokenizer=model.tokenizer,
-                   ranker=tiny_clip_ranker(seed=seed), base_steps="10", default_scales=dict(SD_SCALES),
+    return Backend(name=spec.name, segmenter=tiny_segmenter(seed=seed, device=device),
+                   segmenters={"clipseg": lambda: tiny_clipseg(device=device)}, base_model=model,
+                   tokenizer=model.tokenizer, ranker=tiny_clip_ranker(seed=seed), base_steps="10",
                    extras={"removal": None})  # random weights: an empty target inpaints noise (a warning says so)
+
+
+# ---------------------------------------------------------------------------------------------- tiny stages
+def tiny_segmenter(seed: int = 0, device="cpu", size: int = 800) -> MDETRSegmenter:
+    """A random tiny MDETR segmenter with an offline tokenizer (tests, the tiny backends)."""
+    return MDETRSegmenter(tiny_mdetr(seed).to(device), tiny_roberta_tokenizer(), size=size)
+
+
+def tiny_clip_ranker(seed: int = 0, image_size: int = 32) -> ClipRanker:
+    """A random-weight CLIP ranker (open_clip ``CLIP`` of toy sizes) for tests; offline."""
+    model, tokenizer = tiny_clip_model(seed, image_size)
+    return ClipRanker(model, tokenizer, image_size=image_size)
+
+
+def tiny_baselines(*, ranker, device="cpu", seed: int = 0) -> dict:
+    """Tiny random-weight versions of both baselines (tests)."""
+    return {"clip": ClipGuidedBaseline(tiny_noised_clip(seed).to(device)),
+            "blended": BlendedBaseline(tiny_adm(64, seed).to(device), ranker, steps="10", skip_timesteps=3, aug_num=2)}
+
+
+def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
+    """Random tiny models of every stage, offline (segmenter, GLIDE pair, CLIP)."""
+    tok = ByteTokenizer()
+    ranker = tiny_clip_ranker(seed=seed)
+    return Backend(
+        name="tiny",
+        segmenter=tiny_segmenter(seed=seed, device=device),
+        base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
+        upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
+        tokenizer=tok,
+        ranker=ranker,
+        base_steps="10",
+        upsample_steps="5",
+        extras=tiny_baselines(ranker=ranker, device=device, seed=seed) if baselines else {},
+    )

@@ -122,9 +122,10 @@ def _run_edit(args) -> int:
         raise ValueError(f"top={args.top} is out of range; accepted: an integer >= 1")
     W, H = _check_inputs(args)
     _check_device(args.device)
-    from .pipeline import default_backend
+    from .backends import default_backend
+    from .specs import backend_spec
 
-    frame = min(arguments.BACKEND_FRAME.get(args.backend or default_backend(), 256), 256 if cfg.upsample else 64)
+    frame = backend_spec(args.backend or default_backend()).frame_size(cfg.upsample)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work

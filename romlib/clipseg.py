@@ -16,7 +16,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from . import hub
 from .contracts import NoObjectFound, Segmentation
+from .io import quote
+from .models.sd import link_layout, tiny_clip_tokenizer
+from .models.tiny import randomize_
 
 __all__ = ["ClipSegSegmenter", "load_clipseg", "tiny_clipseg", "DEFAULT_MIN_SCORE"]
 
@@ -46,8 +50,6 @@ class ClipSegSegmenter:
 
     def segment(self, image, text: str, *, threshold: float = 0.5, min_score: float | None = None,
                 best_anyway: bool = False) -> Segmentation:
-        from .io import quote
-
         if not 0 < threshold < 1:
             raise ValueError(f"threshold={threshold!r} is out of range; accepted: a number in (0, 1)")
         if not (text or "").strip():
@@ -79,8 +81,6 @@ def load_clipseg(*, device="cpu", dtype: torch.dtype | None = None, progress: bo
     transformers' own ``from_pretrained`` from a folder in the official layout."""
     from transformers import CLIPSegForImageSegmentation, CLIPSegProcessor
 
-    from . import hub
-    from .models.sd import link_layout
 
     paths = hub.ensure(hub.CLIPSEG, progress=progress)
     folder = link_layout(paths, "clipseg")
@@ -92,8 +92,6 @@ def tiny_clipseg(seed: int = 0, device="cpu") -> ClipSegSegmenter:
     """A random tiny CLIPSeg of the same classes (tests, the tiny backends): 32×32 input, 2-layer encoders."""
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation, CLIPSegProcessor, ViTImageProcessor
 
-    from .models.sd import tiny_clip_tokenizer
-    from .models.tiny import randomize_
 
     text = dict(vocab_size=80, hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2,
                 max_position_embeddings=16, bos_token_id=0, eos_token_id=1, pad_token_id=1)

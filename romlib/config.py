@@ -11,22 +11,25 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
-import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-__all__ = ["EditConfig", "PRESETS", "METHOD_NAMES", "SAMPLER_NAMES", "BACKEND_NAMES", "add_arguments", "from_args", "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED",
-           "check_seed", "check_int", "check_number", "is_int", "is_real"]
+from .checks import (DILATION_ACCEPTED, MAX_DILATION, MAX_SEED, STEPS_ACCEPTED, check_int, check_number, check_seed,
+                     is_int, is_real, need as _need, steps_ok as _steps_ok)
+from .contracts import Segmentation
+from .specs import BACKENDS, SAMPLERS, SEGMENTERS
+
+__all__ = ["EditConfig", "PRESETS", "METHOD_NAMES", "SAMPLER_NAMES", "BACKEND_NAMES", "add_arguments", "from_args",
+           "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED", "check_seed", "check_int", "check_number", "is_int", "is_real",
+           "SAMPLING_KNOBS", "RANK_MODES", "FRAMES", "RankMode", "Frame", "SCORED_RANK_MODES", "SEGMENTERS",
+           "STEPS_ACCEPTED"]
 
 MAX_SAMPLES = 256  # B above this is refused
 WARN_SAMPLES = 64  # B above this logs the expected time
-#: seeds are in [0, 2**63): the noise generators are seeded modulo 2**63, so a larger seed would
-#: silently give the samples of a smaller one
-MAX_SEED = 2**63 - 1
 
 Frame = Literal["full", "crop"]
+FRAMES: tuple[str, ...] = get_args(Frame)  # what frame= accepts (the flag's choices, the checks, the widgets)
 
 #: the named budgets of ``EditConfig.preset``: the knobs each sets (a knob left at its default takes the preset's
 #: value; a knob a method does not read is left alone). "preview" is chosen from the ShapesWorld measurement of
@@ -36,14 +39,16 @@ PRESETS: dict[str, dict] = {
     "preview": {"samples": 4, "sampler": "dpmpp-2m", "steps": "20", "upsample_top": 1},
 }
 RankMode = Literal["local", "masked", "none"]
-SEGMENTERS = ("mdetr", "clipseg")  # the referring segmenters romlib wraps (romlib.backends.load builds them)
-#: the names the command line offers, stated here because this module loads no torch (``romlib --help`` reads them
-#: in a blink, romlib.arguments): the guidance methods of ``romlib.guidance.METHODS``, the base samplers of
-#: ``romlib.sampling.SAMPLERS``, the backends ``romlib.backends.load`` builds (tests/test_cli.py checks each registry
-#: holds exactly these)
+RANK_MODES: tuple[str, ...] = get_args(RankMode)  # the ranking crops (romlib.rank.rank_samples reads them)
+SCORED_RANK_MODES = tuple(m for m in RANK_MODES if m != "none")  # the modes that score the samples with CLIP
+#: knobs of :class:`EditConfig` that only some guidance methods read (``Method.honours``; the others refuse them)
+SAMPLING_KNOBS = ("scale", "steps", "sampler", "eta", "upsample", "upsample_top", "upsample_steps", "upsample_temperature")
+#: the names the command line offers, read without torch (``romlib --help`` in a blink, romlib.arguments): the
+#: guidance methods of ``romlib.guidance.METHODS`` (stated here, as that registry loads torch; tests/test_cli.py
+#: checks it holds exactly these), the samplers and backends of :mod:`romlib.specs`
 METHOD_NAMES = ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
-SAMPLER_NAMES = ("ancestral", "ddim", "dpmpp-2m")
-BACKEND_NAMES = ("glide", "shapes", "tiny", "sd", "tiny-sd")
+SAMPLER_NAMES = tuple(SAMPLERS)
+BACKEND_NAMES = tuple(BACKENDS)
 
 
 def _knob(default, help: str, *, flag: str | None = None, type=None, choices=None, cli: bool = True, metavar=None):
@@ -69,16 +74,16 @@ class EditConfig:
     scale: float | None = _knob(None, "guidance scale s > 0 (default: the method's, e.g. 15 ccf, 5 cf, 2 clip; "
                                 "ShapesWorld's tuned scales on the shapes backend)", type=float)
     samples: int = _knob(24, f"number of samples B to draw and rank, 1..{MAX_SAMPLES} (default 24, the paper's)", type=int)
-    dilation: int = _knob(3, "mask dilation kernel k (odd; 1 = none) at 64x64 (at 256x256 for blended) (default 3)",
-                          type=int)
+    dilation: int = _knob(3, f"mask dilation kernel k ({DILATION_ACCEPTED}) at 64x64 (at 256x256 for blended) "
+                          "(default 3)", type=int)
     rank: RankMode | None = _knob(None, "ranking crop: local (box x1.3, the paper), masked (Blended's), none "
-                                  "(default: the method's: local; masked for blended)", choices=("local", "masked", "none"))
+                                  "(default: the method's: local; masked for blended)", choices=RANK_MODES)
     steps: str | None = _knob(None, "base sampling steps, e.g. 100, 50, ddim25 (default: the backend's, 100 for GLIDE)")
-    sampler: str = _knob("ancestral", "base sampler: ancestral (DDPM, the paper's), ddim (eta = 0: deterministic), "
-                         "dpmpp-2m (DPM-Solver++(2M), good in ~20 steps) (default ancestral)",
-                         choices=SAMPLER_NAMES)
+    sampler: str = _knob("ancestral", "base sampler: " + ", ".join(f"{s.name} ({s.help})" for s in SAMPLERS.values())
+                         + " (default ancestral)", choices=tuple(SAMPLERS))
     eta: float = _knob(0.0, "DDIM's eta in [0, 1] (0: deterministic; 1: the posterior's variance); read by "
-                       "--sampler ddim only (default 0)", type=float)
+                       "--sampler " + "/".join(s.name for s in SAMPLERS.values() if "eta" in s.knobs) + " only "
+                       "(default 0)", type=float)
     upsample: bool = _knob(True, "skip the 64->256 upsampler: results stay at the base model's 64x64 (default: "
                            "upsample when the backend has an upsampler)", flag="--no-upsample")
     upsample_top: int | None = _knob(None, "upsample only the N best base samples, ranked at the base resolution "
@@ -89,9 +94,10 @@ class EditConfig:
                                         type=float)
     seed: int = _knob(0, "random seed in [0, 2**63); sample i always gets the same noise (default 0)", type=int)
     frame: Frame = _knob("full", "edit the whole image squashed to the model's frame (full, the paper) or a square "
-                         "crop around the object (crop)", choices=("full", "crop"))
+                         "crop around the object (crop)", choices=FRAMES)
     segmenter: str | None = _knob(None, "referring segmenter: mdetr (the paper's) or clipseg (default: the backend's: "
-                                  "mdetr on glide, clipseg on sd)", choices=SEGMENTERS)
+                                  + ", ".join(f"{s.segmenter} on {s.name}" for s in BACKENDS.values() if s.real
+                                              and s.segmenter in SEGMENTERS) + ")", choices=SEGMENTERS)
     threshold: float = _knob(0.5, "mask threshold on the segmenter's sigmoid, in (0, 1) (default 0.5)", type=float)
     min_score: float | None = _knob(None, "minimum segmentation score in [0, 1] (default: the segmenter's)", type=float)
     best_anyway: bool = _knob(False, "use the best query even below --min-score or when the text fits several objects "
@@ -115,8 +121,6 @@ class EditConfig:
         if self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is out of range; accepted: {', '.join(map(repr, PRESETS))}")
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
-        from .guidance.methods import SAMPLING_KNOBS
-
         values = {k: v for k, v in PRESETS[self.preset].items() if getattr(self, k) == defaults[k]
                   and k not in self.given() and (reads is None or k not in SAMPLING_KNOBS or k in reads)}
         out = dataclasses.replace(self, **values)
@@ -162,14 +166,12 @@ class EditConfig:
             _need(is_real(self.scale) and 0 < self.scale < 1e4, "scale", self.scale, "a finite number in (0, 10000)")
         _need(is_int(self.samples) and 1 <= self.samples <= MAX_SAMPLES, "samples", self.samples,
               f"an integer in 1..{MAX_SAMPLES}")
-        _need(is_int(self.dilation) and self.dilation >= 1 and self.dilation % 2 == 1 and self.dilation <= 63, "dilation",
-              self.dilation, "an odd integer in 1..63 (1 = no dilation)")
-        _need(self.rank in (None, "local", "masked", "none"), "rank", self.rank, "'local', 'masked', 'none'")
-        _need(self.frame in ("full", "crop"), "frame", self.frame, "'full', 'crop'")
+        _need(is_int(self.dilation) and 1 <= self.dilation <= MAX_DILATION and self.dilation % 2 == 1, "dilation",
+              self.dilation, DILATION_ACCEPTED)
+        _need(self.rank is None or self.rank in RANK_MODES, "rank", self.rank, ", ".join(map(repr, RANK_MODES)))
+        _need(self.frame in FRAMES, "frame", self.frame, ", ".join(map(repr, FRAMES)))
         _need(self.segmenter is None or self.segmenter in SEGMENTERS, "segmenter", self.segmenter,
               ", ".join(repr(s) for s in SEGMENTERS) + " or None (the backend's)")
-        from .contracts import Segmentation
-
         _need(self.segmenter is None or self.mask is None or isinstance(self.mask, Segmentation), "segmenter",
               self.segmenter, "None with a mask given (a mask replaces segmentation: no segmenter runs)")
         for name in ("steps", "upsample_steps"):
@@ -181,11 +183,11 @@ class EditConfig:
         if self.upsample_top is not None:
             _need(is_int(self.upsample_top) and 1 <= self.upsample_top <= self.samples, "upsample_top", self.upsample_top,
                   f"an integer in 1..samples ({self.samples}), or None for all")
-        samplers = _choices("sampler")
-        _need(self.sampler in samplers, "sampler", self.sampler, ", ".join(repr(c) for c in samplers))
+        _need(self.sampler in SAMPLERS, "sampler", self.sampler, ", ".join(repr(c) for c in SAMPLERS))
         _need(is_real(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
-        _need(self.eta == 0 or self.sampler == "ddim", "eta", self.eta, f"0 with sampler={self.sampler!r} (eta is "
-              "read by sampler='ddim' only)")
+        eta_readers = [s.name for s in SAMPLERS.values() if "eta" in s.knobs]
+        _need(self.eta == 0 or "eta" in SAMPLERS[self.sampler].knobs, "eta", self.eta, f"0 with sampler="
+              f"{self.sampler!r} (eta is read by sampler={' or '.join(map(repr, eta_readers))} only)")
         _need(is_real(self.upsample_temperature) and 0 < self.upsample_temperature <= 2, "upsample_temperature",
               self.upsample_temperature, "a number in (0, 2]")
         check_seed("seed", self.seed)
@@ -198,66 +200,6 @@ class EditConfig:
         _need(isinstance(self.best_anyway, bool), "best_anyway", self.best_anyway, "True or False")
         _need(isinstance(self.progress, bool), "progress", self.progress, "True or False")
         return self
-
-
-def _choices(name: str) -> tuple:
-    return next(f.metadata["choices"] for f in dataclasses.fields(EditConfig) if f.name == name)
-
-
-def _need(ok: bool, name: str, value, accepted: str) -> None:
-    if not ok:
-        text = repr(value)
-        text = text if len(text) <= 80 else text[:77] + "..."
-        raise ValueError(f"{name}={text} is out of range; accepted: {accepted}")
-
-
-def is_real(v) -> bool:
-    """A finite real number (numpy scalars included; ``True``/``False`` are not)."""
-    return isinstance(v, numbers.Real) and not isinstance(v, bool) and type(v).__name__ != "bool_" and math.isfinite(v)
-
-
-def is_int(v) -> bool:
-    """An integer (numpy integers included; ``True``/``False`` are not)."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and type(v).__name__ != "bool_"
-
-
-def check_int(name: str, value, low: int | None = None, high: int | None = None) -> int:
-    """``value`` as an ``int`` if it is an integer in [low, high]; else ``ValueError`` naming it
-    (``name`` as the user wrote it, e.g. ``"--samples"`` or ``"sample"``)."""
-    ok = is_int(value) and (low is None or value >= low) and (high is None or value <= high)
-    accepted = ("an integer" + (f" in {low}..{high}" if low is not None and high is not None
-                                else f" >= {low}" if low is not None else f" <= {high}" if high is not None else ""))
-    _need(ok, name, value, accepted)
-    return int(value)
-
-
-def check_number(name: str, value, low: float | None = None, high: float | None = None, *,
-                 open_low: bool = False) -> float:
-    """``value`` as a ``float`` if finite and in [low, high] (``(low, high]`` with ``open_low``)."""
-    ok = is_real(value) and (low is None or (value > low if open_low else value >= low)) and (high is None or value <= high)
-    bounds = ([f"{'>' if open_low else '>='} {low:g}"] if low is not None else []) + \
-        ([f"<= {high:g}"] if high is not None else [])
-    _need(ok, name, value, " ".join(["a finite number", " and ".join(bounds)]).strip())
-    return float(value)
-
-
-def check_seed(name: str, value) -> int:
-    """A seed: an integer in [0, 2**63) (:data:`MAX_SEED`)."""
-    _need(is_int(value) and 0 <= value <= MAX_SEED, name, value, "an integer in [0, 2**63)")
-    return int(value)
-
-
-#: what a ``steps`` / ``upsample_steps`` value may be (the message of every check of one)
-STEPS_ACCEPTED = "a step count >= 2 (e.g. 100), 'ddimN', 'fastN' or comma-separated counts (2 or more in all)"
-
-
-def _steps_ok(v) -> bool:
-    from .sampling.diffusion import MIN_STEPS, space_timesteps
-
-    try:
-        return len(space_timesteps(1000, str(v))) >= MIN_STEPS
-    except (ValueError, TypeError, ZeroDivisionError):
-        return False
 
 
 # ---------------------------------------------------------------------------------------------- the CLI

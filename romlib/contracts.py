@@ -9,11 +9,14 @@ embedded ShapesWorld models plug into the same :class:`romlib.pipeline.ROMPipeli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-import torch
+from .checks import quote
 
-__all__ = ["Segmentation", "NoObjectFound", "AmbiguousReference", "Segmenter", "Ranker", "Backend", "Prepared"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Segmentation", "NoObjectFound", "AmbiguousReference", "Segmenter", "Ranker", "Backend", "Prepared", "Samples"]
 
 
 @dataclass
@@ -47,8 +50,6 @@ class NoObjectFound(RuntimeError):
     """No query scored above ``min_score``; carries the best score and box."""
 
     def __init__(self, text: str, best_score: float, best_box, min_score: float):
-        from .io import quote
-
         self.text, self.best_score, self.best_box, self.min_score = text, best_score, best_box, min_score
         box = tuple(round(float(v), 1) for v in best_box) if best_box is not None else None
         super().__init__(
@@ -63,8 +64,6 @@ class AmbiguousReference(ValueError):
     one with a warning instead."""
 
     def __init__(self, text: str, candidates: list[tuple[str, tuple, float]]):
-        from .io import quote
-
         self.text, self.candidates = text, candidates
         listed = "; ".join(f"{name} at {tuple(round(float(v)) for v in box)} (score {score:.2f})"
                            for name, box, score in candidates[:6]) + ("; ..." if len(candidates) > 6 else "")
@@ -152,3 +151,18 @@ class Prepared:
     image_base: torch.Tensor  # [1, 3, base, base] in [-1, 1]
     image_frame: torch.Tensor  # [1, 3, frame, frame]
     rank_box: tuple  # the object's box in frame pixels
+
+
+@dataclass
+class Samples:
+    """What a guidance method's ``sample`` returns.
+
+    ``base``: [B, 3, b, b] the low-resolution samples; ``frames``: [B, 3, S, S] the results at the
+    frame size; ``keep_frame``: [1, 1, S, S] the mask (1 = keep) the frames were made under (used by
+    the masked ranking); ``keep_paste``: the mask pasted back at full resolution (1 = keep)."""
+
+    base: torch.Tensor
+    frames: torch.Tensor
+    keep_frame: torch.Tensor
+    keep_paste: torch.Tensor
+    index: list[int] | None = None  # which base sample each frame is (``upsample_top``); None: frame i = sample i

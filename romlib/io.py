@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import torch
 
+from .checks import quote
+
 if TYPE_CHECKING:  # PIL is imported where used
     from PIL import Image
 
@@ -75,12 +77,6 @@ def check_file(path, what: str = "file") -> "Path":
     if stat.S_ISDIR(mode):
         raise IsADirectoryError(f"{what} {p} is a folder, not a file")
     raise ValueError(f"{what} {p} is {kind}, not a regular file; give a file")
-
-
-def quote(text, limit: int = 80) -> str:
-    """``repr(text)`` cut to at most ``limit`` characters (errors never echo a whole long text)."""
-    r = repr(str(text))
-    return r if len(r) <= limit else r[:limit - 4] + "...'"
 
 
 def check_pixels(width: int, height: int, what="the image") -> None:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .checks import check_dilation
+
 __all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
            "enlarge_box", "box_to_pixels", "feather", "chessboard_distance", "check_dilation", "erode"]
 
@@ -29,14 +31,6 @@ def to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
 def to_edit_mask(keep_mask: torch.Tensor) -> torch.Tensor:
     """GLIDE keep mask (1 = keep) → edit mask (1 = edit), as float."""
     return 1.0 - keep_mask.float()
-
-
-def check_dilation(k: int) -> int:
-    from .config import is_int
-
-    if not is_int(k) or k < 1 or k % 2 == 0:
-        raise ValueError(f"dilation must be an odd integer >= 1 (1 = no dilation), got {k!r}")
-    return int(k)
 
 
 def dilate(edit_mask: torch.Tensor, k: int = 3) -> torch.Tensor:

@@ -12,53 +12,32 @@ the guidance methods are the entries of :data:`romlib.guidance.methods.METHODS`.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import os
 import time
-
 from typing import Any, Literal
 
 import torch
 
-from . import masks as M
+from . import backends, experiments, masks as M
+from .backends import default_backend
+from .config import WARN_SAMPLES, EditConfig, Frame, RankMode
 from .contracts import Backend, Prepared, Segmentation
-from .sampling.diffusion import create_diffusion
-from .config import MAX_SAMPLES, WARN_SAMPLES, EditConfig, check_int
-from .guidance.methods import METHODS, ClassifierFree, MethodName, get
+from .guidance.families import sampling_for
+from .guidance.methods import get
 from .io import load_image, load_mask, quote, to_tensor
-from .rank import RankMode, rank_samples
+from .perf.fast import accelerate_backend
+from .rank import rank_samples
 from .result import EditResult, paste_back
+from .sampling.diffusion import create_diffusion
 
 __all__ = ["ROMPipeline", "EditResult", "Prepared", "edit", "get_pipeline", "default_backend"]
 
 log = logging.getLogger(__name__)
 
-Frame = Literal["full", "crop"]
 MIN_IMAGE_SIDE = 32
-
-
-def default_backend() -> str:
-    """``$ROMLIB_BACKEND`` if set; else ``"glide"`` on a GPU whose files are reachable (every file
-    cached, a ``$ROMLIB_MIRROR``, or network access), else ``"shapes"``."""
-    from . import hub
-
-    env = os.environ.get("ROMLIB_BACKEND")
-    if env:
-        return env
-    if not torch.cuda.is_available():
-        return "shapes"
-    if hub.mirror() or all(hub.cached(n) for n in hub.GLIDE_BACKEND):
-        return "glide"
-    if os.environ.get("ROMLIB_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1":
-        return "shapes"
-    import socket
-
-    try:
-        socket.create_connection(("openaipublic.blob.core.windows.net", 443), timeout=3).close()
-        return "glide"
-    except OSError:
-        return "shapes"
 
 
 def _mask_box(mask: torch.Tensor) -> tuple[float, float, float, float]:
@@ -96,8 +75,6 @@ def _segment_large(segmenter, img, ref: str, **kw) -> Segmentation:
     x0, y0, x1, y1 = seg.box
     box = (x0 * fx, y0 * fy, min(W, x1 * fx), min(H, y1 * fy))
     boxes = seg.boxes * torch.tensor([fx, fy, fx, fy], dtype=seg.boxes.dtype) if seg.boxes is not None else None
-    import dataclasses
-
     return dataclasses.replace(seg, mask=mask, box=box, boxes=boxes,
                                extra={**seg.extra, "segmented_at": [sw, sh]})
 
@@ -130,8 +107,6 @@ class ROMPipeline:
 
     def with_defaults(self, **defaults) -> "ROMPipeline":
         """A pipeline sharing this one's models whose edits use ``defaults`` where they name no value."""
-        import copy
-
         out = copy.copy(self)
         out.defaults = {**self.defaults, **defaults}
         EditConfig.from_kwargs(None, **out.defaults)
@@ -149,18 +124,14 @@ class ROMPipeline:
         ``variant``: which shipped ShapesWorld model (:data:`romlib.shapes.VARIANTS`, e.g. ``"removal"``).
         ``segmenter``: a segmenter the caller will ask for besides the backend's own (``"mdetr"``, ``"clipseg"``): its
         files are checked with the backend's, so one error lists every missing file (it loads on first use)."""
-        from . import backends
-
         name = name or default_backend()
         device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         backend = backends.load(name, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant,
                                 segmenter=segmenter)
-        if compile != "off" and backend.family == "latent":
-            raise ValueError(f"compile={compile!r} applies to GLIDE-family UNets; the {name!r} backend is a latent "
-                             "model (diffusers' UNet): leave compile='off'")
+        if compile != "off" and not sampling_for(backend).compiles:
+            raise ValueError(f"compile={compile!r} applies to GLIDE-family UNets; the {name!r} backend is a "
+                             f"{backend.family} model (diffusers' UNet): leave compile='off'")
         if compile != "off":
-            from .perf.fast import accelerate_backend
-
             accelerate_backend(backend, compile=compile)
         return cls(backend, device=device)
 
@@ -240,90 +211,19 @@ class ROMPipeline:
                         image_base=to_tensor(frame_img, base_size).to(dev), image_frame=to_tensor(frame_img, frame_size).to(dev),
                         rank_box=rank_box)
 
-    def trace(self, image, ref: str, target: str, *, guidance: MethodName = "ccf", scale: float | None = None,
-              dilation: int = 3, steps: int | str | None = None, seed: int = 0, sample: int = 0, mask=None,
-              frame: Frame = "full") -> list[dict]:
-        """Every base-sampling step of one sample, with the guidance branches (notebooks' scrubber):
-        a list of ``{"t", "x_t", "pred_xstart", "eps_cond", "eps_base", "eps"}`` ([3, S, S] each;
-        ``eps_cond`` = ε(x_t|c_target), ``eps_base`` = ε(x_t|∅) for CF or ε(x_t|c_ref) for CCF).
-        ``t`` is the original timestep (of the model's 1000), ``index`` the respaced step."""
-        from .sampling.diffusion import sample_generators
-        from .sampling.inpaint import sample_base_progressive
+    # the experiments of the notebooks and the paper's figures (romlib.experiments), on this pipeline
+    def trace(self, image, ref: str, target: str, **kwargs) -> list[dict]:
+        """Every base-sampling step of one sample with its guidance branches (:func:`romlib.experiments.trace`)."""
+        return experiments.trace(self, image, ref, target, **kwargs)
 
-        method = get(guidance)
-        if self.backend.family != "pixel":
-            raise ValueError(f"trace follows GLIDE's sampler on pixel backends; the {self.backend.name!r} backend is a "
-                             f"{self.backend.family} model (see romlib.sampling.latent.latent_loop's callback)")
-        if not isinstance(method, ClassifierFree):
-            cf_names = [n for n, m in METHODS.items() if isinstance(m, ClassifierFree)]
-            raise ValueError(f"trace supports the classifier-free methods {cf_names}, not {guidance!r}")
-        EditConfig(guidance=guidance, scale=scale, dilation=dilation, steps=steps, seed=seed, frame=frame).validate()
-        sample = check_int("sample", sample, 0, MAX_SAMPLES - 1)
-        p = self.prepare(image, ref, mask=mask, dilation=dilation, frame=frame)
-        setup = method.base_setup(self, p, ref, target, method.scale(self.backend, scale), record=True)
-        gen = sample_generators(seed, sample + 1)[sample:]
-        diffusion = self.diffusion("base", steps)
-        steps_out = []
-        for out in sample_base_progressive(setup, diffusion, gen, device=self.device):
-            rec = {k: out[k][0].cpu() for k in ("x_t", "pred_xstart", "eps_cond", "eps_base", "eps")}
-            rec["index"], rec["t"] = out["t"], int(diffusion.timestep_map[out["t"]])
-            steps_out.append(rec)
-        return steps_out
-
-    def compare(self, image, ref: str, target: str, *, guidances=("cf", "ccf", "clip", "blended"), samples: int = 4,
-                seed: int = 0, top: int = 4, **kwargs) -> tuple[dict, Any]:
-        """The same image, mask and seeds under several guidance methods (paper Fig. 4 and 6): one
-        call, one figure. The mask is computed once (or given) and shared by every method; methods
-        whose models the backend lacks are skipped with a warning, and each method gets only the
-        knobs it reads (e.g. no ``scale`` for Blended). Returns ``(results, figure)``."""
-        from .teach.viz import comparison_grid
-
-        guidances = (guidances,) if isinstance(guidances, str) else tuple(guidances)
-        if not guidances:
-            raise ValueError(f"guidances=() is empty; accepted: one or more of {', '.join(METHODS)}")
-        for g in guidances:
-            get(g)  # an unknown name is refused before any work
-        EditConfig.from_kwargs(None, samples=samples, seed=seed, **kwargs).validate()
-        top = check_int("top", top, 1)
-        if kwargs.get("mask") is None:
-            kwargs["mask"] = self.prepare(image, ref, dilation=1, threshold=kwargs.get("threshold", 0.5),
-                                          min_score=kwargs.get("min_score"),
-                                          best_anyway=kwargs.get("best_anyway", False),
-                                          segmenter=kwargs.get("segmenter")).segmentation
-        results = {}
-        for g in guidances:
-            method = get(g)
-            if not method.available(self.backend):
-                why = ("has not loaded its models" if self.backend.family in method.families
-                       else f"is a {self.backend.family} model (guidance={g!r} runs on {'/'.join(sorted(method.families))} "
-                       "backends only)")
-                log.warning("skipping guidance=%r: the %r backend %s", g, self.backend.name, why)
-                continue
-            own = {k: v for k, v in kwargs.items() if k not in method.unused_knobs()}
-            results[g] = self.edit(image, ref, target, guidance=g, samples=samples, seed=seed, **own)
-        return results, comparison_grid(results, top=top)
+    def compare(self, image, ref: str, target: str, **kwargs) -> tuple[dict, Any]:
+        """One edit per guidance method on the same mask and seeds, and their figure
+        (:func:`romlib.experiments.compare`)."""
+        return experiments.compare(self, image, ref, target, **kwargs)
 
     def rerank(self, result: "EditResult", rank: RankMode) -> "EditResult":
-        """The same samples ranked another way (Fig. 7: masked vs local ranking on the same B)."""
-        import copy
-
-        if len(result.order) != len(result.samples):  # upsample_top: only the best samples have frames
-            raise ValueError(f"rerank needs every sample's frame; this result has {len(result.order)} of "
-                             f"{len(result.samples)} (upsample_top={result.settings.get('upsample_top')}): rerun with "
-                             "upsample_top=None, or use rl.nb.explore, which re-ranks the base samples")
-        unranked = torch.empty_like(result.images)
-        unranked[torch.tensor(result.order)] = result.images
-        edit_mask = result.edit_mask[None, None].to(self.device)
-        ranking = rank_samples(self.backend.ranker, unranked.to(self.device), result.settings["target"], rank,
-                               box=result.rank_box, edit_mask=edit_mask)
-        position = {i: r for r, i in enumerate(result.order)}
-        new = copy.copy(result)
-        new.images, new.order, new.scores = unranked[ranking.order], ranking.order, ranking.ranked_scores
-        fr = result.full_res  # lazy: nothing is made at full resolution here
-        new.full_res = (fr.select if hasattr(fr, "select") else (lambda ps: [fr[p] for p in ps]))(
-            [position[i] for i in ranking.order])
-        new.settings = {**result.settings, "rank": rank}
-        return new
+        """The same samples ranked another way (:func:`romlib.experiments.rerank`)."""
+        return experiments.rerank(self, result, rank)
 
     def edit(self, image, ref: str, target: str, config: EditConfig | None = None, **knobs) -> EditResult:
         """Edit the object ``ref`` refers to so that it matches ``target`` (empty target = inpaint).
@@ -361,10 +261,11 @@ class ROMPipeline:
                          timings=timings)
 
         t0 = time.perf_counter()
-        with self.count_work() as passes:
+        with experiments.count_work(self) as passes:
             out = method.sample(self, p, ref, target, cfg, timings)
         timings["sampling"] = time.perf_counter() - t0
-        return self.finish(image, p, out, ref, target, cfg, method, timings, self.work(passes, method), t_start)
+        return self.finish(image, p, out, ref, target, cfg, method, timings, experiments.work(self, passes, method),
+                           t_start)
 
     def removal_pipeline(self) -> "ROMPipeline":
         """The pipeline an *empty* target runs on, so that the hole is inpainted with background (the paper's
@@ -402,32 +303,6 @@ class ROMPipeline:
         cfg.validate()
         method.check(cfg, self.backend)
         return cfg.with_preset(method.honours).validate(), method
-
-    def work_models(self) -> dict:
-        """The networks whose passes :meth:`count_work` counts: GLIDE's base UNet and upsampler, or a latent
-        model's UNet and VAE encoder and decoder (:func:`romlib.perf.work.latent_parts`)."""
-        b = self.backend
-        if b.family == "latent":
-            from .perf.work import latent_parts
-
-            return latent_parts(b.base_model)
-        return {"base": b.base_model, "upsample": b.upsampler}
-
-    def count_work(self):
-        """A context counting the forward passes of :meth:`work_models` (:func:`romlib.perf.work.count_passes`)."""
-        from .perf.work import count_passes
-
-        return count_passes(self.work_models())
-
-    def work(self, passes: dict, method) -> dict:
-        """``EditResult.work`` from counted passes: passes per model and the TFLOP they add up to."""
-        from .perf.work import latent_gflop, work_report
-
-        gflop = latent_gflop(self.backend.base_model) if self.backend.family == "latent" else None
-        work = work_report({k: v for k, v in passes.items() if v or k == "base"}, self.work_models(), gflop=gflop)
-        if method.needs:  # the baselines' own networks (noised CLIP, ADM) have no FLOP count
-            work["uncounted"] = sorted(set(work["uncounted"]) | {method.needs})
-        return work
 
     def finish(self, image, p: Prepared, out, ref: str, target: str, cfg: EditConfig, method, timings: dict,
                work: dict, t_start: float | None = None, ranking=None) -> EditResult:

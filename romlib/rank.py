@@ -15,18 +15,17 @@ As in the authors' code, the crops are fed in [0, 1] without CLIP's mean/std nor
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
+from . import hub
+from .config import RANK_MODES, RankMode
 from .masks import box_to_pixels, enlarge_box
+from .models.tokenizers import warn_text
 
 __all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
            "CLIP_FILES"]
-
-RankMode = Literal["local", "masked", "none"]
-
 
 def clip_distance(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
     """Spherical distance 2·arcsin(‖x̂ − ŷ‖/2)² between rows of ``image_emb`` and one text embedding."""
@@ -72,8 +71,8 @@ class Ranking:
 def rank_samples(ranker, images: torch.Tensor, target: str, mode: RankMode = "local", *, box=None, edit_mask=None,
                  batch_size: int = 32) -> Ranking:
     """Score every sample against ``target`` and order them (stable: ties keep sampling order)."""
-    if mode not in ("local", "masked", "none"):
-        raise ValueError(f"rank must be 'local', 'masked' or 'none', got {mode!r}")
+    if mode not in RANK_MODES:
+        raise ValueError(f"rank must be one of {', '.join(map(repr, RANK_MODES))}, got {mode!r}")
     n = images.shape[0]
     if mode == "none" or ranker is None:
         return Ranking(order=list(range(n)), scores=[float("nan")] * n, mode="none")
@@ -111,8 +110,6 @@ class ClipRanker:
         return self.model.encode_image(x.to(dtype)).float()
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
-        from .models.tokenizers import warn_text
-
         ctx = getattr(self.tokenizer, "context_length", 77)
         encode = getattr(self.tokenizer, "encode", None)
         for t in texts:  # CLIP reads 77 tokens with its start and end tokens; open_clip truncates silently
@@ -135,7 +132,6 @@ def load_clip_ranker(device="cpu", model_name: str = "ViT-B-16", pretrained: str
 
     import open_clip
 
-    from . import hub
 
     key = (model_name, pretrained)
     if key in CLIP_FILES:

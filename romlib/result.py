@@ -16,6 +16,7 @@ import torch
 from . import masks as M
 from .contracts import Segmentation
 from .io import to_pil
+from .plots import edit_grid
 from .runs import OUTPUT_PATTERN, RunWriter, new_run_dir, run_dir_name  # noqa: F401  (their home is romlib.runs)
 
 __all__ = ["EditResult", "paste_back", "FullRes"]
@@ -218,8 +219,6 @@ class EditResult:
 
     def grid(self, top: int = 4):
         """Input, mask overlay and the ``top`` edits (a matplotlib Figure)."""
-        from .teach.viz import edit_grid
-
         return edit_grid(self, top=top)
 
 

@@ -27,7 +27,10 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from . import hub
+from .checks import is_real
 from .contracts import AmbiguousReference, NoObjectFound, Segmentation
+from .io import load_image, quote
 from .models.mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
 
 __all__ = ["MDETRSegmenter", "create_model", "load_segmenter", "build_from_state_dict", "roberta_tokenizer",
@@ -98,8 +101,6 @@ def roberta_tokenizer(name: str = "roberta-base", *, progress: bool = True):
     from transformers import RobertaTokenizer
 
     if name == "roberta-base":
-        from . import hub
-
         files = hub.ensure(["roberta/vocab", "roberta/merges"], progress=progress)
         return RobertaTokenizer(vocab=str(files["roberta/vocab"]), merges=str(files["roberta/merges"]))
     try:
@@ -114,8 +115,6 @@ def load_segmenter(name: ModelName = "phrasecut-eb3", *, device="cpu", progress:
     """Fetch (once, through :mod:`romlib.hub`) the official PhraseCut checkpoint and RoBERTa's
     tokenizer files, load the weights strictly (memory-mapped) and wrap them (``tokenizer=`` to
     use another copy)."""
-    from . import hub
-
     cfg = official_config(name)  # checks the name before any download
     if tokenizer is None:
         tokenizer = roberta_tokenizer(progress=progress)
@@ -155,8 +154,6 @@ def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_
 
 
 def _check_unit(name: str, value, low_open: bool) -> float:
-    from .config import is_real
-
     ok = is_real(value) and (0 < value < 1 if low_open else 0 <= value <= 1)
     if not ok:
         raise ValueError(f"{name} must be a number in {'(0, 1)' if low_open else '[0, 1]'}, got {value!r}")
@@ -226,8 +223,6 @@ class MDETRSegmenter:
         Raises :class:`NoObjectFound` (with the best score and box) when the best query scores
         below ``min_score`` (default :data:`DEFAULT_MIN_SCORE`), unless ``best_anyway``.
         """
-        from .io import load_image
-
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}")
         if not text.strip():
@@ -248,8 +243,6 @@ class MDETRSegmenter:
         if score < min_score and not best_anyway:
             raise NoObjectFound(text, score, box, min_score)
         if score < min_score:
-            from .io import quote
-
             log.warning("no query matches %s (best score %.2f < min_score=%g); best_anyway: took query %d", quote(text),
                         score, min_score, k)
         others = ambiguous_queries(scores, boxes, k, min_score)

@@ -305,7 +305,7 @@ def test_long_texts_are_quoted_short_in_api_errors():
 def test_many_samples_warn_with_the_expected_time(caplog):
     import logging
 
-    from romlib.models.tiny import tiny_backend
+    from romlib.backends import tiny_backend
     from romlib.pipeline import ROMPipeline
 
     pipe = ROMPipeline(tiny_backend(), device="cpu")
@@ -730,7 +730,7 @@ def test_a_text_that_fits_several_objects_says_so_and_lists_them(three_squares, 
 
 def test_mdetr_segmenter_refuses_an_ambiguous_text(monkeypatch, caplog):
     from romlib.contracts import AmbiguousReference
-    from romlib.models.tiny import tiny_segmenter
+    from romlib.backends import tiny_segmenter
 
     seg = tiny_segmenter()
     Q = seg.model.cfg.num_queries if hasattr(seg.model.cfg, "num_queries") else 10

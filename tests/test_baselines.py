@@ -18,7 +18,9 @@ from romlib.models.glide import GlideUNet, build_model
 from romlib.sampling.inpaint import sample_base
 from romlib.masks import to_keep_mask
 from romlib.models.noised_clip import ClipTokenizer, NoisedClip, NoisedClipConfig, create_noised_clip
-from romlib.models.tiny import tiny_adm, tiny_clip_ranker, tiny_glide, tiny_noised_clip
+from romlib.backends import tiny_clip_ranker
+from romlib.guidance.clip import clip_gradient
+from romlib.models.tiny import tiny_adm, tiny_glide, tiny_noised_clip
 from romlib.guidance.methods import METHODS
 from romlib.rank import ClipRanker
 from romlib.models.tokenizers import ByteTokenizer, TextTokenizer
@@ -134,7 +136,7 @@ def test_clip_guided_glide_step_matches_reference(clip_golden):
 def test_cond_fn_goes_through_condition_mean_with_original_timesteps():
     clip = tiny_noised_clip()
     d = create_diffusion(1000, "squaredcos_cap_v2", "10")
-    cond_fn = clip.cond_fn(["a red ball"], 3.0, ref_prompts=["a cat"])
+    cond_fn = clip_gradient(clip, ["a red ball"], 3.0, ref_prompts=["a cat"])
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([9, 4])
     p = {"mean": torch.zeros_like(x), "variance": torch.full_like(x, 0.5)}

@@ -93,7 +93,7 @@ def test_methods_refuse_knobs_they_do_not_read():
 
 # ---------------------------------------------------------------------------- the three Blended fixes
 def _blended_pipe():
-    from romlib.models.tiny import tiny_backend
+    from romlib.backends import tiny_backend
     from romlib.pipeline import ROMPipeline
 
     return ROMPipeline(tiny_backend(baselines=True), device="cpu")
@@ -135,7 +135,8 @@ def test_blended_gets_the_authors_mask_and_lanczos_input():
 def test_blended_with_an_empty_target_has_no_clip_guidance():
     from romlib.guidance.blended import blended_sample
     from romlib.models.adm import create_diffusion
-    from romlib.models.tiny import tiny_adm, tiny_clip_ranker
+    from romlib.backends import tiny_clip_ranker
+    from romlib.models.tiny import tiny_adm
 
     class NoClip:
         image_size = 32

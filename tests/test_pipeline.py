@@ -8,7 +8,8 @@ from PIL import Image
 
 from romlib.contracts import Backend, Segmentation
 from romlib.pipeline import ROMPipeline, _square_region
-from romlib.models.tiny import tiny_clip_ranker, tiny_glide
+from romlib.models.tiny import tiny_glide
+from romlib.backends import tiny_clip_ranker
 from romlib.models.tokenizers import ByteTokenizer
 
 

@@ -13,7 +13,8 @@ from PIL import Image
 from romlib.contracts import NoObjectFound, Segmentation
 from romlib.models.mdetr import LEGACY_KEYS, MDETRConfig, official_config
 from romlib.segment import MIN_SIDE, MDETRSegmenter, build_from_state_dict, create_model, load_segmenter
-from romlib.models.tiny import tiny_mdetr_config, tiny_roberta_tokenizer, tiny_segmenter
+from romlib.backends import tiny_segmenter
+from romlib.models.tiny import tiny_mdetr_config, tiny_roberta_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "mdetr" / "mdetr_tiny_golden.pt"
 LEGACY = LEGACY_KEYS[0]

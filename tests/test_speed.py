@@ -271,7 +271,7 @@ def test_flop_count_matches_the_published_work():
 
 
 def _bench_models_small(device, tiny, dtype):
-    from romlib.models.tiny import tiny_clip_ranker
+    from romlib.backends import tiny_clip_ranker
 
     base, up = _small(), _small_up()
     up.cfg.image_size = 128  # frames of 128 px: the pipeline upsamples 32 -> 128 (any factor works)

@@ -6,7 +6,21 @@
 * :mod:`romlib.guidance.clip` — CLIP-guided GLIDE (the "G-CLIP" baseline, eq. 4).
 * :mod:`romlib.guidance.blended` — Blended Diffusion (the "Blend" baseline).
 """
-from .cfg import RULES, GuidanceRule, GuidanceSpec, GuidedModel, guided_eps, known_region_fn
-from .methods import METHODS, Method
+import importlib
+
+#: ``romlib.guidance.<name>``, imported on first use, so that importing the rules (``romlib.guidance.cfg``, which
+#: the samplers build on) does not import the methods (which build on the samplers)
+_NAMES = {"RULES": "cfg", "GuidanceRule": "cfg", "GuidanceSpec": "cfg", "GuidedModel": "cfg", "guided_eps": "cfg",
+          "known_region_fn": "cfg", "METHODS": "methods", "Method": "methods"}
 
 __all__ = ["METHODS", "Method", "RULES", "GuidanceRule", "GuidanceSpec", "GuidedModel", "guided_eps", "known_region_fn"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_NAMES))

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 import torch
 
+from ..models import adm
+from ..models.adm import create_diffusion
+from ..models.noised_clip import load_noised_clip
+from .blended import blended_sample
+from .clip import prepare_clip_base
+
 __all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines"]
 
 
@@ -22,8 +28,6 @@ class ClipGuidedBaseline:
         self.noised_clip, self.use_ref = noised_clip, use_ref
 
     def prepare(self, model, tokenizer, *, image, keep_mask, target, ref, scale: float):
-        from .clip import prepare_clip_base
-
         return prepare_clip_base(model, tokenizer, self.noised_clip, image=image, keep_mask=keep_mask, target=target,
                                  ref=ref, scale=scale, use_ref=self.use_ref)
 
@@ -33,8 +37,6 @@ class BlendedBaseline:
 
     def __init__(self, model, clip, *, steps: str = "100", skip_timesteps: int = 25, aug_num: int = 8,
                  clip_lambda: float = 1000.0, range_lambda: float = 50.0, batch_size: int = 3):
-        from ..models.adm import create_diffusion
-
         self.model, self.clip = model, clip
         self.diffusion = create_diffusion(steps)
         self.kw = dict(skip_timesteps=skip_timesteps, aug_num=aug_num, clip_lambda=clip_lambda, range_lambda=range_lambda)
@@ -45,8 +47,6 @@ class BlendedBaseline:
         return self.model.cfg.image_size
 
     def sample(self, *, image, keep_mask, target, samples=3, seed=0, batch_size=None, progress=False) -> torch.Tensor:
-        from .blended import blended_sample
-
         return blended_sample(self.model, self.diffusion, self.clip, image=image, keep_mask=keep_mask, target=target,
                               samples=samples, seed=seed, batch_size=batch_size or self.batch_size, progress=progress,
                               **self.kw)
@@ -55,9 +55,6 @@ class BlendedBaseline:
 def load_baselines(*, ranker, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> dict:
     """The official noised CLIP (about 630 MB) and ADM 256×256 (2.2 GB); ``ranker`` is the CLIP
     ViT-B/16 shared with ranking."""
-    from ..models import adm
-    from ..models.noised_clip import load_noised_clip
-
     return {"clip": ClipGuidedBaseline(load_noised_clip(device=device, progress=progress)),
             "blended": BlendedBaseline(adm.load_model(device=device, dtype=dtype, progress=progress), ranker)}
 

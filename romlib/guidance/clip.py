@@ -17,12 +17,38 @@ set), so :func:`romlib.sampling.inpaint.sample_base` and ``sample_base_progressi
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from .cfg import _expand, _rows, known_region_fn
 from ..sampling.inpaint import BaseSetup, encode_prompts
 
-__all__ = ["ConditionalModel", "prepare_clip_base"]
+__all__ = ["ConditionalModel", "prepare_clip_base", "clip_gradient"]
+
+
+def clip_gradient(noised_clip, prompts: list[str] | str, scale: float,
+                  ref_prompts: list[str] | str | None = None) -> Callable:
+    """``cond_fn(x_t, t, **model_kwargs) -> s · ∇_x [exp(logit_scale) · Σ_rows z_i(x_t, t) · z_text]`` (eq. 4).
+
+    ``noised_clip``: :class:`romlib.models.noised_clip.NoisedClip`; one prompt (or one per batch row);
+    z_text = z(c_target) − z(c_ref) with ``ref_prompts`` (:meth:`~romlib.models.noised_clip.NoisedClip.
+    guidance_direction`). ``t`` are the original timesteps, as
+    :meth:`~romlib.sampling.diffusion.SpacedDiffusion.condition_mean` passes them; the gradient is
+    taken with grad enabled even inside the sampler's ``torch.no_grad``.
+    """
+    z_text = noised_clip.guidance_direction(prompts, ref_prompts)
+    scale = float(scale)
+
+    def cond_fn(x, t, **kwargs):
+        with torch.enable_grad():
+            x_var = x.detach().float().requires_grad_(True)
+            z_i = noised_clip.image_embeddings(x_var, t)
+            loss = noised_clip.logit_scale * (z_text * z_i).sum()
+            grad = torch.autograd.grad(loss, x_var)[0].detach()
+        return grad * scale
+
+    return cond_fn
 
 
 class ConditionalModel:
@@ -53,7 +79,7 @@ def prepare_clip_base(model, tokenizer, noised_clip, *, image: torch.Tensor, kee
         raise ValueError(f"the noised CLIP reads {size}×{size} images, got {tuple(image.shape[-2:])}")
     masked = image * keep_mask
     (cond_emb,) = encode_prompts(model, tokenizer, [target])
-    cond_fn = noised_clip.cond_fn(target, scale, ref if use_ref else None)
+    cond_fn = clip_gradient(noised_clip, target, scale, ref if use_ref else None)
     return BaseSetup(
         model_fn=ConditionalModel(model, cond_emb, masked, keep_mask),
         denoised_fn=known_region_fn(image, keep_mask),

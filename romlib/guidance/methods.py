@@ -28,49 +28,23 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from .. import masks as M
+from ..config import SAMPLING_KNOBS, RankMode
+from ..contracts import Samples
+from ..io import to_tensor
+from ..sampling.inpaint import prepare_base
+from ..specs import FAMILIES
 from .cfg import RULES, GuidanceSpec
+from .families import latent_steps, lowres, sampling_for
 
 if TYPE_CHECKING:
     from ..config import EditConfig
     from ..contracts import Prepared
 
 __all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "names",
-           "available", "get"]
+           "available", "get", "SAMPLING_KNOBS", "latent_steps"]
 
 MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
-
-#: knobs of :class:`romlib.config.EditConfig` that only some methods read
-SAMPLING_KNOBS = ("scale", "steps", "sampler", "eta", "upsample", "upsample_top", "upsample_steps", "upsample_temperature")
-
-
-def latent_steps(config: "EditConfig", backend) -> str:
-    """The schedule a latent backend runs: ``steps`` ('N' = DPM-Solver++(2M), 'ddimN' = DDIM), with
-    ``sampler`` choosing between the two when set ('ddim' or 'dpmpp-2m'; 'ancestral', the default, keeps
-    what ``steps`` says: diffusers' inpainting pipeline has no ancestral sampler romlib runs)."""
-    steps = str(config.steps if config.steps is not None else backend.base_steps)
-    n = steps[4:] if steps.startswith("ddim") else steps
-    return {"ddim": "ddim" + n, "dpmpp-2m": n}.get(config.sampler, steps)
-
-
-def _family(backend) -> str:
-    """A backend's family (:attr:`romlib.contracts.Backend.family`; "pixel" for a duck-typed one without it)."""
-    return getattr(backend, "family", "pixel")
-
-
-@dataclass
-class Samples:
-    """What a method's :meth:`Method.sample` returns.
-
-    ``base``: [B, 3, b, b] the low-resolution samples; ``frames``: [B, 3, S, S] the results at the
-    frame size; ``keep_frame``: [1, 1, S, S] the mask (1 = keep) the frames were made under (used by
-    the masked ranking); ``keep_paste``: the mask pasted back at full resolution (1 = keep)."""
-
-    base: torch.Tensor
-    frames: torch.Tensor
-    keep_frame: torch.Tensor
-    keep_paste: torch.Tensor
-    index: list[int] | None = None  # which base sample each frame is (``upsample_top``); None: frame i = sample i
-
 
 @dataclass(frozen=True)
 class Method:
@@ -80,7 +54,7 @@ class Method:
     title: str  # how figures and tables name it
     summary: str  # one line for the CLI's help and the docs
     default_scale: float | None  # None: the method has no guidance scale
-    default_rank: Literal["local", "masked", "none"] = "local"
+    default_rank: RankMode = "local"
     needs: str | None = None  # the backend extra holding its models (``Backend.extras``), if any
     honours: frozenset = field(default_factory=lambda: frozenset(SAMPLING_KNOBS))
     #: the backend families it runs on (:attr:`romlib.contracts.Backend.family`): "pixel" (GLIDE), "latent" (SD)
@@ -88,33 +62,24 @@ class Method:
 
     def available(self, backend) -> bool:
         """Whether ``backend`` is of a family this method runs on and has loaded its models."""
-        return _family(backend) in self.families and (self.needs is None or self.needs in backend.extras)
+        return sampling_for(backend).name in self.families and (self.needs is None or self.needs in backend.extras)
 
     def check(self, config: "EditConfig", backend=None) -> None:
         """Refuse knobs set away from their default that this method does not read, and (when
         ``backend`` is given) a backend it cannot run on or without this method's models."""
-        if backend is not None and _family(backend) not in self.families:
-            runs = [n for n, m in METHODS.items() if backend.family in m.families]
+        family = sampling_for(backend).name if backend is not None else None
+        if backend is not None and family not in self.families:
+            runs = [n for n, m in METHODS.items() if family in m.families]
             raise ValueError(f"guidance={self.name!r} runs on {'/'.join(sorted(self.families))} backends only; the "
-                             f"{backend.name!r} backend is a {backend.family} model: use one of {', '.join(runs)}")
-        if backend is not None and _family(backend) == "latent" and config.steps is not None:
-            from ..models.sd import parse_steps
-
-            parse_steps(config.steps)  # before any work: a latent model's steps are 'N' or 'ddimN'
+                             f"{backend.name!r} backend is a {family} model: use one of {', '.join(runs)}")
+        if backend is not None:
+            sampling_for(backend).check(self, config, backend)
         if backend is not None and config.upsample_top is not None and (backend.upsampler is None
                                                                          or not config.upsample):
             why = (f"the {backend.name!r} backend has no upsampler" if backend.upsampler is None
                    else "upsample=False (--no-upsample) skips the upsampler")
             raise ValueError(f"upsample_top={config.upsample_top!r} is not read: {why}; every sample is ranked at the "
                              "model's own resolution: leave upsample_top unset")
-        if backend is not None and _family(backend) == "latent" and config.sampler == "ancestral" \
-                and "sampler" in config.given():
-            raise ValueError(f"sampler='ancestral' does not run on the {backend.name!r} backend, a latent model sampled "
-                             "with diffusers' schedulers: use sampler='dpmpp-2m' or 'ddim' (or leave it unset: steps "
-                             "'N' is DPM-Solver++(2M), 'ddimN' DDIM)")
-        if backend is not None and _family(backend) == "latent" and config.eta != 0:
-            raise ValueError(f"eta={config.eta!r} is not read on the {backend.name!r} backend: its DDIM is diffusers' "
-                             "DDIMScheduler at eta = 0; leave eta unset")
         if backend is not None and not self.available(backend):
             raise ValueError(f"guidance={self.name!r} needs the baseline models, which the {backend.name!r} backend has "
                              "not loaded (ROMPipeline.from_pretrained(..., baselines=True); on the command line the "
@@ -142,25 +107,14 @@ class Method:
 
     def frame_size(self, backend, upsample: bool) -> int:
         """The side of the square frame this method's results have."""
-        if _family(backend) == "latent":
-            return backend.base_model.cfg.frame_size
-        up = backend.upsampler is not None and upsample and "upsample" in self.honours
-        return backend.upsampler.cfg.image_size if up else backend.base_model.cfg.image_size
+        return sampling_for(backend).frame_size(self, backend, upsample)
 
     def settings(self, config: "EditConfig", backend) -> dict:
         """The knobs this method read, resolved (for ``EditResult.settings``)."""
         out = {"guidance": self.name}
         if "scale" in self.honours:
             out["scale"] = self.scale(backend, config.scale)
-        if "steps" in self.honours:
-            out["steps"] = (latent_steps(config, backend) if _family(backend) == "latent"
-                            else str(config.steps if config.steps is not None else backend.base_steps))
-        if "sampler" in self.honours and _family(backend) == "latent":  # the diffusers scheduler that ran
-            out["sampler"] = "ddim" if out["steps"].startswith("ddim") else "dpmpp-2m"
-        elif "sampler" in self.honours:
-            out["sampler"] = config.sampler
-            if config.sampler == "ddim":
-                out["eta"] = config.eta
+        out.update(sampling_for(backend).step_settings(self, config, backend))
         up = "upsample" in self.honours and config.upsample and backend.upsampler is not None
         out["upsample"] = bool(up)
         if up:
@@ -175,65 +129,19 @@ class Method:
 
 
 @dataclass(frozen=True)
-class _GlideMethod(Method):
-    """GLIDE's two stages: a guided 64×64 base run, then the 64→256 inpainting upsampler."""
+class _TwoBranchMethod(Method):
+    """A method whose base run is a :meth:`base_setup` (the model function of its guidance), sampled by the backend
+    family's adapter (:mod:`romlib.guidance.families`: GLIDE's base + upsampler, or one latent run)."""
 
     def base_setup(self, pipe, p, ref, target, scale):
         raise NotImplementedError
 
     def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        base = self.sample_base(pipe, p, ref, target, config, timings)
-        index = self.to_upsample(pipe, p, base, target, config)
-        return self.upsample(pipe, p, base, index, target, config, timings)
-
-    def sample_base(self, pipe, p, ref, target, config, timings) -> torch.Tensor:
-        """The B guided base samples [B, 3, b, b] with ``config.sampler``."""
-        from ..sampling.inpaint import auto_batch_size, sample_base
-
-        b, dev = pipe.backend, pipe.device
-        t0 = time.perf_counter()
-        setup = self.base_setup(pipe, p, ref, target, self.scale(b, config.scale))
-        bs = config.batch_size or auto_batch_size(b.base_model, config.samples, branches=2, device=dev)
-        base = sample_base(setup, pipe.diffusion("base", config.steps), samples=config.samples, seed=config.seed,
-                           batch_size=bs, device=dev, progress=config.progress,
-                           **({"sampler": config.sampler, "eta": config.eta} if "sampler" in self.honours else {}))
-        timings["base"] = time.perf_counter() - t0
-        return base
-
-    def to_upsample(self, pipe, p, base, target, config) -> list[int] | None:
-        """Which base samples the upsampler gets: all (None), or with ``upsample_top = n`` the n best, ranked at
-        the base resolution in ``config.rank``'s mode (the preview budget)."""
-        if config.upsample_top is None or not config.upsample or pipe.backend.upsampler is None:
-            return None
-        from .. import masks as M
-        from ..rank import rank_samples
-
-        f = p.base_size / p.frame_size
-        box = tuple(v * f for v in p.rank_box) if p.rank_box is not None else None
-        ranking = rank_samples(pipe.backend.ranker, base, target, config.rank or self.default_rank, box=box,
-                               edit_mask=M.to_edit_mask(p.keep_base))
-        return list(ranking.order[:config.upsample_top])
-
-    def upsample(self, pipe, p, base, index, target, config, timings) -> Samples:
-        """The frames: ``base[index]`` (all when ``index`` is None) through the 64→256 upsampler, if any."""
-        from ..sampling.inpaint import auto_batch_size, sample_upsample
-
-        b, dev = pipe.backend, pipe.device
-        frames = base
-        if config.upsample and b.upsampler is not None:
-            t0 = time.perf_counter()
-            low = base if index is None else base[index]
-            bs_up = config.batch_size or auto_batch_size(b.upsampler, len(low), device=dev)
-            frames = sample_upsample(b.upsampler, pipe.diffusion("upsample", config.upsample_steps), b.tokenizer,
-                                     low_res=low, image=p.image_frame, keep_mask=p.keep_frame, target=target,
-                                     seed=config.seed, temperature=config.upsample_temperature, batch_size=bs_up,
-                                     progress=config.progress, indices=index)
-            timings["upsample"] = time.perf_counter() - t0
-        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base, index=index)
+        return sampling_for(pipe.backend).sample(self, pipe, p, ref, target, config, timings)
 
 
 @dataclass(frozen=True)
-class ClassifierFree(_GlideMethod):
+class ClassifierFree(_TwoBranchMethod):
     """CF, CCF and CCF's two changes taken apart: a :class:`~romlib.guidance.cfg.GuidanceSpec`
     (base branch ∅ or c_ref; masked or original input) under ε̂ = ε_base + s·(ε_cond − ε_base)."""
 
@@ -241,37 +149,14 @@ class ClassifierFree(_GlideMethod):
     def spec(self) -> GuidanceSpec:
         return RULES[self.name]
 
-    def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        if _family(pipe.backend) == "latent":
-            return self.sample_latent(pipe, p, ref, target, config, timings)
-        return super().sample(pipe, p, ref, target, config, timings)
-
-    def sample_latent(self, pipe, p, ref, target, config, timings) -> Samples:
-        """The same rule on a latent model (:mod:`romlib.sampling.latent`): one 512×512 frame, no upsampler."""
-        from ..sampling.latent import prepare_latent, sample_latent
-
-        b = pipe.backend
-        t0 = time.perf_counter()
-        setup = prepare_latent(b.base_model, image=p.image_frame, keep_mask=p.keep_frame, target=target, ref=ref,
-                               rule=self.name, scale=self.scale(b, config.scale))
-        bs = config.batch_size or min(config.samples, 4)
-        frames = sample_latent(setup, latent_steps(config, b),
-                               samples=config.samples, seed=config.seed, batch_size=bs, progress=config.progress)
-        timings["base"] = time.perf_counter() - t0
-        base = torch.nn.functional.interpolate(frames, size=p.image_base.shape[-2:], mode="bilinear", antialias=True,
-                                               align_corners=False)
-        return Samples(base=base, frames=frames, keep_frame=p.keep_frame, keep_paste=p.keep_base)
-
     def base_setup(self, pipe, p, ref, target, scale, record: bool = False):
-        from ..sampling.inpaint import prepare_base
-
         b = pipe.backend
         return prepare_base(b.base_model, b.tokenizer, image=p.image_base, keep_mask=p.keep_base, target=target, ref=ref,
                             rule=self.name, scale=scale, record=record)
 
 
 @dataclass(frozen=True)
-class ClipGuided(_GlideMethod):
+class ClipGuided(_TwoBranchMethod):
     """GLIDE without classifier-free guidance, its mean shifted by the noised CLIP's gradient."""
 
     def base_setup(self, pipe, p, ref, target, scale):
@@ -291,8 +176,6 @@ class Blended(Method):
 
     def keep_mask(self, p: "Prepared", config: "EditConfig") -> torch.Tensor:
         """[1, 1, S, S] keep mask (1 = keep) at the ADM's size, dilated there (not at 64×64)."""
-        from .. import masks as M
-
         seg, (x0, y0, x1, y1), size = p.segmentation, p.region, p.frame_size
         if seg.mask_logits is not None and config.frame == "full":
             edit = M.logits_to_edit_mask(seg.mask_logits, size, config.threshold)
@@ -301,8 +184,6 @@ class Blended(Method):
         return M.to_keep_mask(M.dilate(edit[None, None].float(), config.dilation)).to(p.keep_frame)
 
     def sample(self, pipe, p, ref, target, config, timings) -> Samples:
-        from ..io import to_tensor
-
         t0 = time.perf_counter()
         keep = self.keep_mask(p, config)
         image = to_tensor(p.frame_image, p.frame_size, resample="lanczos").to(pipe.device)
@@ -310,13 +191,11 @@ class Blended(Method):
                                                         seed=config.seed, batch_size=config.batch_size,
                                                         progress=config.progress)
         timings["base"] = time.perf_counter() - t0
-        base = torch.nn.functional.interpolate(frames, size=p.image_base.shape[-2:], mode="bilinear", antialias=True,
-                                               align_corners=False)
-        return Samples(base=base, frames=frames, keep_frame=keep, keep_paste=keep)
+        return Samples(base=lowres(frames, p.image_base), frames=frames, keep_frame=keep, keep_paste=keep)
 
 
 _KNOBS = frozenset(SAMPLING_KNOBS)
-_BOTH = frozenset({"pixel", "latent"})
+_BOTH = frozenset(FAMILIES)
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     ClassifierFree("ccf", "CCF (ours)", "conditional classifier-free guidance, the paper's eq. 8: base branch c_ref, "

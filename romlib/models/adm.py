@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import hub
+from ..sampling.diffusion import create_diffusion as _create
 from .glide import GlideConfig, GlideUNet
 
 __all__ = ["official_config", "config_from_guided_diffusion", "create_model", "load_model", "create_diffusion"]
@@ -86,8 +88,6 @@ def load_model(*, device="cpu", dtype: torch.dtype | None = None, gradient_check
     ``dtype=torch.float16`` is the reference's ``use_fp16`` (what Blended Diffusion runs);
     ``gradient_checkpointing`` trades a second forward pass of each block for memory.
     """
-    from .. import hub
-
     state = hub.load_checkpoint("adm/256x256-uncond", progress=progress)
     model = create_model(device="meta")
     model.load_state_dict(state, strict=True, assign=True)
@@ -102,7 +102,5 @@ def load_model(*, device="cpu", dtype: torch.dtype | None = None, gradient_check
 
 def create_diffusion(timestep_respacing: str = "100"):
     """The ADM's diffusion: linear β over 1000 steps, respaced (Blended Diffusion: ``"100"``)."""
-    from ..sampling.diffusion import create_diffusion as _create
-
     return _create(1000, "linear", timestep_respacing)
 

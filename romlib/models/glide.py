@@ -34,6 +34,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import hub
 from .glide_blocks import (AttentionBlock, Downsample, GroupNorm32, LayerNorm32, ResBlock, TimestepSequential,  # noqa: F401
                            Transformer, Upsample, timestep_embedding)
 
@@ -341,8 +342,6 @@ def create_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = N
 
 def load_model(name: ModelName, *, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> GlideUNet:
     """Download (once) and load the official GLIDE weights strictly."""
-    from .. import hub
-
     state = hub.load_checkpoint(f"glide/{name}", progress=progress)
     model = create_model(name, device="meta", dtype=None)
     model.load_state_dict(state, strict=True, assign=True)

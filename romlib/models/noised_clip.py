@@ -23,7 +23,7 @@ over the real tokens, which is what we compute with ``scaled_dot_product_attenti
 ``zero_key_bias_grad`` only filters *parameter* gradients during training; it has no effect here.)
 
 CLIP guidance (paper eq. 4 with the noised CLIP as the classifier): the mean is shifted by
-Σ · s · ∇_x [exp(logit_scale) · z_i(x_t, t) · z_text], :meth:`NoisedClip.cond_fn`. The ROM
+Σ · s · ∇_x [exp(logit_scale) · z_i(x_t, t) · z_text], :func:`romlib.guidance.clip.clip_gradient`. The ROM
 authors' copy subtracts the referring prompt's embedding, z_text = z(c_target) − z(c_ref)
 (``ref_prompts``); their script always passes it, so :mod:`romlib.guidance.clip` does too.
 
@@ -37,11 +37,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .. import hub
 
 __all__ = ["NoisedClipConfig", "NoisedClip", "NoisedClipImageEncoder", "NoisedClipTextEncoder", "ClipTokenizer",
            "ByteClipTokenizer", "create_noised_clip", "load_noised_clip"]
@@ -298,9 +299,8 @@ class ByteClipTokenizer(ClipTokenizer):
 class NoisedClip(nn.Module):
     """Both encoders, the tokenizer and the guidance function.
 
-    ``image_embeddings(x_t, t)`` and ``text_embeddings(prompts)`` are unit vectors;
-    ``cond_fn(prompts, scale, ref_prompts)`` is the classifier-guidance gradient for
-    :meth:`romlib.sampling.diffusion.SpacedDiffusion.condition_mean`.
+    ``image_embeddings(x_t, t)`` and ``text_embeddings(prompts)`` are unit vectors; the classifier-guidance
+    gradient built on them is :func:`romlib.guidance.clip.clip_gradient`.
     """
 
     def __init__(self, cfg: NoisedClipConfig | None = None, tokenizer=None):
@@ -354,26 +354,6 @@ class NoisedClip(nn.Module):
                 z_text = z_text - self.text_embeddings(ref_prompts)
         return z_text
 
-    def cond_fn(self, prompts: list[str] | str, scale: float, ref_prompts: list[str] | str | None = None) -> Callable:
-        """``cond_fn(x_t, t, **model_kwargs) -> s · ∇_x [exp(logit_scale) · Σ_rows z_i(x_t, t) · z_text]``.
-
-        One prompt (or one per batch row). ``t`` are the original timesteps, as
-        :meth:`~romlib.sampling.diffusion.SpacedDiffusion.condition_mean` passes them; the gradient is
-        taken with grad enabled even inside the sampler's ``torch.no_grad``.
-        """
-        z_text = self.guidance_direction(prompts, ref_prompts)
-        scale = float(scale)
-
-        def cond_fn(x, t, **kwargs):
-            with torch.enable_grad():
-                x_var = x.detach().float().requires_grad_(True)
-                z_i = self.image_embeddings(x_var, t)
-                loss = self.logit_scale * (z_text * z_i).sum()
-                grad = torch.autograd.grad(loss, x_var)[0].detach()
-            return grad * scale
-
-        return cond_fn
-
 
 def create_noised_clip(*, device="cpu", config: NoisedClipConfig | str | None = None, tokenizer=None) -> NoisedClip:
     """A noised CLIP with uninitialised weights (``device="meta"`` costs no memory).
@@ -392,8 +372,6 @@ def create_noised_clip(*, device="cpu", config: NoisedClipConfig | str | None = 
 
 def load_noised_clip(*, device="cpu", progress: bool = True) -> NoisedClip:
     """Download (once) and load ``clip_image_enc.pt`` and ``clip_text_enc.pt`` strictly (float32, as the reference)."""
-    from .. import hub
-
     model = create_noised_clip(device="meta")
     for part, name in ((model.image_encoder, "glide/clip-image-enc"), (model.text_encoder, "glide/clip-text-enc")):
         part.load_state_dict(hub.load_checkpoint(name, progress=progress), strict=True, assign=True)

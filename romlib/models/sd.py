@@ -20,6 +20,10 @@ from pathlib import Path
 
 import torch
 
+from .. import hub
+from ..checks import parse_latent_steps
+from .tiny import randomize_
+
 __all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "parse_steps", "link_layout", "load_inpainter", "make_scheduler",
            "tiny_sd_configs", "tiny_clip_vocab", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
 
@@ -96,14 +100,8 @@ class LatentInpainter(torch.nn.Module):
         return x.float().clamp(-1, 1)
 
 
-def parse_steps(steps: str | int, num_train_timesteps: int = 1000) -> tuple[str, int]:
-    """``"N"`` → ``("dpm++", N)``, ``"ddimN"`` → ``("ddim", N)``; anything else is refused, naming what is accepted."""
-    s = str(steps).strip()
-    kind, n = ("ddim", s[4:]) if s.startswith("ddim") else ("dpm++", s)
-    if not n.isdigit() or not 0 < int(n) <= num_train_timesteps:
-        raise ValueError(f"steps={steps!r} is not a latent-model schedule; accepted: 'N' (DPM-Solver++(2M), N steps, "
-                         f"e.g. '25') or 'ddimN' (DDIM, e.g. 'ddim50'), 1 <= N <= {num_train_timesteps}")
-    return kind, int(n)
+#: a latent model's steps: 'N' (DPM-Solver++(2M)) or 'ddimN' (the check lives with the other value checks)
+parse_steps = parse_latent_steps
 
 
 def make_scheduler(config: dict, steps: str | int, device=None):
@@ -126,7 +124,6 @@ def link_layout(paths: dict, prefix: str, folder: str | os.PathLike | None = Non
     (a temporary folder when the cache is read-only). Symbolic links, else hard links, else copies."""
     import shutil
 
-    from .. import hub
 
     if folder is None:
         folder = hub.cache_dir() / "layouts" / prefix
@@ -242,7 +239,6 @@ def tiny_inpainter(seed: int = 0, frame_size: int = 64) -> LatentInpainter:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from .tiny import randomize_
 
     cfg = tiny_sd_configs(frame_size)
     torch.manual_seed(seed)

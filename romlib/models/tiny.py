@@ -1,6 +1,6 @@
 """Tiny random-weight models of every architecture romlib carries (same code, toy sizes).
 
-Used by the ``tiny`` backend (:func:`tiny_backend`, ``ROMPipeline.from_pretrained("tiny")``), by
+Used by the ``tiny`` backends (assembled in :mod:`romlib.backends`, ``ROMPipeline.from_pretrained("tiny")``), by
 ``romlib bench`` on the CPU, and by the tests. Every parameter is redrawn from a seeded generator,
 so no output is trivially zero and two calls with the same seed give the same model.
 """
@@ -11,21 +11,22 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .adm import config_from_guided_diffusion
+from .glide import GlideConfig, GlideUNet
+from .mdetr import FrozenBatchNormAct2d, MDETRConfig, MDETRSegmentation
+from .noised_clip import ByteClipTokenizer, create_noised_clip, NoisedClipConfig
+
 if TYPE_CHECKING:
-    from ..contracts import Backend
-    from ..rank import ClipRanker
     from .glide import GlideConfig, GlideUNet
     from .noised_clip import NoisedClip, NoisedClipConfig
 
 __all__ = ["randomize_", "randomize_buffers_", "tiny_glide_config", "tiny_glide", "tiny_mdetr_config",
-           "tiny_roberta_tokenizer", "tiny_segmenter", "tiny_clip_ranker", "tiny_adm_config", "tiny_adm",
-           "tiny_noised_clip_config", "tiny_noised_clip", "tiny_baselines", "tiny_backend"]
+           "tiny_roberta_tokenizer", "tiny_mdetr", "tiny_clip_model", "tiny_adm_config", "tiny_adm",
+           "tiny_noised_clip_config", "tiny_noised_clip"]
 
 
 def tiny_glide_config(kind: str = "base-inpaint", n_vocab: int = 50257, text_ctx: int = 16):
     """A small GLIDE config of the same family (about 1 M parameters)."""
-    from .glide import GlideConfig
-
     common = dict(text_ctx=text_ctx, xf_width=32, xf_layers=1, xf_heads=2, model_channels=32, num_res_blocks=1,
                   num_head_channels=16, n_vocab=n_vocab, inpaint=True, mask_inpaint_input=False, dropout=0.0)
     if kind == "base-inpaint":
@@ -51,8 +52,6 @@ def randomize_(model: torch.nn.Module, seed: int = 0, std: float = 0.05) -> torc
 
 def tiny_glide(kind: str = "base-inpaint", seed: int = 0, **overrides):
     """A tiny random-weight GLIDE inpainting model (``kind``: base-inpaint or upsample-inpaint)."""
-    from .glide import GlideConfig, GlideUNet
-
     cfg = tiny_glide_config(kind)
     if overrides:
         cfg = GlideConfig(**{**cfg.to_dict(), **overrides})
@@ -96,8 +95,6 @@ def tiny_mdetr_config():
     """A small MDETR of the same family (about 1 M parameters): timm's ``test_efficientnet``
     backbone, width 128, 2 + 2 transformer layers, 10 queries, a 2-layer RoBERTa of width 32
     reading at most 30 tokens, 267-token vocabulary (:func:`tiny_roberta_tokenizer`)."""
-    from .mdetr import MDETRConfig
-
     text = dict(vocab_size=267, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
                 hidden_act="gelu", max_position_embeddings=32, type_vocab_size=1, layer_norm_eps=1e-5,
                 pad_token_id=1, bos_token_id=0, eos_token_id=2)
@@ -107,8 +104,6 @@ def tiny_mdetr_config():
 
 def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Draw frozen batch-norm statistics and affine terms (γ ≈ 1, β ≈ 0, μ ≈ 0, σ² ∈ [0.5, 1.5])."""
-    from .mdetr import FrozenBatchNormAct2d
-
     g = torch.Generator().manual_seed(seed)
     for m in model.modules():
         if isinstance(m, FrozenBatchNormAct2d):
@@ -120,38 +115,8 @@ def randomize_buffers_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module
     return model
 
 
-def tiny_segmenter(seed: int = 0, device="cpu", size: int = 800):
-    """A random tiny MDETR segmenter with an offline tokenizer (tests, the ``tiny`` backend)."""
-    from .mdetr import MDETRSegmentation
-    from ..segment import MDETRSegmenter
-
-    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
-        torch.manual_seed(seed)
-        model = MDETRSegmentation(tiny_mdetr_config())
-    with torch.no_grad():
-        randomize_buffers_(model, seed)
-    return MDETRSegmenter(model.eval().requires_grad_(False).to(device), tiny_roberta_tokenizer(), size=size)
-
-
-def tiny_clip_ranker(seed: int = 0, image_size: int = 32) -> ClipRanker:
-    """A random-weight CLIP of the same family (open_clip ``CLIP``) for tests; offline."""
-    import open_clip
-
-    from ..rank import ClipRanker
-
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(
-        embed_dim=32,
-        vision_cfg=dict(image_size=image_size, patch_size=8, width=64, layers=2, head_width=32),
-        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
-    ).eval().requires_grad_(False)
-    return ClipRanker(model, open_clip.get_tokenizer("ViT-B-16"), image_size=image_size)
-
-
 def tiny_adm_config(image_size: int = 64) -> GlideConfig:
     """A small ADM of the same family (about 1 M parameters) for tests and CPU demos."""
-    from .adm import config_from_guided_diffusion
-
     mult = {32: (1, 2, 2), 64: (1, 1, 2, 2), 128: (1, 1, 2, 2, 2), 256: (1, 1, 1, 2, 2, 2)}
     if image_size not in mult:
         raise ValueError(f"tiny ADM image_size must be one of {sorted(mult)}, got {image_size}")
@@ -162,15 +127,11 @@ def tiny_adm_config(image_size: int = 64) -> GlideConfig:
 
 def tiny_adm(image_size: int = 64, seed: int = 0) -> GlideUNet:
     """A tiny random-weight ADM (every parameter redrawn, so no output is trivially zero)."""
-    from .glide import GlideUNet
-
     return randomize_(GlideUNet(tiny_adm_config(image_size)), seed).eval().requires_grad_(False)
 
 
 def tiny_noised_clip_config() -> NoisedClipConfig:
     """Same family, toy sizes: 64×64 images in 16×16 patches, width 32, one block each, byte vocabulary."""
-    from .noised_clip import NoisedClipConfig
-
     return NoisedClipConfig(image_size=64, patch_size=16, n_vocab=258, max_text_len=32, n_embd=32,
                             n_head_state_text=16, n_head_text=2, n_xf_blocks_text=1, n_head_state_image=16,
                             n_head_image=2, n_xf_blocks_image=1)
@@ -178,8 +139,6 @@ def tiny_noised_clip_config() -> NoisedClipConfig:
 
 def tiny_noised_clip(seed: int = 0) -> NoisedClip:
     """A tiny random-weight noised CLIP (every parameter redrawn; LayerNorm gains around 1)."""
-    from .noised_clip import ByteClipTokenizer, create_noised_clip
-
     model = create_noised_clip(config=tiny_noised_clip_config(), tokenizer=ByteClipTokenizer())
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -189,32 +148,24 @@ def tiny_noised_clip(seed: int = 0) -> NoisedClip:
     return model
 
 
-def tiny_backend(device="cpu", seed: int = 0, baselines: bool = False) -> Backend:
-    """Random tiny models of every stage, offline (segmenter, GLIDE pair, CLIP)."""
-    from ..contracts import Backend
-    from .tokenizers import ByteTokenizer
-
-    tok = ByteTokenizer()
-    ranker = tiny_clip_ranker(seed=seed)
-    extras = {}
-    if baselines:
-        extras = tiny_baselines(ranker=ranker, device=device, seed=seed)
-    return Backend(
-        name="tiny",
-        segmenter=tiny_segmenter(seed=seed, device=device),
-        base_model=tiny_glide("base-inpaint", seed=seed, n_vocab=tok.n_vocab).to(device),
-        upsampler=tiny_glide("upsample-inpaint", seed=seed + 1, n_vocab=tok.n_vocab).to(device),
-        tokenizer=tok,
-        ranker=ranker,
-        base_steps="10",
-        upsample_steps="5",
-        extras=extras,
-    )
+def tiny_mdetr(seed: int = 0):
+    """A random tiny MDETR network (:func:`tiny_mdetr_config`), the caller's random state left alone."""
+    with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
+        torch.manual_seed(seed)
+        model = MDETRSegmentation(tiny_mdetr_config())
+    with torch.no_grad():
+        randomize_buffers_(model, seed)
+    return model.eval().requires_grad_(False)
 
 
-def tiny_baselines(*, ranker, device="cpu", seed: int = 0) -> dict:
-    """Tiny random-weight versions of both baselines (tests)."""
-    from ..guidance.baselines import BlendedBaseline, ClipGuidedBaseline
+def tiny_clip_model(seed: int = 0, image_size: int = 32):
+    """A random-weight CLIP of the same family (open_clip ``CLIP``) and its tokenizer; offline."""
+    import open_clip
 
-    return {"clip": ClipGuidedBaseline(tiny_noised_clip(seed).to(device)),
-            "blended": BlendedBaseline(tiny_adm(64, seed).to(device), ranker, steps="10", skip_timesteps=3, aug_num=2)}
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(
+        embed_dim=32,
+        vision_cfg=dict(image_size=image_size, patch_size=8, width=64, layers=2, head_width=32),
+        text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=2, layers=2),
+    ).eval().requires_grad_(False)
+    return model, open_clip.get_tokenizer("ViT-B-16")

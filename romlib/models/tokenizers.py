@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from ..io import quote
+
 __all__ = ["TextTokenizer", "GlideTokenizer", "ByteTokenizer", "warn_text"]
 
 log = logging.getLogger(__name__)
@@ -30,8 +32,6 @@ _WARNED: set = set()
 def warn_text(text: str, n_tokens: int, text_ctx: int, *, reader: str, dropped: str = "") -> None:
     """Log (once per text and reader) when a prompt is cut to ``text_ctx`` tokens or characters
     were dropped because the tokenizer cannot represent them."""
-    from ..io import quote
-
     if n_tokens > text_ctx and (text, text_ctx, reader) not in _WARNED:
         _WARNED.add((text, text_ctx, reader))
         log.warning("the prompt %s is %d tokens; %s reads %d: the rest is ignored", quote(text), n_tokens, reader,

@@ -23,12 +23,26 @@ loop in the same process, imported from that path at run time only.
 """
 from __future__ import annotations
 
-from .bench import bench_command, fast_vs_plain, format_bench, run_bench
-from .measure import BenchRow, forward_gflop
-from .fast import (AUTO_COMPILE_COST_S, CompileMode, CompiledCore, accelerate, accelerate_backend, compile_cache_dir,
-                   recorded_compile_s)
-from .reference import import_reference, run_reference
+import importlib
+
+#: ``romlib.perf.<name>`` → its module, imported on first use: the accounting (``perf.work``, ``perf.measure``) and
+#: the compiled path (``perf.fast``) sit below the pipeline, ``romlib bench`` (``perf.bench``) above it
+_NAMES = {**dict.fromkeys(("bench_command", "fast_vs_plain", "format_bench", "run_bench"), "bench"),
+          **dict.fromkeys(("BenchRow", "forward_gflop"), "measure"),
+          **dict.fromkeys(("AUTO_COMPILE_COST_S", "CompileMode", "CompiledCore", "accelerate", "accelerate_backend",
+                           "compile_cache_dir", "recorded_compile_s"), "fast"),
+          **dict.fromkeys(("import_reference", "run_reference"), "reference")}
 
 __all__ = ["accelerate", "accelerate_backend", "CompileMode", "CompiledCore", "compile_cache_dir", "BenchRow",
            "run_bench", "format_bench", "forward_gflop", "fast_vs_plain", "bench_command",
            "AUTO_COMPILE_COST_S", "recorded_compile_s", "import_reference", "run_reference"]
+
+
+def __getattr__(name):
+    if name in _NAMES:
+        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_NAMES))

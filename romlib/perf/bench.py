@@ -9,6 +9,15 @@ from typing import Literal
 
 import torch
 
+from ..backends import tiny_clip_ranker
+from ..contracts import Backend
+from ..interrupts import deferred
+from ..models.glide import create_model
+from ..models.tiny import tiny_glide
+from ..models.tokenizers import ByteTokenizer
+from ..pipeline import ROMPipeline
+from ..rank import ClipRanker
+from ..sampling.samplers import SAMPLERS
 from .fast import CompiledCore, accelerate
 from .measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
 from .reference import import_reference, run_reference
@@ -18,10 +27,6 @@ log = logging.getLogger("romlib.perf")
 
 
 def _bench_models(device, tiny: bool, dtype: torch.dtype):
-    from ..models.glide import create_model
-    from ..models.tiny import tiny_clip_ranker, tiny_glide
-    from ..models.tokenizers import ByteTokenizer
-
     tok = ByteTokenizer()  # timing only: any tokenizer with ids < n_vocab will do
     if tiny:
         base, up = tiny_glide(n_vocab=tok.n_vocab), tiny_glide("upsample-inpaint", n_vocab=tok.n_vocab, seed=1)
@@ -29,7 +34,6 @@ def _bench_models(device, tiny: bool, dtype: torch.dtype):
     else:
         import open_clip
 
-        from ..rank import ClipRanker
 
         base, up = create_model("base-inpaint", device=device), create_model("upsample-inpaint", device=device)
         model = open_clip.create_model("ViT-B-16", pretrained=None, device=device).eval().requires_grad_(False)
@@ -64,8 +68,6 @@ def run_bench(device=None, *, batches=(4, 24), dtype: Literal["fp16", "fp32"] | 
     its own). ``reference``: a glide-text2im checkout, timed the same way (its own ancestral loop)."""
     if warmup_steps < 2:
         raise ValueError(f"warmup_steps={warmup_steps} is too few; accepted: an integer >= 2 (3 lets CUDA graphs record)")
-    from ..contracts import Backend
-    from ..pipeline import ROMPipeline
 
     if reference:
         import_reference(reference)  # a wrong path fails now, not after the timing
@@ -219,8 +221,6 @@ def bench_command(args) -> int:
                      cache_dir=args.cache_dir, sampler=args.sampler)
     print(format_bench(rows, title, markdown=args.markdown))
     if args.json:
-        from ..interrupts import deferred
-
         text = "".join(json.dumps({**r.to_dict(), "device": name, "tiny": tiny}) + "\n" for r in rows)
         with deferred(), open(args.json, "a") as f:  # the rows whole: an interrupt waits for the append
             f.write(text)

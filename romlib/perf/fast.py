@@ -12,6 +12,7 @@ from typing import Literal
 
 import torch
 
+from .. import hub
 from .measure import _sync
 
 log = logging.getLogger("romlib.perf")
@@ -27,8 +28,6 @@ def compile_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     (:func:`romlib.hub.cache_dir`). Points inductor's cache (FX graphs, AOT autograd, Triton
     kernels, autotuning) there through ``TORCHINDUCTOR_CACHE_DIR``, unless the user set that
     variable to somewhere of their own. Returns the directory in use."""
-    from .. import hub
-
     global _set_by_us
     wanted = Path(cache_dir).expanduser() if cache_dir is not None else hub.cache_dir() / "torch-compile"
     current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..models.glide import GlideUNet
+
 
 def forward_gflop(model, size: int, low_res: bool = False) -> float:
     """GFLOP of one forward pass for one image of a GLIDE UNet (or of its :class:`GlideConfig`),
@@ -13,7 +15,6 @@ def forward_gflop(model, size: int, low_res: bool = False) -> float:
 
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..models.glide import GlideUNet
 
     with torch.device("meta"):
         meta = GlideUNet(getattr(model, "cfg", model))

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import torch
 
+from ..io import load_mask, to_tensor
+from ..models.glide import official_config
+from ..models.tiny import tiny_glide_config
 from .measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
 
 log = logging.getLogger("romlib.perf")
@@ -55,10 +58,7 @@ def run_reference(path, device, *, batches=(4, 24), dtype="fp16", tiny=False, st
     through x̂_0, the upsampler at temperature 0.997) on the same image and mask."""
     import torch.nn.functional as F
 
-    from ..io import load_mask, to_tensor
 
-    from ..models.glide import official_config
-    from ..models.tiny import tiny_glide_config
 
     mc = import_reference(path)
     device = torch.device(device)

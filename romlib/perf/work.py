@@ -14,6 +14,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+from ..models.glide import GlideConfig
+from .measure import forward_gflop
+
 __all__ = ["count_passes", "work_report", "estimate_work", "gflop_per_pass", "latent_parts", "latent_gflop"]
 
 
@@ -21,8 +24,6 @@ _GFLOP: dict = {}  # repr(config) -> GFLOP per pass (counted once per process, o
 
 
 def _gflop(cfg, size: int, low_res: bool) -> float:
-    from .measure import forward_gflop
-
     key = (repr(cfg), size, low_res)
     if key not in _GFLOP:
         _GFLOP[key] = forward_gflop(cfg, size, low_res=low_res)
@@ -31,8 +32,6 @@ def _gflop(cfg, size: int, low_res: bool) -> float:
 
 def gflop_per_pass(model) -> float | None:
     """GFLOP of one pass of one image through a GLIDE UNet (its config suffices), ``None`` for other networks."""
-    from ..models.glide import GlideConfig
-
     cfg = getattr(model, "cfg", model)
     if not isinstance(cfg, GlideConfig):
         return None

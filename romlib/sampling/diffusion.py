@@ -23,6 +23,8 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..checks import MIN_STEPS, check_seed, space_timesteps
+
 __all__ = [
     "get_named_beta_schedule",
     "betas_for_alpha_bar",
@@ -55,45 +57,6 @@ def betas_for_alpha_bar(num_diffusion_timesteps: int, alpha_bar: Callable[[float
     return np.array([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), max_beta) for i in range(n)])
 
 
-#: the fewest steps a (respaced) diffusion can have: a schedule of one step has no posterior to sample
-MIN_STEPS = 2
-
-
-def space_timesteps(num_timesteps: int, section_counts: str | list[int]) -> set[int]:
-    """Which of the original ``num_timesteps`` steps to keep.
-
-    ``"100"`` keeps 100 evenly strided steps; ``"10,15,20"`` splits the process into three equal
-    sections with that many steps each; ``"ddimN"`` uses DDIM's integer stride; ``"fast27"`` is
-    GLIDE's upsampler schedule (``"10,10,3,2,2"`` with the noisiest step T−1 replaced by T−3).
-    """
-    if isinstance(section_counts, str):
-        if section_counts.startswith("ddim"):
-            desired = int(section_counts[len("ddim"):])
-            for stride in range(1, num_timesteps):
-                if len(range(0, num_timesteps, stride)) == desired:
-                    return set(range(0, num_timesteps, stride))
-            raise ValueError(f"cannot create exactly {desired} steps out of {num_timesteps} with an integer stride")
-        if section_counts == "fast27":
-            steps = space_timesteps(num_timesteps, "10,10,3,2,2")
-            steps.remove(num_timesteps - 1)  # reduces artifacts from the noisiest step
-            steps.add(num_timesteps - 3)
-            return steps
-        try:
-            section_counts = [int(x) for x in section_counts.split(",")]
-        except ValueError:
-            raise ValueError(f"bad timestep respacing {section_counts!r}; expected e.g. '100', 'fast27', 'ddim25', '10,10,10'") from None
-    size_per, extra = divmod(num_timesteps, len(section_counts))
-    start, kept = 0, []
-    for i, count in enumerate(section_counts):
-        size = size_per + (1 if i < extra else 0)
-        if size < count:
-            raise ValueError(f"cannot divide a section of {size} steps into {count}")
-        stride = 1 if count <= 1 else (size - 1) / (count - 1)
-        kept += [start + round(stride * j) for j in range(count)]
-        start += size
-    return set(kept)
-
-
 def _extract(arr: np.ndarray, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     """arr[t] as float32, broadcast to ``shape`` (batch first)."""
     out = torch.from_numpy(arr).to(device=t.device)[t].float()
@@ -113,8 +76,6 @@ def sample_generators(seed: int, n: int, stream: int = 0) -> list[torch.Generato
     whatever the batch size or the guidance rule (so rules are compared on the same seeds).
     ``stream`` separates the stages (0 = base, 1 = upsampler, ...). ``seed`` is in [0, 2**63)
     (a larger one would repeat a smaller one's noise: refused)."""
-    from ..config import check_seed
-
     seed = check_seed("seed", seed)
     return [torch.Generator().manual_seed((seed * 1_000_003 + stream * 10_007 + i) % (2**63)) for i in range(n)]
 

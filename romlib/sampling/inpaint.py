@@ -17,6 +17,7 @@ import torch
 
 from .diffusion import SpacedDiffusion, randn, sample_generators
 from ..guidance.cfg import RULES, GuidedModel, known_region_fn
+from .samplers import SAMPLER_SPECS, get_sampler
 
 __all__ = ["BaseSetup", "prepare_base", "sample_base", "sample_base_progressive", "sample_upsample", "encode_prompts",
            "round_to_uint8_levels", "chunks", "auto_batch_size"]
@@ -98,10 +99,8 @@ def sample_base(setup: BaseSetup, diffusion: SpacedDiffusion, *, samples: int, s
     """B samples [B, 3, 64, 64] in [-1, 1], in micro-batches of ``batch_size``, with one of
     :data:`romlib.sampling.samplers.SAMPLERS` (``eta``: DDIM's η). Every sampler starts from the
     same x_T for a seed; CLIP guidance (``setup.cond_fn``) needs the ancestral sampler."""
-    from .samplers import get_sampler
-
     run = get_sampler(sampler)
-    extra = {"eta": eta} if sampler == "ddim" else {}
+    extra = {k: v for k, v in {"eta": eta}.items() if k in SAMPLER_SPECS[sampler].knobs}
     if setup.cond_fn is not None:
         if sampler != "ancestral":
             raise ValueError(f"sampler={sampler!r}: classifier (CLIP) guidance shifts the ancestral step's mean "

@@ -21,7 +21,10 @@ from typing import Callable
 
 import torch
 
+from .. import masks as M
 from ..guidance.cfg import RULES, guided_eps
+from ..models.sd import make_scheduler
+from .diffusion import randn, sample_generators
 
 __all__ = ["LatentSetup", "GuidedLatentModel", "prepare_latent", "sample_latent", "latent_loop"]
 
@@ -63,8 +66,6 @@ def prepare_latent(model, *, image: torch.Tensor, keep_mask: torch.Tensor, targe
 
     ``image`` [1, 3, S, S] in [-1, 1] at the model's frame; ``keep_mask`` [1, 1, S, S] (GLIDE's convention,
     1 = keep), converted here to the UNet's edit mask at the latent grid (nearest, as the pipeline)."""
-    from .. import masks as M
-
     spec = RULES[rule]
     S = model.cfg.frame_size
     if image.shape[-2:] != (S, S) or keep_mask.shape[-2:] != (S, S):
@@ -101,9 +102,6 @@ def sample_latent(setup: LatentSetup, steps: str, *, samples: int, seed: int, ba
     Sample i always gets the same z_T (:func:`~romlib.sampling.diffusion.sample_generators`), whatever the
     batch size or the rule; the scheduler (``steps``: ``"25"`` DPM-Solver++, ``"ddim50"`` DDIM) is made
     afresh for every micro-batch (multistep solvers keep state)."""
-    from ..models.sd import make_scheduler
-    from .diffusion import randn, sample_generators
-
     model = setup.model
     dev, dtype = setup.emb_cond.device, model.dtype
     gens = sample_generators(seed, samples)

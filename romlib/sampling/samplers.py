@@ -29,12 +29,13 @@ from typing import Callable, Literal
 import numpy as np
 import torch
 
+from ..specs import SAMPLERS as SAMPLER_SPECS
 from .diffusion import GaussianDiffusion, randn
 
-__all__ = ["SamplerName", "SAMPLERS", "get_sampler", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m",
+__all__ = ["SamplerName", "SAMPLERS", "SAMPLER_SPECS", "get_sampler", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m",
            "ddim_mean_variance"]
 
-SamplerName = Literal["ancestral", "ddim", "dpmpp-2m"]
+SamplerName = str  # a name of SAMPLERS (romlib.specs.SAMPLERS declares them)
 
 
 def _steps(diffusion: GaussianDiffusion, progress: bool):
@@ -124,8 +125,9 @@ def sample_dpmpp_2m(model, x, diffusion, *, denoised_fn=None, clip_denoised=True
     return x
 
 
-#: the samplers by the names of ``EditConfig.sampler`` (whose choices are the accepted names)
-SAMPLERS: dict[str, Callable] = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpmpp-2m": sample_dpmpp_2m}
+#: the samplers by name: each is declared once in :data:`romlib.specs.SAMPLERS` (its function, the extra knobs it
+#: reads, its help), which ``EditConfig.sampler``'s choices also read
+SAMPLERS: dict[str, Callable] = {name: globals()[spec.function] for name, spec in SAMPLER_SPECS.items()}
 
 
 def get_sampler(name: str) -> Callable:

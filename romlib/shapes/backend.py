@@ -8,7 +8,13 @@ import logging
 import os
 from pathlib import Path
 
+from ..contracts import Backend
+from ..hub import UnsafeCheckpoint, safe_load
+from ..io import check_file
+from ..models.glide import GlideConfig, GlideUNet
+from .ranker import ShapesRanker
 from .scenes import WordTokenizer
+from .segmenter import ShapesSegmenter
 
 __all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "REMOVAL", "weights_path", "read_weights", "load_inpaint_model",
            "load_ranker", "load_backend"]
@@ -31,14 +37,12 @@ VARIANTS = {
 }
 #: the variant an empty target is handed to by the default model loaded without a variant named
 #: (``ROMPipeline.from_pretrained("shapes")``, ``romlib edit --backend shapes``; Backend.extras["removal"])
-REMOVAL = "removal"
+REMOVAL = "removal"  # = romlib.specs.BACKENDS["shapes"].removal_variant (tests/test_removal.py checks)
 
 
 def weights_path(name: str, weights_dir: str | Path | None = None) -> Path:
     """The shipped ``inpaint.pt`` / ``ranker.pt`` (or those in ``weights_dir``); raises with the
     command that recreates them when missing."""
-    from ..io import check_file
-
     p = Path(weights_dir or WEIGHTS_DIR) / name
     try:
         return check_file(p, "ShapesWorld weights")
@@ -55,7 +59,6 @@ def read_weights(path: str | Path, build, *, advice: str = "write it again with 
     import pickle
     import zipfile
 
-    from ..hub import UnsafeCheckpoint, safe_load
 
     unreadable = (RuntimeError, OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError,
                   AttributeError, IndexError, zipfile.BadZipFile)  # OSError: torch reading a cut archive
@@ -87,8 +90,6 @@ def _float_state(state: dict) -> dict:
 
 def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
     """The trained tiny GLIDE inpainting UNet (EMA weights, float32, eval mode); damaged weights are named."""
-    from ..models.glide import GlideConfig, GlideUNet
-
     def build(ckpt):
         model = GlideUNet(GlideConfig(**ckpt["config"]))
         model.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
@@ -101,8 +102,6 @@ def load_inpaint_model(weights_dir: str | Path | None = None, device="cpu"):
 
 def load_ranker(weights_dir: str | Path | None = None, device="cpu"):
     """The trained tiny CLIP (:class:`~romlib.shapes.ranker.ShapesRanker`), eval mode; damaged weights are named."""
-    from .ranker import ShapesRanker
-
     def build(ckpt):
         ranker = ShapesRanker()
         ranker.load_state_dict(_float_state(ckpt["state_dict"]), strict=True)
@@ -126,9 +125,6 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
     empty caption means background: :data:`REMOVAL`); a variant named is that model for every target.
     ``weights_dir``: your own ``romlib shapes-train`` output instead (the shipped ranker is used
     when the folder has no ``ranker.pt``)."""
-    from ..contracts import Backend
-    from .segmenter import ShapesSegmenter
-
     chosen, variant = variant, variant or "default"
     if variant not in VARIANTS:
         raise ValueError(f"unknown ShapesWorld variant {variant!r}; expected one of {sorted(VARIANTS)}")

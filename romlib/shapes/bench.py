@@ -34,6 +34,12 @@ from pathlib import Path
 
 import torch
 
+from ..guidance.cfg import RULES
+from ..guidance.methods import METHODS as REGISTRY, ClassifierFree
+from ..interrupts import deferred
+from ..runs import new_run_dir, refuse_broken_link, run_dir_name
+from ..sampling.diffusion import create_diffusion
+from . import load_backend
 from .cases import Case, make_cases  # noqa: F401  (re-exported: the benchmark's cases)
 from .measure import _edit_mask, sample_cases, score_samples, segmenter_accuracy  # noqa: F401
 from .tables import (NOTEBOOK_TABLES, TABLES_FILE, format_notebook_table, format_segmenter_table,  # noqa: F401
@@ -47,8 +53,6 @@ __all__ = ["Case", "make_cases", "run_benchmark", "format_table", "plot_benchmar
 log = logging.getLogger(__name__)
 
 def _methods() -> tuple[str, ...]:
-    from ..guidance.methods import METHODS as REGISTRY, ClassifierFree
-
     return ("inpaint",) + tuple(n for n, m in REGISTRY.items() if isinstance(m, ClassifierFree))
 
 
@@ -67,9 +71,6 @@ def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, sa
     CCF's best scale in the grid (``dilations=()`` skips the ablation). Identical rules (CF and
     CCF-direction at s = 1, CCF and CF-original at s = 1) are sampled once.
     """
-    from ..sampling.diffusion import create_diffusion
-    from . import load_backend
-
     bad = [m for m in methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown method(s) {bad}; expected some of {METHODS}")
@@ -85,8 +86,8 @@ def run_benchmark(n_cases: int = 200, methods=METHODS, scales=DEFAULT_SCALES, sa
     def run(method, scale, erode=0, k=dilation, ablation=""):
         masks = [_edit_mask(c, erode, k) for c in cases]
         rule = "cf" if method == "inpaint" else method
-        inp = "original" if rule in ("ccf", "cf-original") else "masked"
-        key = (inp, "ref" if rule in ("ccf", "ccf-direction") and scale != 1 else "", scale, erode, k, method == "inpaint")
+        spec = RULES[rule]  # what the rule feeds its two branches (the samples of equal inputs are shared)
+        key = (spec.inpaint_input, spec.base_text if scale != 1 else "", scale, erode, k, method == "inpaint")
         t0 = time.perf_counter()
         if key not in cache:
             cache[key] = sample_cases(model, tok, diffusion, cases, masks, rule=rule, scale=scale, samples=samples, seed=seed,
@@ -179,9 +180,6 @@ def plot_benchmark(results: dict, path: str | Path | None = None):
 def bench_command(args) -> int:
     """``romlib shapes-bench``: run, then write ``results.json``, ``table.md``, ``benchmark.png`` into
     a new run folder inside ``--out`` (never over an earlier run's); print the table."""
-    from ..runs import new_run_dir, refuse_broken_link, run_dir_name
-    from . import load_backend
-
     started = time.time()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -222,7 +220,6 @@ def _write_results(folder: Path, results: dict, table: str) -> None:
 
     import matplotlib.pyplot as plt
 
-    from ..interrupts import deferred
 
     fig = plot_benchmark(results)
     files = {"results.json": lambda p: p.write_text(json.dumps(results, indent=2, default=str)),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .scenes import COLOURS, SHAPES, Scene, describe, make_scene, referring_expressions
+from .scenes import COLOURS, describe, make_scene, parse_text, referring_expressions, Scene, SHAPES
 
 __all__ = ["Case", "make_cases", "select_cases", "table_cases", "CASE_KINDS"]
 
@@ -58,8 +58,6 @@ def make_cases(n: int = 200, seed: int = 0) -> list[Case]:
 
 
 def _is_kind(case, kind: str) -> bool:
-    from .scenes import parse_text
-
     named = parse_text(case.target).named
     if kind == "both":
         return len(named) == 2

@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from ..pipeline import ROMPipeline
+from ..runs import new_run_dir, run_dir_name
 from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
 
 __all__ = ["run", "write_example", "EXAMPLE_FILES", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
@@ -36,9 +38,6 @@ def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress:
     an earlier run there is refused unless ``overwrite=True``. ``new_folder=True`` (``romlib demo``):
     ``out_dir`` is a parent folder and the run goes into a new folder inside it, named
     time_method_text (:func:`romlib.runs.run_dir_name`), made once the edit is done."""
-    from ..pipeline import ROMPipeline
-    from ..runs import new_run_dir, run_dir_name
-
     started = time.time()
     case = demo_case(seed)
     scene = case.scene.pil()

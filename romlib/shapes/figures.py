@@ -16,8 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .measure import wilson
-from .tables import NOTEBOOK_TABLES, notebook_table, table_cases
+from ..config import SCORED_RANK_MODES
+from ..pipeline import get_pipeline
+from ..plots import _imshow, overlay_mask
+from ..rank import rank_samples, ranking_inputs
+from .measure import _edit_mask, _uint8, sample_cases, wilson
+from .oracle import describe_region, judge, object_region
+from .scenes import parse_text
+from .tables import dilation_samples, dilation_verdicts, notebook_table, NOTEBOOK_TABLES, ranking_picks, table_cases
 
 __all__ = ["dilation_figure", "guidance_figure", "ranking_paired", "ranking_example_case", "ranking_figure",
            "keeps_figure", "RUN_E_FREE_KEPT", "verdict"]
@@ -34,8 +40,6 @@ def verdict(ok: bool | None, what: str) -> str:
 
 def _backend(variant: str | None = None):
     """The notebooks' cached ShapesWorld pipeline's backend (:func:`romlib.pipeline.get_pipeline`) and its diffusion."""
-    from ..pipeline import get_pipeline
-
     pipe = get_pipeline("shapes", **({"variant": variant} if variant else {}))
     return pipe.backend, pipe.diffusion("base")
 
@@ -52,8 +56,6 @@ def dilation_figure(case: int = 0, ks=None):
     titled "target ✓/✗". Returns ``(figure, rows)``: per k the pixels and every verdict."""
     import matplotlib.pyplot as plt
 
-    from ..teach.viz import _imshow, overlay_mask
-    from .tables import dilation_samples, dilation_verdicts
 
     cfg = NOTEBOOK_TABLES["dilation"]
     ks = tuple(ks or cfg["dilations"])
@@ -98,10 +100,6 @@ def guidance_figure(case: int = 0):
     Returns ``(figure, rows)``: per rule the verdicts."""
     import matplotlib.pyplot as plt
 
-    from ..teach.viz import _imshow, overlay_mask
-    from .measure import _edit_mask, _uint8, sample_cases
-    from .oracle import describe_region, judge, object_region
-    from .scenes import parse_text
 
     cfg = NOTEBOOK_TABLES["guidance"]
     cases = table_cases(cfg["cases"])
@@ -181,9 +179,6 @@ def ranking_figure(case: int | None = None):
     import matplotlib.pyplot as plt
     import torch
 
-    from ..rank import rank_samples, ranking_inputs
-    from ..teach.viz import _imshow
-    from .measure import _edit_mask, sample_cases
 
     cfg = NOTEBOOK_TABLES["ranking"]
     table = notebook_table("ranking")
@@ -196,12 +191,11 @@ def ranking_figure(case: int | None = None):
     m = _edit_mask(c, 0, cfg["dilation"])
     xs = sample_cases(b.base_model, b.tokenizer, diffusion, [c], [m], rule=cfg["rule"], scale=cfg["scale"],
                       samples=cfg["samples"])[0]
-    from .tables import ranking_picks
 
     p = ranking_picks(b.ranker, c, m, xs)
     box = tuple(float(v) for v in c.original.box)
     em = torch.from_numpy(m)[None, None].float()
-    orders = {mode: rank_samples(b.ranker, xs, c.target, mode, box=box, edit_mask=em) for mode in ("local", "masked")}
+    orders = {mode: rank_samples(b.ranker, xs, c.target, mode, box=box, edit_mask=em) for mode in SCORED_RANK_MODES}
     rank_of = {mode: {int(i): r + 1 for r, i in enumerate(o.order)} for mode, o in orders.items()}
     B = len(xs)
     fig = plt.figure(figsize=(2.1 * B, 6.4))

@@ -19,6 +19,8 @@ dilated by 3, every rule at the same scale and from the same noise. The shipped 
 from __future__ import annotations
 
 from .cases import Case, table_cases
+from . import measure
+from .measure import _edit_mask, _uint8, rate
 from .oracle import describe_region, judge, keeps, object_region
 from .scenes import parse_text
 
@@ -47,8 +49,6 @@ def _kept_attribute(case: Case, j: dict) -> bool | None:
 def measure_keeps(b, diffusion, cfg) -> list[dict]:
     """One row per rule and target group: success, attribute / size / position kept, and all of
     them at once with the target reached ("edited, all kept"); rates with Wilson intervals."""
-    from .measure import _edit_mask, _uint8, rate, sample_cases
-
     cases = table_cases(cfg["cases"])
     masks = [_edit_mask(c, 0, cfg["dilation"]) for c in cases]
     groups = [target_group(c) for c in cases]
@@ -58,7 +58,7 @@ def measure_keeps(b, diffusion, cfg) -> list[dict]:
         before.append((region, describe_region(c.scene.image, region)))
     rows = []
     for rule in cfg["methods"]:
-        xs = sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=rule, scale=cfg["scale"],
+        xs = measure.sample_cases(b.base_model, b.tokenizer, diffusion, cases, masks, rule=rule, scale=cfg["scale"],
                           samples=cfg["samples"])
         flags = {g: {k: [] for k in ("success", "attribute kept", "size kept", "position kept", "edited, all kept")}
                  for g in GROUPS}

@@ -7,9 +7,18 @@ import math
 import numpy as np
 import torch
 
+from ..config import SCORED_RANK_MODES
+from ..guidance.cfg import GuidedModel, known_region_fn
+from ..io import to_uint8
+from ..masks import dilate, to_keep_mask
+from ..rank import rank_samples
+from ..sampling.diffusion import randn, sample_generators
+from ..sampling.inpaint import prepare_base
+from ..sampling.samplers import get_sampler
 from .cases import Case
 from .oracle import colour_labels, describe_region, judge, object_region
 from .scenes import erode_np
+from .segmenter import ShapesSegmenter
 
 
 __all__ = ["sample_cases", "score_samples", "segmenter_accuracy", "wilson", "rate"]
@@ -17,8 +26,6 @@ __all__ = ["sample_cases", "score_samples", "segmenter_accuracy", "wilson", "rat
 
 def _edit_mask(case: Case, erode: int, dilation: int) -> np.ndarray:
     """The true object mask, eroded by ``erode`` px, dilated by a k×k kernel (romlib.masks)."""
-    from ..masks import dilate
-
     m = case.original.mask
     if erode:
         m = erode_np(m, erode)
@@ -38,11 +45,6 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
     :func:`romlib.sampling.inpaint.sample_base` (every sampler starts from the same x_T)."""
     from tqdm.auto import tqdm
 
-    from ..sampling.diffusion import randn, sample_generators
-    from ..sampling.samplers import get_sampler
-    from ..guidance.cfg import GuidedModel, known_region_fn
-    from ..sampling.inpaint import prepare_base
-    from ..masks import to_keep_mask
 
     device = next(model.parameters()).device
     per_chunk = max(1, batch_rows // samples)
@@ -77,8 +79,6 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
 
 
 def _uint8(x: torch.Tensor) -> np.ndarray:
-    from ..io import to_uint8
-
     return to_uint8(x)
 
 
@@ -88,8 +88,6 @@ def _psnr(se: float, n: int) -> float:
 
 def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torch.Tensor, ranker=None) -> dict:
     """Oracle metrics of ``samples`` [n_cases, B, 3, H, W] (see the module docstring)."""
-    from ..rank import rank_samples
-
     succ, pres, top = [], [], {"local": [], "masked": []}
     se_out = n_out = se_bg = n_bg = 0
     seam_err, seam_n = 0.0, 0
@@ -117,7 +115,7 @@ def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torc
         if ranker is not None and len(xs) > 1:
             box = tuple(float(v) for v in case.original.box)
             em_t = torch.from_numpy(em)[None, None].float()
-            for mode in ("local", "masked"):
+            for mode in SCORED_RANK_MODES:
                 r = rank_samples(ranker, xs, case.target, mode, box=box, edit_mask=em_t)
                 top[mode].append(ok[r.order[0]])
     mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
@@ -129,8 +127,6 @@ def score_samples(cases: list[Case], edit_masks: list[np.ndarray], samples: torc
 
 def segmenter_accuracy(cases: list[Case]) -> dict:
     """How often the rule-based segmenter returns exactly the referred object's mask."""
-    from .segmenter import ShapesSegmenter
-
     seg, exact, ious = ShapesSegmenter(), 0, []
     for case in cases:
         m = seg.segment(case.scene.image, case.ref, best_anyway=True).mask.numpy()

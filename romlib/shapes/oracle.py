@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io import to_uint8
 from .scenes import COLOURS, SHAPES, Obj, Parsed, dilate_np, erode_np, parse_text, render_shape
 
 __all__ = ["FG_SPREAD", "FG_DIST", "MIN_AREA", "MIN_IOU", "MAX_ASPECT", "SIZE_TOL", "POS_TOL", "RIM_MAX", "Region", "keeps", "removed", "rim_left", "colour_labels", "label_components",
@@ -67,8 +68,6 @@ class Region:
 def _as_uint8(image) -> np.ndarray:
     """PIL, HxWx3 uint8 array or [3, H, W] tensor in [-1, 1] → HxWx3 uint8."""
     if hasattr(image, "detach"):
-        from ..io import to_uint8
-
         return to_uint8(image[0] if image.ndim == 4 else image)
     a = np.asarray(image)
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:

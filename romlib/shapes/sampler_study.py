@@ -13,6 +13,11 @@ import json
 import time
 from pathlib import Path
 
+from ..sampling.diffusion import create_diffusion
+from . import load_backend
+from .cases import make_cases
+from .measure import _edit_mask, rate, sample_cases, score_samples
+
 __all__ = ["SETTINGS", "run_sampler_study", "format_sampler_table", "plot_sampler_study"]
 
 #: (sampler, steps) measured; the first is the reference (the paper's sampler at the shapes backend's 25 steps)
@@ -25,10 +30,6 @@ def run_sampler_study(n_cases: int = 200, samples: int = 2, seed: int = 0, setti
     """Sample and score every ``(sampler, steps)`` of ``settings``; returns ``{"rows": [...], "settings": {...}}``."""
     import torch
 
-    from ..sampling.diffusion import create_diffusion
-    from . import load_backend
-    from .cases import make_cases
-    from .measure import _edit_mask, rate, sample_cases, score_samples
 
     b = load_backend("cpu")
     scale = b.default_scales[rule]

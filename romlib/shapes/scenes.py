@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..io import quote
 from ..models.tokenizers import TextTokenizer
 
 __all__ = ["SIZE", "COLOURS", "SHAPES", "POSITIONS", "VOCAB", "Obj", "Scene", "make_scene", "render_shape",
@@ -251,8 +252,6 @@ def _words(text: str) -> list[str]:
     words = _WORD.findall(text.lower())
     bad = [w for w in words if w not in VOCAB]
     if bad:
-        from ..io import quote
-
         raise ValueError(f"{quote(text)}: unknown word(s) {quote(' '.join(bad))} for ShapesWorld; its vocabulary is "
                          f"{list(VOCAB[1:])}")
     return words
@@ -268,8 +267,6 @@ def parse_text(text: str) -> Parsed:
     shape = next((w for w in words if w in SHAPES), None)
     position = next((w for w in words if w in POSITIONS), None)
     if sum(w in COLOURS for w in words) > 1 or sum(w in SHAPES for w in words) > 1 or "and" in words:
-        from ..io import quote
-
         raise ValueError(f"{quote(text)} names more than one object; describe one, e.g. 'the red circle'")
     return Parsed(colour, shape, position, definite=words[0] == "the")
 

@@ -23,8 +23,10 @@ import numpy as np
 import torch
 
 from ..contracts import AmbiguousReference, NoObjectFound, Segmentation
+from ..io import load_image, quote
+from ..models.tokenizers import unrepresented, warn_text
 from .oracle import MIN_AREA, colour_labels, describe_component, label_components
-from .scenes import parse_text
+from .scenes import _WORD, parse_text, VOCAB
 
 __all__ = ["ShapesSegmenter", "find_objects"]
 
@@ -32,8 +34,6 @@ log = logging.getLogger(__name__)
 
 
 def _to_uint8(image) -> np.ndarray:
-    from ..io import load_image
-
     if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3:
         return image
     return np.asarray(load_image(image))
@@ -68,10 +68,6 @@ class ShapesSegmenter:
                 best_anyway: bool = False) -> Segmentation:
         """The object ``text`` refers to. ``threshold`` is accepted for the protocol (the masks are
         exact, there are no logits to threshold)."""
-        from ..io import quote
-        from ..models.tokenizers import unrepresented, warn_text
-        from .scenes import _WORD, VOCAB
-
         if not isinstance(text, str):
             raise TypeError(f"text must be a string, got {type(text).__name__}")
         parsed = parse_text(text)
@@ -107,7 +103,6 @@ class ShapesSegmenter:
             raise NoObjectFound(text, best_score, objs[idx]["box"], min_score)
         tied = [i for i, s in enumerate(scores) if s == best_score]
         if best_score < min_score:  # only with best_anyway: nothing matches, so no "matches N objects" either
-            from ..io import quote
 
             log.warning("no object matches %s (best score %.2f < min_score=%g); best_anyway: took the %s %s%s", quote(text),
                         best_score, min_score, objs[idx]["colour"], objs[idx]["shape"],

@@ -12,9 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cases import table_cases
+from ..config import SCORED_RANK_MODES
+from ..rank import rank_samples
+from ..sampling.diffusion import create_diffusion
+from . import load_backend
+from .backend import load_backend
+from .cases import select_cases, table_cases
+from .keeps import measure_keeps
 from .measure import _edit_mask, _uint8, rate, sample_cases, wilson  # noqa: F401 (wilson re-exported)
 from .oracle import describe_region, judge, object_region, removed, rim_left
+from .segmenter import ShapesSegmenter
 
 __all__ = ["NOTEBOOK_TABLES", "TABLES_FILE", "wilson", "table_cases", "notebook_table", "measure_table",
            "format_notebook_table", "write_notebook_tables", "segmenter_table", "format_segmenter_table",
@@ -75,8 +82,6 @@ def dilation_samples(b, diffusion, cfg, cases, k: int, removal_model=None):
 
 
 def _measure_dilation(b, diffusion, cfg) -> list[dict]:
-    from .backend import load_backend
-
     cases = table_cases(cfg["cases"])
     device = next(b.base_model.parameters()).device
     rm = load_backend(device, variant=cfg["empty_variant"]).base_model  # the model that learned removal
@@ -116,14 +121,12 @@ def _measure_guidance(b, diffusion, cfg) -> list[dict]:
 def ranking_picks(ranker, case, edit_mask: np.ndarray, samples) -> dict:
     """One case of the ``ranking`` table: the oracle's verdict per sample (``"ok"``, sampling order) and
     the sample each ranking puts first (``"local"``, ``"masked"``: indices; the first sample is the unranked pick)."""
-    from ..rank import rank_samples
-
     region = object_region(edit_mask, case.original.mask, case.others)
     ok = [judge(describe_region(_uint8(x), region), case.target, case.original)["success"] for x in samples]
     box = tuple(float(v) for v in case.original.box)
     em = torch.from_numpy(edit_mask)[None, None].float()
     top = {mode: int(rank_samples(ranker, samples, case.target, mode, box=box, edit_mask=em).order[0])
-           for mode in ("local", "masked")}
+           for mode in SCORED_RANK_MODES}
     return {"case": case.index, "ok": [bool(x) for x in ok], **top}
 
 
@@ -144,9 +147,6 @@ def segmenter_table(n: int = 24, seed: int = 0) -> dict:
     """Notebook 02's table (instant, computed live): the rule-based segmenter on the first ``n``
     cases with distractors (:func:`romlib.shapes.demo.select_cases`): exact masks, IoU, and the
     margin between the chosen query's score and the best other one."""
-    from .cases import select_cases
-    from .segmenter import ShapesSegmenter
-
     seg = ShapesSegmenter()
     exact, ious, margins = [], [], []
     for c in select_cases("distractors", n, seed):
@@ -172,9 +172,6 @@ def format_segmenter_table(t: dict) -> str:
 
 def measure_table(name: str, backend=None) -> dict:
     """Compute one notebook table (see :data:`NOTEBOOK_TABLES`); about 1–2 minutes on 2 cores."""
-    from ..sampling.diffusion import create_diffusion
-    from . import load_backend
-
     if name not in NOTEBOOK_TABLES:
         raise ValueError(f"unknown notebook table {name!r}; expected one of {sorted(NOTEBOOK_TABLES)}")
     cfg = NOTEBOOK_TABLES[name]
@@ -182,7 +179,6 @@ def measure_table(name: str, backend=None) -> dict:
     schedule, n_steps = b.base_schedule
     diffusion = create_diffusion(n_steps, schedule, str(b.base_steps))
     t0 = time.perf_counter()
-    from .keeps import measure_keeps
 
     measure = {"dilation": _measure_dilation, "guidance": _measure_guidance, "ranking": _measure_ranking, "keeps": measure_keeps}
     rows = measure[name](b, diffusion, cfg)

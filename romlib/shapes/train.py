@@ -55,9 +55,15 @@ import torch
 import torch.nn.functional as F
 
 from ..interrupts import deferred
+from ..io import check_file
+from ..models.glide import GlideConfig, GlideUNet
+from ..rank import ranking_inputs
+from ..runs import refuse_broken_link
+from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
 from .backend import WEIGHTS_DIR, read_weights
-from .train_data import InpaintInput, make_batch, make_example
+from .ranker import ShapesRanker
 from .scenes import COLOURS, SHAPES, SIZE, WordTokenizer, describe, dilate_np, make_scene
+from .train_data import InpaintInput, make_batch, make_example
 
 __all__ = ["inpaint_config", "make_batch", "make_example", "hybrid_loss", "train_inpaint", "train_ranker", "ranker_batch", "plot_loss_curve",
            "train_command", "describe_run", "RUN_FILES", "WEIGHTS_DIR", "InpaintInput"]
@@ -78,8 +84,6 @@ def inpaint_config():
     residual down/up-sampling blocks, the middle block and one decoder block per level), attention
     at 8×8, a 2-layer text transformer of width 64 over 8 word tokens;
     ``mask_inpaint_input=False`` (the ROM authors' modification, so CCF's original image reaches it)."""
-    from ..models.glide import GlideConfig
-
     return GlideConfig(text_ctx=TEXT_CTX, xf_width=64, xf_layers=2, xf_heads=4, xf_final_ln=True, xf_padding=True,
                        model_channels=32, channel_mult=(1, 1, 2), num_res_blocks=0, attention_resolutions=(4,),
                        num_head_channels=32, dropout=0.0, n_vocab=WordTokenizer.n_vocab, inpaint=True,
@@ -214,8 +218,6 @@ def _checkpoint_step(path: Path) -> int:
 def _require_checkpoint(out: Path) -> Path:
     """``out``'s checkpoint, which ``--resume`` needs (FileNotFoundError saying so when missing)."""
     if os.path.lexists(out / CHECKPOINT):
-        from ..io import check_file
-
         return check_file(out / CHECKPOINT, "--resume checkpoint")  # a FIFO, a folder: named, never opened
     if not (out / CHECKPOINT).is_file():
         raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {out / CHECKPOINT}, which shapes-train "
@@ -250,8 +252,6 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     """
     from tqdm.auto import tqdm
 
-    from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
-    from ..models.glide import GlideUNet
 
     if inpaint_input not in ("masked", "pairs"):
         raise ValueError(f"inpaint_input must be 'masked' or 'pairs', got {inpaint_input!r}")
@@ -362,8 +362,6 @@ def ranker_batch(rng: np.random.Generator, batch_size: int, image_size: int = 32
     """Ranking inputs exactly as :func:`romlib.rank.ranking_inputs` builds them (local crop of the
     box ×1.3, or the masked frame), blurred and noised a little like samples, with each crop's
     object attributes."""
-    from ..rank import ranking_inputs
-
     crops, attrs = [], []
     for _ in range(batch_size):
         scene = make_scene(rng)
@@ -403,7 +401,6 @@ def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64
     positive (multi-positive InfoNCE, image→text and text→image). Returns ``ranker.pt``."""
     from tqdm.auto import tqdm
 
-    from .ranker import ShapesRanker
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -462,7 +459,6 @@ def _check_train_out(out: Path, models, *, resume: bool, overwrite: bool, save_e
         raise ValueError("--resume and --overwrite exclude each other: continue the run in --out, or replace it")
     if save_every < 1:
         raise ValueError(f"--save-every {save_every} is out of range; accepted: an integer >= 1")
-    from ..runs import refuse_broken_link
 
     refuse_broken_link(out)  # was a bare "[Errno 17] File exists"
     if out.exists() and not out.is_dir():

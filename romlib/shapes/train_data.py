@@ -8,7 +8,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from .scenes import COLOURS, SHAPES, Scene, describe, dilate_np, make_scene, referring_expressions, render_shape
+from .scenes import (COLOURS, describe, dilate_np, make_scene, parse_text, referring_expressions, render_shape, Scene, SHAPES)
 
 
 __all__ = ["make_example", "make_batch", "InpaintInput"]
@@ -69,8 +69,6 @@ def _caption(rng: np.random.Generator, scene: Scene, i: int, p_drop: float, p_pa
 def _counterfactual(rng: np.random.Generator, scene: Scene, i: int, caption: str) -> np.ndarray:
     """The scene with object ``i`` replaced by a source object in the same box that keeps every
     attribute ``caption`` does not name, and differs (with probability 3/4 each) in those it names."""
-    from .scenes import parse_text
-
     o, named = scene.objects[i], parse_text(caption).named
     colour, shape = o.colour, o.shape
     if "colour" in named and rng.random() < 0.75:

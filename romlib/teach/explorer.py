@@ -27,9 +27,15 @@ from typing import Any
 
 import torch
 
+from ..config import SCORED_RANK_MODES, EditConfig
+from ..contracts import Segmentation
+from ..experiments import count_work, work as work_report
+from ..guidance.families import sampling_for
+from ..plots import show as _show
+
 #: the ranking modes whose best base samples the preview upsamples up front (a click between them upsamples
 #: nothing; with rank='none' the upsampled frames are shown in sample order)
-RANK_MODES = ("local", "masked")
+RANK_MODES = SCORED_RANK_MODES
 
 __all__ = ["Explorer", "StageCache"]
 
@@ -94,8 +100,6 @@ class Explorer:
     of :class:`~romlib.config.EditConfig` (default ``preset="preview"``); every update changes some of them."""
 
     def __init__(self, pipe, image, ref: str, target: str, *, cache: StageCache | None = None, **settings):
-        from ..config import EditConfig
-
         self.pipe, self.image, self.ref, self.target = pipe, image, "" if ref is None else str(ref), \
             "" if target is None else str(target)
         settings.setdefault("preset", "preview")
@@ -121,8 +125,6 @@ class Explorer:
     def update(self, **changes):
         """Change some knobs (``rank="masked"``, ``scale=5``, ``preset="paper"``, ...) and return the new
         :class:`~romlib.result.EditResult`, computing only the stages the change touches (:attr:`last` says which)."""
-        from ..contracts import Segmentation
-
         settings = {**self.settings, **changes}
         pipe, b = self.pipe, self.pipe.backend
         cfg, method = pipe.resolve(**settings)
@@ -150,11 +152,13 @@ class Explorer:
         rank = cfg.rank or method.default_rank
         timings: dict = {}
         # GLIDE's two stages; Blended Diffusion and a latent model's one run are one
-        staged = hasattr(method, "sample_base") and getattr(b, "family", "pixel") == "pixel"
+        family = sampling_for(b)
+        staged = family.staged and hasattr(method, "base_setup")
 
         def sample():
-            with pipe.count_work() as passes:
-                out = (method.sample_base if staged else method.sample)(pipe, p, self.ref, self.target, cfg, timings)
+            with count_work(pipe) as passes:
+                out = (family.sample_base(method, pipe, p, self.ref, self.target, cfg, timings) if staged
+                       else method.sample(pipe, p, self.ref, self.target, cfg, timings))
             return out, dict(passes)
 
         base, base_passes = self._stage("sample", s_key, sample, log)
@@ -166,7 +170,8 @@ class Explorer:
                 # exist (under a second) instead of upsampling a new best one
                 def best_of_each_mode():
                     picks = [i for mode in RANK_MODES
-                             for i in method.to_upsample(pipe, p, base, self.target, dataclasses.replace(cfg, rank=mode))]
+                             for i in family.to_upsample(method, pipe, p, base, self.target,
+                                                         dataclasses.replace(cfg, rank=mode))]
                     return sorted(set(picks))
 
                 index = self._stage("rank-base", s_key, best_of_each_mode, log)
@@ -174,19 +179,19 @@ class Explorer:
                      None if index is None else tuple(index))
 
             def upsample():
-                with pipe.count_work() as passes:
-                    out = method.upsample(pipe, p, base, index, self.target, cfg, timings)
+                with count_work(pipe) as passes:
+                    out = family.upsample(method, pipe, p, base, index, self.target, cfg, timings)
                 return out, {"upsample": passes["upsample"]}
 
             if cfg.upsample and b.upsampler is not None:
                 out, up_passes = self._stage("upsample", u_key, upsample, log)
                 work["upsample"] = work.get("upsample", 0) + up_passes["upsample"]
             else:  # no upsampler: the base samples are the frames
-                out = method.upsample(pipe, p, base, None, self.target, cfg, timings)
+                out = family.upsample(method, pipe, p, base, None, self.target, cfg, timings)
         else:
             out, u_key = base, s_key
         ranking = self._stage("rank", (u_key, rank), lambda: pipe.rank(out, self.target, rank, p), log)
-        report = pipe.work(work, method)
+        report = work_report(pipe, work, method)
         result = pipe.finish(self.image, p, out, self.ref, self.target, cfg, method, dict(log["recomputed"]), report,
                              ranking=ranking)
         log["seconds"] = round(time.perf_counter() - t_start, 4)
@@ -210,8 +215,6 @@ class Explorer:
 
     def show(self, top: int = 4):
         """Print the label and the scores, and display the result grid (what each click shows)."""
-        from .nb import _show
-
         r = self.result
         print(self.label())
         print(f"scores {[round(x, 4) for x in r.scores[:top]]}")

@@ -9,9 +9,28 @@ still shows the figure.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
+from PIL import Image
+
+from .. import hub
+from ..backends import default_backend
+from ..config import RANK_MODES
+from ..contracts import AmbiguousReference, NoObjectFound
+from ..guidance.methods import available, get
+from ..io import load_image, quote
+from ..masks import erode as erode_mask, resize_edit_mask
+from ..pipeline import get_pipeline
+from ..plots import image_row, show
+from ..sampling.diffusion import space_timesteps
+from ..shapes.demo import demo_case, select_case
+from ..shapes.scenes import COLOURS, SHAPES
+from ..shapes.segmenter import find_objects
+from ..specs import BACKENDS, backend_spec
+from .explorer import Explorer
 
 __all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "referred_mask",
            "centred_box_mask", "explore", "scrubber", "plot_trace", "trace_scales",
@@ -29,8 +48,7 @@ class Env:
 
     def __str__(self):
         where = f"GPU ({self.gpu})" if self.gpu else "CPU"
-        what = {"glide": "real models: MDETR + GLIDE + CLIP", "shapes": "embedded ShapesWorld models (offline)",
-                "tiny": "tiny random models (tests)"}.get(self.backend, self.backend)
+        what = BACKENDS[self.backend].summary if self.backend in BACKENDS else self.backend
         return f"romlib on the {where}; backend: {self.backend} — {what}"
 
 
@@ -40,10 +58,6 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
     ``env.progress`` is what the notebooks pass as ``progress=``: True (tqdm.auto bars, which render
     in Colab and Jupyter) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
     so the stored notebooks and the tests carry no frozen bars)."""
-    import os
-
-    from ..pipeline import default_backend
-
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
@@ -63,10 +77,8 @@ def pipeline(backend: str | None = None, **kwargs):
     :class:`~romlib.contracts.AmbiguousReference`. A notebook must go on (*Run all*), so its pipeline
     takes the best object with a logged warning (``best_anyway=True``, what the authors' code always
     does) wherever a cell does not say otherwise. ShapesWorld's pipeline keeps the API's rule."""
-    from ..pipeline import get_pipeline
-
     pipe = get_pipeline(backend, **kwargs)
-    return pipe if pipe.backend.name == "shapes" else pipe.with_defaults(best_anyway=True)
+    return pipe.with_defaults(best_anyway=True) if _spec(pipe).best_anyway else pipe
 
 
 def removal_pipeline(pipe):
@@ -84,34 +96,42 @@ def example(pipe, index: int = 0) -> tuple:
     ShapesWorld: a generated scene with a referring expression and a target; real models: the
     two cats of COCO val2017 #39769 (registered in :data:`romlib.hub.REGISTRY` as ``example/coco-39769``,
     fetched once like every other file; the DETR/MDETR demo image)."""
-    name = pipe.backend.name
-    if name == "shapes":
-        from ..shapes.demo import demo_case
+    return EXAMPLES[_spec(pipe).example](index)
 
-        case = demo_case(index)
-        return case.scene.pil(), case.ref, case.target
-    if name == "glide":
-        from .. import hub
-        from ..io import load_image
 
-        cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
-                 ("the cat on the right", "")]
-        ref, target = cases[index % len(cases)]
-        return load_image(hub.download("example/coco-39769", progress=False)), ref, target
-    import numpy as np
-    from PIL import Image
+def _shapes_example(index: int) -> tuple:
+    case = demo_case(index)
+    return case.scene.pil(), case.ref, case.target
 
+
+#: the cases of the COCO photo (the two cats of val2017 #39769): (ref, target); the last one removes an object
+COCO_CASES = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana"),
+              ("the cat on the right", "")]
+
+
+def _coco_example(index: int) -> tuple:
+    ref, target = COCO_CASES[index % len(COCO_CASES)]
+    return load_image(hub.download("example/coco-39769", progress=False)), ref, target
+
+
+def _noise_example(index: int) -> tuple:
     rng = np.random.RandomState(index)
     return Image.fromarray((rng.rand(96, 96, 3) * 255).astype("uint8")), "the red car", "a blue truck"
 
 
+#: the example inputs by :attr:`romlib.specs.BackendSpec.example`
+EXAMPLES = {"shapes": _shapes_example, "coco": _coco_example, "noise": _noise_example}
+
+
+def _spec(pipe):
+    """The :class:`~romlib.specs.BackendSpec` of ``pipe``'s backend."""
+    return backend_spec(pipe.backend.name)
+
+
 def missing_phrase(pipe, image) -> str:
     """A referring phrase that matches nothing in ``image`` (notebook 02's failure case)."""
-    if pipe.backend.name != "shapes":
+    if not _spec(pipe).oracle:
         return "a purple elephant"
-    from ..shapes.scenes import COLOURS, SHAPES
-    from ..shapes.segmenter import find_objects
-
     present = {(o["colour"], o["shape"]) for o in find_objects(image)}
     return next(f"the {c} {s}" for c in COLOURS for s in SHAPES if (c, s) not in present)
 
@@ -119,8 +139,6 @@ def missing_phrase(pipe, image) -> str:
 def centred_box_mask(image) -> torch.Tensor:
     """A bool edit mask [H, W] (True = edit) over the middle third of ``image`` in each direction: the
     named fallback of :func:`referred_mask` when the segmenter finds nothing usable."""
-    from ..io import load_image
-
     W, H = load_image(image).size
     mask = torch.zeros(H, W, dtype=torch.bool)
     mask[H // 3:H - H // 3, W // 3:W - W // 3] = True
@@ -137,11 +155,6 @@ def referred_mask(pipe, image, ref: str, *, erode: int = 1) -> tuple:
     (``best_anyway=True``, what the authors' code always did); a mask that covers no pixel at the
     diffusion model's resolution (e.g. a random-weight MDETR's speckles, eroded) →
     :func:`centred_box_mask`."""
-    from ..contracts import AmbiguousReference, NoObjectFound
-    from ..io import quote
-    from ..masks import erode as erode_mask
-    from ..masks import resize_edit_mask
-
     try:
         seg = pipe.segment(image, ref)
     except NoObjectFound as e:
@@ -183,35 +196,10 @@ def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
     ``"colour"`` / ``"shape"``: it names only that one, so CCF has an attribute to keep;
     ``"distractors"``: three objects, one sharing the referred one's colour or shape). Other
     backends: :func:`example` (the two cats; ``"removal"`` is its empty-target case)."""
-    if pipe.backend.name == "shapes":
-        from ..shapes.demo import select_case
-
+    if _spec(pipe).oracle:
         case = select_case(kind, seed)
         return case.scene.pil(), case.ref, case.target
     return example(pipe, 2 if kind == "removal" else 0)
-
-
-def show(fig, *, dpi: int = 100) -> None:
-    """Display a matplotlib figure explicitly, as a PNG, and close it (every notebook figure goes
-    through here). Works the same under Colab's and Jupyter's inline backend, under ``Agg`` (the
-    tests: an implicitly shown figure would vanish there) and in nbval; returns None so the cell
-    does not echo the figure a second time. Outside IPython it only closes the figure."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    if isinstance(fig, tuple):  # (figure, numbers) from the plotting helpers
-        fig = fig[0]
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    try:
-        from IPython import get_ipython
-        from IPython.display import Image, display
-    except ImportError:  # pragma: no cover - plain Python
-        return
-    if get_ipython() is not None:
-        display(Image(data=buf.getvalue(), format="png"))
 
 
 _show = show  # the widget helpers' name
@@ -251,8 +239,6 @@ def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     paper's convention), in sampling order. Traces that carry ``"index"`` (the step's index in the
     respaced schedule) already hold the original timestep in ``"t"``; older ones hold the index in
     ``"t"``, mapped here through ``space_timesteps(1000, str(len(trace)))`` (e.g. 24…0 → 999…0)."""
-    from ..sampling.diffusion import space_timesteps
-
     if all("index" in s for s in trace):
         return [int(s["t"]) for s in trace]
     kept = sorted(space_timesteps(num_timesteps, str(len(trace))))
@@ -268,9 +254,6 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, t
     The first setting is rendered statically first, so the notebook shows it without a kernel. Without widgets,
     ``explorer.update(rank="masked")`` returns the new :class:`~romlib.result.EditResult`. Returns the explorer
     (its first result: ``explorer.result``)."""
-    from ..guidance.methods import available, get
-    from .explorer import Explorer
-
     if samples is not None:
         settings["samples"] = samples
     explorer = Explorer(pipe, image, ref, target, **settings)
@@ -287,7 +270,7 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, t
         guidance=W.Dropdown(options=list(available(pipe.backend)), value=s["guidance"], description="guidance"),
         scale=W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, description="scale s"),
         dilation=W.IntSlider(value=s["dilation"], min=1, max=15, step=2, description="dilation k"),
-        rank=W.Dropdown(options=["local", "masked", "none"], value=s["rank"], description="ranking"),
+        rank=W.Dropdown(options=list(RANK_MODES), value=s["rank"], description="ranking"),
         seed=W.IntText(value=s["seed"], description="seed"),
         preset=W.ToggleButtons(options=["preview", "paper"], value=s["preset"], description="budget"),
     )
@@ -347,8 +330,6 @@ def plot_trace(trace: list[dict], step: int, labels=("ε(x|c_target)", "ε(x|c_b
     """One step of a :meth:`~romlib.pipeline.ROMPipeline.trace`: x_t, the two branches, their
     difference (what the scale multiplies) and the x̂_0 prediction. The branches and the difference are
     each drawn on **one scale for the whole trace** (:func:`trace_scales`, or ``scales``), stated in the titles."""
-    from .viz import image_row
-
     s = trace[step]
     sc = scales or trace_scales(trace)
     diff = s["eps_cond"] - s["eps_base"]

@@ -16,6 +16,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..config import SCORED_RANK_MODES, SEGMENTERS
+from ..contracts import NoObjectFound
+from ..io import load_image, to_tensor
+from ..masks import box_to_pixels, enlarge_box
+from ..pipeline import MIN_IMAGE_SIDE
+from ..plots import _box as draw, _full_mask, _imshow, as_array, box_legend, overlay_mask
+from ..rank import ranking_inputs
+from ..sampling.diffusion import create_diffusion
+from ..shapes.demo import select_case
+from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
+from ..shapes.scenes import COLOURS, SHAPES
+from ..specs import backend_spec
+from .nb import removal_pipeline
+
 
 __all__ = ["pipeline_figure", "targets_figure", "default_targets", "forward_figure", "segmenters_figure", "mask_iou"]
 
@@ -25,8 +39,6 @@ def _off(ax):
 
 
 def _box(ax, box, color, lw=2.0):
-    from .viz import _box as draw  # (imported here: viz re-exports this module's figures)
-
     draw(ax, box, color=color, lw=lw)
 
 
@@ -39,9 +51,6 @@ def pipeline_figure(result, top: int = 8):
     Returns ``(figure, numbers)``: score, box, mask pixels, dilated pixels, crop box, order and distances."""
     import matplotlib.pyplot as plt
 
-    from ..masks import box_to_pixels, enlarge_box
-    from ..rank import ranking_inputs
-    from .viz import _imshow, box_legend, overlay_mask
 
     s = result.settings
     seg = result.segmentation
@@ -71,7 +80,7 @@ def pipeline_figure(result, top: int = 8):
                "mask px": int(seg_mask.sum()), "base size": n_base, "dilated px": int(edit_base.sum()),
                "frame size": side, "rank": rank, "order": list(result.order),
                "distances (ranked)": [round(float(d), 4) for d in result.scores]}
-    if rank in ("local", "masked"):
+    if rank in SCORED_RANK_MODES:
         best = result.images[:1]
         if rank == "local":
             crop = box_to_pixels(enlarge_box(result.rank_box, 1.3, side, side))
@@ -111,8 +120,6 @@ def pipeline_figure(result, top: int = 8):
 
 def default_targets(case) -> list[str]:
     """Fig. 5's targets for a ShapesWorld case: another colour, another shape, both, and '' (remove)."""
-    from ..shapes.scenes import COLOURS, SHAPES
-
     o = case.original
     colour = next(c for c in COLOURS if c != o.colour)
     shape = next(s for s in SHAPES if s != o.shape)
@@ -124,20 +131,16 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     """Fig. 5: one input, several targets, the empty target ('') as inpainting — one edit per target, the
     same mask and seeds, the best of ``samples`` each, in a row.
 
-    ShapesWorld (``pipe.backend.name == "shapes"``): by default the notebooks' example case
+    ShapesWorld (a backend whose spec has an ``oracle``): by default the notebooks' example case
     (:func:`romlib.shapes.demo.select_case` ``"both"``) and :func:`default_targets`; the empty target runs
     on the ``removal`` model (:func:`romlib.teach.nb.removal_pipeline`), and every panel carries the oracle's
     verdict ("target ✓/✗"; for '': "removed ✓/✗" with the old outline left). Other backends: ``image``,
     ``ref`` and ``targets`` are required (no oracle). Returns ``(figure, rows)``."""
     import matplotlib.pyplot as plt
 
-    from .nb import removal_pipeline
-    from .viz import _imshow, overlay_mask
 
-    shapes = pipe.backend.name == "shapes"
+    shapes = backend_spec(pipe.backend.name).oracle  # ShapesWorld: its cases and oracle
     if shapes and image is None:
-        from ..shapes.demo import select_case
-
         case = case or select_case("both")
         image, ref = case.scene.pil(), case.ref
     if image is None or ref is None:
@@ -179,16 +182,11 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
 
 
 def _full_edit_mask(result) -> torch.Tensor:
-    from .viz import _full_mask
-
     return _full_mask(result)
 
 
 def _oracle_verdict(case, result, target: str) -> dict:
     """The ShapesWorld oracle on the best edit: target success, or (empty target) removal with the rim."""
-    from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
-    from .viz import as_array
-
     a = as_array(result.best)
     em = _full_edit_mask(result).numpy() > 0.5
     seen = describe_region(a, object_region(em, case.original.mask, case.others))
@@ -209,9 +207,6 @@ def forward_figure(image, ts=(0, 100, 250, 500, 750, 999), *, schedule: str = "s
     Returns ``(figure, {t: ᾱ_t})``."""
     import matplotlib.pyplot as plt
 
-    from ..io import to_tensor
-    from ..sampling.diffusion import create_diffusion
-    from .viz import _imshow
 
     if isinstance(image, torch.Tensor):
         x0 = image[None] if image.ndim == 3 else image
@@ -264,11 +259,6 @@ def segmenters_figure(pipe, image, ref: str, segmenters=("mdetr", "clipseg"), *,
     and ``"iou"``: the IoU of every pair of masks, e.g. ``{"mdetr/clipseg": 0.71}``."""
     import matplotlib.pyplot as plt
 
-    from ..config import SEGMENTERS
-    from ..contracts import NoObjectFound
-    from ..io import load_image
-    from ..pipeline import MIN_IMAGE_SIDE
-    from .viz import _imshow, box_legend, overlay_mask
 
     b = pipe.backend
     names = [segmenters] if isinstance(segmenters, str) else list(segmenters)

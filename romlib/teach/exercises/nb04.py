@@ -6,6 +6,8 @@ from types import SimpleNamespace
 import torch
 
 from ...guidance.cfg import RULES
+from ...shapes.oracle import judge
+from ...shapes.scenes import parse_text
 from .core import Exercise, Mistake
 
 # ----------------------------------------------------------------------------------------------
@@ -89,8 +91,6 @@ def _judge_cases():
 
 
 def _judge_reference(seen_colour, seen_shape, target, original_colour, original_shape):
-    from ...shapes.oracle import judge
-
     j = judge(SimpleNamespace(colour=seen_colour, shape=seen_shape), target,
               SimpleNamespace(colour=original_colour, shape=original_shape))
     return j["success"], j["preserved"]
@@ -99,7 +99,7 @@ def _judge_reference(seen_colour, seen_shape, target, original_colour, original_
 def judge_edit(seen_colour, seen_shape, target, original_colour, original_shape):
     """(success, preserved): every attribute the target names is seen; every attribute it leaves free kept
     the original's value (None when it names both)."""
-    from romlib.shapes.scenes import parse_text
+    from romlib.shapes.scenes import parse_text  # the solution shown to the student is self-contained
 
     parsed = parse_text(target)
     named = parsed.named
@@ -113,8 +113,6 @@ def judge_edit(seen_colour, seen_shape, target, original_colour, original_shape)
 
 def _judge_variant(*, empty_success=False, preserved_all=False, success_changed=False, none_when_both=True):
     def fn(seen_colour, seen_shape, target, original_colour, original_shape):
-        from ...shapes.scenes import parse_text
-
         parsed = parse_text(target)
         named = parsed.named
         seen = {"colour": seen_colour, "shape": seen_shape}

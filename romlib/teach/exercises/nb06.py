@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...study.data import Rankings
+from ...study.stats import average_rank as library_average_rank, win_probability as library_win_probability
 from .core import Exercise, Mistake
 
 
@@ -23,22 +25,16 @@ def _ranking_cases():
 
 
 def _table(ranks):
-    from ...study.data import Rankings
-
     u, c, m = ranks.shape
     return Rankings(tuple(f"m{i}" for i in range(m)), tuple(f"u{i}" for i in range(u)), tuple(f"c{i}" for i in range(c)),
                     ranks)
 
 
 def _avg_reference(ranks):
-    from ...study.stats import average_rank as library_average_rank
-
     return library_average_rank(_table(ranks), ci="none").value
 
 
 def _win_reference(ranks):
-    from ...study.stats import win_probability as library_win_probability
-
     return library_win_probability(_table(ranks), ci="none").value
 
 

@@ -11,9 +11,16 @@
 """
 from __future__ import annotations
 
-import os
-
 import torch
+
+from ..backends import choose
+from ..guidance.cfg import guided_eps
+from ..guidance.methods import METHODS
+from ..models.sd import make_scheduler, tiny_inpainter
+from ..sampling.diffusion import randn, sample_generators
+from ..sampling.latent import prepare_latent, sample_latent
+from ..specs import backend_spec
+from .nb import chosen_case, example as nb_example, pipeline
 
 __all__ = ["latent_backend", "anatomy", "conformance", "example", "guidance_lines", "T4_ESTIMATE", "gpu_numbers",
            "coincide_at_scale", "comparison_setup", "RULES4"]
@@ -32,18 +39,7 @@ T4_ESTIMATE = ("about 5 s per sample at 25 DPM-Solver++ steps (B = 4: about 20-2
 def latent_backend() -> str:
     """``$ROMLIB_LATENT_BACKEND`` if set; else ``"sd"`` on a GPU when every sd file is cached or a mirror is set
     (or the network is allowed), else ``"tiny-sd"``."""
-    from .. import hub
-
-    env = os.environ.get("ROMLIB_LATENT_BACKEND")
-    if env:
-        return env
-    if not torch.cuda.is_available():
-        return "tiny-sd"
-    names = hub.SD_BACKEND + hub.CLIPSEG
-    if hub.mirror() or all(hub.cached(n) for n in names):
-        return "sd"
-    offline = any(os.environ.get(v) == "1" for v in ("ROMLIB_OFFLINE", "HF_HUB_OFFLINE"))
-    return "tiny-sd" if offline else "sd"
+    return choose("sd", "tiny-sd", env="ROMLIB_LATENT_BACKEND", probe=False)
 
 
 def anatomy(model) -> dict:
@@ -63,7 +59,6 @@ def guidance_lines() -> str:
     pipeline, as their sources say it."""
     import inspect
 
-    from ..guidance.cfg import guided_eps
 
     ours = [ln.strip() for ln in inspect.getsource(guided_eps).splitlines() if ln.strip().startswith("return")][0]
     theirs = "noise_pred = noise_pred_uncond + self.guidance_scale * (noise_pred_text - noise_pred_uncond)"
@@ -86,9 +81,6 @@ def conformance(model=None, *, rule: str = "cf", steps: str = "ddim6", scale: fl
     the *original* image, drawn from the VAE posterior with sample 0's generator after its noise, as romlib."""
     from diffusers import StableDiffusionInpaintPipeline
 
-    from ..models.sd import make_scheduler, tiny_inpainter
-    from ..sampling.diffusion import randn, sample_generators
-    from ..sampling.latent import prepare_latent, sample_latent
 
     if rule not in ("cf", "ccf"):
         raise ValueError(f"rule={rule!r}: the pipeline has a counterpart for 'cf' and 'ccf' only")
@@ -119,30 +111,18 @@ def conformance(model=None, *, rule: str = "cf", steps: str = "ddim6", scale: fl
 
 def example(pipe, index: int = 0) -> tuple:
     """``(image, ref, target)``: the two cats of COCO #39769 for the real models (sd, glide), else the backend's."""
-    if pipe.backend.name == "sd":
-        from .. import hub
-        from ..io import load_image
-
-        cases = [("the cat on the left", "a golden retriever"), ("the remote control on the left", "a banana")]
-        ref, target = cases[index % len(cases)]
-        return load_image(hub.download("example/coco-39769", progress=False)), ref, target
-    from .nb import chosen_case
-
-    return chosen_case(pipe, "colour")
+    return chosen_case(pipe, "colour") if backend_spec(pipe.backend.name).oracle else nb_example(pipe, index)
 
 
 def comparison_setup(latent: str) -> tuple:
     """Notebook 07's comparison: ``(pipe, (image, ref, target), scale, segmenters)``. ``"sd"``: the SD pipeline,
     the two cats, s = 7.5 for every rule, CLIPSeg's and MDETR's masks; otherwise ShapesWorld's pixel model,
     notebook 04's colour-only case, CCF's tuned scale, its own segmenter (the offline stand-in)."""
-    from .nb import pipeline
-
-    if latent == "sd":
-        pipe = pipeline("sd")
-        return pipe, example(pipe), 7.5, ("clipseg", "mdetr")
-    from ..guidance.methods import METHODS
-
-    pipe = pipeline("shapes")
+    spec = backend_spec(latent)
+    if spec.stand_in is None:  # the real model: the same scale for every rule, both segmenters
+        pipe = pipeline(spec.name)
+        return pipe, example(pipe), METHODS["cf"].scale(pipe.backend), (spec.segmenter, *spec.segmenters)
+    pipe = pipeline(spec.stand_in)
     return pipe, example(pipe), METHODS["ccf"].scale(pipe.backend), (None,)
 
 
@@ -157,8 +137,6 @@ def gpu_numbers(results: dict) -> list[str]:
 def coincide_at_scale(model, scale: float = 1.0, *, steps: str = "6", seed: int = 0) -> list[tuple[str, str]]:
     """The pairs of :data:`RULES4` whose samples agree (within fp32 rounding) at guidance ``scale`` on the same
     frame, mask and seeds (notebook 07's exercise: what does the scale multiply?)."""
-    from ..sampling.latent import prepare_latent, sample_latent
-
     S = model.cfg.frame_size
     dev = next(model.unet.parameters()).device
     g = torch.Generator().manual_seed(2)

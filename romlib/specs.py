@@ -1,0 +1,106 @@
+"""Every fact of a backend and of a sampler, once, as plain data: :data:`BACKENDS` and :data:`SAMPLERS`.
+
+A backend is one :class:`BackendSpec`: its family (which sampling adapter runs it: ``"pixel"`` GLIDE-family UNets
+or ``"latent"`` models), its frame, its files, its loader, its example image, its removal model, its default
+guidance scales and whether an ambiguous reference takes the best object in the notebooks. Nothing outside this
+module asks a backend's name: the pipeline, the guidance methods, the notebooks' helpers and the CLI read the spec.
+A new backend is one entry here plus its model module (docs/extending.md).
+
+This module imports nothing heavy (no torch): the CLI's ``--help`` and the free-space estimate read it, and the
+loaders are named as ``"module:function"`` strings, imported when a backend is loaded
+(:func:`romlib.backends.load`).
+
+>>> from romlib.specs import BACKENDS
+>>> BACKENDS["sd"].family, BACKENDS["sd"].frame
+('latent', 512)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = ["BackendSpec", "BACKENDS", "backend_spec", "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES"]
+
+#: the two sampling families (:mod:`romlib.guidance.families` holds one adapter for each)
+FAMILIES = ("pixel", "latent")
+#: the referring segmenters romlib wraps besides a backend's own (``segmenter=`` of an edit)
+SEGMENTERS = ("mdetr", "clipseg")
+#: the CCF-family scales the sd backends start from: diffusers' 7.5 for the ∅ base branch (the model's usual CF
+#: scale); CCF and its direction-only ablation keep the paper's 15 (tuned on GLIDE, not on SD)
+SD_SCALES = {"cf": 7.5, "cf-original": 7.5, "ccf": 15.0, "ccf-direction": 15.0}
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One backend of :meth:`romlib.pipeline.ROMPipeline.from_pretrained`."""
+
+    name: str
+    family: Literal["pixel", "latent"]
+    summary: str  # one line: what its models are (the CLI's help, the notebooks' first cell)
+    loader: str  # "module:function" building its :class:`romlib.contracts.Backend` (romlib.backends.load)
+    frame: int  # the largest frame (pixels per side) an edit returns per sample (the free-space estimate)
+    base_frame: int  # the frame without the upsampler (--no-upsample)
+    segmenter: str = "mdetr"  # its own referring segmenter (Backend.segmenter_name)
+    segmenters: tuple[str, ...] = ()  # the others it can load on request (segmenter=)
+    files: tuple[str, ...] = ()  # the romlib.hub file groups it downloads (names in romlib.hub, e.g. "GLIDE_BACKEND")
+    baseline_files: tuple[str, ...] = ()  # the groups of the baselines' models (baselines=True)
+    baselines: bool = False  # whether it can load the baselines' models (guidance clip, blended)
+    variants: bool = False  # whether it ships variants of its model (variant=, romlib.shapes.VARIANTS)
+    example: str = "noise"  # which example input the notebooks use (romlib.teach.examples.EXAMPLES)
+    removal_variant: str | None = None  # the variant that removes objects for an empty target (None: the same model)
+    default_scales: dict = field(default_factory=dict)  # guidance scales overriding the methods' (the paper's)
+    best_anyway: bool = True  # in the notebooks, an ambiguous reference takes the best object (with a warning)
+    real: bool = False  # trained weights (not random): what the notebooks show as results
+    oracle: bool = False  # an embedded world with generated cases and an exact oracle (romlib.shapes)
+    stand_in: str | None = None  # the backend a notebook shows instead of this one when it is random (offline)
+    size: str = ""  # what a first run downloads, for the log
+    requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
+
+    def frame_size(self, upsample: bool = True) -> int:
+        """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
+        return self.frame if upsample else self.base_frame
+
+
+BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
+    BackendSpec("glide", "pixel", "real models: MDETR + GLIDE (filtered) + CLIP ViT-B/16, downloaded once (~5.5 GB)",
+                "romlib.backends:load_glide", frame=256, base_frame=64, segmenter="mdetr", segmenters=("clipseg",),
+                files=("GLIDE_BACKEND",), baseline_files=("BASELINES",), baselines=True, example="coco",
+                real=True, size="about 5.5 GB"),
+    BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.backends:load_shapes",
+                frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
+                removal_variant="removal", best_anyway=False, real=True, oracle=True),
+    BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
+                base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
+    BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "
+                "romlib[sd])", "romlib.backends:load_sd", frame=512, base_frame=512, segmenter="clipseg",
+                segmenters=("mdetr",), files=("SD_BACKEND", "CLIPSEG"), example="coco",
+                default_scales=SD_SCALES, real=True, size="about 3.3 GB", requires=("diffusers",)),
+    BackendSpec("tiny-sd", "latent", "random tiny models of the SD classes (tests)", "romlib.backends:load_tiny_sd",
+                frame=64, base_frame=64, segmenter="mdetr", segmenters=("clipseg",), default_scales=SD_SCALES,
+                stand_in="shapes", requires=("diffusers",)),
+)}
+
+
+def backend_spec(name) -> BackendSpec:
+    """``BACKENDS[name]`` with an error that lists the accepted names."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """One base sampler of the pixel family (:mod:`romlib.sampling.samplers`): its function, the extra knobs of
+    :class:`romlib.config.EditConfig` it reads, and one line of help."""
+
+    name: str
+    function: str  # its name in romlib.sampling.samplers
+    knobs: tuple[str, ...] = ()  # the EditConfig knobs only this sampler reads (e.g. DDIM's eta)
+    help: str = ""
+
+
+SAMPLERS: dict[str, SamplerSpec] = {s.name: s for s in (
+    SamplerSpec("ancestral", "sample_ancestral", help="DDPM, the paper's"),
+    SamplerSpec("ddim", "sample_ddim", knobs=("eta",), help="eta = 0: deterministic"),
+    SamplerSpec("dpmpp-2m", "sample_dpmpp_2m", help="DPM-Solver++(2M), good in ~20 steps"),
+)}
