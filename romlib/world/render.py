@@ -34,7 +34,7 @@ import numpy as np
 
 from .scene import COLOURS, SIZE, Background, Obj, Scene
 
-__all__ = ["render", "render_float", "render_background", "render_masks", "shadow_masks", "downsample",
+__all__ = ["render", "render_float", "render_all", "render_background", "render_masks", "shadow_masks", "downsample",
            "silhouette", "light_vector", "AMBIENT", "SHADOW"]
 
 AMBIENT, DIFFUSE = 0.32, 0.78
@@ -281,6 +281,12 @@ def downsample(a: np.ndarray, size: int) -> np.ndarray:
 def render_float(scene: Scene, size: int = SIZE) -> np.ndarray:
     """The scene as float32 [size, size, 3] in 0–255 (no rounding; what training batches use)."""
     return downsample(_compose(scene)[0], size)
+
+
+def render_all(scene: Scene, size: int = SIZE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(image float32 [size, size, 3] 0–255, visible, amodal [N, size, size]) in one pass."""
+    img, vis, amodal = _compose(scene)
+    return downsample(img, size), downsample(vis, size), downsample(amodal, size)
 
 
 def render(scene: Scene, size: int = SIZE) -> np.ndarray:

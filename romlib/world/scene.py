@@ -41,6 +41,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {  # albedo (the lit colour before sh
     "blue": (55, 80, 225),
     "purple": (160, 60, 210),
 }
+_COLOUR_NAMES = tuple(COLOURS)
 SHAPES = ("cube", "sphere", "cylinder", "cone")
 MATERIALS = ("matte", "shiny", "striped")
 SIZE_WORDS = ("small", "large")
@@ -164,10 +165,11 @@ def random_background(rng: np.random.Generator) -> Background:
 def random_object(rng: np.random.Generator, *, shape: str | None = None, colour: str | None = None,
                   material: str | None = None, small: bool | None = None) -> Obj:
     """An object at the frame's centre with random (or the given) attributes; place it with ``replace``."""
-    shape = shape or str(rng.choice(SHAPES))
+    shape = shape or SHAPES[int(rng.integers(len(SHAPES)))]
     small = bool(rng.random() < 0.3) if small is None else small
     size = float(rng.uniform(*(SMALL_RANGE if small else LARGE_RANGE)))
-    return Obj(shape, colour or str(rng.choice(list(COLOURS))), material or str(rng.choice(MATERIALS, p=[0.4, 0.3, 0.3])),
+    material = material or MATERIALS[int(np.searchsorted([0.4, 0.7], rng.random()))]
+    return Obj(shape, colour or _COLOUR_NAMES[int(rng.integers(len(_COLOUR_NAMES)))], material,
                SIZE / 2, SIZE / 2, size, float(rng.uniform(*ANGLE_RANGE[shape])), float(rng.uniform(0.92, 1.08)))
 
 
