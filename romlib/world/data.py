@@ -63,10 +63,16 @@ def tokenizer() -> WorldTokenizer:
 def dilate(mask: np.ndarray, k: int = 1) -> np.ndarray:
     """Binary dilation by a (2k+1)² square (bool [H, W])."""
     m = np.asarray(mask, bool)
-    for _ in range(k):
-        p = np.pad(m, 1)
-        r = p[1:-1, :-2] | p[1:-1, 1:-1] | p[1:-1, 2:]
-        m = r | np.pad(r, ((1, 0), (0, 0)))[:-1] | np.pad(r, ((0, 1), (0, 0)))[1:]
+    for axis in (0, 1):
+        out = m.copy()
+        for s in range(1, k + 1):
+            if axis == 0:
+                out[s:] |= m[:-s]
+                out[:-s] |= m[s:]
+            else:
+                out[:, s:] |= m[:, :-s]
+                out[:, :-s] |= m[:, s:]
+        m = out
     return m
 
 
@@ -201,15 +207,17 @@ def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float =
             if rng.random() < p_pair:
                 source = np.where(hole[..., None], render_float(counterfactual(rng, scene, i, text)), img)
     hole_s = _pool_max(hole, size)
-    image = downsample(img, size).astype(np.float32)
-    blank = np.where(hole_s[..., None], 127.5, image).astype(np.float32)  # 0 in [−1, 1]
-    out.update(image=image, source=blank if source is None else downsample(source, size).astype(np.float32),
+    image = downsample(img, size).astype(np.float32, copy=False)
+    blank = np.where(hole_s[..., None], 127.5, image).astype(np.float32, copy=False)  # 0 in [−1, 1]
+    out.update(image=image, source=blank if source is None else downsample(source, size).astype(np.float32, copy=False),
                keep=~hole_s, text=text, kind=kind, index=i, paired=source is not None)
     return out
 
 
 def _to_tensor(images) -> torch.Tensor:
-    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 127.5 - 1
+    """[H, W, 3] arrays in 0–255 → [B, 3, H, W] float32 in [−1, 1]."""
+    x = np.stack(images).astype(np.float32, copy=False).transpose(0, 3, 1, 2) * np.float32(1 / 127.5) - np.float32(1)
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def inpaint_batch(rng: np.random.Generator, batch_size: int, *, size: int = 64, **recipe) -> dict:
@@ -272,9 +280,9 @@ def perturb(rng: np.random.Generator, image: np.ndarray, *, blur: float = 1.0, n
         k = k / k.sum()
         x = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), (k[:, None] * k[None]).expand(3, 1, 7, 7).contiguous(),
                      groups=3)
-    out = x[0].permute(1, 2, 0).numpy() + rng.uniform(-jitter, jitter, size=3).astype(np.float32)
-    out = out + rng.normal(0, rng.uniform(0, noise), size=out.shape).astype(np.float32)
-    return np.clip(out, 0, 255).astype(np.float32)
+    out = x[0].permute(1, 2, 0).numpy() + rng.uniform(-jitter, jitter, size=3).astype(np.float32, copy=False)
+    out = out + rng.normal(0, rng.uniform(0, noise), size=out.shape).astype(np.float32, copy=False)
+    return np.clip(out, 0, 255).astype(np.float32, copy=False)
 
 
 def rank_batch(rng: np.random.Generator, batch_size: int, *, size: int = 64, crop: int = 32

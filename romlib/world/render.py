@@ -42,7 +42,7 @@ SHADOW = 0.45  # how much a shadow darkens the floor at its centre
 SPECULAR = 0.85
 STRIPE_DARK = 0.5  # albedo factor of a stripe's dark band
 
-_YS, _XS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32) + 0.5  # pixel centres
+_YS, _XS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32, copy=False) + 0.5  # pixel centres
 
 
 # ----------------------------------------------------------------------------- filtered patterns
@@ -73,24 +73,27 @@ def _coverage(sd: np.ndarray, soft: float = 1.0) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- background
+_COL, _ROW = _YS[:, :1], _XS[:1, :]  # [64, 1] and [1, 64]: the 1-D parts of the room are computed once per row
+
+
 @lru_cache(maxsize=2048)
 def _background(bg: Background) -> np.ndarray:
     """The room [64, 64, 3] float32 (0–255), read-only (cached)."""
     wall, wall2 = np.array(bg.wall, np.float32), np.array(bg.wall2, np.float32)
     floor, floor2 = np.array(bg.floor, np.float32), np.array(bg.floor2, np.float32)
-    t = np.clip(_YS / bg.horizon, 0, 1)[..., None]
+    t = np.clip(_COL / bg.horizon, 0, 1)[..., None]  # [64, 1, 1]
     top = wall * (1 - t) + wall2 * t
     if bg.wall_stripes:
-        top = top + 7.0 * _sq(_XS / bg.wall_stripes, 1 / bg.wall_stripes)[..., None]
-    d = np.maximum(_YS - bg.horizon, 0.25)  # px below the horizon
+        top = top + 7.0 * _sq(_ROW / bg.wall_stripes, 1 / bg.wall_stripes)[..., None]
+    d = np.maximum(_COL - bg.horizon, 0.25)  # px below the horizon, [64, 1]
     depth = SIZE - bg.horizon  # rows of floor
     p = bg.period
     if bg.perspective:
-        X, Z = (_XS - SIZE / 2) * depth / d / p, depth * depth * 0.9 / d / p
-        wX = np.hypot(depth / d / p, (_XS - SIZE / 2) * depth / d ** 2 / p)
+        X, Z = (_ROW - SIZE / 2) * (depth / d / p), depth * depth * 0.9 / d / p
+        wX = np.hypot(depth / d / p, (_ROW - SIZE / 2) * (depth / d ** 2 / p))
         wZ = depth * depth * 0.9 / d ** 2 / p
     else:
-        X, Z, wX, wZ = _XS / p, _YS / p, 1 / p, 1 / p
+        X, Z, wX, wZ = _ROW / p, _COL / p, 1 / p, 1 / p
     X, Z = X + bg.offset, Z + bg.offset
     if bg.pattern == "checker":
         mix = (1 - _sq(X, wX) * _sq(Z, wZ)) / 2
@@ -104,9 +107,10 @@ def _background(bg: Background) -> np.ndarray:
         mix = 1 - np.clip(d / depth, 0, 1)
     else:
         raise ValueError(f"unknown floor pattern {bg.pattern!r}")
-    bottom = floor * (1 - mix[..., None]) + floor2 * mix[..., None]
-    c = np.clip(_YS + 0.5 - bg.horizon, 0, 1)[..., None]  # the horizon, anti-aliased
-    img = np.clip(top * (1 - c) + bottom * c, 0, 255).astype(np.float32)
+    mix = np.broadcast_to(mix, (SIZE, SIZE))[..., None]
+    bottom = floor + (floor2 - floor) * mix
+    c = np.clip(_COL + 0.5 - bg.horizon, 0, 1)[..., None]  # the horizon, anti-aliased
+    img = np.clip(top + (bottom - top) * c, 0, 255).astype(np.float32, copy=False)
     img.flags.writeable = False
     return img
 
@@ -189,7 +193,7 @@ def silhouette(o: Obj, xs=None, ys=None) -> np.ndarray:
 
 @lru_cache(maxsize=8192)
 def _layer(o: Obj, light: float) -> _Layer:
-    win = _window(o.x, o.y, 0.75 * o.size + 2)
+    win = _window(o.x, o.y, 0.62 * o.size + 1.5)
     xs, ys = _XS[win], _YS[win]
     u, v, dx, dy = _local(o, xs, ys)
     sd, top = _shape_sd(o.shape, u, v, o.size)
@@ -234,7 +238,7 @@ def _layer(o: Obj, light: float) -> _Layer:
     ra, rb = 0.5 * o.size * (1 + 0.35 * abs(np.sin(s_a))), 0.15 * o.size
     swin = _window(scx, scy, ra + 3)
     shadow = _coverage(_ellipse_sd(_XS[swin] - scx, _YS[swin] - scy, ra, rb), soft=3.0)
-    out = _Layer(win, cov.astype(np.float32), np.clip(rgb, 0, 255).astype(np.float32), swin, shadow.astype(np.float32))
+    out = _Layer(win, cov.astype(np.float32, copy=False), np.clip(rgb, 0, 255).astype(np.float32, copy=False), swin, shadow.astype(np.float32, copy=False))
     for arr in (out.cov, out.rgb, out.shadow):
         arr.flags.writeable = False
     return out
