@@ -150,7 +150,7 @@ def _shape_sd(shape: str, u, v, s: float):
         a = 0.42 * s
         return _box_sd(u, v, a, a), v - (-a + 0.26 * s)
     if shape == "cylinder":
-        w, e = 0.36 * s, 0.11 * s
+        w, e = 0.32 * s, 0.1 * s
         body = _box_sd(u, v, w, h - e)
         top = _ellipse_sd(u, v + (h - e), w, e)
         return np.minimum(np.minimum(body, top), _ellipse_sd(u, v - (h - e), w, e)), top
@@ -205,7 +205,7 @@ def _layer(o: Obj, light: float) -> _Layer:
         nz = np.sqrt(np.clip(1 - nx ** 2 - ny ** 2, 0, 1))
         shade = AMBIENT + DIFFUSE * np.maximum(nx * L[0] + ny * L[1] + nz * L[2], 0)
     else:
-        half_w = 0.36 * o.size if o.shape == "cylinder" else 0.44 * o.size * np.clip((v + h) / (1.8 * h), 0.05, 1)
+        half_w = 0.32 * o.size if o.shape == "cylinder" else 0.44 * o.size * np.clip((v + h) / (1.8 * h), 0.05, 1)
         if o.shape == "cube":
             nu, tilt = np.clip(u / (0.42 * o.size), -1, 1) * 0.25, 0.0
         else:
@@ -222,15 +222,20 @@ def _layer(o: Obj, light: float) -> _Layer:
     albedo = np.array(COLOURS[o.colour], np.float32) * o.brightness
     rgb = albedo * shade[..., None]
     if o.material == "striped":
-        period = o.size / 4.5
+        period = o.size / 3.6
         band = (1 - _sq(v / period + 0.25, 1 / period)) / 2  # 1 on the dark band
         rgb = rgb * (1 - (1 - STRIPE_DARK) * band)[..., None]
     elif o.material == "shiny":
         H = L + np.array([0, 0, 1], np.float32)
         H = H / np.linalg.norm(H)  # the half vector: a sphere's highlight is where its normal is H
-        r = h if o.shape == "sphere" else 0.5 * h / max(np.hypot(H[0], H[1]), 1e-6)
-        hx, hy = r * H[0], r * H[1]
-        spec = np.exp(-((dx - hx) ** 2 + (dy - hy) ** 2) / (2 * (0.2 * h) ** 2))
+        if o.shape == "sphere":
+            hx, hy, sigma = h * H[0], h * H[1], 0.2 * h
+        else:  # on the lit side of the body, where it is wide (local frame), turned into the image
+            lu = L[0] * np.cos(a) - L[1] * np.sin(a)
+            hu = 0.45 * np.sign(lu) * (0.32 * o.size if o.shape == "cylinder" else 0.3 * o.size)
+            hv = {"cube": -0.05, "cylinder": -0.1, "cone": 0.22}[o.shape] * o.size
+            hx, hy, sigma = hu * np.cos(a) + hv * np.sin(a), -hu * np.sin(a) + hv * np.cos(a), 0.1 * o.size
+        spec = np.exp(-((dx - hx) ** 2 + (dy - hy) ** 2) / (2 * sigma ** 2))
         rgb = rgb + (255 - rgb) * (SPECULAR * spec)[..., None]
     # the shadow: a soft ellipse at the foot, cast away from the light
     s_a = np.deg2rad(light)

@@ -47,6 +47,7 @@ MATERIALS = ("matte", "shiny", "striped")
 SIZE_WORDS = ("small", "large")
 SMALL_RANGE, LARGE_RANGE = (14.0, 18.0), (22.0, 30.0)
 SIZE_SPLIT = 20.0  # below: "small"
+MIN_APART = 0.8  # centres at least this × the mean size apart
 #: the angle period (degrees) after which a shape's silhouette repeats; None = no visible orientation
 #: (a sphere's angle is only seen through its stripes, period 180)
 SYMMETRY: dict[str, float | None] = {"cube": 90.0, "sphere": None, "cylinder": 180.0, "cone": 360.0}
@@ -174,16 +175,17 @@ def random_object(rng: np.random.Generator, *, shape: str | None = None, colour:
 
 
 def _place(rng: np.random.Generator, objs: list[Obj], horizon: float) -> list[Obj] | None:
-    """Positions by rejection sampling: the foot below the horizon, inside the frame, centres far enough
-    apart that every object keeps most of itself visible (overlap allowed, never hidden)."""
+    """Positions by rejection sampling: the foot below the horizon, the object inside the frame, centres at
+    least :data:`MIN_APART` × the mean of two sizes apart (they may overlap: at most about a quarter of
+    the farther one is hidden), and two feet never level where the objects overlap (a clear depth order)."""
     placed: list[Obj] = []
     for o in objs:
         h = o.size / 2
         for _ in range(40):
-            x = float(rng.uniform(h * 0.8 + 1, SIZE - h * 0.8 - 1))
+            x = float(rng.uniform(h + 1, SIZE - h - 1))
             base = float(rng.uniform(max(horizon + 8, o.size + 1), SIZE - 1))
             cand = replace(o, x=x, y=base - h)
-            if all(np.hypot(cand.x - p.x, cand.base - p.base) >= 0.62 * (cand.size + p.size) / 2 + 3
+            if all(np.hypot(cand.x - p.x, cand.y - p.y) >= MIN_APART * (cand.size + p.size) / 2
                    and (abs(cand.base - p.base) >= 3 or abs(cand.x - p.x) >= (cand.size + p.size) / 2) for p in placed):
                 placed.append(cand)
                 break
