@@ -357,7 +357,9 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
     """The oracle on ``n`` rendered objects (unedited: the truth is the scene's own description), each
     in a training-style hole; ``perturbed``: the image blurred, noised and colour-shifted like a sample
     (:func:`romlib.world.data.perturb`). Returns per attribute the share correct / wrong / abstained,
-    and the mean free-attribute errors (which should be ≈ 0 / 1)."""
+    the median free-attribute errors (which should be ≈ 0 / 1), and for an empty target how often the
+    true removal (the clean room in the hole, perturbed alike) reads ``removed`` and how often the
+    unedited object does (should be 1 and 0)."""
     from tqdm.auto import tqdm
 
     from .data import object_hole, perturb
@@ -366,6 +368,7 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
     rng = np.random.default_rng(seed)
     counts = {k: {"right": 0, "wrong": 0, "abstain": 0} for k in ("colour", "shape", "material", "size")}
     free = {"angle_err": [], "size_ratio": [], "shift": []}
+    removed, psnr, seam = {"truth": 0, "kept": 0}, [], []
     for _ in tqdm(range(n), disable=not progress, desc="oracle calibration"):
         scene = make_scene(rng)
         i = int(rng.integers(len(scene.objects)))
@@ -374,6 +377,14 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
         if perturbed:
             img = np.where(hole[..., None], perturb(rng, img), img)
         o = scene.objects[i]
+        gone = np.where(hole[..., None], render_float(scene.without(i)), img)
+        if perturbed:
+            gone = np.where(hole[..., None], perturb(rng, gone), gone)
+        removal = judge(gone, scene, i, hole, "")
+        removed["truth"] += removal["removed"]
+        removed["kept"] += judge(img, scene, i, hole, "")["removed"]
+        psnr.append(removal["psnr_bg"])
+        seam.append(removal["seam"])
         rec = judge(img, scene, i, hole, f"a {o.size_word} {o.material} {o.colour} {o.shape}")
         for k in counts:
             v = rec[f"hit_{k}"]
@@ -383,5 +394,7 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
                 free[k].append(rec[k])
     out = {k: {c: v / n for c, v in d.items()} for k, d in counts.items()}
     out["free"] = {k: float(np.median(v)) if v else None for k, v in free.items()}
+    out["removal"] = {"removed_when_removed": removed["truth"] / n, "removed_when_kept": removed["kept"] / n,
+                      "median_psnr_bg": float(np.median(psnr)), "median_seam": float(np.median(seam))}
     out["n"] = n
     return out
