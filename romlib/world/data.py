@@ -106,13 +106,16 @@ def _container(rng: np.random.Generator, region: np.ndarray) -> np.ndarray:
     return dilate(region, 2)
 
 
-def object_hole(rng: np.random.Generator, scene: Scene, i: int, visible: np.ndarray) -> np.ndarray:
+def object_hole(rng: np.random.Generator, scene: Scene, i: int, visible: np.ndarray, style: str = "any") -> np.ndarray:
     """The training hole for object ``i`` (bool [64, 64], True = edit): its visible mask (∪ its shadow,
-    half the time) dilated by k ∈ 1..4 (30 %), or a containing ellipse / rounded box (70 %); minus the other
-    objects' visible pixels (dilated 1 px), plus every pixel object ``i`` tints."""
+    half the time) dilated by k ∈ 1..4 (``style="mask"``; 30 % of ``"any"``), or a containing ellipse /
+    rounded box (``"container"``; 70 % of ``"any"``); minus the other objects' visible pixels (dilated
+    1 px), plus every pixel object ``i`` tints."""
+    if style not in ("any", "mask", "container"):
+        raise ValueError(f"hole style must be 'any', 'mask' or 'container', got {style!r}")
     own = visible[i] > 0.02  # every pixel the object tints, anti-aliased rim included
     region = own | (shadow_masks(scene)[i] > 0.3 if rng.random() < 0.5 else False)
-    if rng.random() < 0.3:
+    if style == "mask" or (style == "any" and rng.random() < 0.3):
         hole = dilate(region, int(rng.integers(1, 5)))
     else:
         hole = _container(rng, region)
@@ -178,10 +181,13 @@ def counterfactual(rng: np.random.Generator, scene: Scene, i: int, text: str, p_
 # ----------------------------------------------------------------------------- inpainting
 def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float = 0.2, p_pair: float = 0.5,
                     p_remove: float = 0.1, p_background: float = 0.05, p_drop_source: float = 0.5,
-                    p_partial: float = 0.3, p_ref: float = 0.25, scene: Scene | None = None) -> dict:
+                    p_partial: float = 0.3, p_ref: float = 0.25, remove_hole: str = "any",
+                    scene: Scene | None = None) -> dict:
     """One inpainting example (numpy): ``image`` and ``source`` float32 [size, size, 3] in 0–255,
     ``keep`` bool [size, size] (True = keep), ``text``, ``kind`` (edit/drop/remove/background), ``index``
-    (the object, −1 for background), ``scene``, ``size``. See the module docstring for the recipes."""
+    (the object, −1 for background), ``scene``, ``size``. See the module docstring for the recipes;
+    ``remove_hole``: the hole style of removal examples (:func:`object_hole`; "mask" = only dilated masks,
+    the holes a segmenter and a dilation give at inference)."""
     scene = make_scene(rng) if scene is None else scene
     img, vis, _ = render_all(scene)
     out = {"scene": scene, "size": size}
@@ -191,8 +197,9 @@ def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float =
         kind = "background" if hole is not None else None
     if hole is None:
         i = int(rng.integers(len(scene.objects)))
-        hole = object_hole(rng, scene, i, vis)
-        if rng.random() < p_remove:
+        remove = rng.random() < p_remove
+        hole = object_hole(rng, scene, i, vis, remove_hole if remove else "any")
+        if remove:
             kind = "remove"
             img = np.where(hole[..., None], render_float(scene.without(i)), img)
     source = None  # None = the blank hole (GLIDE's masked image)
