@@ -182,7 +182,7 @@ def _place(rng: np.random.Generator, objs: list[Obj], horizon: float) -> list[Ob
     for o in objs:
         h = o.size / 2
         for _ in range(40):
-            x = float(rng.uniform(h + 1, SIZE - h - 1))
+            x = float(rng.uniform(0.6 * o.size + 1, SIZE - 0.6 * o.size - 1))  # a turned cube reaches 0.59·size
             base = float(rng.uniform(max(horizon + 8, o.size + 1), SIZE - 1))
             cand = replace(o, x=x, y=base - h)
             if all(np.hypot(cand.x - p.x, cand.y - p.y) >= MIN_APART * (cand.size + p.size) / 2
