@@ -19,9 +19,9 @@ stated threshold **abstains** (``None``, counted by the bench, never a coin flip
    :data:`SHAPE_MARGIN` or when the best IoU < :data:`MIN_IOU`. The fit gives the free attributes.
 4. **material**: ``stripe`` = the std of the luminance's high-pass (luminance minus its 5×5 masked box
    mean) over the object's interior, relative to its mean; ``spec`` = the share of interior pixels that
-   are whitish highlights (saturation < 0.3, value > 0.78). Striped if stripe ≥ :data:`STRIPE_T`, else
-   shiny if spec ≥ :data:`SPEC_T`, else matte; abstain when the deciding score is within
-   :data:`MATERIAL_BAND` (relative) of its threshold. **size** (when a target names it): the fitted size's
+   are whitish highlights (saturation < 0.4, value > 0.7). Shiny if spec ≥ :data:`SPEC_T` (only the
+   shiny material has a highlight), else striped if stripe ≥ :data:`STRIPE_T`, else matte; abstain when a
+   deciding score is within :data:`MATERIAL_BAND` (relative) of its threshold. **size** (when a target names it): the fitted size's
    class ("small" below 20 px), abstaining within :data:`SIZE_BAND` px of 20.
 5. **free attributes** (continuous errors against the original object): ``angle_err`` (degrees, modulo
    the fitted shape's symmetry; None for a sphere), ``size_ratio`` (fitted / original size), ``shift``
@@ -54,8 +54,8 @@ MIN_AREA = 20
 COLOUR_MARGIN = 0.3
 SHAPE_MARGIN = 0.04
 MIN_IOU = 0.6
-STRIPE_T = 0.12
-SPEC_T = 0.006
+STRIPE_T = 0.10
+SPEC_T = 0.01
 MATERIAL_BAND = 0.2
 REMOVED_PSNR = 24.0
 SIZE_BAND = 1.5
@@ -230,23 +230,23 @@ def _read_material(img: np.ndarray, fg: np.ndarray) -> tuple[str | None, float, 
     if inner.sum() < MIN_AREA // 2:
         return None, 0.0, 0.0, 0.0
     _, s, v = hue(img)
-    white = (s < 0.3) & (v > 0.78) & fg
+    white = (s < 0.4) & (v > 0.7) & fg
     spec = float(white[inner].mean())
-    body = fg & ~_dilate(white, 2)  # the highlight is not a pattern
+    if spec >= SPEC_T:  # a whitish highlight is the shiny material's mark (matte and striped have none)
+        margin = spec / SPEC_T - 1
+        return ("shiny" if margin >= MATERIAL_BAND else None), margin, 0.0, spec
+    body = fg & ~_dilate(white, 2)  # a faint highlight is not a pattern
     hp, y = _highpass(img, body)
     core = _erode(body, 2) if _erode(body, 2).sum() >= MIN_AREA // 2 else _erode(body, 1)
     if core.sum() < MIN_AREA // 4:
         return None, 0.0, 0.0, spec
     stripe = float(hp[core].std() / max(y[core].mean(), 1.0))
+    margin_h = 1 - spec / SPEC_T
     if stripe >= STRIPE_T:
-        margin = stripe / STRIPE_T - 1
+        margin = min(stripe / STRIPE_T - 1, margin_h)
         return ("striped" if margin >= MATERIAL_BAND else None), margin, stripe, spec
-    margin_s = 1 - stripe / STRIPE_T
-    if margin_s < MATERIAL_BAND:
-        return None, margin_s, stripe, spec
-    margin = spec / SPEC_T - 1 if spec >= SPEC_T else 1 - spec / SPEC_T
-    name = "shiny" if spec >= SPEC_T else "matte"
-    return (name if margin >= MATERIAL_BAND else None), min(margin, margin_s), stripe, spec
+    margin = min(1 - stripe / STRIPE_T, margin_h)
+    return ("matte" if margin >= MATERIAL_BAND else None), margin, stripe, spec
 
 
 def read(image, scene: Scene, i: int, hole: np.ndarray) -> Reading:
