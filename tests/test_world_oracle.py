@@ -80,3 +80,23 @@ def test_removal_background_and_seam():
     assert judge(stain, scene, i, hole, "")["removed"] is False
     flat = np.where(hole[..., None], np.float32(128), img)
     assert judge(flat, scene, i, hole, "")["seam"] > 5 * max(rec["seam"], 1.0)
+
+
+def test_free_attributes_are_continuous_errors():
+    from romlib.world.scene import Background, Obj, Scene
+
+    bg = Background(18.0, (160, 160, 160), (150, 150, 150), (110, 110, 110), (95, 95, 95), "checker")
+    o = Obj("cylinder", "blue", "striped", 32, 40, 26, 10.0)
+    scene = Scene(bg, (o,))
+    hole = np.zeros((64, 64), bool)
+    hole[18:62, 12:52] = True
+    same = judge(render_float(scene), scene, 0, hole, "a red cylinder")
+    assert same["angle_err"] < 3 and abs(same["size_ratio"] - 1) < 0.05 and same["pattern_corr"] > 0.9
+    turned = judge(render_float(scene.replace_object(0, angle=30.0)), scene, 0, hole, "a cylinder")
+    assert 15 < turned["angle_err"] < 25
+    moved = judge(render_float(scene.replace_object(0, x=38.0)), scene, 0, hole, "a cylinder")
+    assert 4.5 < moved["shift"] < 7.5
+    smaller = judge(render_float(scene.replace_object(0, size=20.0, y=43.0)), scene, 0, hole, "a cylinder")
+    assert 0.7 < smaller["size_ratio"] < 0.85
+    plain = judge(render_float(scene.replace_object(0, material="matte")), scene, 0, hole, "a cylinder")
+    assert plain["pattern_corr"] is None or plain["pattern_corr"] < 0.5
