@@ -34,8 +34,8 @@ PLURALS = {s: s + "s" for s in SHAPES}
 VOCAB = ("<end>", "a", "the", *COLOURS, *SHAPES, *PLURALS.values(), "one", "ones", *SIZE_WORDS, "smaller", "larger",
          *MATERIALS, "left", "right", "of", "on", "in", "front", "at", "back", "behind", "two")
 TEXT_CTX = 12  # the longest generated expression has 11 words
-POS_MARGIN = 4.0
-DEPTH_MARGIN = 3.0
+POS_MARGIN = 6.0
+DEPTH_MARGIN = 4.0
 SIZE_RATIO = 1.2
 ATTRS = ("size", "material", "colour", "shape")  # the adjective order of a noun phrase
 
