@@ -40,7 +40,7 @@ def test_size_32_is_the_64_scene_downsampled():
 
 
 def test_recipes_kinds_and_empty_texts():
-    b = inpaint_batch(np.random.default_rng(1), 200, p_remove=0.2, p_background=0.1)
+    b = inpaint_batch(np.random.default_rng(1), 120, p_remove=0.2, p_background=0.15)
     kinds = b["kind"]
     assert {"edit", "drop", "remove", "background"} <= set(kinds)
     for k, text in zip(kinds, b["text"]):

@@ -22,7 +22,7 @@ def _full(o):
 
 def test_clean_renders_are_read_right():
     wrong, abstained = 0, 0
-    for seed in range(20):
+    for seed in range(14):
         _, scene, i, img, hole = _case(seed)
         rec = judge(img, scene, i, hole, _full(scene.objects[i]))
         hits = [rec[f"hit_{k}"] for k in ("shape", "colour", "material", "size")]
@@ -36,7 +36,7 @@ def test_clean_renders_are_read_right():
 
 def test_perturbed_renders_are_never_called_wrong_often():
     wrong = 0
-    for seed in range(100, 115):
+    for seed in range(100, 110):
         rng, scene, i, img, hole = _case(seed)
         img = np.where(hole[..., None], perturb(rng, img), img)
         rec = judge(img, scene, i, hole, _full(scene.objects[i]))
@@ -45,7 +45,7 @@ def test_perturbed_renders_are_never_called_wrong_often():
 
 
 def test_an_edit_is_judged_against_its_target_and_keeps_pose():
-    for seed in range(200, 206):
+    for seed in range(200, 204):
         rng, scene, i, _, hole = _case(seed)
         o = scene.objects[i]
         colour = next(c for c in COLOURS if c != o.colour)
