@@ -383,7 +383,8 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
         removal = judge(gone, scene, i, hole, "")
         removed["truth"] += removal["removed"]
         removed["kept"] += judge(img, scene, i, hole, "")["removed"]
-        psnr.append(removal["psnr_bg"])
+        if removal["psnr_bg"] is not None:  # None: no background pixel left to compare
+            psnr.append(removal["psnr_bg"])
         seam.append(removal["seam"])
         rec = judge(img, scene, i, hole, f"a {o.size_word} {o.material} {o.colour} {o.shape}")
         for k in counts:
@@ -395,6 +396,6 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
     out = {k: {c: v / n for c, v in d.items()} for k, d in counts.items()}
     out["free"] = {k: float(np.median(v)) if v else None for k, v in free.items()}
     out["removal"] = {"removed_when_removed": removed["truth"] / n, "removed_when_kept": removed["kept"] / n,
-                      "median_psnr_bg": float(np.median(psnr)), "median_seam": float(np.median(seam))}
+                      "median_psnr_bg": float(np.median(psnr)) if psnr else None, "median_seam": float(np.median(seam))}
     out["n"] = n
     return out
