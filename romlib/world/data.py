@@ -279,16 +279,18 @@ def perturb(rng: np.random.Generator, image: np.ndarray, *, blur: float = 1.0, n
     """What a sample model's output looks like: the image (float or uint8 [H, W, 3], 0–255) blurred by a
     Gaussian of σ ~ U(0, ``blur``) px, a per-channel offset ~ U(±``jitter``) and pixel noise of σ ~
     U(0, ``noise``) levels. Returns float32 0–255."""
-    x = torch.from_numpy(np.asarray(image, np.float32)).permute(2, 0, 1)[None]
+    x = np.asarray(image, np.float32)
     sigma = rng.uniform(0, blur)
-    if sigma > 0.1:
-        r = torch.arange(-3, 4, dtype=torch.float32)
-        k = torch.exp(-r ** 2 / (2 * sigma ** 2))
+    if sigma > 0.1:  # a separable 7-tap Gaussian, edges replicated
+        r = np.arange(-3, 4, dtype=np.float32)
+        k = np.exp(-r ** 2 / (2 * sigma ** 2))
         k = k / k.sum()
-        x = F.conv2d(F.pad(x, (3, 3, 3, 3), mode="replicate"), (k[:, None] * k[None]).expand(3, 1, 7, 7).contiguous(),
-                     groups=3)
-    out = x[0].permute(1, 2, 0).numpy() + rng.uniform(-jitter, jitter, size=3).astype(np.float32, copy=False)
-    out = out + rng.normal(0, rng.uniform(0, noise), size=out.shape).astype(np.float32, copy=False)
+        p = np.pad(x, ((3, 3), (0, 0), (0, 0)), mode="edge")
+        x = sum(k[j] * p[j:j + x.shape[0]] for j in range(7))
+        p = np.pad(x, ((0, 0), (3, 3), (0, 0)), mode="edge")
+        x = sum(k[j] * p[:, j:j + x.shape[1]] for j in range(7))
+    out = x + rng.uniform(-jitter, jitter, size=3).astype(np.float32)
+    out = out + rng.standard_normal(out.shape, dtype=np.float32) * np.float32(rng.uniform(0, noise))
     return np.clip(out, 0, 255).astype(np.float32, copy=False)
 
 
