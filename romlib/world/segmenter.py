@@ -258,7 +258,8 @@ class WorldSegmenter:
         if score < min_score:
             log.warning("no query matches %s (best score %.2f < min_score=%g); best_anyway: took query %d", quote(text),
                         score, min_score, k)
-        others = ambiguous_queries(scores, boxes, k, min_score)
+        found = masks.flatten(1).any(1)  # a query without a mask is no second object
+        others = ambiguous_queries(torch.where(found, scores, torch.full_like(scores, -1.0)), boxes, k, min_score)
         if others:
             err = AmbiguousReference(text, [(f"query {j}", tuple(boxes[j].tolist()), float(scores[j])) for j in [k, *others]])
             if not best_anyway:

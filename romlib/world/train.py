@@ -33,6 +33,7 @@ import copy
 import importlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +52,9 @@ from ..shapes.train import _Arrays, _atomic, _lr, _save_weights, _write_csv, hyb
 from . import models as M
 from .segmenter import WorldSegmenter, WorldSegmenterNet, mask_iou, segmenter_loss
 
-__all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train_base", "train_upsampler", "train_segmenter",
-           "train_ranker", "evaluate_segmenter", "evaluate_ranker", "upsampler_inputs", "add_train_args",
-           "train_command", "describe_run"]
+__all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train", "Setup", "SETUPS", "setup_base", "setup_upsampler",
+           "setup_segmenter", "setup_ranker", "evaluate_segmenter", "evaluate_ranker", "upsampler_inputs", "add_train_args",
+           "train_command", "describe_run", "step_time"]
 
 log = logging.getLogger(__name__)
 
@@ -223,11 +224,22 @@ def _arrays(schedule, device) -> _Arrays:
     return _Arrays(GaussianDiffusion(betas=get_named_beta_schedule(*schedule)), torch.device(device))
 
 
-def train_base(out_dir, *, batches=None, device="cpu", recipe_options: dict | None = None, **kw) -> Path:
-    """The 32×32 base inpainting model (``batches.inpaint_batch(rng, B, size=32)``)."""
+@dataclass
+class Setup:
+    """One model ready to train: the model, ``loss_fn(model, rng, batch_size) -> dict`` (``"loss"`` a
+    tensor, the other entries logged), ``save(path, ema_model, meta)`` and the meta to store."""
+
+    model: torch.nn.Module
+    loss_fn: Callable
+    save: Callable
+    meta: dict
+
+
+def setup_base(batches=None, *, device="cpu", seed: int = 0, recipe_options: dict | None = None) -> Setup:
+    """The 32×32 base inpainting model (``batches.inpaint_batch(rng, B, size=32, **recipe_options)``)."""
     batches = batches or _default_batches()
     tok = batches.tokenizer()
-    torch.manual_seed(kw.get("seed", 0))
+    torch.manual_seed(seed)
     model = M.build_base(M.base_config(tok.n_vocab))
     arrays = _arrays(M.BASE_SCHEDULE, device)
     options = dict(recipe_options or {})
@@ -237,8 +249,7 @@ def train_base(out_dir, *, batches=None, device="cpu", recipe_options: dict | No
         x0, keep = b["image"].to(device), b["keep"].to(device)
         return _hybrid(model, arrays, x0, _unet_loss(arrays, tok, x0, keep, b["text"], inpaint_image=b["source"].to(device)))
 
-    return train_model("base", out_dir, model, loss_fn, _save_weights, recipe=RECIPES["base"], device=device,
-                       meta={"schedule": list(M.BASE_SCHEDULE), "recipe_options": options}, **kw)
+    return Setup(model, loss_fn, _save_weights, {"schedule": list(M.BASE_SCHEDULE), "recipe_options": options})
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -286,12 +297,12 @@ def upsampler_inputs(rng: np.random.Generator, batch: dict, *, crop: int | None 
     return {**{k: torch.stack(v) for k, v in out.items()}, "text": list(batch["text"])}
 
 
-def train_upsampler(out_dir, *, batches=None, device="cpu", crop: int | None = 32, recipe_options: dict | None = None,
-                    **kw) -> Path:
+def setup_upsampler(batches=None, *, device="cpu", seed: int = 0, crop: int | None = 32,
+                    recipe_options: dict | None = None) -> Setup:
     """The 32→64 inpainting upsampler, on ``crop``×``crop`` crops (``None``: full 64×64 frames)."""
     batches = batches or _default_batches()
     tok = batches.tokenizer()
-    torch.manual_seed(kw.get("seed", 0))
+    torch.manual_seed(seed)
     model = M.build_upsampler(M.upsampler_config(tok.n_vocab))
     arrays = _arrays(M.UPSAMPLE_SCHEDULE, device)
     options = dict(recipe_options or {})
@@ -302,9 +313,8 @@ def train_upsampler(out_dir, *, batches=None, device="cpu", crop: int | None = 3
         return _hybrid(model, arrays, x0, _unet_loss(arrays, tok, x0, keep, u["text"], low_res=u["low_res"].to(device),
                                                      inpaint_image=u["inpaint_image"].to(device)))
 
-    return train_model("upsampler", out_dir, model, loss_fn, _save_weights, recipe=RECIPES["upsampler"], device=device,
-                       meta={"schedule": list(M.UPSAMPLE_SCHEDULE), "crop": crop, "middle_attention": False,
-                             "recipe_options": options}, **kw)
+    return Setup(model, loss_fn, _save_weights, {"schedule": list(M.UPSAMPLE_SCHEDULE), "crop": crop,
+                                                 "middle_attention": False, "recipe_options": options})
 
 
 def _save_plain(config: dict):
@@ -314,11 +324,11 @@ def _save_plain(config: dict):
     return save
 
 
-def train_segmenter(out_dir, *, batches=None, device="cpu", eval_n: int = 500, **kw) -> Path:
+def setup_segmenter(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 500) -> Setup:
     """The learned referring segmenter; its held-out IoU (``eval_n`` examples, seed 10 000) goes into the meta."""
     batches = batches or _default_batches()
     tok = batches.tokenizer()
-    torch.manual_seed(kw.get("seed", 0))
+    torch.manual_seed(seed)
     cfg = M.segmenter_config(tok.n_vocab)
     net = WorldSegmenterNet(**cfg)
 
@@ -336,14 +346,14 @@ def train_segmenter(out_dir, *, batches=None, device="cpu", eval_n: int = 500, *
             log.info("segmenter held-out: %s", meta["heldout"])
         plain(path, ema_net, meta)
 
-    return train_model("segmenter", out_dir, net, loss_fn, save, recipe=RECIPES["segmenter"], device=device, **kw)
+    return Setup(net, loss_fn, save, {})
 
 
-def train_ranker(out_dir, *, batches=None, device="cpu", eval_n: int = 512, **kw) -> Path:
+def setup_ranker(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 512) -> Setup:
     """The tiny CLIP-like ranker; its held-out top-1 accuracy over the batch's descriptions goes into the meta."""
     batches = batches or _default_batches()
     tok = batches.tokenizer()
-    torch.manual_seed(kw.get("seed", 0))
+    torch.manual_seed(seed)
     ranker = M.WorldRanker(tok)
 
     def loss_fn(model, rng, batch_size):
@@ -363,7 +373,21 @@ def train_ranker(out_dir, *, batches=None, device="cpu", eval_n: int = 512, **kw
             meta["heldout_acc"] = evaluate_ranker(ema_ranker, batches, n=eval_n)
         plain(path, ema_ranker, meta)
 
-    return train_model("ranker", out_dir, ranker, loss_fn, save, recipe=RECIPES["ranker"], device=device, **kw)
+    return Setup(ranker, loss_fn, save, {})
+
+
+SETUPS = {"base": setup_base, "upsampler": setup_upsampler, "segmenter": setup_segmenter, "ranker": setup_ranker}
+
+
+def train(name: str, out_dir, *, batches=None, device="cpu", seed: int = 0, setup_options: dict | None = None,
+          **kw) -> Path | None:
+    """Train model ``name`` (:data:`MODELS`) into ``out_dir``; ``setup_options`` go to its ``setup_*``
+    (e.g. ``crop``, ``recipe_options``, ``eval_n``), the rest to :func:`train_model`."""
+    if name not in SETUPS:
+        raise ValueError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
+    s = SETUPS[name](batches, device=device, seed=seed, **(setup_options or {}))
+    return train_model(name, out_dir, s.model, s.loss_fn, s.save, recipe=RECIPES[name], device=device, seed=seed,
+                       meta=s.meta, **kw)
 
 
 # ----------------------------------------------------------------------------- held-out checks
@@ -404,9 +428,6 @@ def evaluate_ranker(ranker, batches=None, *, n: int = 512, seed: int = 10_000) -
 
 
 # ----------------------------------------------------------------------------- CLI
-TRAINERS = {"base": train_base, "upsampler": train_upsampler, "segmenter": train_segmenter, "ranker": train_ranker}
-
-
 def describe_run(out: str | Path, models=MODELS) -> str | None:
     """What a training folder holds, e.g. ``base_checkpoint.pt (step 500), base_loss.csv in runs/w``."""
     out = Path(out)
@@ -483,7 +504,7 @@ def train_command(args) -> int:
         torch.set_num_threads(int(args.threads))
     written, t0 = [], time.perf_counter()
     for m in models:
-        written.append(TRAINERS[m](out, steps=getattr(args, f"{m}_steps"), batch_size=args.batch_size, minutes=args.minutes,
+        written.append(train(m, out, steps=getattr(args, f"{m}_steps"), batch_size=args.batch_size, minutes=args.minutes,
                                    seed=args.seed, resume=args.resume, save_every=args.save_every, device=args.device,
                                    progress=not args.quiet))
     info = {"command": "world-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
@@ -493,3 +514,51 @@ def train_command(args) -> int:
         print(p)
     print(f"loss curves: {'  '.join(str(out / RUN_FILES[m][3]) for m in models)}  ({info['wall_minutes']:.1f} min)")
     return 0
+
+
+# ----------------------------------------------------------------------------- the step-time study
+def step_time(kind: str, *, threads: int = 2, batch_size: int = 32, crop: bool = True, channels_last: bool = False,
+              bf16: bool = False, compile: bool = False, steps: int = 3, n_vocab: int = 32, **config) -> dict:
+    """Time AdamW steps of a base (``kind="base"``) or upsampler (``"upsampler"``) UNet of the size
+    ``config`` (:func:`romlib.world.models.base_config` / ``upsampler_config`` keywords) on random
+    inputs: the median wall and CPU seconds of ``steps`` steps after a first (warm-up) one.
+    The upsampler runs on 32×32 crops (``crop``) or full 64×64 frames. docs/world_training.md."""
+    if kind not in ("base", "upsampler"):
+        raise ValueError(f"kind must be 'base' or 'upsampler', got {kind!r}")
+    torch.set_num_threads(int(threads))
+    torch.manual_seed(0)
+    if kind == "base":
+        model, size, schedule = M.build_base(M.base_config(n_vocab, **config)), M.BASE_SIZE, M.BASE_SCHEDULE
+    else:
+        model, schedule = M.build_upsampler(M.upsampler_config(n_vocab, **config)), M.UPSAMPLE_SCHEDULE
+        size = 32 if crop else M.FULL_SIZE
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    arrays = _arrays(schedule, "cpu")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    forward = torch.compile(model) if compile else model
+    x0 = torch.rand(batch_size, 3, size, size) * 2 - 1
+    keep = (torch.rand(batch_size, 1, size, size) > 0.3).float()
+    kw = dict(tokens=torch.randint(1, n_vocab, (batch_size, M.TEXT_CTX)), mask=torch.ones(batch_size, M.TEXT_CTX, dtype=torch.bool),
+              inpaint_image=x0 * keep, inpaint_mask=keep)
+    if kind == "upsampler":
+        kw["low_res"] = x0
+    if channels_last:
+        x0 = x0.contiguous(memory_format=torch.channels_last)
+    walls, cpus = [], []
+    for _ in range(steps + 1):
+        w, c = time.perf_counter(), time.process_time()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            mse, vb = hybrid_loss(forward, arrays, x0, torch.randint(0, 1000, (batch_size,)), torch.randn_like(x0),
+                                  1 - keep + 0.1 * keep, **kw)
+        loss = (mse + vb).float()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        walls.append(time.perf_counter() - w)
+        cpus.append(time.process_time() - c)
+    return {"kind": kind, "params_M": round(M.n_params(model) / 1e6, 3), "size": size, "threads": threads,
+            "channels_last": channels_last, "bf16": bf16, "compile": compile, **config,
+            "first_wall_s": round(walls[0], 2), "wall_s": round(float(np.median(walls[1:])), 3),
+            "cpu_s": round(float(np.median(cpus[1:])), 3), "loss": round(float(loss), 3),
+            "load": round(os.getloadavg()[0], 1)}
