@@ -53,7 +53,7 @@ from . import models as M
 from .segmenter import WorldSegmenter, WorldSegmenterNet, mask_iou, segmenter_loss
 
 __all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train", "Setup", "SETUPS", "setup_base", "setup_upsampler",
-           "setup_segmenter", "setup_ranker", "evaluate_segmenter", "evaluate_ranker", "upsampler_inputs", "add_train_args",
+           "setup_segmenter", "setup_ranker", "evaluate_segmenter", "summarise_ious", "evaluate_ranker", "upsampler_inputs", "add_train_args",
            "train_command", "describe_run", "step_time"]
 
 log = logging.getLogger(__name__)
@@ -397,28 +397,37 @@ def train(name: str, out_dir, *, batches=None, device="cpu", seed: int = 0, setu
 # ----------------------------------------------------------------------------- held-out checks
 @torch.no_grad()
 def evaluate_segmenter(segmenter: WorldSegmenter, batches=None, *, n: int = 500, seed: int = 10_000,
-                       threshold: float = 0.5, batch_size: int = 50) -> np.ndarray:
-    """IoU at 64×64 of the best query's mask with the referred object's, on ``n`` held-out examples."""
+                       threshold: float = 0.5, batch_size: int = 50) -> dict:
+    """On ``n`` held-out examples: ``"iou"`` at 64×64 of the best query's mask with the referred
+    object's, and ``"wrong_object"``: whether that mask overlaps another object of the scene more
+    (IoU) than the referred one (the look-alike mistake)."""
     batches = batches or _default_batches()
     rng = np.random.default_rng(seed)
-    ious = []
+    ious, wrong = [], []
     for i in range(0, n, batch_size):
         b = batches.segment_batch(rng, min(batch_size, n - i), size=M.FULL_SIZE)
         out = segmenter.predict(b["image"], b["text"])
         k = out["ref_logits"].argmax(1)
         logits = out["mask_logits"][torch.arange(len(k)), k]
         pred = F.interpolate(logits[:, None], size=b["mask"].shape[-2:], mode="bilinear", align_corners=False).sigmoid() > threshold
-        ious.append(mask_iou(pred[:, 0], b["mask"][:, 0] > 0.5))
-    return torch.cat(ious).numpy()
+        iou = mask_iou(pred[:, 0], b["mask"][:, 0] > 0.5)
+        each = mask_iou(pred, b["masks_all"] > 0.5)  # [B, N]
+        each = each.masked_fill(torch.arange(each.shape[1])[None] >= b["n_objects"][:, None], 0)
+        ious.append(iou)
+        wrong.append(each.max(1).values > iou + 1e-6)
+    return {"iou": torch.cat(ious).numpy(), "wrong_object": torch.cat(wrong).numpy()}
 
 
-def summarise_ious(ious: np.ndarray) -> dict:
-    """Mean, quartiles and the failure rate (IoU < 0.5) with its Wilson 95 % interval."""
-    fails = int((ious < 0.5).sum())
-    lo, hi = wilson(fails, len(ious))
+def summarise_ious(result: dict) -> dict:
+    """Mean IoU, its quartiles, the failure rate (IoU < 0.5) and the wrong-object rate, each rate
+    with its Wilson 95 % interval."""
+    ious, wrong = result["iou"], result["wrong_object"]
+    fails, wrongs = int((ious < 0.5).sum()), int(wrong.sum())
     return {"n": int(len(ious)), "mean_iou": round(float(ious.mean()), 3),
             "quartiles": [round(float(q), 3) for q in np.quantile(ious, [0.25, 0.5, 0.75])],
-            "failure_rate": round(fails / len(ious), 3), "failure_ci95": [round(lo, 3), round(hi, 3)]}
+            "failure_rate": round(fails / len(ious), 3), "failure_ci95": [round(v, 3) for v in wilson(fails, len(ious))],
+            "wrong_object_rate": round(wrongs / len(ious), 3),
+            "wrong_object_ci95": [round(v, 3) for v in wilson(wrongs, len(ious))]}
 
 
 @torch.no_grad()
@@ -565,7 +574,7 @@ def step_time(kind: str, *, threads: int = 2, batch_size: int = 32, crop: bool =
     return {"kind": kind, "params_M": round(M.n_params(model) / 1e6, 3), "size": size, "threads": threads,
             "channels_last": channels_last, "bf16": bf16, "compile": compile, **config,
             "first_wall_s": round(walls[0], 2), "wall_s": round(float(np.median(walls[1:])), 3),
-            "cpu_s": round(float(np.median(cpus[1:])), 3), "loss": round(float(loss), 3),
+            "cpu_s": round(float(np.median(cpus[1:])), 3), "loss": round(loss.item(), 3),
             "load": round(os.getloadavg()[0], 1)}
 
 
