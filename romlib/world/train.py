@@ -147,6 +147,8 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
             opt.load_state_dict(c["opt"])
             rng.bit_generator.state = c["rng"]
             torch.set_rng_state(c["torch_rng"])
+            if c.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(c["cuda_rng"])
             return c["step"], float(c["elapsed"]), c["rows"]
 
         step, elapsed, rows = read_weights(ckpt, restore, map_location=device, mmap=False,
@@ -162,7 +164,8 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
 
     def save_checkpoint():
         state = {"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(), "step": step,
-                 "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
+                 "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                 "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         with deferred():
             _atomic(ckpt, lambda tmp: torch.save(state, tmp))
             _write_csv(out / RUN_FILES[name][2], rows)
@@ -188,8 +191,8 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
         now = time.perf_counter()
         elapsed += now - t_last
         t_last = now
-        rows.append({"step": step, "elapsed_s": round(elapsed, 2), **{k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()},
-                     "lr": cur_lr})
+        logged = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+        rows.append({"step": step, "elapsed_s": round(elapsed, 2), **logged, "lr": cur_lr})
         bar.update(1)
         bar.set_postfix(loss=f"{rows[-1]['loss']:.4f}", min=f"{elapsed / 60:.1f}")
         if step % save_every == 0:
@@ -200,7 +203,7 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
         if step < steps and pause_at is not None and step >= pause_at:
             return None
         meta.update(steps=step, minutes=round(elapsed / 60, 2))
-        columns = [k for k in rows[-1] if k not in ("step", "elapsed_s", "lr")] if rows else ["loss"]
+        columns = [k for k in rows[-1] if k not in ("step", "elapsed_s", "lr", "acc")] if rows else ["loss"]
         if rows:
             plot_loss_curve(out / RUN_FILES[name][2], out / RUN_FILES[name][3], columns=columns,
                             title=f"world {name}: {step} steps, {elapsed / 60:.1f} min")
