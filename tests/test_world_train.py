@@ -118,7 +118,8 @@ def test_segmenter_follows_the_contract(tmp_path):
     if r.mask.any():
         assert r.box == tuple(mask_boxes(r.mask[None])[0].tolist())
     # the threshold knob: a lower threshold gives a superset
-    lo, hi = seg.segment(image, b["text"][0], min_score=0.0, threshold=0.2), seg.segment(image, b["text"][0], min_score=0.0, threshold=0.8)
+    lo = seg.segment(image, b["text"][0], min_score=0.0, threshold=0.2)
+    hi = seg.segment(image, b["text"][0], min_score=0.0, threshold=0.8)
     assert bool((hi.mask <= lo.mask).all()) and lo.mask.sum() >= hi.mask.sum()
     big = seg.segment(np.kron(image, np.ones((2, 2, 1), np.uint8)), b["text"][0], min_score=0.0)
     assert big.mask.shape == (128, 128)

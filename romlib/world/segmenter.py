@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from ..contracts import AmbiguousReference, NoObjectFound, Segmentation
 from ..segment import DEFAULT_MIN_SCORE, _check_unit, ambiguous_queries
 
-__all__ = ["WorldSegmenterNet", "WorldSegmenter", "load_segmenter", "segmenter_loss", "assignment", "mask_boxes", "mask_iou", "NEG_WEIGHT"]
+__all__ = ["WorldSegmenterNet", "WorldSegmenter", "load_segmenter", "segmenter_loss", "assignment", "mask_boxes",
+           "mask_iou", "NEG_WEIGHT"]
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,8 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
         with torch.no_grad():
             p = logits[i].sigmoid()  # [Q, s, s]
             t = targets[i, :n]  # [n, s, s]
-            bce = F.binary_cross_entropy_with_logits(logits[i][:, None].expand(-1, n, -1, -1), t[None].expand(len(p), -1, -1, -1),
+            pairs_shape = (len(p), n, s, s)
+            bce = F.binary_cross_entropy_with_logits(logits[i][:, None].expand(pairs_shape), t[None].expand(pairs_shape),
                                                      reduction="none").mean((-1, -2))
             cost = bce + _dice(p[:, None], t[None])  # [Q, n]
             pairs = assignment(cost.T.cpu().double().numpy())  # (object, query)
@@ -186,8 +188,12 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
             w_m.append(2.0 if j == ref_j else 1.0)
             if j == ref_j:
                 ref_t[i, q] = 1
-    pm, tm, wm = torch.stack(pred_m), torch.stack(tgt_m), torch.tensor(w_m, device=logits.device)
-    l_mask = ((F.binary_cross_entropy_with_logits(pm, tm, reduction="none").mean((-1, -2)) + _dice(pm.sigmoid(), tm)) * wm).sum() / wm.sum()
+    if pred_m:
+        pm, tm, wm = torch.stack(pred_m), torch.stack(tgt_m), torch.tensor(w_m, device=logits.device)
+        per_mask = F.binary_cross_entropy_with_logits(pm, tm, reduction="none").mean((-1, -2)) + _dice(pm.sigmoid(), tm)
+        l_mask = (per_mask * wm).sum() / wm.sum()
+    else:  # no object in the whole batch: only the scores learn ("no object")
+        l_mask = logits.sum() * 0
 
     def score_loss(lg, t):
         w = torch.where(t > 0, torch.ones_like(t), torch.full_like(t, NEG_WEIGHT))

@@ -52,9 +52,9 @@ from ..shapes.train import _Arrays, _atomic, _lr, _save_weights, _write_csv, hyb
 from . import models as M
 from .segmenter import WorldSegmenter, WorldSegmenterNet, mask_iou, segmenter_loss
 
-__all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train", "Setup", "SETUPS", "setup_base", "setup_upsampler",
-           "setup_segmenter", "setup_ranker", "evaluate_segmenter", "summarise_ious", "evaluate_ranker", "upsampler_inputs", "add_train_args",
-           "train_command", "describe_run", "step_time"]
+__all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train", "Setup", "SETUPS", "setup_base",
+           "setup_upsampler", "setup_segmenter", "setup_ranker", "evaluate_segmenter", "summarise_ious",
+           "evaluate_ranker", "upsampler_inputs", "add_train_args", "train_command", "describe_run", "step_time", "main"]
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,8 @@ def evaluate_segmenter(segmenter: WorldSegmenter, batches=None, *, n: int = 500,
         out = segmenter.predict(b["image"], b["text"])
         k = out["ref_logits"].argmax(1)
         logits = out["mask_logits"][torch.arange(len(k)), k]
-        pred = F.interpolate(logits[:, None], size=b["mask"].shape[-2:], mode="bilinear", align_corners=False).sigmoid() > threshold
+        up = F.interpolate(logits[:, None], size=b["mask"].shape[-2:], mode="bilinear", align_corners=False)
+        pred = up.sigmoid() > threshold
         iou = mask_iou(pred[:, 0], b["mask"][:, 0] > 0.5)
         each = mask_iou(pred, b["masks_all"] > 0.5)  # [B, N]
         each = each.masked_fill(torch.arange(each.shape[1])[None] >= b["n_objects"][:, None], 0)
@@ -476,7 +477,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--save-every", type=int, default=250, help="write the resumable checkpoint every this many steps (default 250)")
+    p.add_argument("--save-every", type=int, default=250,
+                   help="write the resumable checkpoint every this many steps (default 250)")
     p.add_argument("--resume", action="store_true",
                    help="continue each model from its checkpoint in --out (a model without one starts from scratch)")
     p.add_argument("--overwrite", action="store_true", help="delete the earlier run's files (of the models trained) first")
@@ -556,8 +558,8 @@ def step_time(kind: str, *, threads: int = 2, batch_size: int = 32, crop: bool =
     forward = torch.compile(model) if compile else model
     x0 = torch.rand(batch_size, 3, size, size) * 2 - 1
     keep = (torch.rand(batch_size, 1, size, size) > 0.3).float()
-    kw = dict(tokens=torch.randint(1, n_vocab, (batch_size, M.TEXT_CTX)), mask=torch.ones(batch_size, M.TEXT_CTX, dtype=torch.bool),
-              inpaint_image=x0 * keep, inpaint_mask=keep)
+    kw = dict(tokens=torch.randint(1, n_vocab, (batch_size, M.TEXT_CTX)),
+              mask=torch.ones(batch_size, M.TEXT_CTX, dtype=torch.bool), inpaint_image=x0 * keep, inpaint_mask=keep)
     if kind == "upsampler":
         kw["low_res"] = x0
     if channels_last:
