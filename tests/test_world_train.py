@@ -155,6 +155,9 @@ def test_upsampler_trains_on_crops_and_samples_at_64(tmp_path):
     T.train("upsampler", tmp_path, batches=stub, steps=2, batch_size=2, progress=False)
     model = M.load_unet(tmp_path / "upsampler.pt")
     assert model.cfg.super_res and not any(isinstance(m, AttentionBlock) for m in model.modules())
+    check = T.crop_check(model, stub, n=8)
+    assert check["n"] == 8 and check["diff_ci95"][0] <= check["diff"] <= check["diff_ci95"][1]
+    assert check["mse_full_frame"] > 0 and check["mse_crop"] > 0
     diffusion = create_diffusion(1000, M.UPSAMPLE_SCHEDULE[0], "3")
     image, keep = batch["image"][:1], batch["keep"][:1]
     low = torch.nn.functional.interpolate(image, size=(32, 32), mode="area")
