@@ -105,7 +105,7 @@ def add_download_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_bench_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``romlib bench`` (:func:`romlib.perf.bench_command`)."""
+    """Arguments of ``romlib bench`` (:func:`romlib.bench.bench_command`)."""
     p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--batch", type=int, nargs="+", default=None, help="sample counts B, each 1..256 (default: 4 24 on a GPU, 2 4 on the CPU)")
     p.add_argument("--dtype", choices=["fp16", "fp32"], default=None,

@@ -38,7 +38,6 @@ from .models.tiny import tiny_adm, tiny_clip_model, tiny_glide, tiny_mdetr, tiny
 from .models.tokenizers import ByteTokenizer, GlideTokenizer
 from .rank import ClipRanker, load_clip_ranker
 from .segment import MDETRSegmenter, load_segmenter
-from .shapes.backend import load_backend as load_shapes_backend
 from .specs import BACKENDS, BackendSpec, backend_spec
 
 __all__ = ["load", "NAMES", "FAMILIES", "files", "default_backend", "choose", "tiny_segmenter", "tiny_clip_ranker",
@@ -155,11 +154,6 @@ def load_glide(spec: BackendSpec, *, device, dtype, progress, baselines, **_) ->
         ranker=ranker,
         extras=extras,
     )
-
-
-def load_shapes(spec: BackendSpec, *, device, variant=None, **_) -> Backend:
-    """ShapesWorld's shipped models (:func:`romlib.shapes.load_backend`)."""
-    return load_shapes_backend(device=device, variant=variant)  # None: the default model, empty targets to removal
 
 
 def load_tiny(spec: BackendSpec, *, device, baselines=False, **_) -> Backend:

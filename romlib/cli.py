@@ -286,7 +286,7 @@ def _table(rows) -> None:
 
 
 def _run_bench(args) -> int:
-    from .perf import bench_command
+    from .bench import bench_command
 
     return bench_command(args)
 

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 from .checks import (DILATION_ACCEPTED, MAX_DILATION, MAX_SEED, STEPS_ACCEPTED, check_int, check_number, check_seed,
                      is_int, is_real, need as _need, steps_ok as _steps_ok)
 from .contracts import Segmentation
-from .specs import BACKENDS, SAMPLERS, SEGMENTERS
+from .specs import BACKENDS, METHOD_NAMES, SAMPLERS, SEGMENTERS
 
 __all__ = ["EditConfig", "PRESETS", "METHOD_NAMES", "SAMPLER_NAMES", "BACKEND_NAMES", "add_arguments", "from_args",
            "MAX_SAMPLES", "WARN_SAMPLES", "MAX_SEED", "check_seed", "check_int", "check_number", "is_int", "is_real",
@@ -44,9 +44,7 @@ SCORED_RANK_MODES = tuple(m for m in RANK_MODES if m != "none")  # the modes tha
 #: knobs of :class:`EditConfig` that only some guidance methods read (``Method.honours``; the others refuse them)
 SAMPLING_KNOBS = ("scale", "steps", "sampler", "eta", "upsample", "upsample_top", "upsample_steps", "upsample_temperature")
 #: the names the command line offers, read without torch (``romlib --help`` in a blink, romlib.arguments): the
-#: guidance methods of ``romlib.guidance.METHODS`` (stated here, as that registry loads torch; tests/test_cli.py
-#: checks it holds exactly these), the samplers and backends of :mod:`romlib.specs`
-METHOD_NAMES = ("ccf", "cf", "ccf-direction", "cf-original", "clip", "blended")
+#: guidance methods, samplers and backends of :mod:`romlib.specs`
 SAMPLER_NAMES = tuple(SAMPLERS)
 BACKEND_NAMES = tuple(BACKENDS)
 

@@ -17,10 +17,14 @@ loaders are named as ``"module:function"`` strings, imported when a backend is l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
-__all__ = ["BackendSpec", "BACKENDS", "backend_spec", "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES"]
+__all__ = ["MethodName", "METHOD_NAMES", "BackendSpec", "BACKENDS", "backend_spec", "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES"]
 
+#: the guidance methods' names, in the registry's order (romlib.guidance.METHODS defines each and checks that it
+#: holds exactly these): stated here, in plain data, so that ``romlib --help`` lists them without loading torch
+MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
+METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 #: the two sampling families (:mod:`romlib.guidance.families` holds one adapter for each)
 FAMILIES = ("pixel", "latent")
 #: the referring segmenters romlib wraps besides a backend's own (``segmenter=`` of an edit)
@@ -66,7 +70,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 "romlib.backends:load_glide", frame=256, base_frame=64, segmenter="mdetr", segmenters=("clipseg",),
                 files=("GLIDE_BACKEND",), baseline_files=("BASELINES",), baselines=True, example="coco",
                 real=True, size="about 5.5 GB"),
-    BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.backends:load_shapes",
+    BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.shapes.backend:load_spec",
                 frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
                 removal_variant="removal", best_anyway=False, real=True, oracle=True),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,

@@ -516,7 +516,7 @@ SUBCOMMAND_CASES = [  # (command line, fragment of the one-line error)
 @pytest.mark.parametrize("argv,fragment", [c[:2] for c in SUBCOMMAND_CASES],
                          ids=[" ".join(c[0][:1] + c[0][-2:]) for c in SUBCOMMAND_CASES])
 def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkeypatch, argv, fragment):
-    import romlib.perf.bench
+    import romlib.bench
     import romlib.pipeline
     import romlib.shapes.bench
     import romlib.shapes.demo
@@ -525,7 +525,7 @@ def test_every_subcommand_checks_its_arguments_before_work(scene, capsys, monkey
     def no_work(*a, **k):
         raise AssertionError("work started before the arguments were checked")
 
-    for mod, name in ((romlib.perf.bench, "run_bench"), (romlib.shapes.bench, "run_benchmark"),
+    for mod, name in ((romlib.bench, "run_bench"), (romlib.shapes.bench, "run_benchmark"),
                       (romlib.shapes.train, "train_inpaint"), (romlib.shapes.train, "train_ranker"),
                       (romlib.shapes.demo, "run")):
         monkeypatch.setattr(mod, name, no_work)

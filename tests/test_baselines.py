@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from romlib.models import adm
+from romlib.guidance.baselines import adm_diffusion
 from romlib.guidance.blended import (AugmentParams, BackgroundBlend, BlendedGuidance, ImageAugmentations, blended_sample,
                             blended_sample_progressive, range_loss)
 from romlib.guidance.clip import prepare_clip_base
@@ -226,7 +227,7 @@ def test_open_clip_text_tower_is_openai_clip(blended_golden):
 
 def test_blended_step_matches_reference(blended_golden):
     g, model, clip = blended_golden
-    d = adm.create_diffusion("100")
+    d = adm_diffusion("100")
     b, skip = g["batch_size"], g["skip_timesteps"]
     edit_mask = g["edit_mask"]
     # the loop's start: q_sample of the input at t = 99 − skip with the initial noise
@@ -335,7 +336,7 @@ def test_tiny_blended_end_to_end():
     model.gradient_checkpointing = True
     clip = tiny_clip_ranker(image_size=16)
     image, keep = _scene(32)
-    d = adm.create_diffusion("6")
+    d = adm_diffusion("6")
     steps = list(blended_sample_progressive(model, d, clip, image=image, keep_mask=keep, target="a red ball",
                                             generators=sample_generators(0, 2), skip_timesteps=2, aug_num=3))
     assert [s["t"] for s in steps] == [3, 2, 1, 0]

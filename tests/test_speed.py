@@ -12,8 +12,10 @@ from romlib.contracts import Backend
 from romlib.models.glide import GroupNorm32, create_model
 from romlib.models.tiny import tiny_glide
 from romlib.models.tokenizers import ByteTokenizer
-from romlib.perf import (AUTO_COMPILE_COST_S, CompiledCore, accelerate, accelerate_backend, fast_vs_plain, format_bench,
-                         forward_gflop, import_reference, recorded_compile_s, run_bench)
+import romlib.bench
+from romlib.bench import fast_vs_plain, format_bench, run_bench
+from romlib.perf import (AUTO_COMPILE_COST_S, CompiledCore, accelerate, accelerate_backend, forward_gflop,
+                         import_reference, recorded_compile_s)
 from romlib.sampling.diffusion import create_diffusion
 from romlib.sampling.inpaint import prepare_base, sample_base
 
@@ -279,7 +281,7 @@ def _bench_models_small(device, tiny, dtype):
 
 
 def test_bench_times_the_pipeline_edit_on_the_cpu(monkeypatch):
-    monkeypatch.setattr(perf.bench, "_bench_models", _bench_models_small)
+    monkeypatch.setattr(romlib.bench, "_bench_models", _bench_models_small)
     rows = run_bench("cpu", batches=(1,), steps=2, upsample_steps="2", paths=("eager",), warmup_steps=2)
     (row,) = rows
     assert (row.path, row.dtype, row.batch, row.steps, row.upsample_steps) == ("eager", "fp32", 1, 2, 2)
@@ -298,7 +300,7 @@ def test_bench_times_the_sampler_it_is_given(monkeypatch):
     """``romlib bench --sampler dpmpp-2m``: the timed edit runs that sampler (the pipeline records it) and the row says so."""
     import romlib.pipeline
 
-    monkeypatch.setattr(perf.bench, "_bench_models", _bench_models_small)
+    monkeypatch.setattr(romlib.bench, "_bench_models", _bench_models_small)
     used, edit = [], romlib.pipeline.ROMPipeline.edit
 
     def spy(self, *a, **k):

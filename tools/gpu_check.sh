@@ -77,7 +77,8 @@ from pathlib import Path
 
 import torch
 
-from romlib.perf import BenchRow, format_bench
+from romlib.bench import format_bench
+from romlib.perf import BenchRow
 
 work, out = Path(sys.argv[1]), Path(sys.argv[2])
 rows, device = [], "?"

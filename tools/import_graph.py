@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("guidance", ("romlib.guidance",)),
     ("backends", ("romlib.backends",)),
     ("pipeline", ("romlib.pipeline", "romlib.experiments")),
-    ("apps", ("romlib.teach", "romlib.arguments", "romlib.cli", "romlib.study", "romlib.perf.bench",
+    ("apps", ("romlib.teach", "romlib.arguments", "romlib.cli", "romlib.study", "romlib.bench",
               "romlib.perf.reference", "romlib.shapes.demo", "romlib.shapes.bench", "romlib.shapes.figures",
               "romlib.shapes.tables", "romlib.shapes.keeps", "romlib.shapes.measure", "romlib.shapes.train",
               "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",

@@ -13,12 +13,17 @@ from __future__ import annotations
 import torch
 
 from ..models import adm
-from ..models.adm import create_diffusion
 from ..models.noised_clip import load_noised_clip
+from ..sampling.diffusion import create_diffusion
 from .blended import blended_sample
 from .clip import prepare_clip_base
 
-__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines"]
+__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines", "adm_diffusion"]
+
+
+def adm_diffusion(timestep_respacing: str = "100"):
+    """The ADM's diffusion: linear β over 1000 steps, respaced (Blended Diffusion: ``"100"``)."""
+    return create_diffusion(1000, "linear", timestep_respacing)
 
 
 class ClipGuidedBaseline:
@@ -38,7 +43,7 @@ class BlendedBaseline:
     def __init__(self, model, clip, *, steps: str = "100", skip_timesteps: int = 25, aug_num: int = 8,
                  clip_lambda: float = 1000.0, range_lambda: float = 50.0, batch_size: int = 3):
         self.model, self.clip = model, clip
-        self.diffusion = create_diffusion(steps)
+        self.diffusion = adm_diffusion(steps)
         self.kw = dict(skip_timesteps=skip_timesteps, aug_num=aug_num, clip_lambda=clip_lambda, range_lambda=range_lambda)
         self.batch_size = batch_size
 

@@ -348,7 +348,7 @@ def blended_sample(model, diffusion: SpacedDiffusion, clip, *, image: torch.Tens
     """B Blended Diffusion edits [B, 3, S, S] in [−1, 1], in micro-batches of ``batch_size``.
 
     ``model``: the ADM (:func:`romlib.models.adm.load_model`); ``diffusion``:
-    :func:`romlib.models.adm.create_diffusion` (100 steps); ``clip``: CLIP ViT-B/16 as a
+    :func:`romlib.guidance.baselines.adm_diffusion` (100 steps); ``clip``: CLIP ViT-B/16 as a
     :class:`~romlib.rank.ClipRanker` (the ranker's model can be shared). ``image``: [1, 3, S, S]
     in [−1, 1]; ``keep_mask``: [1, 1, S, S], 1 = keep, 0 = edit. Sample i depends only on
     ``seed`` and i. An empty ``target`` means no CLIP guidance (the authors' behaviour): only the

@@ -33,7 +33,7 @@ from ..config import SAMPLING_KNOBS, RankMode
 from ..contracts import Samples
 from ..io import to_tensor
 from ..sampling.inpaint import prepare_base
-from ..specs import FAMILIES
+from ..specs import FAMILIES, METHOD_NAMES, MethodName
 from .cfg import RULES, GuidanceSpec
 from .families import latent_steps, lowres, sampling_for
 
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "names",
            "available", "get", "SAMPLING_KNOBS", "latent_steps"]
 
-MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
 
 @dataclass(frozen=True)
 class Method:
@@ -211,6 +210,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     Blended("blended", "Blended Diffusion", "Blended Diffusion: unconditional ADM 256x256 + CLIP loss, background "
             "blended in at every step", None, default_rank="masked", needs="blended", honours=frozenset()),
 )}
+if tuple(METHODS) != METHOD_NAMES:  # the plain-data list the CLI reads without torch (romlib.specs)
+    raise ImportError(f"romlib.specs.METHOD_NAMES {METHOD_NAMES} and the registry {tuple(METHODS)} disagree")
 
 
 def names() -> tuple[str, ...]:

@@ -14,13 +14,16 @@ import gzip
 import json
 from pathlib import Path
 
-__all__ = ["MANIFESTS_FILE", "DTYPES", "manifest", "manifest_names", "state_dict_problem"]
+__all__ = ["MANIFESTS_FILE", "DTYPES", "LEGACY_KEYS", "manifest", "manifest_names", "state_dict_problem"]
 
 #: The dtypes a weight may have (a manifest's entries, and every tensor of a checkpoint but its index buffers).
 DTYPES = ("float16", "bfloat16", "float32", "float64")
 
 #: The shipped manifests (package data).
 MANIFESTS_FILE = Path(__file__).with_name("manifests.json.gz")
+#: entries an official file may hold beyond its manifest: MDETR's ``position_ids``, which files saved with
+#: transformers < 4.31 hold and current transformers no longer keeps (mdetr issue #106); the MDETR loader drops them
+LEGACY_KEYS = ("detr.transformer.text_encoder.embeddings.position_ids",)
 
 
 @functools.lru_cache(maxsize=1)
@@ -51,12 +54,10 @@ def state_dict_problem(state, name: str) -> str | None:
     """Why ``state`` (a loaded state dict) does not have exactly the names, shapes and dtypes (:data:`DTYPES`) of
     manifest ``name``, or None. Only shapes are read, so memory-mapped or ``meta`` tensors cost nothing.
 
-    The legacy entries of :data:`romlib.models.mdetr.LEGACY_KEYS` (MDETR's ``position_ids``, which
+    The legacy entries of :data:`LEGACY_KEYS` (MDETR's ``position_ids``, which
     files saved with transformers < 4.31 hold and current transformers no longer keeps) are accepted
     beyond the manifest, as the MDETR loader drops them."""
     import torch
-
-    from ..models.mdetr import LEGACY_KEYS
 
     want = manifest(name)
     if not isinstance(state, dict):

@@ -23,10 +23,9 @@ from __future__ import annotations
 import torch
 
 from .. import hub
-from ..sampling.diffusion import create_diffusion as _create
 from .glide import GlideConfig, GlideUNet
 
-__all__ = ["official_config", "config_from_guided_diffusion", "create_model", "load_model", "create_diffusion"]
+__all__ = ["official_config", "config_from_guided_diffusion", "create_model", "load_model"]
 
 
 def config_from_guided_diffusion(image_size: int, num_channels: int, num_res_blocks: int, *, channel_mult="",
@@ -98,9 +97,4 @@ def load_model(*, device="cpu", dtype: torch.dtype | None = None, gradient_check
         raise ValueError(f"dtype must be torch.float32 or torch.float16, got {dtype}")
     model.gradient_checkpointing = gradient_checkpointing
     return model.to(device).eval().requires_grad_(False)
-
-
-def create_diffusion(timestep_respacing: str = "100"):
-    """The ADM's diffusion: linear β over 1000 steps, respaced (Blended Diffusion: ``"100"``)."""
-    return _create(1000, "linear", timestep_respacing)
 

@@ -29,6 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..hub.manifests import LEGACY_KEYS  # re-exported: the MDETR loader (romlib.segment) drops them
+
 __all__ = ["MDETRConfig", "MDETRSegmentation", "FrozenBatchNormAct2d", "freeze_batchnorm_", "official_config",
            "sine_position_encoding", "ROBERTA_BASE", "LEGACY_KEYS"]
 
@@ -37,8 +39,6 @@ ROBERTA_BASE = dict(vocab_size=50265, hidden_size=768, num_hidden_layers=12, num
                     intermediate_size=3072, hidden_act="gelu", max_position_embeddings=514, type_vocab_size=1,
                     layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0, eos_token_id=2)
 
-#: Entries of the official files that current transformers no longer keeps (mdetr issue #106).
-LEGACY_KEYS = ("detr.transformer.text_encoder.embeddings.position_ids",)
 
 
 @dataclass

@@ -1,5 +1,6 @@
-"""Speed: :func:`accelerate` / :func:`accelerate_backend` (fast eager path, ``torch.compile``) and
-``romlib bench``, which times :meth:`romlib.pipeline.ROMPipeline.edit` itself.
+"""Speed: :func:`accelerate` / :func:`accelerate_backend` (fast eager path, ``torch.compile``) and the work
+accounting; ``romlib bench`` (:mod:`romlib.bench`, above the pipeline) times :meth:`romlib.pipeline.ROMPipeline.edit`
+itself.
 
 What is fast and why is written up in ``docs/performance.md``. In short:
 
@@ -26,15 +27,15 @@ from __future__ import annotations
 import importlib
 
 #: ``romlib.perf.<name>`` → its module, imported on first use: the accounting (``perf.work``, ``perf.measure``) and
-#: the compiled path (``perf.fast``) sit below the pipeline, ``romlib bench`` (``perf.bench``) above it
-_NAMES = {**dict.fromkeys(("bench_command", "fast_vs_plain", "format_bench", "run_bench"), "bench"),
-          **dict.fromkeys(("BenchRow", "forward_gflop"), "measure"),
+#: the compiled path (``perf.fast``) sit below the pipeline; ``romlib bench``, which times whole edits, is
+#: :mod:`romlib.bench`, above it
+_NAMES = {**dict.fromkeys(("BenchRow", "forward_gflop"), "measure"),
           **dict.fromkeys(("AUTO_COMPILE_COST_S", "CompileMode", "CompiledCore", "accelerate", "accelerate_backend",
                            "compile_cache_dir", "recorded_compile_s"), "fast"),
           **dict.fromkeys(("import_reference", "run_reference"), "reference")}
 
 __all__ = ["accelerate", "accelerate_backend", "CompileMode", "CompiledCore", "compile_cache_dir", "BenchRow",
-           "run_bench", "format_bench", "forward_gflop", "fast_vs_plain", "bench_command",
+           "forward_gflop",
            "AUTO_COMPILE_COST_S", "recorded_compile_s", "import_reference", "run_reference"]
 
 

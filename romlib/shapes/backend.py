@@ -17,7 +17,7 @@ from .scenes import WordTokenizer
 from .segmenter import ShapesSegmenter
 
 __all__ = ["WEIGHTS_DIR", "BASE_STEPS", "BEST_SCALES", "VARIANTS", "REMOVAL", "weights_path", "read_weights", "load_inpaint_model",
-           "load_ranker", "load_backend"]
+           "load_ranker", "load_backend", "load_spec"]
 
 #: where the shipped weights live (``romlib shapes-train --install`` writes here)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
@@ -147,3 +147,9 @@ def load_backend(device="cpu", weights_dir: str | Path | None = None, *, variant
                    ranker=load_ranker(ranker_dir, device), upsampler=None,
                    base_schedule=tuple(model.meta.get("schedule", ("squaredcos_cap_v2", 1000))), base_steps=BASE_STEPS,
                    extras={"meta": model.meta, "variant": variant, "removal": removal}, default_scales=dict(scales))
+
+
+def load_spec(spec, *, device, variant=None, **_):
+    """The loader of :data:`romlib.specs.BACKENDS` ``["shapes"]`` (:func:`romlib.backends.load` calls it): the shipped
+    models (:func:`load_backend`; ``variant=None``: the default model, empty targets to :data:`REMOVAL`)."""
+    return load_backend(device=device, variant=variant)

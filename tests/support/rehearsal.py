@@ -37,7 +37,7 @@ import torch
 from romlib import hub
 from romlib.config import EditConfig
 from romlib.guidance.methods import SAMPLING_KNOBS, get
-from romlib.models.adm import create_diffusion
+from romlib.guidance.baselines import adm_diffusion as create_diffusion
 from romlib.pipeline import ROMPipeline
 
 from .mirror import MirrorServer

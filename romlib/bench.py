@@ -9,18 +9,18 @@ from typing import Literal
 
 import torch
 
-from ..backends import tiny_clip_ranker
-from ..contracts import Backend
-from ..interrupts import deferred
-from ..models.glide import create_model
-from ..models.tiny import tiny_glide
-from ..models.tokenizers import ByteTokenizer
-from ..pipeline import ROMPipeline
-from ..rank import ClipRanker
-from ..sampling.samplers import SAMPLERS
-from .fast import CompiledCore, accelerate
-from .measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
-from .reference import import_reference, run_reference
+from .backends import tiny_clip_ranker
+from .contracts import Backend
+from .interrupts import deferred
+from .models.glide import create_model
+from .models.tiny import tiny_glide
+from .models.tokenizers import ByteTokenizer
+from .pipeline import ROMPipeline
+from .rank import ClipRanker
+from .sampling.samplers import SAMPLERS
+from .perf.fast import CompiledCore, accelerate
+from .perf.measure import BenchRow, _bench_input, _peak, _peak_reset, _sync, forward_gflop
+from .perf.reference import import_reference, run_reference
 
 log = logging.getLogger("romlib.perf")
 
