@@ -181,7 +181,7 @@ class EditConfig:
         if self.upsample_top is not None:
             _need(is_int(self.upsample_top) and 1 <= self.upsample_top <= self.samples, "upsample_top", self.upsample_top,
                   f"an integer in 1..samples ({self.samples}), or None for all")
-        _need(self.sampler in SAMPLERS, "sampler", self.sampler, ", ".join(repr(c) for c in SAMPLERS))
+        _need(isinstance(self.sampler, str) and self.sampler in SAMPLERS, "sampler", self.sampler, ", ".join(repr(c) for c in SAMPLERS))
         _need(is_real(self.eta) and 0 <= self.eta <= 1, "eta", self.eta, "a number in [0, 1]")
         eta_readers = [s.name for s in SAMPLERS.values() if "eta" in s.knobs]
         _need(self.eta == 0 or "eta" in SAMPLERS[self.sampler].knobs, "eta", self.eta, f"0 with sampler="

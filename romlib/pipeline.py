@@ -108,6 +108,7 @@ class ROMPipeline:
     def with_defaults(self, **defaults) -> "ROMPipeline":
         """A pipeline sharing this one's models whose edits use ``defaults`` where they name no value."""
         out = copy.copy(self)
+        out.__dict__.pop("_removal", None)  # its removal pipeline follows its own defaults
         out.defaults = {**self.defaults, **defaults}
         EditConfig.from_kwargs(None, **out.defaults)
         return out
@@ -282,8 +283,11 @@ class ROMPipeline:
             log.warning("an empty target asks for the object's removal, but the %r backend's model was never taught "
                         "to fill a hole with background: it may draw something else there", self.backend.name)
             return self
-        log.info("an empty target: the %r backend's %r model inpaints the hole", self.backend.name, removal)
-        return get_pipeline(self.backend.name, device=self.device, variant=removal).with_defaults(**self.defaults)
+        if self.__dict__.get("_removal") is None:  # made once per pipeline: the same object for every empty target
+            log.info("an empty target: the %r backend's %r model inpaints the hole", self.backend.name, removal)
+            self._removal = get_pipeline(self.backend.name, device=self.device, variant=removal).with_defaults(
+                **self.defaults)
+        return self._removal
 
     def rank(self, out, target: str, rank: RankMode, p: Prepared):
         """The :class:`~romlib.rank.Ranking` of a method's frames ``out.frames`` in mode ``rank``."""
