@@ -295,11 +295,16 @@ def hold(folder: str | os.PathLike):
     if folder.exists() and not folder.is_dir():
         raise NotADirectoryError(f"output folder {folder} exists and is a file; choose another folder")
     folder.mkdir(parents=True, exist_ok=True)
-    _acquire(folder)
+    taken = False
     try:
+        with deferred():  # an interrupt between creating the lock and recording it would leave the lock behind
+            _acquire(folder)
+            taken = True
         yield folder
     finally:
-        _release(folder)
+        if taken:
+            with deferred():
+                _release(folder)
 
 
 @dataclass

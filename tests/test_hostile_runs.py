@@ -136,6 +136,30 @@ def _stage(folder: Path, pid: int, owner: dict | None) -> Path:
     return stage
 
 
+@pytest.mark.parametrize("when", ["taking", "releasing"])
+def test_an_interrupt_while_the_lock_is_taken_or_released_leaves_no_lock(tmp_path, monkeypatch, when):
+    """A real SIGINT delivered in the middle of writing (or reading) the lock file: the lock is gone after."""
+    import signal
+
+    real = runs.owner if when == "taking" else runs._read_owner
+    fired = []
+
+    def interrupting(*a, **k):
+        if not fired:
+            fired.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(runs, "owner" if when == "taking" else "_read_owner", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        with runs.hold(tmp_path / "out"):
+            if when == "taking":
+                pytest.fail("the interrupt should have ended the block before it began")
+    assert fired
+    assert not (tmp_path / "out" / runs.LOCK).exists()
+    assert not runs._HELD
+
+
 @pytest.mark.parametrize("case", ["dead pid", "pid reused (other start time)", "legacy: pid 1 is not romlib",
                                   "legacy: pid started after the folder"])
 def test_a_leftover_staging_folder_of_an_owner_that_is_gone_is_settled(tmp_path, case, caplog):
