@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["romlib", "romlib.*"]),
-    package_data={"romlib": ["assets/*", "hub/*.json.gz", "shapes/weights/*", "shapes/weights/removal/*"]},
+    package_data={"romlib": ["assets/*", "hub/*.json.gz", "shapes/weights/*", "shapes/weights/removal/*", "world/weights/*"]},
     include_package_data=True,
     install_requires=[
         "torch>=2.1",

@@ -20,8 +20,9 @@ from .checks import MAX_DILATION, MIN_STEPS
 from .config import (BACKEND_NAMES, MAX_SAMPLES, METHOD_NAMES, SAMPLER_NAMES, STEPS_ACCEPTED, EditConfig, add_arguments,
                      check_int, check_number, check_seed)
 from .specs import BACKENDS
+from .world.recipes import add_train_args as add_world_train_args
 
-__all__ = ["add_edit_args", "add_demo_args", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
+__all__ = ["add_edit_args", "add_demo_args", "add_world_train_args", "check_world_train", "DEMO_BACKENDS", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
            "add_shapes_bench_args", "check_device", "check_demo", "check_example", "check_bench", "check_shapes_bench",
            "check_shapes_train", "parse_list", "BACKEND_FRAME", "DEMO_OUT", "EDIT_OUT", "SHAPES_BENCH_OUT",
            "SHAPES_TRAIN_OUT"]
@@ -31,6 +32,8 @@ __all__ = ["add_edit_args", "add_demo_args", "add_example_args", "add_download_a
 BACKEND_FRAME = {name: spec.frame for name, spec in BACKENDS.items()}
 #: the folders commands write into by default (in .gitignore: a run in a clone leaves git status clean)
 EDIT_OUT, DEMO_OUT, SHAPES_BENCH_OUT, SHAPES_TRAIN_OUT = "romlib_out", "romlib_demo", "shapes_bench", "shapes_train"
+#: the backends ``romlib demo`` runs offline (:attr:`romlib.specs.BackendSpec.demo`), the first the default
+DEMO_BACKENDS = tuple(n for n, s in BACKENDS.items() if s.demo)
 
 
 # ---------------------------------------------------------------------------------------------- definitions
@@ -71,6 +74,9 @@ def add_demo_args(p: argparse.ArgumentParser) -> None:
                         "edit --overwrite)")
     p.add_argument("--seed", type=int, default=0, help="scene and sampling seed in [0, 2**63) (default 0)")
     p.add_argument("--samples", type=int, default=8, help=f"samples to draw and rank, 1..{MAX_SAMPLES} (default 8)")
+    p.add_argument("--backend", choices=DEMO_BACKENDS, default=DEMO_BACKENDS[0],
+                   help="which embedded world: " + "; ".join(f"{n} ({BACKENDS[n].summary})" for n in DEMO_BACKENDS)
+                   + f" (default {DEMO_BACKENDS[0]})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -245,6 +251,22 @@ def check_demo(args) -> None:
     """``romlib demo``."""
     check_seed("--seed", args.seed)
     check_int("--samples", args.samples, 1, MAX_SAMPLES)
+
+
+def check_world_train(args) -> None:
+    """``romlib world-train``: every number and the device, before any data is made."""
+    from .world.recipes import MODELS
+
+    for m in MODELS:
+        check_int(f"--{m}-steps", getattr(args, f"{m}_steps"), 1)
+    if args.minutes is not None:
+        check_number("--minutes", args.minutes, 0)
+    if args.batch_size is not None:
+        check_int("--batch-size", args.batch_size, 1, 4096)
+    check_int("--save-every", args.save_every, 1)
+    check_device(args.device)
+    _threads(args.threads)
+    check_seed("--seed", args.seed)
 
 
 def check_bench(args) -> None:

@@ -1,12 +1,14 @@
 """The ``romlib`` command.
 
     romlib demo                                   # one ROM edit offline on the embedded ShapesWorld models
+    romlib demo --backend world                   # the same on the 64 px world (its weights: $ROMLIB_WORLD_WEIGHTS)
     romlib example                                # ShapesWorld's example photo.png and mask.png, for romlib edit offline
     romlib edit photo.jpg --ref "the red car" --target "a blue truck" --out edits/
     romlib download                               # fetch the real weights into the cache (about 5.5 GB; --verify re-hashes them)
     romlib download --sd                          # the sd backend's files instead (SD 1.5 inpainting, CLIPSeg, CLIP; ~3.3 GB)
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
+    romlib world-train --out DIR                  # train the world backend's four models (python -m romlib.world.train)
 """
 from __future__ import annotations
 
@@ -177,14 +179,15 @@ def _run_demo(args) -> int:
 
     from .runs import hold
     from .shapes import demo
+    from .specs import backend_spec
 
     t0 = time.perf_counter()
-    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=32), overwrite=args.overwrite,
-               run_folder=not args.overwrite)
+    _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=backend_spec(args.backend).frame),
+               overwrite=args.overwrite, run_folder=not args.overwrite)
     with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
         result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
                                                progress=not args.quiet, overwrite=args.overwrite, with_files=True,
-                                               new_folder=not args.overwrite)
+                                               new_folder=not args.overwrite, backend=args.backend)
     folder = Path(image_path).parent
     try:
         _summarise_demo(result, image_path, written, folder, time.perf_counter() - t0)
@@ -196,7 +199,10 @@ def _run_demo(args) -> int:
 
 def _summarise_demo(result, image_path, written, folder, seconds) -> None:
     s = result.settings
-    print(f"ROM demo on ShapesWorld (offline, {s['backend']} backend): {s['ref']!r} -> {s['target']!r}, "
+    from .specs import backend_spec
+
+    print(f"ROM demo on {backend_spec(s['backend']).summary.split(' (')[0]} ({s['backend']} backend): {s['ref']!r} -> "
+          f"{s['target']!r}, "
           f"{s['guidance']} s={s['scale']:g}, B={s['samples']}, {seconds:.1f} s")
     print(f"  input image: {image_path}")
     print(f"  run folder: {folder}")
@@ -307,6 +313,12 @@ def _run_shapes_train(args) -> int:
     return train_command(args)
 
 
+def _run_world_train(args) -> int:
+    from .world.train import train_command
+
+    return train_command(args)
+
+
 def _run_shapes_bench(args) -> int:
     from .shapes.bench import bench_command
 
@@ -326,8 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_run_edit)
 
     p = sub.add_parser("demo", help="one ROM edit offline on the embedded ShapesWorld models (CPU, seconds)",
-                       description="One ROM edit offline on the embedded ShapesWorld models: each run writes a new "
-                                   "folder inside --out and prints where its figure is.")
+                       description="One ROM edit offline on an embedded world's models (ShapesWorld unless --backend): "
+                                   "each run writes a new folder inside --out and prints where its figure is.")
     arguments.add_demo_args(p)
     p.set_defaults(func=_checked(arguments.check_demo, _run_demo))
 
@@ -353,6 +365,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("shapes-bench", help="the ShapesWorld guidance benchmark (target success, preservation, PSNR, seams)")
     arguments.add_shapes_bench_args(p)
     p.set_defaults(func=_checked(arguments.check_shapes_bench, _run_shapes_bench))
+    p = sub.add_parser("world-train", help="train the world backend's models from scratch (python -m romlib.world.train)",
+                       description="Train the embedded world's base, upsampler, segmenter and ranker (--what) into --out, "
+                                   "resumable; point $ROMLIB_WORLD_WEIGHTS at --out to use them (romlib edit --backend "
+                                   "world).")
+    arguments.add_world_train_args(p)
+    p.set_defaults(func=_checked(arguments.check_world_train, _run_world_train))
     return parser
 
 

@@ -50,12 +50,13 @@ class BackendSpec:
     baseline_files: tuple[str, ...] = ()  # the groups of the baselines' models (baselines=True)
     baselines: bool = False  # whether it can load the baselines' models (guidance clip, blended)
     variants: bool = False  # whether it ships variants of its model (variant=, romlib.shapes.VARIANTS)
-    example: str = "noise"  # which example input the notebooks use (romlib.teach.examples.EXAMPLES)
+    example: str = "noise"  # which example input the notebooks use (romlib.teach.nb.EXAMPLES)
     removal_variant: str | None = None  # the variant that removes objects for an empty target (None: the same model)
     default_scales: dict = field(default_factory=dict)  # guidance scales overriding the methods' (the paper's)
     best_anyway: bool = True  # in the notebooks, an ambiguous reference takes the best object (with a warning)
     real: bool = False  # trained weights (not random): what the notebooks show as results
-    oracle: bool = False  # an embedded world with generated cases and an exact oracle (romlib.shapes)
+    oracle: bool = False  # ShapesWorld's generated cases and exact oracle (romlib.shapes; the world has its own bench)
+    demo: bool = False  # an embedded world `romlib demo --backend` runs offline on its own example
     stand_in: str | None = None  # the backend a notebook shows instead of this one when it is random (offline)
     size: str = ""  # what a first run downloads, for the log
     requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
@@ -72,7 +73,11 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 real=True, size="about 5.5 GB"),
     BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.shapes.backend:load_spec",
                 frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
-                removal_variant="removal", best_anyway=False, real=True, oracle=True),
+                removal_variant="removal", best_anyway=False, real=True, oracle=True, demo=True),
+    BackendSpec("world", "pixel", "the embedded 64 px world (offline): 32 px GLIDE inpainting + 32->64 upsampler, "
+                "learned referring segmenter, tiny CLIP; weights from $ROMLIB_WORLD_WEIGHTS until shipped",
+                "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",
+                best_anyway=True, real=True, demo=True),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "

@@ -1,8 +1,10 @@
-"""``romlib demo``: one ROM edit end to end on ShapesWorld, offline, on the CPU, in seconds.
+"""``romlib demo``: one ROM edit end to end on an embedded world, offline, on the CPU, in seconds.
 
-A benchmark-style case (:func:`romlib.shapes.bench.make_cases`) whose target changes both colour
-and shape is written to ``out_dir/input.png``; then ``ROMPipeline.from_pretrained("shapes")``
-segments the referred shape, inpaints it under CCF and ranks the samples with the tiny CLIP.
+The backend's example (:data:`LOCAL_EXAMPLES` by its spec's ``example``; ShapesWorld's: a benchmark-style case,
+:func:`romlib.shapes.bench.make_cases`, whose target changes both colour and shape; the world's:
+:func:`romlib.world.cases.example`) is written to ``out_dir/input.png``; then
+``ROMPipeline.from_pretrained(backend)`` segments the referred object, inpaints it under CCF and ranks the
+samples with the backend's tiny CLIP.
 """
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ from pathlib import Path
 
 from ..pipeline import ROMPipeline
 from ..runs import new_run_dir, run_dir_name
+from ..specs import BACKENDS, backend_spec
+from ..world import cases as world_cases
 from .cases import CASE_KINDS, select_cases  # noqa: F401  (the notebooks' selection, re-exported)
 
-__all__ = ["run", "write_example", "EXAMPLE_FILES", "demo_case", "select_case", "select_cases", "CASE_KINDS"]
+__all__ = ["run", "write_example", "EXAMPLE_FILES", "demo_case", "select_case", "select_cases", "CASE_KINDS",
+           "LOCAL_EXAMPLES", "DEMO_BACKENDS"]
 
 DEMO_SCALE = None  # None: the pipeline's default CCF scale
 
@@ -29,22 +34,39 @@ def demo_case(seed: int = 0):
     return select_case("both", seed)
 
 
+def shapes_example(index: int = 0) -> tuple:
+    """ShapesWorld's example input ``(image PIL 32×32, ref, target)``: :func:`demo_case` ``(index)``."""
+    case = demo_case(index)
+    return case.scene.pil(), case.ref, case.target
+
+
+#: the example inputs made offline, by :attr:`romlib.specs.BackendSpec.example` (the notebooks' ``EXAMPLES`` add the
+#: downloaded photo and noise)
+LOCAL_EXAMPLES = {"shapes": shapes_example, "world": world_cases.example}
+#: the backends ``romlib demo --backend`` runs (:attr:`romlib.specs.BackendSpec.demo`)
+DEMO_BACKENDS = tuple(n for n, s in BACKENDS.items() if s.demo)
+
+
 def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress: bool = True, device="cpu",
         guidance: str = "ccf", scale: float | None = DEMO_SCALE, *, overwrite: bool = False, with_files: bool = False,
-        new_folder: bool = False):
+        new_folder: bool = False, backend: str = "shapes"):
     """Run the demo edit; returns ``(EditResult, path of the input image)`` (and the written files
     with ``with_files=True``). Everything goes to ``out_dir`` through :meth:`EditResult.save`:
     ``input.png``, the ranked frames, the mask, the figure ``demo.png`` and ``result.json`` last;
     an earlier run there is refused unless ``overwrite=True``. ``new_folder=True`` (``romlib demo``):
     ``out_dir`` is a parent folder and the run goes into a new folder inside it, named
-    time_method_text (:func:`romlib.runs.run_dir_name`), made once the edit is done."""
+    time_method_text (:func:`romlib.runs.run_dir_name`), made once the edit is done. ``backend``: one of
+    :data:`DEMO_BACKENDS`, on its own example (``seed`` picks it)."""
+    spec = backend_spec(backend)
+    if not spec.demo:
+        raise ValueError(f"romlib demo runs on an embedded world; backend={backend!r} is not one; accepted: "
+                         f"{', '.join(DEMO_BACKENDS)}")
     started = time.time()
-    case = demo_case(seed)
-    scene = case.scene.pil()
-    pipe = ROMPipeline.from_pretrained("shapes", device=device)
-    result = pipe.edit(scene, case.ref, case.target, guidance=guidance, scale=scale, samples=samples, seed=seed,
+    scene, ref, target = LOCAL_EXAMPLES[spec.example](seed)
+    pipe = ROMPipeline.from_pretrained(backend, device=device)
+    result = pipe.edit(scene, ref, target, guidance=guidance, scale=scale, samples=samples, seed=seed,
                        progress=progress)
-    out = new_run_dir(out_dir, run_dir_name(guidance, case.ref, started)) if new_folder else Path(out_dir)
+    out = new_run_dir(out_dir, run_dir_name(guidance, ref, started)) if new_folder else Path(out_dir)
     try:
         written = result.save(out, top=min(4, samples), summary="demo.png", overwrite=overwrite,
                               extra={"input.png": scene})

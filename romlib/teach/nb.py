@@ -26,7 +26,7 @@ from ..masks import erode as erode_mask, resize_edit_mask
 from ..pipeline import get_pipeline
 from ..plots import image_row, show
 from ..sampling.diffusion import space_timesteps
-from ..shapes.demo import demo_case, select_case
+from ..shapes.demo import LOCAL_EXAMPLES, select_case
 from ..shapes.scenes import COLOURS, SHAPES
 from ..shapes.segmenter import find_objects
 from ..specs import BACKENDS, backend_spec
@@ -93,15 +93,11 @@ def removal_pipeline(pipe):
 def example(pipe, index: int = 0) -> tuple:
     """An input for the pipeline's backend: ``(image, ref, target)``.
 
-    ShapesWorld: a generated scene with a referring expression and a target; real models: the
+    ShapesWorld and the world: a generated scene with a referring expression and a target
+    (:data:`romlib.shapes.demo.LOCAL_EXAMPLES`); real models: the
     two cats of COCO val2017 #39769 (registered in :data:`romlib.hub.REGISTRY` as ``example/coco-39769``,
     fetched once like every other file; the DETR/MDETR demo image)."""
     return EXAMPLES[_spec(pipe).example](index)
-
-
-def _shapes_example(index: int) -> tuple:
-    case = demo_case(index)
-    return case.scene.pil(), case.ref, case.target
 
 
 #: the cases of the COCO photo (the two cats of val2017 #39769): (ref, target); the last one removes an object
@@ -120,7 +116,7 @@ def _noise_example(index: int) -> tuple:
 
 
 #: the example inputs by :attr:`romlib.specs.BackendSpec.example`
-EXAMPLES = {"shapes": _shapes_example, "coco": _coco_example, "noise": _noise_example}
+EXAMPLES = {**LOCAL_EXAMPLES, "coco": _coco_example, "noise": _noise_example}
 
 
 def _spec(pipe):

@@ -111,7 +111,8 @@ def weights_bytes(model: nn.Module) -> int:
 
 def load_unet(path: str | Path, *, device="cpu") -> GlideUNet:
     """A base or upsampler weight file written by :mod:`romlib.world.train` (float16 EMA weights,
-    ``config``, ``meta``), loaded strictly in float32, in eval mode."""
+    ``config``, ``meta``), loaded strictly in float32, in eval mode; its ``meta`` (recipe, schedule, steps) as
+    ``model.meta``."""
     from ..shapes.backend import read_weights
 
     def build(c):
@@ -120,6 +121,7 @@ def load_unet(path: str | Path, *, device="cpu") -> GlideUNet:
             else build_base(cfg)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in c["state_dict"].items()},
                               strict=True)
+        model.meta = dict(c.get("meta", {}))
         return model
 
     model = read_weights(path, build, advice="write it again with the world's trainer (romlib.world.train)")

@@ -50,17 +50,16 @@ from ..shapes.measure import wilson
 from ..shapes.train import _Arrays, _atomic, _lr, _save_weights, _write_csv, hybrid_loss, plot_loss_curve
 from . import data
 from . import models as M
+from .recipes import MODELS, RECIPES, RUN_FILES, TRAIN_COMMAND, Recipe, add_train_args
 from .segmenter import WorldSegmenter, WorldSegmenterNet, mask_iou, segmenter_loss
 
 __all__ = ["MODELS", "RUN_FILES", "Recipe", "RECIPES", "train_model", "train", "Setup", "SETUPS", "setup_base",
            "setup_upsampler", "setup_segmenter", "setup_ranker", "evaluate_segmenter", "summarise_ious",
-           "evaluate_ranker", "upsampler_inputs", "crop_check", "add_train_args", "train_command", "describe_run", "step_time", "main"]
+           "evaluate_ranker", "upsampler_inputs", "crop_check", "add_train_args", "train_command", "describe_run", "step_time", "main",
+           "write_untrained"]
 
 log = logging.getLogger(__name__)
 
-MODELS = ("base", "upsampler", "segmenter", "ranker")
-#: the files a run writes per model
-RUN_FILES = {m: (f"{m}.pt", f"{m}_checkpoint.pt", f"{m}_loss.csv", f"{m}_loss.png") for m in MODELS}
 _CHECKPOINT_KEYS = ("model", "ema", "opt", "step", "elapsed", "rows", "rng", "torch_rng")
 
 
@@ -68,30 +67,6 @@ def _default_batches():
     """The module the trainers draw their batches from (``inpaint_batch``, ``segment_batch``,
     ``rank_batch``, ``tokenizer``): :mod:`romlib.world.data`; tests may pass a stand-in."""
     return data
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """One model's default training run: steps, batch size, peak learning rate, warm-up steps, EMA
-    decay, weight decay, and ``minutes``, the wall-time cap that keeps the run within its budget."""
-
-    steps: int
-    batch_size: int
-    lr: float
-    warmup: int = 200
-    ema: float = 0.999
-    weight_decay: float = 0.0
-    minutes: float | None = None
-
-
-#: the shipped recipes: steps from the step times measured on the 2-core CPU, caps summing to 230 min
-#: (docs/world_training.md)
-RECIPES = {
-    "base": Recipe(steps=7000, batch_size=32, lr=1e-3, minutes=105),
-    "upsampler": Recipe(steps=7000, batch_size=32, lr=1e-3, minutes=105),
-    "segmenter": Recipe(steps=1500, batch_size=32, lr=1e-3, warmup=100, ema=0.995, weight_decay=1e-4, minutes=15),
-    "ranker": Recipe(steps=1500, batch_size=64, lr=2e-3, warmup=50, ema=0.99, weight_decay=1e-4, minutes=5),
-}
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -396,6 +371,21 @@ def train(name: str, out_dir, *, batches=None, device="cpu", seed: int = 0, setu
                        meta=s.meta, **kw)
 
 
+def write_untrained(out_dir, models=MODELS, *, seed: int = 0) -> dict:
+    """Each model's weight file as its trainer writes it (the same ``save``, configs and meta), from the
+    untrained (random) model: a weights folder for tests of the ``world`` backend, in seconds. Returns
+    ``{model: path}``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for m in models:
+        options = {"eval_n": 0} if m in ("segmenter", "ranker") else {}
+        s = SETUPS[m](seed=seed, **options)
+        paths[m] = out / RUN_FILES[m][0]
+        s.save(paths[m], s.model.eval(), {**s.meta, "steps": 0, "untrained": True})
+    return paths
+
+
 # ----------------------------------------------------------------------------- held-out checks
 @torch.no_grad()
 def evaluate_segmenter(segmenter: WorldSegmenter, batches=None, *, n: int = 500, seed: int = 10_000,
@@ -492,30 +482,6 @@ def describe_run(out: str | Path, models=MODELS) -> str | None:
                         n = f"{n} (damaged)"
                 names.append(n)
     return f"{', '.join(names)} in {out}" if names else None
-
-
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    """Arguments of the world's training command."""
-    p.add_argument("--out", default="world_train",
-                   help="output folder for weights, checkpoints and loss curves; a folder that holds a run is refused "
-                        "unless --resume or --overwrite")
-    p.add_argument("--what", choices=["all", *MODELS], default="all", help="which model(s) to train (default all)")
-    for m in MODELS:
-        r = RECIPES[m]
-        p.add_argument(f"--{m}-steps", type=int, default=r.steps, help=f"{m} training steps (default {r.steps})")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="stop each model's training after this many minutes (default: each recipe's cap, "
-                        + ", ".join(f"{m} {r.minutes:g}" for m, r in RECIPES.items()) + "; 0: no cap)")
-    p.add_argument("--batch-size", type=int, default=None, help="batch size for every model trained (default: each recipe's)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--save-every", type=int, default=250,
-                   help="write the resumable checkpoint every this many steps (default 250)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue each model from its checkpoint in --out (a model without one starts from scratch)")
-    p.add_argument("--overwrite", action="store_true", help="delete the earlier run's files (of the models trained) first")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _check_out(out: Path, models, *, resume: bool, overwrite: bool, save_every: int) -> None:
@@ -618,7 +584,7 @@ def step_time(kind: str, *, threads: int = 2, batch_size: int = 32, crop: bool =
 
 def main(argv=None) -> int:
     """``python -m romlib.world.train [options]`` (until the CLI names it)."""
-    p = argparse.ArgumentParser(prog="python -m romlib.world.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog=TRAIN_COMMAND, description=__doc__.split("\n")[0])
     add_train_args(p)
     return train_command(p.parse_args(argv))
 
