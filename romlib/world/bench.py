@@ -1,0 +1,250 @@
+"""The world's benchmark: guidance rules × scales on the world's cases, every sample judged by the oracle.
+
+Each edit runs through :meth:`romlib.pipeline.ROMPipeline.edit` (GLIDE's path: the guided 32×32 base run, the
+32→64 upsampler, the ranking), with the same seeds for every rule, so any two rules are compared sample by
+sample. The mask is the case's true object mask (``mask="true"``) or the learned segmenter's
+(``mask="segmenter"``, its best query even when ambiguous), dilated by ``dilation``; the oracle judges the
+hole the edit really had (``EditResult.edit_mask``).
+
+**One record per sample** (:func:`run_bench`): ``case``, ``seed``, ``kind``, ``context``, ``rule``, ``scale``,
+``dilation``, ``mask``, ``sample``, ``rank_local`` / ``rank_masked`` (its place in each ranking, 0 = top-1),
+``seg_iou`` (the mask used vs the true mask), then every scalar of :func:`romlib.world.oracle.judge`:
+``hit_<attr>`` True/False/None (None = the oracle abstained), ``success``, ``n_abstain``, the continuous
+errors (``angle_err``, ``size_ratio``, ``shift``, ``pattern_corr``), ``psnr_bg``, ``seam``, ``removed``.
+:func:`write_records` writes them as JSONL and CSV.
+
+**Rates** (:func:`summarise`): per (rule, scale) every rate with its Wilson 95 % interval
+(:func:`romlib.shapes.measure.rate`) over the samples the oracle did not abstain on, the abstentions counted
+beside it; every continuous error as a mean with its 95 % interval (normal approximation); top-1 success of
+each ranking. :func:`paired` compares two (rule, scale) settings on the same (case, sample) pairs.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..contracts import AmbiguousReference, NoObjectFound
+from ..pipeline import ROMPipeline
+from ..shapes.measure import rate
+from . import backend as world_backend
+from .cases import KINDS, WorldCase, make_cases
+from .oracle import judge
+
+__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "case_records", "write_records",
+           "summarise", "paired", "format_summary", "main"]
+
+log = logging.getLogger(__name__)
+
+RULES = ("cf", "ccf", "ccf-direction", "cf-original")
+DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0)
+#: the oracle's continuous measurements (mean and 95 % interval each)
+CONTINUOUS = ("angle_err", "size_ratio", "shift", "pattern_corr", "psnr_bg", "seam", "seg_iou")
+#: the oracle's calls (a rate each; None = abstained, counted apart)
+RATES = ("success", "hit_colour", "hit_shape", "hit_material", "hit_size", "removed")
+
+
+def _scalar(v):
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, (float, np.floating)):
+        return float(v) if math.isfinite(v) else None
+    return v if v is None or isinstance(v, str) else None
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 0.0
+
+
+def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
+                 dilation: int = 3, mask: str = "true", **knobs) -> list[dict]:
+    """One edit of ``case`` (``samples`` samples, noise seeded by ``seed`` and the case) judged sample by sample."""
+    if mask not in ("true", "segmenter"):
+        raise ValueError(f"mask={mask!r}; accepted: 'true' (the case's object mask) or 'segmenter' (the learned one)")
+    edit = dict(guidance=rule, scale=scale, samples=samples, seed=(seed * 100_003 + case.index) % 2**63,
+                dilation=dilation, rank="local", progress=False, **knobs)
+    if mask == "true":
+        edit["mask"] = torch.from_numpy(case.mask)
+    else:
+        edit.update(best_anyway=True, min_score=0.0)
+    try:
+        result = pipe.edit(case.pil(), case.ref, case.target, **edit)
+    except (NoObjectFound, AmbiguousReference, ValueError) as e:  # e.g. a segmenter mask empty at the base size
+        log.warning("case %d (%s, %s s=%g): no edit: %s", case.index, case.kind, rule, scale, e)
+        return [{"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
+                 "scale": scale, "dilation": dilation, "mask": mask, "sample": None, "error": type(e).__name__}]
+    masked = pipe.rerank(result, "masked")
+    frames = torch.empty_like(result.images)
+    frames[torch.tensor(result.order)] = result.images
+    rank_local = {int(i): j for j, i in enumerate(result.order)}
+    rank_masked = {int(i): j for j, i in enumerate(masked.order)}
+    hole = result.edit_mask.bool().numpy()
+    seg_iou = _iou(result.segmentation.mask.bool().numpy(), case.mask) if mask == "segmenter" else 1.0
+    out = []
+    for s, frame in enumerate(frames):
+        j = judge(frame, case.scene, case.i, hole, case.target)
+        out.append({"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
+                    "scale": scale, "dilation": dilation, "mask": mask, "sample": s, "rank_local": rank_local[s],
+                    "rank_masked": rank_masked[s], "seg_iou": seg_iou,
+                    **{k: _scalar(v) for k, v in j.items() if _scalar(v) is not None or v is None}})
+    return out
+
+
+def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=DEFAULT_SCALES, samples: int = 4,
+              seed: int = 0, dilation: int = 3, mask: str = "true", progress: bool = True, **knobs) -> list[dict]:
+    """Every case under every rule and scale (:func:`case_records`); the records in one list."""
+    from tqdm.auto import tqdm
+
+    jobs = [(c, r, float(s)) for r in rules for s in scales for c in cases]
+    records = []
+    for case, rule, scale in tqdm(jobs, desc="world bench", disable=not progress, dynamic_ncols=True):
+        records += case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
+                                mask=mask, **knobs)
+    return records
+
+
+def write_records(records: list[dict], folder: str | Path, stem: str = "records") -> dict:
+    """``records.jsonl`` and ``records.csv`` (None as an empty cell) in ``folder``; returns their paths."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"jsonl": out / f"{stem}.jsonl", "csv": out / f"{stem}.csv"}
+    with open(paths["jsonl"], "w") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+    columns = list(dict.fromkeys(k for r in records for k in r))
+    with open(paths["csv"], "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, restval="")
+        w.writeheader()
+        for r in records:
+            w.writerow({k: "" if v is None else v for k, v in r.items()})
+    return paths
+
+
+def _mean_ci(values) -> dict:
+    v = np.asarray([x for x in values if x is not None], float)
+    if len(v) == 0:
+        return {"n": 0, "mean": None, "low": None, "high": None}
+    half = 1.96 * v.std(ddof=1) / math.sqrt(len(v)) if len(v) > 1 else float("nan")
+    return {"n": int(len(v)), "mean": round(float(v.mean()), 4), "low": round(float(v.mean() - half), 4),
+            "high": round(float(v.mean() + half), 4)}
+
+
+def _rate(records, key) -> dict:
+    calls = [r[key] for r in records if key in r]
+    out = rate([c for c in calls if c is not None])
+    out["abstained"] = sum(c is None for c in calls)
+    return out
+
+
+def summarise(records: list[dict], by=("rule", "scale")) -> list[dict]:
+    """Per group of ``by``: each rate of :data:`RATES` (Wilson 95 %, abstentions apart), each mean of
+    :data:`CONTINUOUS` (95 %), and the success of each ranking's top-1."""
+    groups: dict = {}
+    for r in records:
+        if r.get("sample") is not None:
+            groups.setdefault(tuple(r[k] for k in by), []).append(r)
+    rows = []
+    for key, recs in groups.items():
+        row = {**dict(zip(by, key)), "n_samples": len(recs), "n_cases": len({r["case"] for r in recs})}
+        for k in RATES:
+            row[k] = _rate(recs, k)
+        for mode in ("local", "masked"):
+            row[f"top1_{mode}"] = _rate([r for r in recs if r[f"rank_{mode}"] == 0], "success")
+        for k in CONTINUOUS:
+            row[k] = _mean_ci(r.get(k) for r in recs)
+        rows.append(row)
+    return rows
+
+
+def paired(records: list[dict], a: dict, b: dict, key: str = "success") -> dict:
+    """Setting ``a`` vs ``b`` (e.g. ``{"rule": "ccf", "scale": 3.0}``) on the same (case, sample) pairs for a
+    true/false measurement ``key``: pairs where both called it, ``a_only`` / ``b_only`` (the discordant pairs,
+    McNemar's), and the difference in rate with its 95 % interval (paired normal approximation)."""
+    def pick(setting):
+        return {(r["case"], r["sample"]): r.get(key) for r in records
+                if r.get("sample") is not None and all(r.get(k) == v for k, v in setting.items())}
+
+    pa, pb = pick(a), pick(b)
+    both = [(pa[k], pb[k]) for k in pa.keys() & pb.keys() if pa[k] is not None and pb[k] is not None]
+    d = np.asarray([float(x) - float(y) for x, y in both])
+    half = 1.96 * d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else float("nan")
+    return {"a": a, "b": b, "key": key, "pairs": len(both), "a_only": int(sum(x and not y for x, y in both)),
+            "b_only": int(sum(y and not x for x, y in both)),
+            "diff": round(float(d.mean()), 4) if len(d) else None,
+            "low": round(float(d.mean() - half), 4) if len(d) > 1 else None,
+            "high": round(float(d.mean() + half), 4) if len(d) > 1 else None}
+
+
+def _fmt_rate(r: dict) -> str:
+    if not r["n"]:
+        return "–"
+    abst = f" ({r['abstained']} abst.)" if r.get("abstained") else ""
+    return f"{r['pct']:.1f} [{r['low']:.1f}, {r['high']:.1f}]{abst}"
+
+
+def _fmt_mean(m: dict) -> str:
+    return "–" if m["mean"] is None else f"{m['mean']:.3g} [{m['low']:.3g}, {m['high']:.3g}]"
+
+
+def format_summary(rows: list[dict]) -> str:
+    """The summary as a Markdown table (rates in % with their 95 % intervals)."""
+    cols = ("success", "hit_colour", "hit_shape", "hit_material", "removed", "top1_local", "top1_masked")
+    means = ("angle_err", "size_ratio", "shift", "psnr_bg", "seam")
+    head = "| rule | scale | n | " + " | ".join(cols + means) + " |\n|" + "---|" * (3 + len(cols) + len(means))
+    lines = [head]
+    for r in rows:
+        lines.append(f"| {r['rule']} | {r['scale']:g} | {r['n_samples']} | "
+                     + " | ".join(_fmt_rate(r[c]) for c in cols) + " | " + " | ".join(_fmt_mean(r[m]) for m in means) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """``python -m romlib.world.bench``: the benchmark on the world backend's weights; writes records.jsonl,
+    records.csv, summary.json and summary.md into ``--out``."""
+    from ..arguments import parse_list
+
+    p = argparse.ArgumentParser(prog="python -m romlib.world.bench", description=main.__doc__.split(";")[0])
+    p.add_argument("--cases", type=int, default=50, help="number of cases (default 50)")
+    p.add_argument("--seed", type=int, default=0, help="case and noise seed (default 0; the held-out seed is named "
+                                                        "in docs/world_preregistration.md)")
+    p.add_argument("--kinds", default=",".join(KINDS), help=f"case kinds (default {','.join(KINDS)})")
+    p.add_argument("--rules", default=",".join(RULES), help=f"guidance rules (default {','.join(RULES)})")
+    p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales")
+    p.add_argument("--samples", type=int, default=4, help="samples per case, rule and scale (default 4)")
+    p.add_argument("--dilation", type=int, default=3, help="mask dilation k (default 3)")
+    p.add_argument("--mask", choices=("true", "segmenter"), default="true", help="the true object mask or the learned "
+                                                                                   "segmenter's (default true)")
+    p.add_argument("--steps", default=None, help="base sampling steps (default: the backend's)")
+    p.add_argument("--upsample-steps", default=None, help="upsampler steps (default: the backend's)")
+    p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
+    p.add_argument("--out", default="world_bench", help="output folder (default world_bench)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    pipe = ROMPipeline(world_backend.load_backend("cpu", args.weights))
+    knobs = {k: v for k, v in (("steps", args.steps), ("upsample_steps", args.upsample_steps)) if v is not None}
+    cases = make_cases(args.cases, args.seed, kinds=parse_list("--kinds", args.kinds, str))
+    records = run_bench(pipe, cases, rules=parse_list("--rules", args.rules, str),
+                        scales=parse_list("--scales", args.scales, float), samples=args.samples, seed=args.seed,
+                        dilation=args.dilation, mask=args.mask, progress=not args.quiet, **knobs)
+    paths = write_records(records, args.out)
+    rows = summarise(records)
+    out = Path(args.out)
+    (out / "summary.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
+    (out / "summary.md").write_text(format_summary(rows) + "\n")
+    print(format_summary(rows))
+    print(f"records: {paths['jsonl']} {paths['csv']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
