@@ -25,7 +25,8 @@ PACKAGE = "romlib"
 #: (layer, module prefixes), bottom first; a module belongs to the layer of its longest matching prefix. In one
 #: sentence: plain data and checks (specs, contracts) at the bottom, then the settings (config), files and masks (io),
 #: the networks (models, ShapesWorld's world and networks among them), the guidance rules, the samplers, the stages
-#: (segment, rank, result, figures, work accounting), the guidance methods, the backends' assembly, the pipeline
+#: (segment, rank, result, figures, work accounting; the embedded world's scenes, language, oracle and networks), the
+#: guidance methods, the backends' assembly, the pipeline
 #: and its experiments, and on top the applications (teach, the CLI, ShapesWorld's demo/bench/trainer, the study,
 #: the test and tool machinery).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
@@ -37,15 +38,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("rules", ("romlib.guidance.cfg",)),
     ("sampling", ("romlib.sampling",)),
     ("stages", ("romlib.segment", "romlib.rank", "romlib.result", "romlib.plots", "romlib.perf.work",
-                "romlib.perf.measure", "romlib.perf.fast", "romlib.perf")),
+                "romlib.perf.measure", "romlib.perf.fast", "romlib.perf", "romlib.world")),
     ("guidance", ("romlib.guidance",)),
-    ("backends", ("romlib.backends",)),
+    ("backends", ("romlib.backends", "romlib.world.backend")),
     ("pipeline", ("romlib.pipeline", "romlib.experiments")),
     ("apps", ("romlib.teach", "romlib.arguments", "romlib.cli", "romlib.study", "romlib.bench",
               "romlib.perf.reference", "romlib.shapes.demo", "romlib.shapes.bench", "romlib.shapes.figures",
               "romlib.shapes.tables", "romlib.shapes.keeps", "romlib.shapes.measure", "romlib.shapes.train",
               "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",
-              "romlib.rehearsal", "romlib.rehearsal_sd")),
+              "romlib.rehearsal", "romlib.rehearsal_sd", "romlib.world.train", "romlib.world.bench")),
     ("package", ("romlib",)),
 ]
 
