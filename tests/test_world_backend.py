@@ -156,7 +156,7 @@ def test_the_bench_writes_one_record_per_sample_and_rates_with_intervals(world, 
     pipe = P.get_pipeline("world")
     cases = [make_case(5, 0), make_case(5, 4)]  # a colour-and-shape target, an empty one
     records = bench.run_bench(pipe, cases, rules=("cf", "ccf"), scales=(3.0,), samples=2, steps="2",
-                              upsample_steps="2", progress=False)
+                              upsample_steps="2", push=True, progress=False)
     assert len(records) == 2 * 2 * 2 and {r["rule"] for r in records} == {"cf", "ccf"}
     first = records[0]
     assert {"case", "seed", "rule", "scale", "sample", "success", "hit_colour", "hit_shape", "psnr_bg", "seam",
@@ -172,5 +172,9 @@ def test_the_bench_writes_one_record_per_sample_and_rates_with_intervals(world, 
     s = rows[0]["success"]
     assert s["n"] + s["abstained"] == 4 and 0 <= s["low"] <= s["pct"] <= s["high"] <= 100
     assert "| cf | 3 | 4 |" in bench.format_summary(rows)
+    for r in records:  # CF on an empty target: both branches read "" (no push); every other edit is pushed
+        assert (r["push"] == 0) == (r["rule"] == "cf" and r["kind"] == "remove"), r
+    assert rows[0]["push"]["n"] == 4
+    assert bench.matched_scales(rows, ("ccf", 3.0)) == {"cf": 3.0, "ccf": 3.0}
     pair = bench.paired(records, {"rule": "ccf"}, {"rule": "cf"}, "removed")
     assert pair["pairs"] == 4 and pair["a_only"] + pair["b_only"] <= 4

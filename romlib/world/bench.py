@@ -8,7 +8,8 @@ hole the edit really had (``EditResult.edit_mask``).
 
 **One record per sample** (:func:`run_bench`): ``case``, ``seed``, ``kind``, ``context``, ``rule``, ``scale``,
 ``dilation``, ``mask``, ``sample``, ``rank_local`` / ``rank_masked`` (its place in each ranking, 0 = top-1),
-``seg_iou`` (the mask used vs the true mask), then every scalar of :func:`romlib.world.oracle.judge`:
+``seg_iou`` (the mask used vs the true mask), ``push`` (with ``push=True``: the guidance's mean |ε̂ − ε_base| in the
+hole, :func:`guidance_push`; :func:`matched_scales` picks each rule's scale of equal push), then every scalar of :func:`romlib.world.oracle.judge`:
 ``hit_<attr>`` True/False/None (None = the oracle abstained), ``success``, ``n_abstain``, the continuous
 errors (``angle_err``, ``size_ratio``, ``shift``, ``pattern_corr``), ``psnr_bg``, ``seam``, ``removed``.
 :func:`write_records` writes them as JSONL and CSV.
@@ -31,21 +32,24 @@ import numpy as np
 import torch
 
 from ..contracts import AmbiguousReference, NoObjectFound
+from ..masks import to_edit_mask
 from ..pipeline import ROMPipeline
+from ..sampling.diffusion import sample_generators
+from ..sampling.inpaint import prepare_base, sample_base_progressive
 from ..shapes.measure import rate
 from . import backend as world_backend
 from .cases import KINDS, WorldCase, make_cases
 from .oracle import judge
 
-__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "case_records", "write_records",
-           "summarise", "paired", "format_summary", "main"]
+__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "case_records", "guidance_push",
+           "matched_scales", "write_records", "summarise", "paired", "format_summary", "main"]
 
 log = logging.getLogger(__name__)
 
 RULES = ("cf", "ccf", "ccf-direction", "cf-original")
 DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0)
 #: the oracle's continuous measurements (mean and 95 % interval each)
-CONTINUOUS = ("angle_err", "size_ratio", "shift", "pattern_corr", "psnr_bg", "seam", "seg_iou")
+CONTINUOUS = ("angle_err", "size_ratio", "shift", "pattern_corr", "psnr_bg", "seam", "seg_iou", "push")
 #: the oracle's calls (a rate each; None = abstained, counted apart)
 RATES = ("success", "hit_colour", "hit_shape", "hit_material", "hit_size", "removed")
 
@@ -65,12 +69,45 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float((a & b).sum() / union) if union else 0.0
 
 
+@torch.no_grad()
+def guidance_push(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int,
+                  dilation: int = 3, steps: str | None = None) -> list[float]:
+    """The guidance's push of each sample: the mean over the base run's steps and the hole's pixels of
+    |ε̂ − ε_base| (= s·|ε(c) − ε_base|), on the case's true mask dilated by ``dilation`` (a base run of its own with
+    the same seeds; the matched-strength comparison of docs/world_preregistration.md)."""
+    p = pipe.prepare(case.pil(), case.ref, mask=torch.from_numpy(case.mask), dilation=dilation)
+    setup = prepare_base(pipe.backend.base_model, pipe.backend.tokenizer, image=p.image_base, keep_mask=p.keep_base,
+                         target=case.target, ref=case.ref, rule=rule, scale=scale, record=True)
+    hole = to_edit_mask(p.keep_base)  # [1, 1, b, b], 1 = edited
+    total, n = torch.zeros(samples), 0
+    for out in sample_base_progressive(setup, pipe.diffusion("base", steps), sample_generators(seed, samples, stream=0)):
+        push = ((out["eps"] - out["eps_base"]).abs() * hole).sum((1, 2, 3)) / (3 * hole.sum()).clamp(min=1)
+        total, n = total + push.cpu(), n + 1
+    return (total / max(n, 1)).tolist()
+
+
+def matched_scales(rows: list[dict], reference: tuple[str, float] = ("ccf", 3.0)) -> dict:
+    """For each rule of :func:`summarise`'s ``rows`` (with ``push``), the scale whose mean push is nearest that of
+    ``reference`` (rule, scale): the rules compared at equal guidance strength."""
+    push = {(r["rule"], r["scale"]): r["push"]["mean"] for r in rows if r["push"]["mean"] is not None}
+    if reference not in push:
+        raise ValueError(f"reference {reference} has no measured push; measured: {sorted(push)}")
+    target = push[reference]
+    out = {}
+    for (rule, scale), v in push.items():
+        if rule not in out or abs(v - target) < abs(push[(rule, out[rule])] - target):
+            out[rule] = scale
+    return out
+
+
 def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
-                 dilation: int = 3, mask: str = "true", **knobs) -> list[dict]:
-    """One edit of ``case`` (``samples`` samples, noise seeded by ``seed`` and the case) judged sample by sample."""
+                 dilation: int = 3, mask: str = "true", push: bool = False, **knobs) -> list[dict]:
+    """One edit of ``case`` (``samples`` samples, noise seeded by ``seed`` and the case) judged sample by sample;
+    ``push``: each sample's guidance push too (:func:`guidance_push`, one more base run)."""
     if mask not in ("true", "segmenter"):
         raise ValueError(f"mask={mask!r}; accepted: 'true' (the case's object mask) or 'segmenter' (the learned one)")
-    edit = dict(guidance=rule, scale=scale, samples=samples, seed=(seed * 100_003 + case.index) % 2**63,
+    case_seed = (seed * 100_003 + case.index) % 2**63
+    edit = dict(guidance=rule, scale=scale, samples=samples, seed=case_seed,
                 dilation=dilation, rank="local", progress=False, **knobs)
     if mask == "true":
         edit["mask"] = torch.from_numpy(case.mask)
@@ -89,18 +126,21 @@ def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float,
     rank_masked = {int(i): j for j, i in enumerate(masked.order)}
     hole = result.edit_mask.bool().numpy()
     seg_iou = _iou(result.segmentation.mask.bool().numpy(), case.mask) if mask == "segmenter" else 1.0
+    pushes = guidance_push(pipe, case, rule=rule, scale=scale, samples=samples, seed=case_seed, dilation=dilation,
+                           steps=knobs.get("steps")) if push else [None] * samples
     out = []
     for s, frame in enumerate(frames):
         j = judge(frame, case.scene, case.i, hole, case.target)
         out.append({"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
                     "scale": scale, "dilation": dilation, "mask": mask, "sample": s, "rank_local": rank_local[s],
-                    "rank_masked": rank_masked[s], "seg_iou": seg_iou,
+                    "rank_masked": rank_masked[s], "seg_iou": seg_iou, "push": pushes[s],
                     **{k: _scalar(v) for k, v in j.items() if _scalar(v) is not None or v is None}})
     return out
 
 
 def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=DEFAULT_SCALES, samples: int = 4,
-              seed: int = 0, dilation: int = 3, mask: str = "true", progress: bool = True, **knobs) -> list[dict]:
+              seed: int = 0, dilation: int = 3, mask: str = "true", push: bool = False, progress: bool = True,
+              **knobs) -> list[dict]:
     """Every case under every rule and scale (:func:`case_records`); the records in one list."""
     from tqdm.auto import tqdm
 
@@ -108,7 +148,7 @@ def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=
     records = []
     for case, rule, scale in tqdm(jobs, desc="world bench", disable=not progress, dynamic_ncols=True):
         records += case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
-                                mask=mask, **knobs)
+                                mask=mask, push=push, **knobs)
     return records
 
 
@@ -223,6 +263,8 @@ def main(argv=None) -> int:
     p.add_argument("--dilation", type=int, default=3, help="mask dilation k (default 3)")
     p.add_argument("--mask", choices=("true", "segmenter"), default="true", help="the true object mask or the learned "
                                                                                    "segmenter's (default true)")
+    p.add_argument("--push", action="store_true", help="also record each sample's guidance push |eps_hat - eps_base| "
+                                                        "(one more base run per edit; for matched strength)")
     p.add_argument("--steps", default=None, help="base sampling steps (default: the backend's)")
     p.add_argument("--upsample-steps", default=None, help="upsampler steps (default: the backend's)")
     p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
@@ -235,7 +277,7 @@ def main(argv=None) -> int:
     cases = make_cases(args.cases, args.seed, kinds=parse_list("--kinds", args.kinds, str))
     records = run_bench(pipe, cases, rules=parse_list("--rules", args.rules, str),
                         scales=parse_list("--scales", args.scales, float), samples=args.samples, seed=args.seed,
-                        dilation=args.dilation, mask=args.mask, progress=not args.quiet, **knobs)
+                        dilation=args.dilation, mask=args.mask, push=args.push, progress=not args.quiet, **knobs)
     paths = write_records(records, args.out)
     rows = summarise(records)
     out = Path(args.out)
