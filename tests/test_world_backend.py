@@ -170,7 +170,8 @@ def test_the_bench_writes_one_record_per_sample_and_rates_with_intervals(world, 
     rows = bench.summarise(records)
     assert len(rows) == 2 and rows[0]["n_samples"] == 4
     s = rows[0]["success"]
-    assert s["n"] + s["abstained"] == 4 and 0 <= s["low"] <= s["pct"] <= s["high"] <= 100
+    assert s["n"] + s["abstained"] == 4 and (s["n"] == 0 or 0 <= s["low"] <= s["pct"] <= s["high"] <= 100)
+    assert rows[0]["removed"]["n"] == 2  # the empty target's two samples only
     assert "| cf | 3 | 4 |" in bench.format_summary(rows)
     for r in records:  # CF on an empty target: both branches read "" (no push); every other edit is pushed
         assert (r["push"] == 0) == (r["rule"] == "cf" and r["kind"] == "remove"), r

@@ -186,7 +186,8 @@ def _rate(records, key) -> dict:
 
 
 def summarise(records: list[dict], by=("rule", "scale")) -> list[dict]:
-    """Per group of ``by``: each rate of :data:`RATES` (Wilson 95 %, abstentions apart), each mean of
+    """Per group of ``by``: each rate of :data:`RATES` (Wilson 95 %, abstentions apart; ``removed`` over the
+    empty targets only), each mean of
     :data:`CONTINUOUS` (95 %), and the success of each ranking's top-1."""
     groups: dict = {}
     for r in records:
@@ -195,8 +196,8 @@ def summarise(records: list[dict], by=("rule", "scale")) -> list[dict]:
     rows = []
     for key, recs in groups.items():
         row = {**dict(zip(by, key)), "n_samples": len(recs), "n_cases": len({r["case"] for r in recs})}
-        for k in RATES:
-            row[k] = _rate(recs, k)
+        for k in RATES:  # "removed" is the call of an empty target; for the others it is success's complement
+            row[k] = _rate([r for r in recs if r["target"] == ""] if k == "removed" else recs, k)
         for mode in ("local", "masked"):
             row[f"top1_{mode}"] = _rate([r for r in recs if r[f"rank_{mode}"] == 0], "success")
         for k in CONTINUOUS:
@@ -225,9 +226,9 @@ def paired(records: list[dict], a: dict, b: dict, key: str = "success") -> dict:
 
 
 def _fmt_rate(r: dict) -> str:
-    if not r["n"]:
-        return "–"
     abst = f" ({r['abstained']} abst.)" if r.get("abstained") else ""
+    if not r["n"]:
+        return "–" + abst
     return f"{r['pct']:.1f} [{r['low']:.1f}, {r['high']:.1f}]{abst}"
 
 
