@@ -347,9 +347,11 @@ _PIPELINES: dict = {}
 
 def get_pipeline(backend: str | None = None, *, device=None, **kwargs) -> ROMPipeline:
     """The process's pipeline for ``backend`` (loaded once, kept: models stay in memory between
-    calls and notebook cells). ``kwargs`` go to :meth:`ROMPipeline.from_pretrained`."""
+    calls and notebook cells; one per value of the environment variables its spec's loader reads, ``env``).
+    ``kwargs`` go to :meth:`ROMPipeline.from_pretrained`."""
     name = backend or default_backend()
-    key = (name, str(device), tuple(sorted(kwargs.items())))
+    env = tuple(os.environ.get(v) for v in backends.backend_spec(name).env)  # e.g. the world's weights folder
+    key = (name, str(device), tuple(sorted(kwargs.items())), env)
     if key not in _PIPELINES:
         _PIPELINES[key] = ROMPipeline.from_pretrained(name, device=device, **kwargs)
     return _PIPELINES[key]

@@ -60,6 +60,7 @@ class BackendSpec:
     stand_in: str | None = None  # the backend a notebook shows instead of this one when it is random (offline)
     size: str = ""  # what a first run downloads, for the log
     requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
+    env: tuple[str, ...] = ()  # environment variables its loader reads (the process's pipeline cache keys on their values)
 
     def frame_size(self, upsample: bool = True) -> int:
         """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
@@ -77,7 +78,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("world", "pixel", "the embedded 64 px world (offline): 32 px GLIDE inpainting + 32->64 upsampler, "
                 "learned referring segmenter, tiny CLIP; weights from $ROMLIB_WORLD_WEIGHTS until shipped",
                 "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",
-                best_anyway=True, real=True, demo=True),
+                best_anyway=True, real=True, demo=True, env=("ROMLIB_WORLD_WEIGHTS",)),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "

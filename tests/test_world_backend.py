@@ -100,6 +100,14 @@ def test_an_edit_runs_both_stages_through_romlib_edit(world):
     assert pipe.backend.extras["removal"] == "self" and pipe.removal_pipeline() is pipe  # the recipe taught removal
 
 
+def test_the_process_keeps_one_pipeline_per_weights_folder(world, tmp_path, monkeypatch):
+    first = P.get_pipeline("world")
+    assert P.get_pipeline("world") is first
+    monkeypatch.setenv(WB.WEIGHTS_ENV, str(tmp_path))  # another folder (empty): loaded anew, so its error shows
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        P.get_pipeline("world")
+
+
 def test_an_edit_runs_through_the_cli_with_the_segmenters_mask(world, tmp_path, capsys):
     image, ref, target = example(1)
     image.save(tmp_path / "scene.png")

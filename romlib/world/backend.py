@@ -33,6 +33,7 @@ import torch
 
 from ..contracts import Backend
 from ..shapes.backend import read_weights
+from ..specs import BACKENDS
 from . import data
 from .language import WorldTokenizer
 from .models import BASE_SCHEDULE, UPSAMPLE_SCHEDULE, WorldRanker, load_unet
@@ -46,8 +47,8 @@ log = logging.getLogger(__name__)
 
 #: the shipped weights (package data; empty until the world's weights are shipped)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-#: the environment variable naming another weights folder (e.g. a ``romlib world-train --out`` folder)
-WEIGHTS_ENV = "ROMLIB_WORLD_WEIGHTS"
+#: the environment variable naming another weights folder (e.g. a ``romlib world-train --out`` folder): the spec's
+WEIGHTS_ENV = BACKENDS["world"].env[0]
 #: default respacing of the 1000 training steps (base: cosine schedule; upsampler: GLIDE's fast27 on the linear one)
 BASE_STEPS, UPSAMPLE_STEPS = "50", "fast27"
 #: provisional guidance scales (ShapesWorld's measured best; the paper's s = 15 oversaturates a small model) until the
