@@ -19,6 +19,7 @@ _LAZY = {
     "EditConfig": "romlib.config",
     "METHODS": "romlib.guidance.methods",
     "check": "romlib.teach.exercises",  # rl.check("01.cf", cf_eps): the notebooks' checked exercises
+    "hint": "romlib.teach.exercises",  # rl.hint("01.cf"): where to look, then the answer's shape, the formula last
 }
 
 # ``rl.<name>``: every module, by its short name, the last part of its path (the notebooks say ``rl.nb``, ``rl.viz``,

@@ -35,7 +35,7 @@ from ..sampling.diffusion import create_diffusion, make_generator
 from ..models.glide import timestep_embedding
 from ..guidance.cfg import guided_eps
 
-__all__ = ["ToyWorld", "ToyModel", "train_toy", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
+__all__ = ["ToyWorld", "ToyModel", "train_toy", "train_step", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
            "plot_samples", "DEFAULT_CLASSES", "classifier_log_prob", "clip_score", "score_grad", "GUIDANCE_COLOURS"]
 
 #: one colour per guidance rule in every toy figure
@@ -109,19 +109,29 @@ def train_toy(world: ToyWorld | None = None, *, steps: int = 2000, batch: int = 
     model = ToyModel(len(world.classes))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    abar = torch.from_numpy(diffusion.alphas_cumprod)
     losses = []
     for _ in tqdm(range(steps), disable=not progress, desc="training the toy"):
         x0, labels = world.sample(batch, g)
         labels = torch.where(torch.rand(batch, generator=g) < p_uncond, torch.full_like(labels, world.null), labels)
         t = torch.randint(0, diffusion.num_timesteps, (batch,), generator=g)
         noise = torch.randn(batch, 2, generator=g)
-        loss = F.mse_loss(model.eps(diffusion.q_sample(x0, t, noise), t, labels), noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        losses.append(train_step(model, opt, x0, labels, t, noise, abar))
         sched.step()
-        losses.append(loss.item())
     return model.eval().requires_grad_(False), losses
+
+
+def train_step(model: ToyModel, optimizer, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+               alphas_cumprod: torch.Tensor) -> float:
+    """One step of L_simple (eq. 3): x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε, loss = ‖ε − ε_θ(x_t, t, c)‖² (mean),
+    one optimizer step. Returns the loss (notebook 08 has the student write it)."""
+    a = alphas_cumprod[t].reshape(-1, *[1] * (x0.dim() - 1))
+    x_t = a.sqrt().float() * x0 + (1 - a).sqrt().float() * noise
+    loss = F.mse_loss(model.eps(x_t, t, labels), noise)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _guided(model: ToyModel, world: ToyWorld, target: str, base: str, scale: float):
