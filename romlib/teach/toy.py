@@ -35,7 +35,7 @@ from ..sampling.diffusion import create_diffusion, make_generator
 from ..models.glide import timestep_embedding
 from ..guidance.cfg import guided_eps
 
-__all__ = ["ToyWorld", "ToyModel", "train_toy", "train_step", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
+__all__ = ["ToyWorld", "ToyModel", "train_toy", "train_step", "exact_eps", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
            "plot_samples", "DEFAULT_CLASSES", "classifier_log_prob", "clip_score", "score_grad", "GUIDANCE_COLOURS"]
 
 #: one colour per guidance rule in every toy figure
@@ -199,22 +199,40 @@ def score_grad(world: ToyWorld, x: torch.Tensor, t, text: str, kind: str) -> tor
     return grad
 
 
-def _gradient_guided_eps(model: ToyModel, world: ToyWorld, x, t, target: str, scale: float, kind: str) -> torch.Tensor:
-    """ε̂ = ε(x|c_target) − s·√(1 − ᾱ_t)·∇ score(x_t, c_target) (eq. 4 / 7 in ε-form, on the conditional
-    branch as the paper writes them: μ_θ(x_t|y), μ_θ(x_t|c))."""
+def exact_eps(world: ToyWorld, x: torch.Tensor, t, text: str) -> torch.Tensor:
+    """The exact ε(x_t, t | c) of the toy [N, 2]: x_t of blob k is N(√ᾱ_t μ_k, v_t I), v_t = ᾱ_t σ² + 1 − ᾱ_t, so
+    ε = −√(1 − ᾱ_t)·∇ log p(x_t | c) = √(1 − ᾱ_t)·(x_t − √ᾱ_t μ)/v_t for a text, and the posterior-weighted mean of
+    that over the blobs for ∅. Where the learned ε_θ extrapolates (far off the data), this one does not."""
     tt = torch.as_tensor(t).long().expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).long()
-    eps = model.eps(x, tt, torch.full((x.shape[0],), world.label(target)))
+    ab = _alpha_bar(tt).reshape(-1, 1, 1)
+    centres = torch.tensor(list(world.classes.values()), dtype=torch.float32)
+    v = ab * world.std ** 2 + 1 - ab
+    per_blob = (1 - ab).sqrt() * (x[:, None, :] - ab.sqrt() * centres[None]) / v  # [N, K, 2]
+    if text == "":
+        w = classifier_log_prob(world, x, tt).exp()[:, :, None]
+        return (w * per_blob).sum(1)
+    return per_blob[:, world.label(text)]
+
+
+def _gradient_guided_eps(model: ToyModel, world: ToyWorld, x, t, target: str, scale: float, kind: str,
+                         exact: bool = False) -> torch.Tensor:
+    """ε̂ = ε(x|c_target) − s·√(1 − ᾱ_t)·∇ score(x_t, c_target) (eq. 4 / 7 in ε-form, on the conditional
+    branch as the paper writes them: μ_θ(x_t|y), μ_θ(x_t|c)); ``exact``: the toy's exact ε (:func:`exact_eps`)."""
+    tt = torch.as_tensor(t).long().expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).long()
+    eps = exact_eps(world, x, tt, target) if exact else model.eps(x, tt, torch.full((x.shape[0],), world.label(target)))
     ab = _alpha_bar(tt).reshape(-1, 1)
     return eps - scale * (1 - ab).sqrt() * score_grad(world, x, tt, target, kind)
 
 
 def toy_sample_gradient(model: ToyModel, world: ToyWorld, target: str, *, kind: str, scale: float = 1.0, n: int = 500,
-                        steps: str = "50", seed: int = 0) -> torch.Tensor:
-    """Samples under classifier (``kind="classifier"``, eq. 4) or CLIP guidance (``"clip"``, eq. 7)."""
+                        steps: str = "50", seed: int = 0, exact: bool = False) -> torch.Tensor:
+    """Samples under classifier (``kind="classifier"``, eq. 4) or CLIP guidance (``"clip"``, eq. 7). ``exact=True``:
+    the toy's exact ε (:func:`exact_eps`) instead of the learned one — CLIP's push carries samples far off the data,
+    where a small learned ε_θ extrapolates and its samples land where the exact model's do not (notebook 01)."""
     diffusion = create_diffusion(1000, "squaredcos_cap_v2", steps)
 
     def fn(x, t):
-        return torch.cat([_gradient_guided_eps(model, world, x, t, target, scale, kind), torch.ones_like(x)], dim=-1)
+        return torch.cat([_gradient_guided_eps(model, world, x, t, target, scale, kind, exact), torch.ones_like(x)], dim=-1)
 
     return diffusion.p_sample_loop(fn, (n, 2), generator=seed, device="cpu", clip_denoised=False)
 
