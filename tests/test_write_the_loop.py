@@ -123,3 +123,9 @@ def test_one_crop_box_rule_for_the_ranking_and_the_figures():
     assert rl.masks.rank_crop(box, 32, 32) == (3, 2, 17, 16)
     x = torch.zeros(1, 3, 32, 32)
     assert rl.rank.ranking_inputs(x, "local", box=box).shape[0] == 1  # the ranking crops through rank_crop
+
+
+def test_a_guided_eps_fn_that_returns_a_huge_expanded_tensor_is_refused_by_its_shape():
+    huge = torch.zeros(1).expand(10 ** 6, 10 ** 6)  # a lazy view of 10^12 values: never materialised
+    v = check("08.ccf", lambda *a: (lambda x_t, t: huge), show=False)
+    assert not v.ok and "eps_fn returned shape (1000000, 1000000)" in v.message

@@ -52,6 +52,9 @@ def library_step(eps_fn: Callable, x_t: torch.Tensor, diffusion: SpacedDiffusion
     ``denoised_fn`` acts on x̂_0 before clipping, as GLIDE's does (the known region is forced there)."""
     def model(x, t):  # t: the original timesteps (SpacedDiffusion maps them); v = −1 picks β̃_t
         eps = eps_fn(x, int(t[0]))
+        if not isinstance(eps, torch.Tensor) or eps.shape != x.shape:  # shape first: a huge answer costs nothing
+            what = f"shape {tuple(eps.shape)}" if isinstance(eps, torch.Tensor) else f"a {type(eps).__name__}"
+            raise ValueError(f"eps_fn returned {what}; expected a tensor of x_t's shape {tuple(x.shape)}")
         return torch.cat([eps, -torch.ones_like(eps)], dim=1)
 
     i = diffusion.num_timesteps - 1 - k
