@@ -199,7 +199,7 @@ def _pair_locate(names):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
             return None
         for name, g, w in zip(names, got, want):
-            d = difference(g, w, **_LOOP_TOL, where=f"your {name}")
+            d = difference(g, w, atol=1e-4, where=f"your {name}")
             if d:
                 return d
         return None
