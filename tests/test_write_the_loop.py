@@ -129,3 +129,18 @@ def test_a_guided_eps_fn_that_returns_a_huge_expanded_tensor_is_refused_by_its_s
     huge = torch.zeros(1).expand(10 ** 6, 10 ** 6)  # a lazy view of 10^12 values: never materialised
     v = check("08.ccf", lambda *a: (lambda x_t, t: huge), show=False)
     assert not v.ok and "eps_fn returned shape (1000000, 1000000)" in v.message
+
+
+def test_the_toys_clip_panel_with_the_exact_eps_goes_along_the_texts_direction():
+    world = rl.toy.ToyWorld()
+    x = torch.tensor([[1.2, 0.6], [0.0, 0.0]])
+    # exact ε of one blob: sqrt(1 - ᾱ)(x - sqrt(ᾱ)μ)/v; zero at the blob's noised centre
+    ab = float(rl.toy._alpha_bar(500))
+    centre = torch.tensor([[1.2, 0.6]]) * ab ** 0.5
+    assert torch.allclose(rl.toy.exact_eps(world, centre, 500, "a blue truck"), torch.zeros(1, 2), atol=1e-6)
+    assert rl.toy.exact_eps(world, x, 500, "").shape == (2, 2)
+    s = rl.toy.toy_sample_gradient(None, world, "a blue truck", kind="clip", scale=3.0, n=200, exact=True).mean(0)
+    o = torch.tensor(list(world.classes.values())).mean(0)
+    direction = torch.nn.functional.normalize(torch.tensor([1.2, 0.6]) - o, dim=0)
+    along = torch.nn.functional.normalize(s - o, dim=0)
+    assert float(s[0]) > 3 and float(along @ direction) > 0.99  # far past the blob, along the text's direction
