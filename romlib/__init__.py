@@ -19,6 +19,7 @@ _LAZY = {
     "EditConfig": "romlib.config",
     "METHODS": "romlib.guidance.methods",
     "check": "romlib.teach.exercises",  # rl.check("01.cf", cf_eps): the notebooks' checked exercises
+    "hint": "romlib.teach.exercises",  # rl.hint("01.cf"): where to look, then the answer's shape, the formula last
 }
 
 # ``rl.<name>``: every module, by its short name, the last part of its path (the notebooks say ``rl.nb``, ``rl.viz``,
@@ -33,7 +34,7 @@ _SUBMODULES = {
     "explorer": "romlib.teach.explorer", "work": "romlib.perf.work",
     "glide": "romlib.models.glide", "mdetr": "romlib.models.mdetr", "noised_clip": "romlib.models.noised_clip",
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",
-    "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy",
+    "nb": "romlib.teach.nb", "viz": "romlib.teach.viz", "toy": "romlib.teach.toy", "loop": "romlib.teach.loop",
     "exercises": "romlib.teach.exercises",
     "sd": "romlib.models.sd", "clipseg": "romlib.clipseg", "latent": "romlib.sampling.latent",
     "latent_model": "romlib.teach.latent_model", "specs": "romlib.specs", "checks": "romlib.checks",

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from .checks import check_dilation
 
 __all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
-           "enlarge_box", "box_to_pixels", "feather", "chessboard_distance", "check_dilation", "erode"]
+           "enlarge_box", "box_to_pixels", "rank_crop", "feather", "chessboard_distance", "check_dilation", "erode"]
 
 
 def to_keep_mask(edit_mask: torch.Tensor) -> torch.Tensor:
@@ -93,6 +93,13 @@ def enlarge_box(box: tuple[float, float, float, float], scale: float = 1.3, widt
 def box_to_pixels(box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
     """Integer pixel box as the authors index it: ``img[:, :, y0:y1 + 1, x0:x1 + 1]``."""
     return tuple(int(v) for v in box)  # type: ignore[return-value]
+
+
+def rank_crop(box: tuple[float, float, float, float], width: float, height: float, scale: float = 1.3) -> tuple[int, int, int, int]:
+    """The pixels the localized ranking crops (§4.4): the box enlarged ×``scale`` and clipped
+    (:func:`enlarge_box`), truncated to integers as the authors index it (:func:`box_to_pixels`). The one rule
+    for the crop box: the ranking, the figures and the notebooks all call this."""
+    return box_to_pixels(enlarge_box(box, scale, width, height))
 
 
 def chessboard_distance(edit_mask: torch.Tensor, limit: int | None = None) -> torch.Tensor:

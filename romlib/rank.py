@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import hub
 from .config import RANK_MODES, RankMode
-from .masks import box_to_pixels, enlarge_box
+from .masks import rank_crop
 from .models.tokenizers import warn_text
 
 __all__ = ["RankMode", "clip_distance", "ranking_inputs", "rank_samples", "Ranking", "ClipRanker", "load_clip_ranker",
@@ -46,7 +46,7 @@ def ranking_inputs(images: torch.Tensor, mode: RankMode, *, box: tuple[float, fl
     if mode == "local":
         if box is None:
             raise ValueError("rank='local' needs the object's box")
-        x0, y0, x1, y1 = box_to_pixels(enlarge_box(box, enlarge, s_w, s_h))
+        x0, y0, x1, y1 = rank_crop(box, s_w, s_h, enlarge)
         x = x[:, :, y0:y1 + 1, x0:x1 + 1]
     elif mode == "masked":
         if edit_mask is None:

@@ -24,7 +24,8 @@ pytestmark = pytest.mark.timeout(1200)  # whole notebooks in a child pytest, a w
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 MARK = "# NBVAL_CHECK_OUTPUT"
 EXPECTED = ["00_quickstart", "01_diffusion_and_guidance", "02_referring_masks", "03_ablation_dilation",
-            "04_ablation_guidance", "05_ablation_ranking", "06_user_study", "07_latent_model"]
+            "04_ablation_guidance", "05_ablation_ranking", "06_user_study", "07_latent_model",
+            "08_write_the_loop"]
 #: a cell meant to draw calls one of these; each must leave at least one PNG in the stored outputs
 DRAWS = re.compile(r"rl\.nb\.(show|explore|scrubber)\(|session\.show\(")
 #: a cell that makes a figure must display it explicitly (under Agg an implicit figure vanishes)
@@ -58,7 +59,7 @@ def _load_builder():
     return mod
 
 
-def test_all_eight_notebooks_are_there_with_their_shared_parts():
+def test_all_nine_notebooks_are_there_with_their_shared_parts():
     """Each notebook is its own source; the checker keeps what a generator used to guarantee."""
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
     builder = _load_builder()

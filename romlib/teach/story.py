@@ -19,7 +19,7 @@ import torch
 from ..config import SCORED_RANK_MODES, SEGMENTERS
 from ..contracts import NoObjectFound
 from ..io import load_image, to_tensor
-from ..masks import box_to_pixels, enlarge_box
+from ..masks import enlarge_box, rank_crop
 from ..pipeline import MIN_IMAGE_SIDE
 from ..plots import _box as draw, _full_mask, _imshow, as_array, box_legend, overlay_mask
 from ..rank import ranking_inputs
@@ -83,7 +83,7 @@ def pipeline_figure(result, top: int = 8):
     if rank in SCORED_RANK_MODES:
         best = result.images[:1]
         if rank == "local":
-            crop = box_to_pixels(enlarge_box(result.rank_box, 1.3, side, side))
+            crop = rank_crop(result.rank_box, side, side)
             numbers["crop box (frame px)"] = crop
             what = ranking_inputs(best, "local", box=result.rank_box)[0]
             title = f"4. ranker's view of #1: box ×1.3\n{crop} of {side}×{side}, d = {result.scores[0]:.3f}"

@@ -35,7 +35,7 @@ from ..sampling.diffusion import create_diffusion, make_generator
 from ..models.glide import timestep_embedding
 from ..guidance.cfg import guided_eps
 
-__all__ = ["ToyWorld", "ToyModel", "train_toy", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
+__all__ = ["ToyWorld", "ToyModel", "train_toy", "train_step", "exact_eps", "toy_sample", "toy_sample_gradient", "guidance_vectors", "plot_guidance_field",
            "plot_samples", "DEFAULT_CLASSES", "classifier_log_prob", "clip_score", "score_grad", "GUIDANCE_COLOURS"]
 
 #: one colour per guidance rule in every toy figure
@@ -109,19 +109,29 @@ def train_toy(world: ToyWorld | None = None, *, steps: int = 2000, batch: int = 
     model = ToyModel(len(world.classes))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    abar = torch.from_numpy(diffusion.alphas_cumprod)
     losses = []
     for _ in tqdm(range(steps), disable=not progress, desc="training the toy"):
         x0, labels = world.sample(batch, g)
         labels = torch.where(torch.rand(batch, generator=g) < p_uncond, torch.full_like(labels, world.null), labels)
         t = torch.randint(0, diffusion.num_timesteps, (batch,), generator=g)
         noise = torch.randn(batch, 2, generator=g)
-        loss = F.mse_loss(model.eps(diffusion.q_sample(x0, t, noise), t, labels), noise)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        losses.append(train_step(model, opt, x0, labels, t, noise, abar))
         sched.step()
-        losses.append(loss.item())
     return model.eval().requires_grad_(False), losses
+
+
+def train_step(model: ToyModel, optimizer, x0: torch.Tensor, labels: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+               alphas_cumprod: torch.Tensor) -> float:
+    """One step of L_simple (eq. 3): x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε, loss = ‖ε − ε_θ(x_t, t, c)‖² (mean),
+    one optimizer step. Returns the loss (notebook 08 has the student write it)."""
+    a = alphas_cumprod[t].reshape(-1, *[1] * (x0.dim() - 1))
+    x_t = a.sqrt().float() * x0 + (1 - a).sqrt().float() * noise
+    loss = F.mse_loss(model.eps(x_t, t, labels), noise)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
 
 
 def _guided(model: ToyModel, world: ToyWorld, target: str, base: str, scale: float):
@@ -189,22 +199,40 @@ def score_grad(world: ToyWorld, x: torch.Tensor, t, text: str, kind: str) -> tor
     return grad
 
 
-def _gradient_guided_eps(model: ToyModel, world: ToyWorld, x, t, target: str, scale: float, kind: str) -> torch.Tensor:
-    """ε̂ = ε(x|c_target) − s·√(1 − ᾱ_t)·∇ score(x_t, c_target) (eq. 4 / 7 in ε-form, on the conditional
-    branch as the paper writes them: μ_θ(x_t|y), μ_θ(x_t|c))."""
+def exact_eps(world: ToyWorld, x: torch.Tensor, t, text: str) -> torch.Tensor:
+    """The exact ε(x_t, t | c) of the toy [N, 2]: x_t of blob k is N(√ᾱ_t μ_k, v_t I), v_t = ᾱ_t σ² + 1 − ᾱ_t, so
+    ε = −√(1 − ᾱ_t)·∇ log p(x_t | c) = √(1 − ᾱ_t)·(x_t − √ᾱ_t μ)/v_t for a text, and the posterior-weighted mean of
+    that over the blobs for ∅. Where the learned ε_θ extrapolates (far off the data), this one does not."""
     tt = torch.as_tensor(t).long().expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).long()
-    eps = model.eps(x, tt, torch.full((x.shape[0],), world.label(target)))
+    ab = _alpha_bar(tt).reshape(-1, 1, 1)
+    centres = torch.tensor(list(world.classes.values()), dtype=torch.float32)
+    v = ab * world.std ** 2 + 1 - ab
+    per_blob = (1 - ab).sqrt() * (x[:, None, :] - ab.sqrt() * centres[None]) / v  # [N, K, 2]
+    if text == "":
+        w = classifier_log_prob(world, x, tt).exp()[:, :, None]
+        return (w * per_blob).sum(1)
+    return per_blob[:, world.label(text)]
+
+
+def _gradient_guided_eps(model: ToyModel, world: ToyWorld, x, t, target: str, scale: float, kind: str,
+                         exact: bool = False) -> torch.Tensor:
+    """ε̂ = ε(x|c_target) − s·√(1 − ᾱ_t)·∇ score(x_t, c_target) (eq. 4 / 7 in ε-form, on the conditional
+    branch as the paper writes them: μ_θ(x_t|y), μ_θ(x_t|c)); ``exact``: the toy's exact ε (:func:`exact_eps`)."""
+    tt = torch.as_tensor(t).long().expand(x.shape[0]) if torch.as_tensor(t).ndim == 0 else torch.as_tensor(t).long()
+    eps = exact_eps(world, x, tt, target) if exact else model.eps(x, tt, torch.full((x.shape[0],), world.label(target)))
     ab = _alpha_bar(tt).reshape(-1, 1)
     return eps - scale * (1 - ab).sqrt() * score_grad(world, x, tt, target, kind)
 
 
 def toy_sample_gradient(model: ToyModel, world: ToyWorld, target: str, *, kind: str, scale: float = 1.0, n: int = 500,
-                        steps: str = "50", seed: int = 0) -> torch.Tensor:
-    """Samples under classifier (``kind="classifier"``, eq. 4) or CLIP guidance (``"clip"``, eq. 7)."""
+                        steps: str = "50", seed: int = 0, exact: bool = False) -> torch.Tensor:
+    """Samples under classifier (``kind="classifier"``, eq. 4) or CLIP guidance (``"clip"``, eq. 7). ``exact=True``:
+    the toy's exact ε (:func:`exact_eps`) instead of the learned one — CLIP's push carries samples far off the data,
+    where a small learned ε_θ extrapolates and its samples land where the exact model's do not (notebook 01)."""
     diffusion = create_diffusion(1000, "squaredcos_cap_v2", steps)
 
     def fn(x, t):
-        return torch.cat([_gradient_guided_eps(model, world, x, t, target, scale, kind), torch.ones_like(x)], dim=-1)
+        return torch.cat([_gradient_guided_eps(model, world, x, t, target, scale, kind, exact), torch.ones_like(x)], dim=-1)
 
     return diffusion.p_sample_loop(fn, (n, 2), generator=seed, device="cpu", clip_denoised=False)
 

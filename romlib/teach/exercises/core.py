@@ -27,7 +27,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Verdict", "Mistake", "Exercise", "difference", "TIME_LIMIT", "MAX_VALUES"]
+__all__ = ["Verdict", "Mistake", "Exercise", "Unexpected", "difference", "TIME_LIMIT", "MAX_VALUES"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,10 @@ log = logging.getLogger(__name__)
 TIME_LIMIT = 10.0
 #: The most values a result may hold to be compared (the references' results hold a few thousand).
 MAX_VALUES = 10_000_000
+
+
+class Unexpected(Exception):
+    """Raised by an exercise's ``observe`` when the answer's result is of the wrong kind: its text is the verdict."""
 
 
 class _TimeUp(BaseException):
@@ -206,16 +210,36 @@ def difference(got: Any, want: Any, *, atol: float = 1e-5, rtol: float = 1e-4, w
 
 def _copy(args: tuple) -> tuple:
     """A fresh copy of the inputs for each call, so an answer that edits its inputs in place cannot
-    change what the next function sees."""
-    out = []
+    change what the next function sees. Plain functions are shared; everything else (a torch module and
+    its optimizer included) is deep-copied with one memo, so an optimizer still steps the copied module."""
+    out, memo = [], {}
     for a in args:
-        if hasattr(a, "clone") and hasattr(a, "detach"):
+        if hasattr(a, "clone") and hasattr(a, "detach") and not getattr(a, "requires_grad", False):
             out.append(a.detach().clone())
-        elif callable(a):
+        elif callable(a) and not _is_module(a):
             out.append(a)
         else:
-            out.append(copy.deepcopy(a))
+            b = copy.deepcopy(a, memo)
+            if _is_module(a):  # deepcopy leaves .grad behind: a step's stale gradients are part of the input
+                for p_new, p_old in zip(b.parameters(), a.parameters()):
+                    if p_old.grad is not None:
+                        p_new.grad = p_old.grad.detach().clone()
+            out.append(b)
     return tuple(out)
+
+
+def _has_ellipsis(out, depth: int = 2) -> bool:
+    """``...`` as the result or inside a short tuple or list of it (an untouched TODO)."""
+    if out is Ellipsis:
+        return True
+    if depth and type(out) in (tuple, list) and len(out) <= 16:
+        return any(_has_ellipsis(x, depth - 1) for x in out)
+    return False
+
+
+def _is_module(x) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.nn.Module)
 
 
 def _describe(args: tuple) -> str:
@@ -250,9 +274,25 @@ class Exercise:
     checks: str
     paper: str = ""  # the section / equation it is about
     atol: float = 1e-5
-    hint: str = ""  # said when no known mistake matches
+    hint: str = ""  # the formula: the last of the hints, given only when asked (rl.hint)
     normalise: Callable | None = None  # applied to every output before comparing (e.g. a diagonal that is not checked)
+    hints: tuple[str, ...] = ()  # the hints before the formula: where to look in the paper, then the answer's shape
+    observe: Callable | None = None  # (inputs, output) -> what is compared (e.g. a module's weights after a step)
+    locate: Callable | None = None  # (inputs, got, expected) -> where they first differ (e.g. "step 3 (t = 880): ...")
+    needs: tuple[str, ...] = ()  # exercises whose functions the solution calls (notebook 08's loop calls reverse_step)
     _memo: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        """The hints in the order :func:`romlib.teach.exercises.hint` gives them: where to look, the shape of the
+        answer, the formula last."""
+        return tuple(h for h in (*self.hints, self.hint) if h)
+
+    @property
+    def pointer(self) -> str:
+        """What a wrong answer that matches no known mistake is told: the first hint and where the others are."""
+        first = self.levels[0] if self.levels else f"the paper, {self.paper}"
+        return f"A pointer: {first} (more: rl.hint({self.id!r}))"
 
     @property
     def notebook(self) -> str:
@@ -276,14 +316,15 @@ class Exercise:
     @property
     def solution_cell(self) -> str:
         """A markdown cell with the solution folded away (a ``<details>`` block)."""
-        return (f"<details><summary>Solution ({self.id})</summary>\n\n```python\n{self.solution_source.rstrip()}\n```\n"
-                f"\n</details>")
+        uses = f"It calls your functions of {', '.join(self.needs)}.\n\n" if self.needs else ""
+        return (f"<details><summary>Solution ({self.id})</summary>\n\n{uses}```python\n{self.solution_source.rstrip()}"
+                f"\n```\n\n</details>")
 
     def _inputs_and_expected(self):
         if "expected" not in self._memo:
             inputs = [tuple(a) for a in self.cases()]
             self._memo["inputs"] = inputs
-            self._memo["expected"] = [self._norm(self.reference(*_copy(a))) for a in inputs]
+            self._memo["expected"] = [self._run(self.reference, a) for a in inputs]
         return self._memo["inputs"], self._memo["expected"]
 
     def check(self, answer: Any, *, time_limit: float | None = None) -> Verdict:
@@ -309,29 +350,61 @@ class Exercise:
                                   "more work than needed?); the library's answer takes well under a second")
         return v
 
+    @property
+    def not_attempted(self) -> str:
+        return (f"not attempted yet: `{self.function}` still has its TODO (a `...`). Write it, then run this cell "
+                f"again; rl.hint({self.id!r}) says where to look")
+
     def _check(self, answer, inputs, expected, at: list, verdict) -> Verdict:
         got = []
         for args in inputs:
             at[0] = args
             try:
-                got.append(self._norm(answer(*_copy(args))))
+                out = self._run(answer, args)
             except NotImplementedError:
-                return verdict(False, f"`{self.function}` is not written yet: replace the TODO")
+                return verdict(False, self.not_attempted)
+            except Unexpected as e:
+                return verdict(False, _text(e))
             except Exception as e:  # any error of the student's code is a verdict, never a crash
                 text = f"{type(e).__name__}: {_text(e)}"
                 if "ellipsis" in text.lower():
-                    return verdict(False, f"`{self.function}` still has a `...` where a TODO is to be filled in ({text})")
+                    return verdict(False, self.not_attempted)
                 return verdict(False, f"`{self.function}` raised {text[:300]} on the inputs {_describe(args)}")
+            if _has_ellipsis(out):
+                return verdict(False, self.not_attempted)
+            got.append(out)
         at[0] = None
-        first = next(((a, d) for a, g, w in zip(inputs, got, expected) if (d := difference(g, w, atol=self.atol))), None)
+        first = next(((a, g, w, d) for a, g, w in zip(inputs, got, expected) if (d := difference(g, w, atol=self.atol))),
+                     None)
         if first is None:
             return verdict(True, f"matches the library's answer on all {len(inputs)} test inputs. {self.title}: done.")
+        args, g, w, diff = first
+        where = self._locate(args, g, w)
+        lead = f"{where}. " if where else ""
         for mistake in self.mistakes:
             if self._matches(mistake.fn, inputs, got):
-                return verdict(False, mistake.message)
-        args, diff = first
+                return verdict(False, lead + mistake.message)
+        if where:
+            return verdict(False, f"{lead}{self.pointer}")
         end = "" if diff.endswith(("?", ".")) else "."
-        return verdict(False, f"on the inputs {_describe(args)}, {diff}{end}" + (f" Hint: {self.hint}" if self.hint else ""))
+        return verdict(False, f"on the inputs {_describe(args)}, {diff}{end} {self.pointer}")
+
+    def _run(self, fn: Callable, args: tuple):
+        """``fn`` on a fresh copy of ``args``, its output observed (:attr:`observe`) and normalised."""
+        args = _copy(args)
+        out = fn(*args)
+        if self.observe is not None and out is not Ellipsis:
+            out = self.observe(args, out)
+        return self._norm(out)
+
+    def _locate(self, args, got, want) -> str | None:
+        if self.locate is None:
+            return None
+        try:
+            return self.locate(args, got, want)
+        except Exception as e:  # an output of an unexpected kind: the generic comparison speaks instead
+            log.debug("locate failed on %s: %s", self.id, _text(e))
+            return None
 
     def _norm(self, out):
         if self.normalise is None:
@@ -346,7 +419,7 @@ class Exercise:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", RuntimeWarning)
-                    w = self._norm(fn(*_copy(args)))
+                    w = self._run(fn, args)
             except Exception as e:  # a wrong variant that cannot run on some input simply does not match
                 log.debug("mistake variant %s failed: %s", getattr(fn, "__name__", fn), _text(e))
                 return False

@@ -65,6 +65,8 @@ Q_SAMPLE = Exercise(
                 "off by one: ᾱ_t is alphas_cumprod[t] (step t counts from 0 in the code), you read alphas_cumprod[t − 1]"),
     ),
     checks="x_t against sqrt(ᾱ_t)x_0 + sqrt(1−ᾱ_t)ε on linear and cosine schedules, mixed t per batch (t = 0 and 999 included)",
+    hints=('§3.1 of the paper (eq. 1–2) and the first section of this notebook: what are ᾱ_t and 1 − ᾱ_t the variances of?',
+           'x_t is a weighted sum of x_0 and ε, one weight each; the weights are the standard deviations that go with ᾱ_t and 1 − ᾱ_t, and `abar` already has the shape [B, 1, 1, 1].'),
     hint="ᾱ_t = alphas_cumprod[t] per row; x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε.",
 )
 
@@ -110,6 +112,8 @@ CF = Exercise(
                 "sign error: the direction is ε(x|c) − ε(x|∅), you added ε(x|∅)"),
     ),
     checks="ε̂ against eq. 6 at s = 0, 1, 2.5, 5, 15 on random ε pairs (romlib.guidance.cfg.guided_eps)",
+    hints=('§3.3 of the paper, eq. 6 (and the markdown of section 4 above): a start, and a direction scaled by s.',
+           'Start at the unconditional prediction, then add s times the difference between the two predictions, the conditional one first.'),
     hint="ε̂ = eps_uncond + scale · (eps_cond − eps_uncond).",
 )
 
@@ -196,6 +200,8 @@ CCF_BASE = Exercise(
     ),
     checks="ε̂ against romlib's CCF rule (RULES['ccf'] + guided_eps) on a stand-in model that answers differently "
            "for every text and image",
+    hints=('§4.3 of the paper: eq. 8 against eq. 6 — what replaces ∅ — and the paragraph on the inpainting input.',
+           'Two calls of model with the same x_t and t: the target text and the referring text; both with one of the two images (the original or the masked one).'),
     hint="base branch: model(x_t, t, ref, image); target branch: model(x_t, t, target, image).",
 )
 

@@ -59,6 +59,8 @@ BEST_QUERY = Exercise(
     ),
     checks="the chosen index against 1 − softmax(logits)[:, −1] (romlib.segment) on random logits and a hand-made row "
            "where the lowest no-object logit is not the best query",
+    hints=("§4.2 of the paper and notebook 02's candidates: each query has a probability of 'no object' — the last class.",
+           'A softmax over each row (all K + 1 classes); a score per query from its last column; the index of the best score as an int.'),
     hint="softmax each row over all K + 1 logits; the score is 1 minus its last column; return int(argmax).",
 )
 
@@ -118,6 +120,8 @@ def edit_mask_64(logits):
                 "not thresholded: you returned probabilities; the mask is binary (sigmoid > 0.5)"),
     ),
     checks="the 64×64 mask against romlib.masks.logits_to_edit_mask on noisy blobs at 16×20 to 100×80",
+    hints=("§4.2 and §4.5 of the paper: MDETR's mask logits are resized to the diffusion model's size, then thresholded.",
+           'Resize the logits (not the probabilities) bilinearly to 64×64, then sigmoid and a 0.5 threshold; return floats, 1 = edit.'),
     hint="F.interpolate(..., mode='bilinear', align_corners=False), then (sigmoid > 0.5).float().",
 )
 

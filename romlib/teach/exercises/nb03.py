@@ -87,6 +87,8 @@ def keep_mask(edit_mask, k):
     ),
     checks="the keep mask against romlib.masks.to_keep_mask(dilate(m, k)) for k = 1, 3, 5, 7 on a dot, a square, "
            "random pixels and a mask touching the border",
+    hints=("§4.5 of the paper (dilated mask prediction) and GLIDE's mask convention (1 = keep) in notebook 03.",
+           "Dilate the edit region with a k×k all-ones convolution (clamped to 1), then turn 'edit' into 'keep'; the result is [H, W]."),
     hint="1 − clamp(conv2d(edit, ones(k, k), padding=k // 2), max=1), as [H, W].",
 )
 
@@ -135,6 +137,8 @@ KNOWN_REGION = Exercise(
                 "you returned x̂_0 unchanged: the known region is never forced, so the kept background drifts"),
     ),
     checks="x̂_0 against romlib.guidance.cfg.known_region_fn on batches of 1–3, an all-keep and an all-edit mask",
+    hints=("§4.2 of the paper (GLIDE's inpainting) and the authors' denoised_fn: which pixels of x̂_0 are replaced, and by what?",
+           'A blend of x0_pred and image with keep_mask and its complement; keep_mask is 1 where the image is kept.'),
     hint="x0_pred · (1 − keep_mask) + image · keep_mask.",
 )
 

@@ -74,6 +74,8 @@ RULE_INPUTS = Exercise(
                 "CF and 'cf-original' start from ∅, the empty text ''; only CCF and 'ccf-direction' start from c_ref"),
     ),
     checks="(base text, image) against romlib.guidance.cfg.RULES for the four rules and three targets (one empty)",
+    hints=('§4.3 (eq. 8, the original image) and §5.3 of the paper, and the table at the top of romlib.guidance.cfg.',
+           'Each rule is two choices: the base text (∅ or c_ref) and the image (masked or original); with an empty target CCF falls back to plain inpainting.'),
     hint="the table of notebook 04: cf (∅, masked), ccf-direction (c_ref, masked), cf-original (∅, original), ccf (c_ref, original).",
 )
 
@@ -159,6 +161,8 @@ def judge_edit(seen_colour, seen_shape, target, original_colour, original_shape)
                 "success means the edit shows what the target names, not that it differs from the original"),
     ),
     checks="(success, preserved) against romlib.shapes.oracle.judge for 6 targets (one empty) × 4 seen objects",
+    hints=("§5.3 of the paper ('keeps the pose/shape') and notebook 04's keeps table: what a target names, and what it leaves free.",
+           "Success: every attribute the target names is seen (and there is a target). Kept: the attributes it does not name equal the original's — None when it names both."),
     hint="success: all named attributes seen and the target not empty; preserved: the unnamed attributes equal the original's, None if none.",
 )
 

@@ -65,6 +65,8 @@ CROP_BOX = Exercise(
     ),
     checks="the box against romlib.masks.enlarge_box(box, 1.3, W, H) inside, on edges, in a corner, non-square, "
            "zero width",
+    hints=('§4.4 of the paper (localized ranking): the detected box enlarged ×1.3.',
+           "Keep the box's centre, scale its width and height by 1.3, and clip to the image (0 … width, 0 … height)."),
     hint="centre ± 1.3 · side / 2 on each axis, then max(0, ·) and min(width or height, ·).",
 )
 
@@ -113,6 +115,8 @@ def rank_order(distances):
                 "you returned the sorted distances; return the sample indices in that order"),
     ),
     checks="the order against romlib.rank's (stable ascending distance) for 3, 4, 8 and 24 samples",
+    hints=('§4.4 of the paper: samples are ordered by CLIP distance to c_target — is lower or higher better?',
+           'The indices of the samples from the best to the worst: a sort of the indices by distance.'),
     hint="the indices that sort the distances ascending (argsort), as a list or tuple of ints.",
 )
 

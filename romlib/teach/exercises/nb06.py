@@ -71,6 +71,8 @@ def average_rank(ranks):
     ),
     checks="per-method average against romlib.study.average_rank on unbalanced studies (NaN = not ranked), 2–4 "
            "methods, one user included",
+    hints=('§5.2 of the paper and Table 1: the average rank of a method over the rankings that were given.',
+           'A mean over users and cases that skips the NaN (not ranked) entries: one number per method.'),
     hint="np.nanmean over axes 0 and 1 (users and cases).",
 )
 
@@ -86,9 +88,12 @@ def win_probability(ranks):
 
 def _nan_diagonal(p):
     """The diagonal (a method against itself) is not checked: NaN in every answer."""
-    if not hasattr(p, "shape"):  # not an array: left as it is for the checker to report
+    if not hasattr(p, "shape") and not isinstance(p, (list, tuple)):  # not array-like: left for the checker to report
         return p
-    p = np.array(p, dtype=float)
+    try:
+        p = np.array(p, dtype=float)  # any array-like: an array, a tensor, a nested list
+    except (TypeError, ValueError):  # ragged or not numbers: left as it is for the checker to report
+        return p
     if p.ndim == 2 and p.shape[0] == p.shape[1]:
         np.fill_diagonal(p, np.nan)
     return p
@@ -128,6 +133,8 @@ def win_probability(ranks):
                 "count over all rankings"),
     ),
     checks="P against romlib.study.win_probability on the same unbalanced studies (diagonal ignored)",
+    hints=("§5.2 of the paper and Table 1's 'beats' columns: over how many rankings is each fraction taken?",
+           'Keep the rankings present; for each pair (i, j) count how often r_i is better (smaller) than r_j, divided by the number of rankings.'),
     hint="over the rankings present, r = ranks[present]: (r[:, :, None] < r[:, None, :]).mean(0).",
     normalise=_nan_diagonal,
 )

@@ -134,6 +134,8 @@ NEGATIVE_PROMPT = Exercise(
     ),
     checks="ε̂ against romlib's GuidedLatentModel with RULES['ccf']'s base text, at s = 0, 1, 3, 7.5, 15, on a "
            "stand-in UNet and text encoder that answer differently for every text",
+    hints=("§4.3 of the paper (eq. 8) and notebook 07: in diffusers the 'unconditional' branch is the negative prompt.",
+           'Encode c_ref as the negative prompt and c_target as the prompt, run the UNet on both, and combine as eq. 8 does.'),
     hint="negative_prompt = ref; return noise_pred_uncond + scale · (noise_pred_text − noise_pred_uncond).",
 )
 
@@ -231,6 +233,8 @@ UNET_INPUT = Exercise(
     ),
     checks="the [1, 9, h, w] input against romlib's prepare_latent + GuidedLatentModel for 'cf' and 'ccf' at two "
            "frame sizes, with a stand-in VAE",
+    hints=("§4.3 of the paper (CCF's original image) and notebook 07's anatomy: the 9 input channels.",
+           'Concatenate the latent, the mask (1 = repaint) and the latents of the image the rule shows (the original for CCF, the masked one for CF).'),
     hint="cat([z_t, mask, encode(shown)]) with mask from 1 − keep_mask; shown = image for 'ccf', image·keep_mask for 'cf'.",
 )
 
