@@ -29,8 +29,6 @@ from typing import Literal
 __all__ = ["MethodName", "METHOD_NAMES", "MethodSpec", "METHOD_SPECS", "BackendSpec", "BACKENDS", "backend_spec",
            "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES", "EVERY_KNOB"]
 
-#: a guidance method's name (one of :data:`METHOD_NAMES`, the keys of :data:`METHOD_SPECS`)
-MethodName = str
 #: the two sampling families (:mod:`romlib.guidance.families` holds one adapter for each)
 FAMILIES = ("pixel", "latent")
 #: the referring segmenters romlib wraps besides a backend's own (``segmenter=`` of an edit)
@@ -141,6 +139,8 @@ METHOD_SPECS: dict[str, MethodSpec] = {m.name: m for m in (
 #: the guidance methods' names, in the registry's order: plain data, so that ``romlib --help`` lists them without
 #: loading torch
 METHOD_NAMES: tuple[str, ...] = tuple(METHOD_SPECS)
+#: a guidance method's name (one of :data:`METHOD_NAMES`)
+MethodName = Literal[METHOD_NAMES]
 
 
 def backend_spec(name) -> BackendSpec:
