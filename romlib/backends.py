@@ -30,7 +30,8 @@ import torch
 from . import hub
 from .clipseg import load_clipseg, tiny_clipseg
 from .contracts import Backend
-from .guidance.baselines import BlendedBaseline, ClipGuidedBaseline, load_baselines
+from .guidance.baselines import BlendedBaseline, ClipGuidedBaseline
+from .guidance.methods import METHODS
 from .models.glide import load_model
 from .models import sd as sd_models
 from .models.sd import link_layout, load_inpainter, tiny_inpainter
@@ -38,7 +39,7 @@ from .models.tiny import tiny_adm, tiny_clip_model, tiny_glide, tiny_mdetr, tiny
 from .models.tokenizers import ByteTokenizer, GlideTokenizer
 from .rank import ClipRanker, load_clip_ranker
 from .segment import MDETRSegmenter, load_segmenter
-from .specs import BACKENDS, BackendSpec, backend_spec
+from .specs import BACKENDS, METHOD_SPECS, BackendSpec, backend_spec
 
 __all__ = ["load", "NAMES", "FAMILIES", "files", "default_backend", "choose", "tiny_segmenter", "tiny_clip_ranker",
            "tiny_baselines", "tiny_backend"]
@@ -75,17 +76,27 @@ def load(name: str, *, device="cpu", dtype: torch.dtype | None = None, progress:
         paths = hub.ensure(files(name, baselines=baselines, segmenter=segmenter), progress=progress)
     if dtype is None:
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-    module, _, function = spec.loader.partition(":")
-    backend = getattr(importlib.import_module(module), function)(
-        spec, device=device, dtype=dtype, progress=progress, baselines=baselines, variant=variant, paths=paths)
+    backend = _named(spec.loader)(spec, device=device, dtype=dtype, progress=progress, baselines=baselines,
+                                  variant=variant, paths=paths)
     # the stages a loader leaves out are the spec's: its own segmenter now, the others on first use, CLIP ranking
     stage = dict(device=device, dtype=dtype, progress=progress)
     own = backend.segmenter if backend.segmenter is not None else SEGMENTER_LOADERS[spec.segmenter](**stage)
     others = {**{n: partial(SEGMENTER_LOADERS[n], **stage) for n in spec.segmenters}, **backend.segmenters}
     ranker = backend.ranker if backend.ranker is not None else load_clip_ranker(device=device, progress=progress)
+    extras = dict(backend.extras)
+    if baselines:  # the methods' own networks that the loader did not build, each by its method's loader
+        for m in METHODS.values():
+            if m.loader and m.needs not in extras and spec.family in m.families:
+                extras[m.needs] = _named(m.loader)(spec, ranker=ranker, **stage)
     return dataclasses.replace(backend, name=spec.name, family=spec.family, segmenter_name=spec.segmenter,
-                               segmenter=own, segmenters=others, ranker=ranker,
+                               segmenter=own, segmenters=others, ranker=ranker, extras=extras,
                                default_scales={**spec.default_scales, **backend.default_scales})
+
+
+def _named(target: str):
+    """The function a spec names as ``"module:function"``, imported."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -> tuple[str, ...]:
@@ -93,11 +104,14 @@ def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -
     not the backend's own), so that one check can list all that are missing before any model is loaded; empty for
     the backends made locally (shapes, tiny, tiny-sd)."""
     spec = backend_spec(name)
-    if not spec.files:
+    if not spec.files and not spec.downloads:
         return ()
     groups = spec.files + (spec.baseline_files if baselines else ())
+    own = tuple(d["name"] for d in spec.downloads)
+    if baselines:  # the methods' own downloads (romlib.specs.MethodSpec.downloads) on this backend's family
+        own += tuple(d["name"] for m in METHOD_SPECS.values() if spec.family in m.families for d in m.downloads)
     extra = {"clipseg": hub.CLIPSEG, "mdetr": hub.MDETR}.get(segmenter or "", ())
-    return tuple(dict.fromkeys(sum((getattr(hub, g) for g in groups), ()) + extra))
+    return tuple(dict.fromkeys(sum((getattr(hub, g) for g in groups), ()) + own + extra))
 
 
 # ---------------------------------------------------------------------------------------------- choosing one
@@ -143,8 +157,7 @@ def load_glide(spec: BackendSpec, *, device, dtype, progress, baselines, **_) ->
     """GLIDE base/upsampler and CLIP, each memory-mapped from the cache (files checked by :func:`load`, which adds
     the spec's segmenters)."""
     log.info("loading MDETR, GLIDE base/upsampler and CLIP")
-    ranker = load_clip_ranker(device=device, progress=progress)
-    extras = load_baselines(ranker=ranker, device=device, dtype=dtype, progress=progress) if baselines else {}
+    ranker = load_clip_ranker(device=device, progress=progress)  # the baselines' models: their methods' loaders
     return Backend(
         name=spec.name,
         segmenter=None,
@@ -152,7 +165,6 @@ def load_glide(spec: BackendSpec, *, device, dtype, progress, baselines, **_) ->
         upsampler=load_model("upsample-inpaint", device=device, dtype=dtype, progress=progress),
         tokenizer=GlideTokenizer.default(),
         ranker=ranker,
-        extras=extras,
     )
 
 

@@ -1,10 +1,17 @@
-"""Every fact of a backend and of a sampler, once, as plain data: :data:`BACKENDS` and :data:`SAMPLERS`.
+"""Every fact of a backend, a guidance method and a sampler, once, as plain data: :data:`BACKENDS`,
+:data:`METHOD_SPECS` and :data:`SAMPLERS`.
 
 A backend is one :class:`BackendSpec`: its family (which sampling adapter runs it: ``"pixel"`` GLIDE-family UNets
 or ``"latent"`` models), its frame, its files, its loader, its example image, its removal model, its default
 guidance scales and whether an ambiguous reference takes the best object in the notebooks. Nothing outside this
 module asks a backend's name: the pipeline, the guidance methods, the notebooks' helpers and the CLI read the spec.
-A new backend is one entry here plus its model module (docs/extending.md).
+A new backend is one entry here plus its model module (docs/extending.md); the files it alone downloads are on
+its entry (``downloads``), and :mod:`romlib.hub` registers them from there.
+
+A guidance method is one :class:`MethodSpec`: its name (stated only here), the :class:`romlib.guidance.methods.Method`
+class that runs it (``"module:Class"``), its defaults, the knobs it refuses, the families it runs on and, for a
+method with its own networks, the loader that builds them. :data:`romlib.guidance.methods.METHODS` is built from
+these entries.
 
 This module imports nothing heavy (no torch): the CLI's ``--help`` and the free-space estimate read it, and the
 loaders are named as ``"module:function"`` strings, imported when a backend is loaded
@@ -17,14 +24,11 @@ loaders are named as ``"module:function"`` strings, imported when a backend is l
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, get_args
+from typing import Literal
 
-__all__ = ["MethodName", "METHOD_NAMES", "BackendSpec", "BACKENDS", "backend_spec", "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES"]
+__all__ = ["MethodName", "METHOD_NAMES", "MethodSpec", "METHOD_SPECS", "BackendSpec", "BACKENDS", "backend_spec",
+           "SamplerSpec", "SAMPLERS", "SEGMENTERS", "FAMILIES", "EVERY_KNOB"]
 
-#: the guidance methods' names, in the registry's order (romlib.guidance.METHODS defines each and checks that it
-#: holds exactly these): stated here, in plain data, so that ``romlib --help`` lists them without loading torch
-MethodName = Literal["ccf", "cf", "ccf-direction", "cf-original", "clip", "blended"]
-METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 #: the two sampling families (:mod:`romlib.guidance.families` holds one adapter for each)
 FAMILIES = ("pixel", "latent")
 #: the referring segmenters romlib wraps besides a backend's own (``segmenter=`` of an edit)
@@ -61,6 +65,10 @@ class BackendSpec:
     size: str = ""  # what a first run downloads, for the log
     requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
     env: tuple[str, ...] = ()  # environment variables its loader reads (the process's pipeline cache keys on their values)
+    #: the files only this backend downloads, each the keyword arguments of a :class:`romlib.hub.Checkpoint`
+    #: (``name``, ``url``, ``approx_mb``, ``format``, ...): romlib.hub registers them, and the backend reads them
+    #: with ``files`` (the groups it shares with others: segmenters, CLIP)
+    downloads: tuple[dict, ...] = ()
 
     def frame_size(self, upsample: bool = True) -> int:
         """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
@@ -89,6 +97,56 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 frame=64, base_frame=64, segmenter="mdetr", segmenters=("clipseg",), default_scales=SD_SCALES,
                 stand_in="shapes", requires=("diffusers",)),
 )}
+
+
+#: ``refuses=EVERY_KNOB``: a method that reads none of the sampling knobs (romlib.config.SAMPLING_KNOBS)
+EVERY_KNOB = ("*",)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One guidance method of :data:`romlib.guidance.methods.METHODS` (the edit's ``guidance=``)."""
+
+    name: str
+    kind: str  # "module:Class", the romlib.guidance.methods.Method subclass that runs it
+    title: str  # how figures and tables name it
+    summary: str  # one line for the CLI's help and the docs
+    default_scale: float | None  # None: the method has no guidance scale
+    default_rank: str = "local"  # its ranking (romlib.config.RANK_MODES)
+    families: tuple[str, ...] = ("pixel",)  # the backend families it runs on (FAMILIES)
+    refuses: tuple[str, ...] = ()  # the sampling knobs it does not read (EVERY_KNOB: none of them)
+    needs: str | None = None  # the key of its networks in Backend.extras (None: it has none of its own)
+    #: "module:function" building its networks, ``(spec, *, ranker, device, dtype, progress) -> object``, called by
+    #: romlib.backends.load when a backend is loaded with ``baselines=True`` and has not built them itself
+    loader: str | None = None
+    downloads: tuple[dict, ...] = ()  # the files only its networks read (as BackendSpec.downloads)
+
+
+#: the CCF-family methods run on both families
+_BOTH = FAMILIES
+_CF = "romlib.guidance.methods:ClassifierFree"
+
+METHOD_SPECS: dict[str, MethodSpec] = {m.name: m for m in (
+    MethodSpec("ccf", _CF, "CCF (ours)", "conditional classifier-free guidance, the paper's eq. 8: base branch c_ref, "
+               "original image as input", 15.0, families=_BOTH),
+    MethodSpec("cf", _CF, "CF (GLIDE)", "GLIDE's classifier-free guidance, eq. 6: base branch ∅, masked image", 5.0,
+               families=_BOTH),
+    MethodSpec("ccf-direction", _CF, "CCF direction only", "ablation: CCF's base branch c_ref with GLIDE's masked "
+               "image", 15.0, families=_BOTH),
+    MethodSpec("cf-original", _CF, "CF + original input", "ablation: GLIDE's ∅ base branch with CCF's original image",
+               5.0, families=_BOTH),
+    MethodSpec("clip", "romlib.guidance.methods:ClipGuided", "GLIDE CLIP-guided", "GLIDE guided by the noised CLIP's "
+               "gradient (eq. 4), masked image", 2.0, needs="clip", loader="romlib.guidance.baselines:load_clip",
+               refuses=("sampler", "eta")),  # the gradient shifts the ancestral step's mean
+    MethodSpec("blended", "romlib.guidance.methods:Blended", "Blended Diffusion", "Blended Diffusion: unconditional "
+               "ADM 256x256 + CLIP loss, background blended in at every step", None, default_rank="masked",
+               needs="blended", loader="romlib.guidance.baselines:load_blended", refuses=EVERY_KNOB),
+)}
+#: the guidance methods' names, in the registry's order: plain data, so that ``romlib --help`` lists them without
+#: loading torch
+METHOD_NAMES: tuple[str, ...] = tuple(METHOD_SPECS)
+#: a guidance method's name (one of :data:`METHOD_NAMES`)
+MethodName = Literal[METHOD_NAMES]
 
 
 def backend_spec(name) -> BackendSpec:

@@ -3,9 +3,10 @@ import os
 import pytest
 import torch
 
+from tests.support.workers import THREADS
 from tests.support.reference import reference_dir, reference_tokenizer
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+torch.set_num_threads(min(THREADS, torch.get_num_threads()))  # the root conftest: a worker's share of the cores
 
 
 def pytest_configure(config):

@@ -375,7 +375,7 @@ def test_shapes_train_interrupted_keeps_its_checkpoint_and_resumes_from_it(train
 def test_shapes_train_real_sigterm_keeps_a_whole_checkpoint(tmp_path):
     """SIGTERM at a random moment after the first checkpoint: exit 143, the message names the
     checkpoint's step, that checkpoint is whole and `--resume` continues from it."""
-    from romlib.shapes.train import _checkpoint_step
+    from romlib.training import checkpoint_step as _checkpoint_step
 
     out = tmp_path / "run"
     log = tmp_path / "train.log"

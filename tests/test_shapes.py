@@ -198,7 +198,8 @@ def test_pipeline_edit_on_shapes(backend):
 def test_training_batch_and_loss():
     from romlib.sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
     from romlib.models.glide import GlideUNet
-    from romlib.shapes.train import _Arrays, hybrid_loss, inpaint_config, make_batch
+    from romlib.shapes.train import inpaint_config, make_batch
+    from romlib.training import DiffusionArrays, hybrid_loss
 
     rng = np.random.default_rng(0)
     b = make_batch(rng, 6, inpaint_input="masked")
@@ -210,7 +211,7 @@ def test_training_batch_and_loss():
     torch.manual_seed(0)
     model = GlideUNet(inpaint_config())
     tokens, mask = S.WordTokenizer().batch(b["texts"], 8)
-    arrays = _Arrays(GaussianDiffusion(betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)), "cpu")
+    arrays = DiffusionArrays(GaussianDiffusion(betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)), "cpu")
     t = torch.tensor([0, 1, 10, 100, 500, 999])
     mse, vb = hybrid_loss(model, arrays, b["x0"], t, torch.randn_like(b["x0"]), (1 - b["keep"]) + 0.1 * b["keep"],
                           tokens=tokens, mask=mask, inpaint_image=b["inpaint_image"], inpaint_mask=b["keep"])

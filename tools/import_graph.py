@@ -30,14 +30,14 @@ PACKAGE = "romlib"
 #: and its experiments, and on top the applications (teach, the CLI, ShapesWorld's demo/bench/trainer, the study,
 #: the test and tool machinery).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("checks", ("romlib.checks", "romlib.specs", "romlib.contracts", "romlib.interrupts")),
+    ("checks", ("romlib.checks", "romlib.specs", "romlib.contracts", "romlib.interrupts", "romlib.lazy")),
     ("config", ("romlib.config",)),
     ("io", ("romlib.io", "romlib.masks", "romlib.hub", "romlib.runs")),
     ("models", ("romlib.models", "romlib.clipseg", "romlib.shapes.scenes", "romlib.shapes.oracle", "romlib.shapes.cases",
                 "romlib.shapes.segmenter", "romlib.shapes.ranker", "romlib.shapes.backend", "romlib.shapes")),
     ("rules", ("romlib.guidance.cfg",)),
     ("sampling", ("romlib.sampling",)),
-    ("stages", ("romlib.segment", "romlib.rank", "romlib.result", "romlib.plots", "romlib.perf.work",
+    ("stages", ("romlib.segment", "romlib.rank", "romlib.result", "romlib.plots", "romlib.training", "romlib.perf.work",
                 "romlib.perf.measure", "romlib.perf.fast", "romlib.perf", "romlib.world")),
     ("guidance", ("romlib.guidance",)),
     ("backends", ("romlib.backends", "romlib.world.backend")),

@@ -6,7 +6,7 @@
 * :mod:`romlib.guidance.clip` — CLIP-guided GLIDE (the "G-CLIP" baseline, eq. 4).
 * :mod:`romlib.guidance.blended` — Blended Diffusion (the "Blend" baseline).
 """
-import importlib
+from ..lazy import lazy_names
 
 #: ``romlib.guidance.<name>``, imported on first use, so that importing the rules (``romlib.guidance.cfg``, which
 #: the samplers build on) does not import the methods (which build on the samplers)
@@ -16,11 +16,4 @@ _NAMES = {"RULES": "cfg", "GuidanceRule": "cfg", "GuidanceSpec": "cfg", "GuidedM
 __all__ = ["METHODS", "Method", "RULES", "GuidanceRule", "GuidanceSpec", "GuidedModel", "guided_eps", "known_region_fn"]
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_NAMES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

@@ -18,7 +18,7 @@ from ..sampling.diffusion import create_diffusion
 from .blended import blended_sample
 from .clip import prepare_clip_base
 
-__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_baselines", "adm_diffusion"]
+__all__ = ["ClipGuidedBaseline", "BlendedBaseline", "load_clip", "load_blended", "adm_diffusion"]
 
 
 def adm_diffusion(timestep_respacing: str = "100"):
@@ -57,9 +57,14 @@ class BlendedBaseline:
                               **self.kw)
 
 
-def load_baselines(*, ranker, device="cpu", dtype: torch.dtype | None = None, progress: bool = True) -> dict:
-    """The official noised CLIP (about 630 MB) and ADM 256×256 (2.2 GB); ``ranker`` is the CLIP
-    ViT-B/16 shared with ranking."""
-    return {"clip": ClipGuidedBaseline(load_noised_clip(device=device, progress=progress)),
-            "blended": BlendedBaseline(adm.load_model(device=device, dtype=dtype, progress=progress), ranker)}
+def load_clip(spec=None, *, device="cpu", progress: bool = True, **_) -> ClipGuidedBaseline:
+    """``guidance="clip"``'s networks: the official noised CLIP (about 630 MB; the loader named by its
+    :class:`romlib.specs.MethodSpec`)."""
+    return ClipGuidedBaseline(load_noised_clip(device=device, progress=progress))
 
+
+def load_blended(spec=None, *, ranker, device="cpu", dtype: torch.dtype | None = None, progress: bool = True,
+                 **_) -> BlendedBaseline:
+    """``guidance="blended"``'s networks: the ADM 256×256 (2.2 GB); ``ranker`` is the CLIP ViT-B/16 shared with
+    ranking."""
+    return BlendedBaseline(adm.load_model(device=device, dtype=dtype, progress=progress), ranker)

@@ -1,4 +1,5 @@
-"""The guidance methods of ROM in one registry: ``METHODS[name]`` → a :class:`Method`.
+"""The guidance methods of ROM in one registry: ``METHODS[name]`` → a :class:`Method`, built from the plain-data
+entries of :data:`romlib.specs.METHOD_SPECS` (where each method's name and defaults are stated, once).
 
 Each entry knows what makes it differ from the others — its default scale, the frame it samples
 at, its default ranking, the knobs it honours (others are refused with a clear error, never
@@ -22,6 +23,7 @@ The CF/CCF rule itself is the two lines of :mod:`romlib.guidance.cfg` (eq. 6 and
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +35,7 @@ from ..config import SAMPLING_KNOBS, RankMode
 from ..contracts import Samples
 from ..io import to_tensor
 from ..sampling.inpaint import prepare_base
-from ..specs import FAMILIES, METHOD_NAMES, MethodName
+from ..specs import EVERY_KNOB, METHOD_SPECS, MethodName, MethodSpec
 from .cfg import RULES, GuidanceSpec
 from .families import latent_steps, lowres, sampling_for
 
@@ -41,7 +43,7 @@ if TYPE_CHECKING:
     from ..config import EditConfig
     from ..contracts import Prepared
 
-__all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "names",
+__all__ = ["Method", "ClassifierFree", "ClipGuided", "Blended", "Samples", "METHODS", "MethodName", "from_spec", "names",
            "available", "get", "SAMPLING_KNOBS", "latent_steps"]
 
 
@@ -58,6 +60,7 @@ class Method:
     honours: frozenset = field(default_factory=lambda: frozenset(SAMPLING_KNOBS))
     #: the backend families it runs on (:attr:`romlib.contracts.Backend.family`): "pixel" (GLIDE), "latent" (SD)
     families: frozenset = frozenset({"pixel"})
+    loader: str | None = None  # "module:function" building its networks (romlib.specs.MethodSpec.loader)
 
     def available(self, backend) -> bool:
         """Whether ``backend`` is of a family this method runs on and has loaded its models."""
@@ -193,25 +196,20 @@ class Blended(Method):
         return Samples(base=lowres(frames, p.image_base), frames=frames, keep_frame=keep, keep_paste=keep)
 
 
-_KNOBS = frozenset(SAMPLING_KNOBS)
-_BOTH = frozenset(FAMILIES)
+def from_spec(spec: MethodSpec) -> Method:
+    """The :class:`Method` of one :data:`romlib.specs.METHOD_SPECS` entry (its class imported from ``spec.kind``)."""
+    unknown = set(spec.refuses) - set(SAMPLING_KNOBS) - set(EVERY_KNOB)
+    if unknown:
+        raise ValueError(f"method {spec.name!r} refuses unknown knob(s) {sorted(unknown)}; accepted: "
+                         f"{', '.join(SAMPLING_KNOBS)} (or romlib.specs.EVERY_KNOB)")
+    module, _, name = spec.kind.partition(":")
+    kind = getattr(importlib.import_module(module), name)
+    honours = frozenset() if spec.refuses == EVERY_KNOB else frozenset(SAMPLING_KNOBS) - set(spec.refuses)
+    return kind(spec.name, spec.title, spec.summary, spec.default_scale, default_rank=spec.default_rank,
+                needs=spec.needs, honours=honours, families=frozenset(spec.families), loader=spec.loader)
 
-METHODS: dict[str, Method] = {m.name: m for m in (
-    ClassifierFree("ccf", "CCF (ours)", "conditional classifier-free guidance, the paper's eq. 8: base branch c_ref, "
-                   "original image as input", 15.0, families=_BOTH),
-    ClassifierFree("cf", "CF (GLIDE)", "GLIDE's classifier-free guidance, eq. 6: base branch ∅, masked image", 5.0,
-                   families=_BOTH),
-    ClassifierFree("ccf-direction", "CCF direction only", "ablation: CCF's base branch c_ref with GLIDE's masked image",
-                   15.0, families=_BOTH),
-    ClassifierFree("cf-original", "CF + original input", "ablation: GLIDE's ∅ base branch with CCF's original image",
-                   5.0, families=_BOTH),
-    ClipGuided("clip", "GLIDE CLIP-guided", "GLIDE guided by the noised CLIP's gradient (eq. 4), masked image", 2.0,
-               needs="clip", honours=_KNOBS - {"sampler", "eta"}),  # the gradient shifts the ancestral step's mean
-    Blended("blended", "Blended Diffusion", "Blended Diffusion: unconditional ADM 256x256 + CLIP loss, background "
-            "blended in at every step", None, default_rank="masked", needs="blended", honours=frozenset()),
-)}
-if tuple(METHODS) != METHOD_NAMES:  # the plain-data list the CLI reads without torch (romlib.specs)
-    raise ImportError(f"romlib.specs.METHOD_NAMES {METHOD_NAMES} and the registry {tuple(METHODS)} disagree")
+
+METHODS: dict[str, Method] = {name: from_spec(spec) for name, spec in METHOD_SPECS.items()}
 
 
 def names() -> tuple[str, ...]:

@@ -1,10 +1,16 @@
 """The registry: every file romlib can fetch, its official address, what is known of it (size, format,
-manifest); the errors of the hub."""
+manifest); the errors of the hub.
+
+The files several backends share (the segmenters, CLIP, the baselines' models, the examples) and those of the
+glide and sd backends are listed here; a new backend's or method's own files are on its entry of
+:mod:`romlib.specs` (``downloads``) and registered from there, so a new backend edits nothing here."""
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from typing import Iterable, Literal
+
+from ..specs import BACKENDS, METHOD_SPECS
 
 log = logging.getLogger("romlib.hub")
 
@@ -132,6 +138,10 @@ for _c in [
                "COCO val2017 #39769, two cats on a couch (the notebooks' example)", approx_mb=0.17, format="image"),
 ]:
     register(_c)
+
+for _spec in (*BACKENDS.values(), *METHOD_SPECS.values()):  # the files a spec alone downloads
+    for _c in _spec.downloads:
+        register(Checkpoint(**_c))
 
 #: The MDETR segmenter (the ``glide`` backend's own; ``segmenter="mdetr"`` on the ``sd`` backend).
 MDETR = ("mdetr/phrasecut-eb3", "roberta/vocab", "roberta/merges")

@@ -24,7 +24,7 @@ loop in the same process, imported from that path at run time only.
 """
 from __future__ import annotations
 
-import importlib
+from ..lazy import lazy_names
 
 #: ``romlib.perf.<name>`` → its module, imported on first use: the accounting (``perf.work``, ``perf.measure``) and
 #: the compiled path (``perf.fast``) sit below the pipeline; ``romlib bench``, which times whole edits, is
@@ -39,11 +39,4 @@ __all__ = ["accelerate", "accelerate_backend", "CompileMode", "CompiledCore", "c
            "AUTO_COMPILE_COST_S", "recorded_compile_s", "import_reference", "run_reference"]
 
 
-def __getattr__(name):
-    if name in _NAMES:
-        return getattr(importlib.import_module(f"{__name__}.{_NAMES[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(list(globals()) + list(_NAMES))
+__getattr__, __dir__ = lazy_names(__name__, _NAMES, globals())

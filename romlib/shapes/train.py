@@ -42,10 +42,8 @@ continues from it. A damaged or mismatched checkpoint is named as such and nothi
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import logging
-import math
 import os
 import time
 from pathlib import Path
@@ -58,8 +56,9 @@ from ..interrupts import deferred
 from ..io import check_file
 from ..models.glide import GlideConfig, GlideUNet
 from ..rank import ranking_inputs
-from ..runs import refuse_broken_link
 from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
+from ..training import (DiffusionArrays, atomic_write, check_run_folder, checkpoint_step, hybrid_loss, lr_at,
+                        plot_loss_curve, save_weights, write_csv)
 from .backend import WEIGHTS_DIR, read_weights
 from .ranker import ShapesRanker
 from .scenes import COLOURS, SHAPES, SIZE, WordTokenizer, describe, dilate_np, make_scene
@@ -91,130 +90,7 @@ def inpaint_config():
 
 
 # ----------------------------------------------------------------------------- loss
-class _Arrays:
-    """The diffusion's precomputed arrays as float32 tensors on the training device."""
-
-    NAMES = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-             "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2",
-             "posterior_log_variance_clipped", "log_betas")
-
-    def __init__(self, diffusion, device):
-        self.num_timesteps = diffusion.num_timesteps
-        for n in self.NAMES:
-            setattr(self, n, torch.tensor(getattr(diffusion, n), dtype=torch.float32, device=device))
-
-    def at(self, name: str, t: torch.Tensor) -> torch.Tensor:
-        return getattr(self, name)[t][:, None, None, None]
-
-
-def _approx_std_normal_cdf(x):
-    return 0.5 * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
-def _discretized_gaussian_log_likelihood(x, mean, log_scale):
-    """log p(x) of 8-bit data in [-1, 1] under N(mean, exp(log_scale)²) integrated over its bin."""
-    centred = x - mean
-    inv = torch.exp(-log_scale)
-    cdf_plus = _approx_std_normal_cdf(inv * (centred + 1 / 255.0))
-    cdf_min = _approx_std_normal_cdf(inv * (centred - 1 / 255.0))
-    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
-    log_1m_cdf_min = torch.log((1.0 - cdf_min).clamp(min=1e-12))
-    delta = cdf_plus - cdf_min
-    return torch.where(x < -0.999, log_cdf_plus,
-                       torch.where(x > 0.999, log_1m_cdf_min, torch.log(delta.clamp(min=1e-12))))
-
-
-def hybrid_loss(model, arrays: _Arrays, x0, t, noise, weight, **model_kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """GLIDE / improved-DDPM hybrid loss, weighted per pixel by ``weight`` [B, 1, H, W]:
-    ``(L_simple, L_vlb)``, L_simple = mean w·‖ε − ε_θ‖², L_vlb the KL of the learned-range
-    variance with the mean stopped (bits per dimension), the decoder NLL at t = 0."""
-    x_t = arrays.at("sqrt_alphas_cumprod", t) * x0 + arrays.at("sqrt_one_minus_alphas_cumprod", t) * noise
-    out = model(x_t, t, **model_kwargs)
-    eps, v = out[:, :3], out[:, 3:]
-    denom = weight.sum() * x0.shape[1]
-    mse = ((eps - noise) ** 2 * weight).sum() / denom
-    x0_pred = arrays.at("sqrt_recip_alphas_cumprod", t) * x_t - arrays.at("sqrt_recipm1_alphas_cumprod", t) * eps.detach()
-    c1, c2 = arrays.at("posterior_mean_coef1", t), arrays.at("posterior_mean_coef2", t)
-    mean_p, mean_q = c1 * x0_pred + c2 * x_t, c1 * x0 + c2 * x_t
-    logvar_q = arrays.at("posterior_log_variance_clipped", t)
-    frac = (v + 1) / 2
-    logvar_p = frac * arrays.at("log_betas", t) + (1 - frac) * logvar_q
-    kl = 0.5 * (-1.0 + logvar_p - logvar_q + torch.exp(logvar_q - logvar_p) + (mean_q - mean_p) ** 2 * torch.exp(-logvar_p))
-    nll = -_discretized_gaussian_log_likelihood(x0, mean_p, 0.5 * logvar_p)
-    vb = torch.where((t == 0)[:, None, None, None], nll, kl) / math.log(2.0)
-    return mse, (vb * weight).sum() / denom
-
-
 # ----------------------------------------------------------------------------- loops
-def _lr(step: int, progress: float, lr: float, warmup: int = 200) -> float:
-    """Linear warm-up, then cosine decay to 10 % as ``progress`` goes 0 → 1."""
-    return lr * min(1.0, (step + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
-
-
-def _atomic(path: Path, write) -> None:
-    """``write(tmp)`` then rename ``tmp`` to ``path``: a reader (or an interrupt) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-
-    def write(tmp):
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-
-    _atomic(path, write)
-
-
-def plot_loss_curve(csv_path: str | Path, png_path: str | Path | None = None, columns=("loss",), title: str = ""):
-    """Plot columns of a training log CSV (smoothed) against the step; saves a PNG; returns the Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    with open(csv_path) as f:
-        rows = list(csv.DictReader(f))
-    steps = np.array([float(r["step"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for c in columns:
-        y = np.array([float(r[c]) for r in rows])
-        k = max(1, len(y) // 50)
-        smooth = np.convolve(y, np.ones(k) / k, mode="valid")
-        ax.plot(steps, y, alpha=0.25, lw=0.8)
-        ax.plot(steps[k - 1:], smooth, label=c)
-    ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.set_yscale("log"), ax.legend(), ax.grid(alpha=0.3)
-    ax.set_title(title or Path(csv_path).stem, fontsize=9)
-    fig.tight_layout()
-    if png_path:
-        _atomic(Path(png_path), lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
-    return fig
-
-
-def _save_weights(path: Path, model, meta: dict) -> None:
-    """The EMA weights in float16 (≈ half the size; loaded back as float32) with the config."""
-    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
-    _atomic(path, lambda tmp: torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, tmp))
-
-
-def _checkpoint_step(path: Path) -> int:
-    """The step a checkpoint was saved at (ValueError naming the file when it is damaged)."""
-    def step(c):
-        if not isinstance(c, dict) or not isinstance(c.get("step"), int):
-            raise KeyError("step")
-        return c["step"]
-
-    return read_weights(path, step, advice="move it away, or pass --overwrite to train from scratch", mmap=False)
-
-
 def _require_checkpoint(out: Path) -> Path:
     """``out``'s checkpoint, which ``--resume`` needs (FileNotFoundError saying so when missing)."""
     if os.path.lexists(out / CHECKPOINT):
@@ -234,7 +110,7 @@ def describe_run(out: str | Path, models=("inpaint", "ranker")) -> str | None:
         if (out / n).is_file():
             if n == CHECKPOINT:
                 try:
-                    n = f"{n} (step {_checkpoint_step(out / n)})"
+                    n = f"{n} (step {checkpoint_step(out / n)})"
                 except ValueError:
                     n = f"{n} (damaged)"
             names.append(n)
@@ -270,7 +146,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     model = GlideUNet(inpaint_config()).to(device)
     ema_model = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    arrays = _Arrays(GaussianDiffusion(betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)), device)
+    arrays = DiffusionArrays(GaussianDiffusion(betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)), device)
     tok = WordTokenizer()
     rng = np.random.default_rng(seed)
     step, elapsed, rows = 0, 0.0, []
@@ -307,8 +183,8 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
         state = {"model": model.state_dict(), "ema": ema_model.state_dict(), "opt": opt.state_dict(), "step": step,
                  "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state()}
         with deferred():
-            _atomic(ckpt, lambda tmp: torch.save(state, tmp))
-            _write_csv(out / "inpaint_loss.csv", rows)
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+            write_csv(out / "inpaint_loss.csv", rows)
 
     bar = tqdm(total=steps, initial=step, desc="shapes inpainting", disable=not progress, dynamic_ncols=True)
     model.train()
@@ -321,7 +197,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
         t = torch.randint(0, arrays.num_timesteps, (batch_size,), device=device)
         noise = torch.randn_like(x0)
         weight = (1 - keep) + 0.1 * keep
-        cur_lr = _lr(step, max(step / steps, elapsed / budget), lr)
+        cur_lr = lr_at(step, max(step / steps, elapsed / budget), lr)
         for g in opt.param_groups:
             g["lr"] = cur_lr
         mse, vb = hybrid_loss(model, arrays, x0, t, noise, weight, tokens=tokens, mask=mask,
@@ -352,7 +228,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
         save_checkpoint()
         plot_loss_curve(out / "inpaint_loss.csv", out / "inpaint_loss.png", columns=("loss", "mse", "vb"),
                         title=f"ShapesWorld inpainting: {step} steps, {elapsed / 60:.1f} min")
-        _save_weights(path, ema_model.eval(), meta)
+        save_weights(path, ema_model.eval(), meta)
     log.info("inpainting model: %d steps in %.1f min -> %s", step, elapsed / 60, path)
     return path
 
@@ -421,7 +297,7 @@ def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64
         l_txt = -(torch.logsumexp(lt.masked_fill(~pos.T, -1e4), 1) - torch.logsumexp(lt, 1))[has].mean()
         loss = (l_img + l_txt) / 2
         for g in opt.param_groups:
-            g["lr"] = _lr(step, step / steps, lr, warmup=50)
+            g["lr"] = lr_at(step, step / steps, lr, warmup=50)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -435,9 +311,9 @@ def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64
     meta = {"steps": steps, "batch_size": batch_size, "seed": seed, "heldout_acc": acc,
             "minutes": round((time.perf_counter() - t0) / 60, 2)}
     with deferred():  # the ranker's three files, together
-        _write_csv(out / "ranker_loss.csv", rows)
+        write_csv(out / "ranker_loss.csv", rows)
         plot_loss_curve(out / "ranker_loss.csv", out / "ranker_loss.png", title=f"ShapesWorld ranker: {steps} steps")
-        _atomic(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"state_dict": state, "meta": meta}, tmp))
     log.info("ranker: held-out accuracy %.3f (%d steps) -> %s", acc, steps, path)
     return path
 
@@ -455,28 +331,14 @@ def evaluate_ranker(ranker, n: int = 512, seed: int = 10_000) -> float:
 # ----------------------------------------------------------------------------- CLI
 def _check_train_out(out: Path, models, *, resume: bool, overwrite: bool, save_every: int) -> None:
     """Before any work: never train over a run unless told how (``resume`` or ``overwrite``)."""
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: continue the run in --out, or replace it")
-    if save_every < 1:
-        raise ValueError(f"--save-every {save_every} is out of range; accepted: an integer >= 1")
-
-    refuse_broken_link(out)  # was a bare "[Errno 17] File exists"
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
-    if resume:
+    def check_resume():
         if "inpaint" not in models:
             raise ValueError("--resume continues the inpainting model's training (its checkpoint); the ranker has none: "
                              "train it again with --what ranker --overwrite")
-        _checkpoint_step(_require_checkpoint(out))  # a damaged checkpoint is named before any work
-        return
-    held = describe_run(out, models)
-    if held and not overwrite:
-        raise FileExistsError(f"--out already holds a training run ({held}); pass --resume to continue it, --overwrite "
-                              "to replace it, or choose another --out")
-    if held:
-        for n in (n for m in models for n in RUN_FILES[m]):
-            (out / n).unlink(missing_ok=True)
-        log.info("--overwrite: deleted the earlier run (%s)", held)
+        checkpoint_step(_require_checkpoint(out))  # a damaged checkpoint is named before any work
+
+    check_run_folder(out, [n for m in models for n in RUN_FILES[m]], lambda: describe_run(out, models), resume=resume,
+                     overwrite=overwrite, save_every=save_every, check_resume=check_resume)
 
 
 def _kept(out: Path, models) -> str | None:
@@ -517,7 +379,7 @@ def train_command(args) -> int:
         raise
     info = {"command": "romlib shapes-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
             "wall_minutes": round((time.perf_counter() - t0) / 60, 2), "files": [str(p) for p in written]}
-    _atomic(out / "train_info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+    atomic_write(out / "train_info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     if args.install:
         WEIGHTS_DIR.mkdir(exist_ok=True)
         for p in written:

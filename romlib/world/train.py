@@ -18,7 +18,7 @@
                in a batch are all positives).
 =============  ===============================================================================================
 
-Every model: AdamW, linear warm-up then cosine decay (:func:`romlib.shapes.train._lr`), EMA weights
+Every model: AdamW, linear warm-up then cosine decay (:func:`romlib.training.lr_at`), EMA weights
 shipped in float16, a tqdm bar, a loss CSV and PNG curve, a checkpoint (model, EMA, optimiser, step,
 elapsed time, numpy and torch RNG states) every ``--save-every`` steps, so that ``--resume``
 continues exactly as an uninterrupted run would; ``--minutes`` caps each model's training time.
@@ -47,7 +47,8 @@ from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
 from ..sampling.inpaint import round_to_uint8_levels
 from ..shapes.backend import read_weights
 from ..shapes.measure import wilson
-from ..shapes.train import _Arrays, _atomic, _lr, _save_weights, _write_csv, hybrid_loss, plot_loss_curve
+from ..training import (DiffusionArrays, atomic_write, check_run_folder, checkpoint_step, hybrid_loss, lr_at,
+                        plot_loss_curve, save_weights, write_csv)
 from . import data
 from . import models as M
 from .recipes import MODELS, RECIPES, RUN_FILES, TRAIN_COMMAND, Recipe, add_train_args
@@ -70,15 +71,6 @@ def _default_batches():
 
 
 # ----------------------------------------------------------------------------- the loop
-def _checkpoint_step(path: Path) -> int:
-    def step(c):
-        if not isinstance(c, dict) or not isinstance(c.get("step"), int):
-            raise KeyError("step")
-        return c["step"]
-
-    return read_weights(path, step, advice="move it away, or pass --overwrite to train from scratch", mmap=False)
-
-
 def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn: Callable, save: Callable, *,
                 recipe: Recipe, steps: int | None = None, batch_size: int | None = None, lr: float | None = None,
                 minutes: float | None = None, seed: int = 0, resume: bool = False, save_every: int = 250,
@@ -141,15 +133,15 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
                  "elapsed": elapsed, "rows": rows, "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
                  "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
         with deferred():
-            _atomic(ckpt, lambda tmp: torch.save(state, tmp))
-            _write_csv(out / RUN_FILES[name][2], rows)
+            atomic_write(ckpt, lambda tmp: torch.save(state, tmp))
+            write_csv(out / RUN_FILES[name][2], rows)
 
     stop = min(steps, pause_at) if pause_at is not None else steps
     bar = tqdm(total=steps, initial=step, desc=f"world {name}", disable=not progress, dynamic_ncols=True)
     model.train()
     t_last = time.perf_counter()
     while step < stop and elapsed < budget:
-        cur_lr = _lr(step, max(step / steps, elapsed / budget), lr, warmup=recipe.warmup)
+        cur_lr = lr_at(step, max(step / steps, elapsed / budget), lr, warmup=recipe.warmup)
         for g in opt.param_groups:
             g["lr"] = cur_lr
         losses = loss_fn(model, rng, batch_size)
@@ -188,7 +180,7 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
 
 
 # ----------------------------------------------------------------------------- the four models
-def _unet_loss(arrays: _Arrays, tok, x0, keep, texts, **inputs) -> dict:
+def _unet_loss(arrays: DiffusionArrays, tok, x0, keep, texts, **inputs) -> dict:
     tokens, mask = tok.batch(texts, M.TEXT_CTX, device=x0.device)
     t = torch.randint(0, arrays.num_timesteps, (x0.shape[0],), device=x0.device)
     weight = (1 - keep) + 0.1 * keep
@@ -201,8 +193,8 @@ def _hybrid(model, arrays, x0, kw) -> dict:
     return {"loss": mse + vb, "mse": mse.detach(), "vb": vb.detach()}
 
 
-def _arrays(schedule, device) -> _Arrays:
-    return _Arrays(GaussianDiffusion(betas=get_named_beta_schedule(*schedule)), torch.device(device))
+def _arrays(schedule, device) -> DiffusionArrays:
+    return DiffusionArrays(GaussianDiffusion(betas=get_named_beta_schedule(*schedule)), torch.device(device))
 
 
 @dataclass
@@ -230,7 +222,7 @@ def setup_base(batches=None, *, device="cpu", seed: int = 0, recipe_options: dic
         x0, keep = b["image"].to(device), b["keep"].to(device)
         return _hybrid(model, arrays, x0, _unet_loss(arrays, tok, x0, keep, b["text"], inpaint_image=b["source"].to(device)))
 
-    return Setup(model, loss_fn, _save_weights, {"schedule": list(M.BASE_SCHEDULE), "recipe_options": options})
+    return Setup(model, loss_fn, save_weights, {"schedule": list(M.BASE_SCHEDULE), "recipe_options": options})
 
 
 def _blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -294,14 +286,14 @@ def setup_upsampler(batches=None, *, device="cpu", seed: int = 0, crop: int | No
         return _hybrid(model, arrays, x0, _unet_loss(arrays, tok, x0, keep, u["text"], low_res=u["low_res"].to(device),
                                                      inpaint_image=u["inpaint_image"].to(device)))
 
-    return Setup(model, loss_fn, _save_weights, {"schedule": list(M.UPSAMPLE_SCHEDULE), "crop": crop,
+    return Setup(model, loss_fn, save_weights, {"schedule": list(M.UPSAMPLE_SCHEDULE), "crop": crop,
                                                  "middle_attention": False, "recipe_options": options})
 
 
 def _save_plain(config: dict):
     def save(path: Path, model, meta: dict) -> None:
         state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
-        _atomic(path, lambda tmp: torch.save({"config": config, "state_dict": state, "meta": meta}, tmp))
+        atomic_write(path, lambda tmp: torch.save({"config": config, "state_dict": state, "meta": meta}, tmp))
     return save
 
 
@@ -477,7 +469,7 @@ def describe_run(out: str | Path, models=MODELS) -> str | None:
             if (out / n).is_file():
                 if n == RUN_FILES[m][1]:
                     try:
-                        n = f"{n} (step {_checkpoint_step(out / n)})"
+                        n = f"{n} (step {checkpoint_step(out / n)})"
                     except ValueError:
                         n = f"{n} (damaged)"
                 names.append(n)
@@ -486,28 +478,16 @@ def describe_run(out: str | Path, models=MODELS) -> str | None:
 
 def _check_out(out: Path, models, *, resume: bool, overwrite: bool, save_every: int) -> None:
     """Before any work: never train over a run unless told how."""
-    if resume and overwrite:
-        raise ValueError("--resume and --overwrite exclude each other: continue the run in --out, or replace it")
-    if save_every < 1:
-        raise ValueError(f"--save-every {save_every} is out of range; accepted: an integer >= 1")
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file, not a folder; choose another --out")
-    if resume:
+    def check_resume():
         have = [m for m in models if (out / RUN_FILES[m][1]).is_file()]
         if not have:
             raise FileNotFoundError(f"--resume: no checkpoint of {', '.join(models)} in {out} (expected e.g. "
                                     f"{out / RUN_FILES[models[0]][1]}); run without --resume to start a new training")
         for m in have:
-            _checkpoint_step(out / RUN_FILES[m][1])  # a damaged checkpoint is named before any work
-        return
-    held = describe_run(out, models)
-    if held and not overwrite:
-        raise FileExistsError(f"--out already holds a training run ({held}); pass --resume to continue it, --overwrite "
-                              "to replace it, or choose another --out")
-    if held:
-        for n in (n for m in models for n in RUN_FILES[m]):
-            (out / n).unlink(missing_ok=True)
-        log.info("--overwrite: deleted the earlier run (%s)", held)
+            checkpoint_step(out / RUN_FILES[m][1])  # a damaged checkpoint is named before any work
+
+    check_run_folder(out, [n for m in models for n in RUN_FILES[m]], lambda: describe_run(out, models), resume=resume,
+                     overwrite=overwrite, save_every=save_every, check_resume=check_resume)
 
 
 def train_command(args) -> int:
@@ -527,7 +507,7 @@ def train_command(args) -> int:
                                    progress=not args.quiet))
     info = {"command": "world-train", "args": {k: v for k, v in vars(args).items() if k != "func"},
             "wall_minutes": round((time.perf_counter() - t0) / 60, 2), "files": [str(p) for p in written]}
-    _atomic(out / "train_info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
+    atomic_write(out / "train_info.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2)))
     for p in written:
         print(p)
     print(f"loss curves: {'  '.join(str(out / RUN_FILES[m][3]) for m in models)}  ({info['wall_minutes']:.1f} min)")
