@@ -55,8 +55,8 @@ class Env:
 def setup(seed: int = 0, quiet: bool = False) -> Env:
     """Seed everything, pick the device and the backend, and say which (first cell of every notebook).
 
-    ``env.progress`` is what the notebooks pass as ``progress=``: True (tqdm.auto bars, which render
-    in Colab and Jupyter) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
+    ``env.progress`` is what the notebooks pass as ``progress=``: True (text bars, :mod:`romlib.progress`:
+    they render in Colab and Jupyter and survive a save and reopen) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
     so the stored notebooks and the tests carry no frozen bars)."""
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
