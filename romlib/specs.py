@@ -59,6 +59,7 @@ class BackendSpec:
     stand_in: str | None = None  # the backend a notebook shows instead of this one when it is random (offline)
     size: str = ""  # what a first run downloads, for the log
     requires: tuple[str, ...] = ()  # optional packages checked before any download (romlib.backends.REQUIREMENTS)
+    cpu_threads: int | None = None  # torch threads its models run fastest on under the explorer (None: torch's)
 
     def frame_size(self, upsample: bool = True) -> int:
         """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
@@ -72,7 +73,8 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 real=True, size="about 5.5 GB"),
     BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.shapes.backend:load_spec",
                 frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
-                removal_variant="removal", best_anyway=False, real=True, oracle=True),
+                removal_variant="removal", best_anyway=False, real=True, oracle=True,
+                cpu_threads=1),  # 32x32 UNet: one thread; two took 1.2 s -> 11 s of CPU per preview edit (spin-waits)
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "
