@@ -325,7 +325,8 @@ def _live_widget(explorer, pipe, controls, guidances, debounce):
     for name in controls:
         ctl[name] = make[name]()
         ctl[name].style = style
-        ctl[name].layout = W.Layout(width="auto", max_width="100%")
+        slider = isinstance(ctl[name], (W.IntSlider, W.FloatSlider))
+        ctl[name].layout = W.Layout(width="340px" if slider else "auto", max_width="100%")
         ctl[name].add_class(f"romlib-control-{name}")
     status = W.HTML(layout=W.Layout(max_width="100%"))
     status.add_class("romlib-status")
