@@ -60,6 +60,8 @@ CASES = {
 }
 REOPEN = "05_ablation_ranking"
 TOKEN = "romlib-browser-test"
+#: the notebook now shown (other tabs stay in the page, hidden)
+PANEL = ".jp-NotebookPanel:not(.lm-mod-hidden)"
 ERRORS = ("Error displaying widget", "Traceback", "failed:", "model not found")
 
 
@@ -85,6 +87,11 @@ def lab(tmp_path_factory):
     settings = home / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
+    # "Save Widget State Automatically" (Settings menu): the explorer's controls and last figure are saved with the
+    # notebook, so a reopened notebook shows them instead of "model not found" (docs/teaching.md says so)
+    widgets = home / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
+    widgets.mkdir(parents=True)
+    (widgets / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
     (settings.parent / "apputils-extension").mkdir()
     (settings.parent / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
@@ -149,8 +156,9 @@ def _wait(what, fn, timeout: float, poll: float = 0.1):
 def _open(driver, url: str, name: str):
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{url}/lab/tree/{name}.ipynb?token={TOKEN}")
-    _wait("the notebook", lambda: driver.find_elements(By.CSS_SELECTOR, ".jp-Notebook .jp-Cell"), 90)
+    driver.get("about:blank")
+    driver.get(f"{url}/lab/tree/{name}.ipynb?reset&token={TOKEN}")  # reset: no tab of the last notebook restored
+    _wait("the notebook", lambda: driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-Cell"), 90)
     time.sleep(1)
     for accept in driver.find_elements(By.CSS_SELECTOR, ".jp-Dialog .jp-mod-accept"):  # "Select Kernel": Python 3
         accept.click()
@@ -158,8 +166,15 @@ def _open(driver, url: str, name: str):
         "const k = document.querySelector('.jp-Toolbar-kernelName');"
         "return k && k.textContent.includes('Python');"), 30, 0.3)
     _wait("an idle kernel", lambda: driver.execute_script(
-        "const s = document.querySelector('.jp-Notebook-ExecutionIndicator');"
+        "const s = document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook-ExecutionIndicator');"
         "return s && s.getAttribute('data-status') === 'idle';"), 90, 0.3)
+
+
+def _shut_down_kernels(url: str) -> None:
+    req = urllib.request.Request(f"{url}/api/sessions?token={TOKEN}")
+    for session in json.loads(urllib.request.urlopen(req).read()):
+        urllib.request.urlopen(urllib.request.Request(f"{url}/api/sessions/{session['id']}?token={TOKEN}",
+                                                      method="DELETE"))
 
 
 def _menu(driver, menu: str, item: str) -> None:
@@ -174,7 +189,7 @@ def _menu(driver, menu: str, item: str) -> None:
 def _status(driver) -> str:
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, ".romlib-status")
+    found = driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .romlib-status")
     return found[-1].text if found else ""
 
 
@@ -182,10 +197,10 @@ def _figure(driver) -> bytes:
     """The pixels of the explorer's figure: the live one once drawn, else the static first one."""
     from selenium.webdriver.common.by import By
 
-    live = [e for e in driver.find_elements(By.CSS_SELECTOR, ".romlib-figure") if e.is_displayed()]
+    live = [e for e in driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .romlib-figure") if e.is_displayed()]
     if live:
         return live[-1].screenshot_as_png
-    return driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")[-1].screenshot_as_png
+    return driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-OutputArea-output img")[-1].screenshot_as_png
 
 
 def _change(driver, control: str, how: str, value: str) -> None:
@@ -193,7 +208,7 @@ def _change(driver, control: str, how: str, value: str) -> None:
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import Select
 
-    el = driver.find_element(By.CSS_SELECTOR, f".romlib-control-{control}")
+    el = driver.find_element(By.CSS_SELECTOR, f"{PANEL} .romlib-control-{control}")
     if how == "select":
         Select(el.find_element(By.TAG_NAME, "select")).select_by_visible_text(value)
     elif how == "slider":  # type into the readout, as a student does for an exact value; Enter = released
@@ -221,11 +236,11 @@ def _recomputed(status: str) -> list[str]:
 def _no_errors(driver, where: str) -> None:
     from selenium.webdriver.common.by import By
 
-    text = driver.find_element(By.CSS_SELECTOR, ".jp-Notebook").text
+    text = driver.find_element(By.CSS_SELECTOR, PANEL).text
     bad = [e for e in ERRORS if e in text]
     assert not bad, f"{where}: error text on the page: {bad}\n{text[-2000:]}"
-    red = driver.find_elements(By.CSS_SELECTOR, ".jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], "
-                                                ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+    red = driver.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-RenderedText[data-mime-type='application/vnd.jupyter.stderr'], "
+                                                f"{PANEL} .jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
     assert not red, f"{where}: red (stderr) output: {[r.text[:300] for r in red]}"
 
 
@@ -272,8 +287,9 @@ def _drive(browser, url, home, tmp_path):
             rows.append((name, control, value, seconds, ", ".join(stages) or "nothing (all cached)"))
         browser.save_screenshot(str(tmp_path / f"{name}-end.png"))
         rows.append((name, "(open + run cells)", "", first, "kernel, imports, first edit"))
-        ActionChains(browser).key_down(Keys.CONTROL).send_keys("s").key_up(Keys.CONTROL).perform()
+        browser.find_element(By.CSS_SELECTOR, f"{PANEL} [data-command='docmanager:save']").click()  # the save button
         _wait(f"{name}: saved", lambda: json.loads((home / f"{name}.ipynb").read_text())["cells"][-1]["outputs"], 30)
+        _shut_down_kernels(url)  # one kernel at a time; the saved file is what reopens
     print(f"\nclick -> figure in JupyterLab (headless Chromium), {time.monotonic() - t_all:.0f} s in all, "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'notebook':22s} {'control':18s} {'value':22s} {'seconds':>8s}  recomputed")
@@ -281,11 +297,6 @@ def _drive(browser, url, home, tmp_path):
         print(f"{name:22s} {control:18s} {value:22s} {seconds:8.2f}  {stages}")
 
     # reopen one saved notebook without its kernel: every output must render, no widget missing
-    req = urllib.request.Request(f"{url}/api/sessions?token={TOKEN}")
-    for session in json.loads(urllib.request.urlopen(req).read()):
-        urllib.request.urlopen(urllib.request.Request(
-            f"{url}/api/sessions/{session['id']}?token={TOKEN}", method="DELETE"))
-    browser.get("about:blank")
     _open(browser, url, REOPEN)
     time.sleep(2)  # the widget manager has restored (or failed to restore) every view by now
     browser.save_screenshot(str(tmp_path / f"{REOPEN}-reopened.png"))
