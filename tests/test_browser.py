@@ -170,6 +170,14 @@ def _open(driver, url: str, name: str):
         "return s && s.getAttribute('data-status') === 'idle';"), 90, 0.3)
 
 
+def _saved_outputs(path: Path) -> list:
+    """The saved outputs of the notebook's last cell ([] while the file is being written)."""
+    try:
+        return json.loads(path.read_text())["cells"][-1]["outputs"]
+    except json.JSONDecodeError:
+        return []
+
+
 def _shut_down_kernels(url: str) -> None:
     req = urllib.request.Request(f"{url}/api/sessions?token={TOKEN}")
     for session in json.loads(urllib.request.urlopen(req).read()):
@@ -288,7 +296,7 @@ def _drive(browser, url, home, tmp_path):
         browser.save_screenshot(str(tmp_path / f"{name}-end.png"))
         rows.append((name, "(open + run cells)", "", first, "kernel, imports, first edit"))
         browser.find_element(By.CSS_SELECTOR, f"{PANEL} [data-command='docmanager:save']").click()  # the save button
-        _wait(f"{name}: saved", lambda: json.loads((home / f"{name}.ipynb").read_text())["cells"][-1]["outputs"], 30)
+        _wait(f"{name}: saved", lambda: _saved_outputs(home / f"{name}.ipynb"), 30)
         _shut_down_kernels(url)  # one kernel at a time; the saved file is what reopens
     print(f"\nclick -> figure in JupyterLab (headless Chromium), {time.monotonic() - t_all:.0f} s in all, "
           f"load average {os.getloadavg()[0]:.1f}")
