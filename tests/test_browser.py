@@ -253,10 +253,6 @@ def _no_errors(driver, where: str) -> None:
 
 
 def test_every_explorer_control_updates_its_figure_in_the_browser(lab, browser, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
-
     url, home = lab
     try:
         _drive(browser, url, home, tmp_path)
@@ -267,9 +263,7 @@ def test_every_explorer_control_updates_its_figure_in_the_browser(lab, browser, 
 
 
 def _drive(browser, url, home, tmp_path):
-    from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.common.keys import Keys
 
     rows, t_all = [], time.monotonic()
     for name, (cells, changes) in CASES.items():
