@@ -289,10 +289,11 @@ class ROMPipeline:
                 **self.defaults)
         return self._removal
 
-    def rank(self, out, target: str, rank: RankMode, p: Prepared):
-        """The :class:`~romlib.rank.Ranking` of a method's frames ``out.frames`` in mode ``rank``."""
+    def rank(self, out, target: str, rank: RankMode, p: Prepared, enlarge: float = 1.3):
+        """The :class:`~romlib.rank.Ranking` of a method's frames ``out.frames`` in mode ``rank`` (``enlarge``: the
+        local ranking's crop factor, the paper's ×1.3)."""
         return rank_samples(self.backend.ranker, out.frames, target, rank, box=p.rank_box,
-                            edit_mask=M.to_edit_mask(out.keep_frame))
+                            edit_mask=M.to_edit_mask(out.keep_frame), enlarge=enlarge)
 
     def resolve(self, config: EditConfig | None = None, **knobs) -> tuple[EditConfig, Any]:
         """The validated settings of one edit and its method: ``config`` updated with ``knobs``, checked against

@@ -9,7 +9,7 @@ import torch
 from .io import to_uint8
 from .masks import enlarge_box
 
-__all__ = ["show", "overlay_mask", "edit_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
+__all__ = ["show", "png", "overlay_mask", "edit_grid", "samples_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
            "box_legend", "DISPLAY_SIDE", "BOX_COLOURS", "MASK_COLOUR"]
 
 #: small images (ShapesWorld's 32 px) are enlarged by an integer factor, nearest neighbour, to at least this
@@ -161,6 +161,59 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     fig.tight_layout(rect=(0, 0.1, 1, 0.88))  # keep the suptitle clear of the two-line panel titles
     box_legend(fig, ("yellow", "cyan") if result.settings["rank"] == "local" else ("yellow",), loc="lower center", ncol=3)
     return fig
+
+
+def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None = None):
+    """The input with its mask, then *every* sample of ``result`` in ranked order with its score, wrapped after
+    ``cols`` panels so that the figure is at most ``width`` inches wide (900 px at 100 dpi: an output area's
+    width). Drawn without pyplot (a :class:`matplotlib.figure.Figure`), so a worker thread can draw it while a
+    cell runs (the explorer's live updates)."""
+    from matplotlib.figure import Figure
+
+    n = len(result.images)
+    panels = n + 2
+    cols = max(1, min(cols, panels))
+    rows = -(-panels // cols)
+    side = min(width / cols, 1.6)
+    fig = Figure(figsize=(side * cols, side * rows * 1.25 + 0.4))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    side_px = result.edit_mask.shape[-1]
+    _imshow(axes[0], result.frame_input)
+    axes[0].set_title(f"input\n{result.settings['ref']!r}", fontsize=7)
+    _imshow(axes[1], overlay_mask(result.frame_input, result.edit_mask), size=(side_px, side_px))
+    if result.rank_box is not None:
+        _box(axes[1], result.rank_box, ls=(0, (3, 2)))
+    axes[1].set_title(f"mask (k={result.settings['dilation']})", fontsize=7)
+    for i in range(n):
+        _imshow(axes[i + 2], result.images[i])
+        sc = result.scores[i]
+        axes[i + 2].set_title(f"#{i + 1}  " + (f"d = {sc:.3f}" if sc == sc else "unranked"), fontsize=7)
+    for a in axes:
+        a.set_xticks([]), a.set_yticks([])
+    for a in axes[panels:]:
+        a.set_axis_off()
+    target = result.settings["target"]
+    what = repr(target) if target else "remove (empty target)"
+    fig.suptitle(title or f"{result.settings['guidance']}{_scale_text(result.settings, ' (s = {:g})')} → {what}: "
+                 f"all {n} samples, ranked {result.settings['rank']}",
+                 fontsize=8)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    return fig
+
+
+def png(fig, *, dpi: int = 100) -> bytes:
+    """The figure as PNG bytes (tight box), without pyplot; a pyplot figure is closed afterwards."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    if fig.canvas is None or not hasattr(fig.canvas, "print_png"):
+        FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
 
 
 def comparison_grid(results: dict, top: int = 4, size: float = 2.0):

@@ -69,8 +69,9 @@ class Ranking:
 
 
 def rank_samples(ranker, images: torch.Tensor, target: str, mode: RankMode = "local", *, box=None, edit_mask=None,
-                 batch_size: int = 32) -> Ranking:
-    """Score every sample against ``target`` and order them (stable: ties keep sampling order)."""
+                 batch_size: int = 32, enlarge: float = 1.3) -> Ranking:
+    """Score every sample against ``target`` and order them (stable: ties keep sampling order); ``enlarge``: the
+    local ranking's crop factor (the paper's ×1.3; :func:`ranking_inputs`)."""
     if mode not in RANK_MODES:
         raise ValueError(f"rank must be one of {', '.join(map(repr, RANK_MODES))}, got {mode!r}")
     n = images.shape[0]
@@ -80,7 +81,8 @@ def rank_samples(ranker, images: torch.Tensor, target: str, mode: RankMode = "lo
         text_emb = ranker.encode_text([target])
         scores = []
         for i in range(0, n, batch_size):
-            inputs = ranking_inputs(images[i:i + batch_size], mode, box=box, edit_mask=edit_mask, size=ranker.image_size)
+            inputs = ranking_inputs(images[i:i + batch_size], mode, box=box, edit_mask=edit_mask, size=ranker.image_size,
+                                    enlarge=enlarge)
             scores.append(clip_distance(ranker.encode_image(inputs), text_emb).cpu())
     scores = torch.cat(scores)
     order = sorted(range(n), key=lambda i: (scores[i].item(), i))

@@ -69,6 +69,7 @@ class BackendSpec:
     #: (``name``, ``url``, ``approx_mb``, ``format``, ...): romlib.hub registers them, and the backend reads them
     #: with ``files`` (the groups it shares with others: segmenters, CLIP)
     downloads: tuple[dict, ...] = ()
+    cpu_threads: int | None = None  # torch threads its models run fastest on under the explorer (None: torch's)
 
     def frame_size(self, upsample: bool = True) -> int:
         """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
@@ -82,7 +83,8 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 real=True, size="about 5.5 GB"),
     BackendSpec("shapes", "pixel", "embedded ShapesWorld models (offline)", "romlib.shapes.backend:load_spec",
                 frame=32, base_frame=32, segmenter="shapes", variants=True, example="shapes",
-                removal_variant="removal", best_anyway=False, real=True, oracle=True, demo=True),
+                removal_variant="removal", best_anyway=False, real=True, oracle=True, demo=True,
+                cpu_threads=1),  # 32x32 UNet: one thread; two took 1.2 s -> 11 s of CPU per preview edit (spin-waits)
     BackendSpec("world", "pixel", "the embedded 64 px world (offline): 32 px GLIDE inpainting + 32->64 upsampler, "
                 "learned referring segmenter, tiny CLIP; weights from $ROMLIB_WORLD_WEIGHTS until shipped",
                 "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",

@@ -204,3 +204,24 @@ def test_knobs_set_to_their_default_still_win_over_the_preset(pipe, case):
     assert (out.samples, out.sampler, out.upsample_top) == (24, "ancestral", 1)
     out, _ = pipe.resolve(from_args(p.parse_args(["--preset", "preview"])))
     assert (out.samples, out.sampler, out.steps) == (4, "dpmpp-2m", "20")
+
+
+def test_the_explorer_s_own_knobs_recompute_their_stage_and_no_earlier_one(pipe, case):
+    """erode → masks; model / case → segment or sample; enlarge (the crop factor) → rank only: no sampling."""
+    other = rl.nb.example(pipe, 1)
+    ex = Explorer(pipe, *case, samples=2, upsample=False, cases={"a": case, "b": other}, case="a", **KNOBS)
+    ex.update()
+    with _calls(pipe) as calls:
+        ex.update(enlarge=1.8)
+    assert calls["base"] == 0 and list(ex.last["recomputed"]) == ["rank"]
+    ex.update(erode=3)
+    assert list(ex.last["recomputed"]) == ["masks", "sample", "rank"] and "segment" in ex.last["cached"]
+    r = ex.update(model="default")  # the empty target on the pipeline's own model
+    assert list(ex.last["recomputed"]) == ["sample", "rank"] and r.settings["target"] == ""
+    ex.update(case="b", model="edit")
+    assert list(ex.last["recomputed"]) == ["segment", "masks", "sample", "rank"]
+    assert "erode=3" in ex.label() and "case='b'" in ex.label() and "enlarge=1.8" in ex.label()
+    for bad, accepted in (({"model": "big"}, "'edit', 'removal', 'default'"), ({"case": "z"}, "'a', 'b'"),
+                          ({"erode": 2}, "odd window"), ({"enlarge": 0.5}, ">= 1.0")):
+        with pytest.raises(ValueError, match=accepted):
+            ex.update(**bad)

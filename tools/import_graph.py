@@ -30,7 +30,8 @@ PACKAGE = "romlib"
 #: and its experiments, and on top the applications (teach, the CLI, ShapesWorld's demo/bench/trainer, the study,
 #: the test and tool machinery).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("checks", ("romlib.checks", "romlib.specs", "romlib.contracts", "romlib.interrupts", "romlib.lazy")),
+    ("checks", ("romlib.checks", "romlib.specs", "romlib.contracts", "romlib.interrupts", "romlib.lazy",
+                "romlib.progress")),
     ("config", ("romlib.config",)),
     ("io", ("romlib.io", "romlib.masks", "romlib.hub", "romlib.runs")),
     ("models", ("romlib.models", "romlib.clipseg", "romlib.shapes.scenes", "romlib.shapes.oracle", "romlib.shapes.cases",

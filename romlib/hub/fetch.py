@@ -38,7 +38,7 @@ import urllib.request
 import zlib
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from romlib.progress import tqdm
 
 from .cache import move_aside, write_record
 from .formats import CHECKS, NOUNS, SELF_DELIMITING, file_problem

@@ -209,7 +209,7 @@ class GaussianDiffusion:
         if init_image is not None:
             t0 = torch.full((shape[0],), indices[0], device=device, dtype=torch.long)
             img = self.q_sample(init_image.to(img).expand(shape), t0, img)
-        from tqdm.auto import tqdm
+        from romlib.progress import tqdm
 
         for i in tqdm(indices, disable=not progress, desc="sampling", leave=False):
             t = torch.full((shape[0],), i, device=device, dtype=torch.long)

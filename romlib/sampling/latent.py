@@ -84,7 +84,7 @@ def latent_loop(model_fn: Callable, scheduler, z: torch.Tensor, *, callback: Cal
                 progress: bool = False) -> torch.Tensor:
     """z_T → z_0 with a diffusers scheduler: ``z ← step(ε̂(scale_model_input(z), t), t, z)``, ``z_T`` already
     multiplied by ``init_noise_sigma``. ``callback`` gets ``{"x", "i", "t", "eps"}`` after every step."""
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
     for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, leave=False, desc="latent steps")):
         eps = model_fn(scheduler.scale_model_input(z, t), t)

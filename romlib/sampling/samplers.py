@@ -39,7 +39,7 @@ SamplerName = str  # a name of SAMPLERS (romlib.specs.SAMPLERS declares them)
 
 
 def _steps(diffusion: GaussianDiffusion, progress: bool):
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
     return tqdm(list(range(diffusion.num_timesteps))[::-1], disable=not progress, desc="sampling", leave=False)
 

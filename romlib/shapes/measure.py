@@ -43,7 +43,7 @@ def sample_cases(model, tokenizer, diffusion, cases: list[Case], edit_masks: lis
     per case, with the cases stacked into one batch for speed (each row keeps its own prompts,
     images, masks and noise). ``plain``: an empty target (plain inpainting). ``sampler``, ``eta``: as
     :func:`romlib.sampling.inpaint.sample_base` (every sampler starts from the same x_T)."""
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
 
     device = next(model.parameters()).device

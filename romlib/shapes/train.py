@@ -126,7 +126,7 @@ def train_inpaint(out_dir: str | Path, *, steps: int = 4500, minutes: float | No
     Stops at ``steps`` or after ``minutes`` of training (time spent before a resume counts),
     whichever comes first; the learning-rate schedule follows whichever is further along.
     """
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
 
     if inpaint_input not in ("masked", "pairs"):
@@ -275,7 +275,7 @@ def train_ranker(out_dir: str | Path, *, steps: int = 1200, batch_size: int = 64
     """Contrastive training of the tiny CLIP on crops ↔ texts. Each step scores the batch's crops
     against all 23 ShapesWorld descriptions; every description the crop's object satisfies is a
     positive (multi-positive InfoNCE, image→text and text→image). Returns ``ranker.pt``."""
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
 
     out = Path(out_dir)

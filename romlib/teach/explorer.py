@@ -7,15 +7,20 @@ new :class:`~romlib.result.EditResult`. Each stage is cached under the knobs it 
 =============  ====================================================================  ==========================
 stage          key                                                                   recomputed by a change of
 =============  ====================================================================  ==========================
-segment        image, ref, threshold, min_score, best_anyway, mask, segmenter        the text, the threshold
-masks          the segmentation, dilation k, frame, frame size                       k
-sample         the masks, method, scale, seed, samples, steps, sampler, η, target    scale, method, seed, …
+segment        image, ref, threshold, min_score, best_anyway, mask, segmenter        the case, the threshold
+masks          the segmentation, erosion, dilation k, frame, frame size              erode, k
+sample         the masks, model, method, scale, seed, samples, steps, sampler, η,    scale, method, seed, model,
+               target                                                                budget
 upsample       the samples, which ones (``upsample_top``), upsampler steps            (preview: the best of
                local and masked ranking, once per set of samples; 'none' shows those frames in sample order)
-rank           the frames, the ranking mode                                          the ranking mode
+rank           the frames, the ranking mode, the crop factor                         rank, enlarge
 =============  ====================================================================  ==========================
 
-so a ranking change re-orders the same samples. The cache is an LRU bounded in entries and in tensor bytes;
+so a ranking change re-orders the same samples. Besides :class:`~romlib.config.EditConfig`'s knobs the explorer
+reads its own (:data:`VIEW_KNOBS`): ``erode`` (a k×k erosion of the object's mask before dilation: notebook 03's
+under-covering mask), ``model`` ("edit"; "removal": the empty target on the removal model; "default": the empty
+target on the pipeline's own model), ``case`` (a key of ``cases=``: another image, ref and target) and ``enlarge``
+(local ranking's crop factor, the paper's ×1.3). :data:`STAGE_OF` names the first stage each knob invalidates. The cache is an LRU bounded in entries and in tensor bytes;
 :attr:`Explorer.last` says what the last update recomputed and how long each stage took.
 """
 from __future__ import annotations
@@ -31,13 +36,25 @@ from ..config import SCORED_RANK_MODES, EditConfig
 from ..contracts import Segmentation
 from ..experiments import count_work, work as work_report
 from ..guidance.families import sampling_for
-from ..plots import show as _show
+from ..masks import erode as erode_mask
+from ..plots import png, samples_grid, show as _show
+from ..specs import backend_spec
 
 #: the ranking modes whose best base samples the preview upsamples up front (a click between them upsamples
 #: nothing; with rank='none' the upsampled frames are shown in sample order)
 RANK_MODES = SCORED_RANK_MODES
 
-__all__ = ["Explorer", "StageCache"]
+__all__ = ["Explorer", "StageCache", "STAGES", "STAGE_OF", "VIEW_KNOBS"]
+
+#: the stages in order; a change recomputes its knob's stage and the ones after it that read it
+STAGES = ("segment", "masks", "sample", "upsample", "rank")
+#: the explorer's own knobs (not EditConfig's): erosion, which model, which case, the ranking's crop factor
+VIEW_KNOBS = {"erode": 1, "model": "edit", "case": None, "enlarge": 1.3}
+#: the first stage each knob invalidates (its widget says so)
+STAGE_OF = {"case": "segment", "erode": "masks", "dilation": "masks", "guidance": "sample", "scale": "sample",
+            "seed": "sample", "preset": "sample", "model": "sample", "samples": "sample", "rank": "rank",
+            "enlarge": "rank"}
+MODELS = ("edit", "removal", "default")
 
 
 def _nbytes(value) -> int:
@@ -99,16 +116,29 @@ class Explorer:
     """One image, ref and target under changing knobs; see the module docstring. ``settings``: the starting knobs
     of :class:`~romlib.config.EditConfig` (default ``preset="preview"``); every update changes some of them."""
 
-    def __init__(self, pipe, image, ref: str, target: str, *, cache: StageCache | None = None, **settings):
+    def __init__(self, pipe, image, ref: str, target: str, *, cache: StageCache | None = None,
+                 cases: dict | None = None, **settings):
         self.pipe, self.image, self.ref, self.target = pipe, image, "" if ref is None else str(ref), \
             "" if target is None else str(target)
+        self.cases = dict(cases or {})  # name -> (image, ref, target): the ``case`` knob
         settings.setdefault("preset", "preview")
         settings.setdefault("progress", False)
-        EditConfig.from_kwargs(**settings)  # unknown names fail now
+        EditConfig.from_kwargs(**{k: v for k, v in settings.items() if k not in VIEW_KNOBS})  # unknown names fail now
+        self._check_view({k: v for k, v in settings.items() if k in VIEW_KNOBS})
         self.settings = dict(settings)
         self.cache = cache if cache is not None else StageCache()
         self.last: dict = {}
         self.result = None
+
+    def _check_view(self, view: dict) -> None:
+        if "model" in view and view["model"] not in MODELS:
+            raise ValueError(f"model={view['model']!r}; accepted: {', '.join(map(repr, MODELS))}")
+        if view.get("case") is not None and view["case"] not in self.cases:
+            raise ValueError(f"case={view['case']!r}; accepted: {', '.join(map(repr, self.cases)) or 'none (no cases=)'}")
+        if "erode" in view and (int(view["erode"]) < 1 or int(view["erode"]) % 2 == 0):
+            raise ValueError(f"erode={view['erode']!r}; accepted: an odd window size >= 1 (1 = no erosion)")
+        if "enlarge" in view and not float(view["enlarge"]) >= 1.0:
+            raise ValueError(f"enlarge={view['enlarge']!r}; accepted: a crop factor >= 1.0 (the paper's 1.3)")
 
     # ------------------------------------------------------------------------------------------
     def _stage(self, name: str, key, compute, log: dict):
@@ -126,29 +156,51 @@ class Explorer:
         """Change some knobs (``rank="masked"``, ``scale=5``, ``preset="paper"``, ...) and return the new
         :class:`~romlib.result.EditResult`, computing only the stages the change touches (:attr:`last` says which)."""
         settings = {**self.settings, **changes}
-        pipe, b = self.pipe, self.pipe.backend
-        cfg, method = pipe.resolve(**settings)
+        view = {k: settings.get(k, v) for k, v in VIEW_KNOBS.items()}
+        self._check_view(view)
+        threads = backend_spec(self.pipe.backend.name).cpu_threads
+        if threads is None or self.pipe.device.type != "cpu":
+            return self._update(settings, view)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return self._update(settings, view)
+        finally:
+            torch.set_num_threads(before)
+
+    def _update(self, settings: dict, view: dict):
+        image, ref, target = self.cases[view["case"]] if view["case"] is not None else (self.image, self.ref, self.target)
+        pipe = self.pipe.removal_pipeline() if view["model"] == "removal" else self.pipe
+        if view["model"] != "edit":
+            target = ""
+        erode, enlarge = int(view["erode"]), float(view["enlarge"])
+        b = pipe.backend
+        cfg, method = pipe.resolve(**{k: v for k, v in settings.items() if k not in VIEW_KNOBS})
         t_start = time.perf_counter()
         log: dict = {"recomputed": {}, "cached": []}
         mask = cfg.mask
-        seg_key = (_key(self.image), self.ref, cfg.threshold, cfg.min_score, cfg.best_anyway, _key(mask), cfg.segmenter)
+        seg_key = (_key(image), ref, cfg.threshold, cfg.min_score, cfg.best_anyway, _key(mask), cfg.segmenter)
 
         def segment():
             if isinstance(mask, Segmentation):
                 return mask
-            return pipe.prepare(self.image, self.ref, mask=mask, dilation=1, threshold=cfg.threshold,
-                                min_score=cfg.min_score, best_anyway=cfg.best_anyway,
-                                segmenter=cfg.segmenter).segmentation
+            return self.pipe.prepare(image, ref, mask=mask, dilation=1, threshold=cfg.threshold,
+                                     min_score=cfg.min_score, best_anyway=cfg.best_anyway,
+                                     segmenter=cfg.segmenter).segmentation
 
         seg = self._stage("segment", seg_key, segment, log)
         frame_size = method.frame_size(b, cfg.upsample)
-        p_key = (seg_key, cfg.dilation, cfg.frame, frame_size)
-        p = self._stage("masks", p_key, lambda: pipe.prepare(self.image, self.ref, mask=seg, dilation=cfg.dilation,
-                                                              frame=cfg.frame, frame_size=frame_size,
-                                                              threshold=cfg.threshold), log)
+        p_key = (seg_key, erode, cfg.dilation, cfg.frame, frame_size)
+
+        def masks():
+            given = seg if erode <= 1 else erode_mask(seg.mask.float(), erode) > 0
+            return pipe.prepare(image, ref, mask=given, dilation=cfg.dilation, frame=cfg.frame,
+                                frame_size=frame_size, threshold=cfg.threshold)
+
+        p = self._stage("masks", p_key, masks, log)
         resolved = method.settings(cfg, b)
-        s_key = (p_key, method.name, resolved.get("scale"), resolved.get("steps"), resolved.get("sampler"),
-                 resolved.get("eta"), cfg.seed, cfg.samples, self.target, cfg.batch_size)
+        s_key = (p_key, id(b), method.name, resolved.get("scale"), resolved.get("steps"), resolved.get("sampler"),
+                 resolved.get("eta"), cfg.seed, cfg.samples, target, cfg.batch_size)
         rank = cfg.rank or method.default_rank
         timings: dict = {}
         # GLIDE's two stages; Blended Diffusion and a latent model's one run are one
@@ -157,8 +209,8 @@ class Explorer:
 
         def sample():
             with count_work(pipe) as passes:
-                out = (family.sample_base(method, pipe, p, self.ref, self.target, cfg, timings) if staged
-                       else method.sample(pipe, p, self.ref, self.target, cfg, timings))
+                out = (family.sample_base(method, pipe, p, ref, target, cfg, timings) if staged
+                       else method.sample(pipe, p, ref, target, cfg, timings))
             return out, dict(passes)
 
         base, base_passes = self._stage("sample", s_key, sample, log)
@@ -170,7 +222,7 @@ class Explorer:
                 # exist (under a second) instead of upsampling a new best one
                 def best_of_each_mode():
                     picks = [i for mode in RANK_MODES
-                             for i in family.to_upsample(method, pipe, p, base, self.target,
+                             for i in family.to_upsample(method, pipe, p, base, target,
                                                          dataclasses.replace(cfg, rank=mode))]
                     return sorted(set(picks))
 
@@ -180,19 +232,19 @@ class Explorer:
 
             def upsample():
                 with count_work(pipe) as passes:
-                    out = family.upsample(method, pipe, p, base, index, self.target, cfg, timings)
+                    out = family.upsample(method, pipe, p, base, index, target, cfg, timings)
                 return out, {"upsample": passes["upsample"]}
 
             if cfg.upsample and b.upsampler is not None:
                 out, up_passes = self._stage("upsample", u_key, upsample, log)
                 work["upsample"] = work.get("upsample", 0) + up_passes["upsample"]
             else:  # no upsampler: the base samples are the frames
-                out = family.upsample(method, pipe, p, base, None, self.target, cfg, timings)
+                out = family.upsample(method, pipe, p, base, None, target, cfg, timings)
         else:
             out, u_key = base, s_key
-        ranking = self._stage("rank", (u_key, rank), lambda: pipe.rank(out, self.target, rank, p), log)
+        ranking = self._stage("rank", (u_key, rank, enlarge), lambda: pipe.rank(out, target, rank, p, enlarge), log)
         report = work_report(pipe, work, method)
-        result = pipe.finish(self.image, p, out, self.ref, self.target, cfg, method, dict(log["recomputed"]), report,
+        result = pipe.finish(image, p, out, ref, target, cfg, method, dict(log["recomputed"]), report,
                              ranking=ranking)
         log["seconds"] = round(time.perf_counter() - t_start, 4)
         self.settings, self.last, self.result = settings, log, result
@@ -209,14 +261,24 @@ class Explorer:
                   if s.get("preset") == "preview" else f"paper budget ({s['samples']} samples)")
         redo = ", ".join(f"{k} {v:.2f} s" for k, v in self.last.get("recomputed", {}).items()) or "nothing"
         hint = "; preset='paper' for the paper's budget" if s.get("preset") == "preview" else ""
-        return (f"{s['guidance']}{scale} k={s['dilation']} rank={s['rank']} seed={s['seed']} — {budget}, "
+        view = "".join(f" {k}={self.settings[k]!r}" for k, v in VIEW_KNOBS.items()
+                       if k in self.settings and self.settings[k] != v)
+        return (f"{s['guidance']}{scale} k={s['dilation']} rank={s['rank']} seed={s['seed']}{view} — {budget}, "
                 f"{r.work.get('tflop', 0):.4g} TFLOP{hint}\nrecomputed: {redo}; cached: "
                 f"{', '.join(self.last.get('cached', [])) or 'nothing'} ({self.last.get('seconds', 0):.2f} s)")
 
-    def show(self, top: int = 4):
-        """Print the label and the scores, and display the result grid (what each click shows)."""
+    def figure(self):
+        """Every sample of the last update, ranked, at most an output area wide (:func:`romlib.plots.samples_grid`)."""
+        return samples_grid(self.result)
+
+    def png(self) -> bytes:
+        """:meth:`figure` as PNG bytes (what the live widget shows)."""
+        return png(self.figure())
+
+    def show(self):
+        """Print the label and the scores of every sample, and display :meth:`figure` (the static rendering)."""
         r = self.result
         print(self.label())
-        print(f"scores {[round(x, 4) for x in r.scores[:top]]}")
-        _show(r.grid(top=top))
+        print(f"scores {[round(x, 4) for x in r.scores]}")
+        _show(self.figure())
         return r

@@ -30,10 +30,11 @@ from ..shapes.demo import LOCAL_EXAMPLES, select_case
 from ..shapes.scenes import COLOURS, SHAPES
 from ..shapes.segmenter import find_objects
 from ..specs import BACKENDS, backend_spec
-from .explorer import Explorer
+from .explorer import STAGE_OF, Explorer
+from .live import LiveUpdate
 
 __all__ = ["setup", "pipeline", "removal_pipeline", "example", "chosen_case", "missing_phrase", "referred_mask",
-           "centred_box_mask", "explore", "scrubber", "plot_trace", "trace_scales",
+           "centred_box_mask", "explore", "CONTROLS", "scrubber", "plot_trace", "trace_scales",
            "trace_numbers", "widgets_available", "show", "note", "baselines_note", "timesteps_1000"]
 
 log = logging.getLogger(__name__)
@@ -55,8 +56,8 @@ class Env:
 def setup(seed: int = 0, quiet: bool = False) -> Env:
     """Seed everything, pick the device and the backend, and say which (first cell of every notebook).
 
-    ``env.progress`` is what the notebooks pass as ``progress=``: True (tqdm.auto bars, which render
-    in Colab and Jupyter) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
+    ``env.progress`` is what the notebooks pass as ``progress=``: True (text bars, :mod:`romlib.progress`:
+    they render in Colab and Jupyter and survive a save and reopen) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
     so the stored notebooks and the tests carry no frozen bars)."""
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
@@ -241,50 +242,119 @@ def timesteps_1000(trace: list[dict], num_timesteps: int = 1000) -> list[int]:
     return [kept[int(s["t"])] for s in trace]
 
 
-def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, top: int = 4, **settings):
-    """The ablation explorer (:class:`romlib.teach.explorer.Explorer`): widgets for the guidance method and scale,
-    dilation k, ranking mode, seed and the budget (``preset``: "preview" first, said in the label; "paper" one
-    click away). Each click recomputes only the stages the change touches and says which, and how long they took.
-    ``settings``: starting values of those knobs and any other fixed knob of :class:`~romlib.config.EditConfig`
-    (e.g. ``mask=``, ``steps=``), kept for every update; ``samples``: None = the preset's (4 preview, 24 paper).
-    The first setting is rendered statically first, so the notebook shows it without a kernel. Without widgets,
-    ``explorer.update(rank="masked")`` returns the new :class:`~romlib.result.EditResult`. Returns the explorer
-    (its first result: ``explorer.result``)."""
+#: the controls :func:`explore` can show, in this order (``controls=`` picks some)
+CONTROLS = ("case", "guidance", "scale", "model", "erode", "dilation", "rank", "enlarge", "seed", "preset")
+#: each explorer cell's controls by default: the knobs of notebook 03's first explorer
+DEFAULT_CONTROLS = ("guidance", "scale", "dilation", "rank", "seed", "preset")
+
+
+def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, controls=DEFAULT_CONTROLS,
+            guidances=None, cases: dict | None = None, debounce: float = 0.3, **settings):
+    """The ablation explorer (:class:`romlib.teach.explorer.Explorer`): live controls over one edit.
+
+    ``controls``: which knobs get a widget (:data:`CONTROLS`: the example ``case`` of ``cases=``, the guidance
+    rule — ``guidances=`` limits the choice, e.g. the four rules —, its scale, the ``model`` (edit, or remove with
+    the removal or the default model), the mask's erosion and dilation, the ranking mode and its crop factor
+    ``enlarge``, the seed and the budget). Each widget names the first stage it invalidates ("→ sample"); a change
+    updates the figure by itself (sliders on release), recomputing only the stages the change touches — a ranking
+    change re-ranks the cached samples, never samples again — and the line above the figure says what was
+    recomputed and how long it took. Updates run one at a time on a worker thread (:class:`romlib.teach.live.
+    LiveUpdate`): a change made meanwhile is queued, merged with later ones, and never lost. The budget starts at
+    "preview" (said in the label); "paper" is an explicit choice. ``settings``: starting values and fixed knobs of
+    :class:`~romlib.config.EditConfig` (``mask=``, ``steps=``) and the explorer's own (``erode``, ``model``,
+    ``case``, ``enlarge``); ``samples``: None = the preset's. The first setting is drawn statically first (every
+    sample, ranked), so the notebook shows it without a kernel; without widgets,
+    ``explorer.update(rank="masked")`` returns the new :class:`~romlib.result.EditResult`. Returns the explorer."""
+    unknown = [c for c in controls if c not in CONTROLS]
+    if unknown:
+        raise ValueError(f"controls {unknown!r} unknown; accepted: {', '.join(CONTROLS)}")
     if samples is not None:
         settings["samples"] = samples
-    explorer = Explorer(pipe, image, ref, target, **settings)
+    if cases and "case" not in settings:
+        settings["case"] = next(iter(cases))
+    explorer = Explorer(pipe, image, ref, target, cases=cases, **settings)
     explorer.update()
-    explorer.show(top)
+    explorer.show()
     if not widgets_available():
         return explorer
-    import ipywidgets as W
+    explorer.widget = _live_widget(explorer, pipe, controls, guidances, debounce)
     from IPython.display import display
 
-    s = explorer.result.settings
-    scale0 = s.get("scale") or get(s["guidance"]).scale(pipe.backend) or 1.0
-    ctl = dict(
-        guidance=W.Dropdown(options=list(available(pipe.backend)), value=s["guidance"], description="guidance"),
-        scale=W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, description="scale s"),
-        dilation=W.IntSlider(value=s["dilation"], min=1, max=15, step=2, description="dilation k"),
-        rank=W.Dropdown(options=list(RANK_MODES), value=s["rank"], description="ranking"),
-        seed=W.IntText(value=s["seed"], description="seed"),
-        preset=W.ToggleButtons(options=["preview", "paper"], value=s["preset"], description="budget"),
-    )
-    button = W.Button(description="run", button_style="primary")
-    out = W.Output()
-
-    def on_click(_):
-        values = {k: c.value for k, c in ctl.items()}
-        if get(values["guidance"]).default_scale is None:
-            values["scale"] = None
-        with out:
-            out.clear_output(wait=True)
-            explorer.update(**values)
-            explorer.show(top)
-
-    button.on_click(on_click)
-    display(W.VBox([W.HBox(list(ctl.values())[:3]), W.HBox(list(ctl.values())[3:5] + [button]), ctl["preset"], out]))
+    display(explorer.widget)
     return explorer
+
+
+def _live_widget(explorer, pipe, controls, guidances, debounce):
+    """The controls, a status line and the live figure of :func:`explore` (ipywidgets)."""
+    import html
+
+    import ipywidgets as W
+
+    s, v = explorer.result.settings, explorer.settings
+    rules = list(guidances or available(pipe.backend))
+    scale0 = s.get("scale") or get(s["guidance"]).scale(pipe.backend) or 1.0
+    style = {"description_width": "initial"}
+
+    def named(knob: str, what: str) -> str:
+        return f"{what} → {STAGE_OF[knob]}"
+
+    make = {
+        "case": lambda: W.Dropdown(options=list(explorer.cases), value=v.get("case"), description=named("case", "example")),
+        "guidance": lambda: W.Dropdown(options=rules, value=s["guidance"], description=named("guidance", "rule")),
+        "scale": lambda: W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, continuous_update=False,
+                                       description=named("scale", "scale s")),
+        "model": lambda: W.Dropdown(options=[("edit: the target", "edit"), ("remove: removal model", "removal"),
+                                             ("remove: default model", "default")], value=v.get("model", "edit"),
+                                    description=named("model", "model")),
+        "erode": lambda: W.IntSlider(value=v.get("erode", 1), min=1, max=7, step=2, continuous_update=False,
+                                     description=named("erode", "erode mask")),
+        "dilation": lambda: W.IntSlider(value=s["dilation"], min=1, max=15, step=2, continuous_update=False,
+                                        description=named("dilation", "dilation k")),
+        "rank": lambda: W.Dropdown(options=list(RANK_MODES), value=s["rank"], description=named("rank", "ranking")),
+        "enlarge": lambda: W.FloatSlider(value=v.get("enlarge", 1.3), min=1.0, max=2.5, step=0.1,
+                                         continuous_update=False, description=named("enlarge", "crop ×")),
+        "seed": lambda: W.IntText(value=s["seed"], description=named("seed", "seed"), continuous_update=False),
+        "preset": lambda: W.ToggleButtons(options=[("preview budget", "preview"), ("paper budget", "paper")],
+                                          value=s["preset"], description=named("preset", "budget")),
+    }
+    ctl = {}
+    for name in controls:
+        ctl[name] = make[name]()
+        ctl[name].style = style
+        slider = isinstance(ctl[name], (W.IntSlider, W.FloatSlider))
+        ctl[name].layout = W.Layout(width="340px" if slider else "auto", max_width="100%")
+        ctl[name].add_class(f"romlib-control-{name}")
+    status = W.HTML(layout=W.Layout(max_width="100%"))
+    status.add_class("romlib-status")
+    figure = W.Image(format="png", layout=W.Layout(max_width="100%", height="auto", display="none"))
+    figure.add_class("romlib-figure")
+
+    def say(text: str) -> None:
+        status.value = f"<pre style='white-space: pre-wrap; margin: 0'>{html.escape(text)}</pre>"
+
+    def update(changes: dict):
+        if "guidance" in changes and get(changes["guidance"]).default_scale is None:
+            changes = {**changes, "scale": None}
+        return explorer.update(**changes)
+
+    def render(_result, changes: dict) -> None:
+        figure.value = explorer.png()
+        figure.layout.display = None
+        say(f"update {live.done + 1} ({_changed(changes)}):\n{explorer.label()}")
+
+    live = LiveUpdate(update, render, status=say, debounce=debounce)
+    for name, c in ctl.items():
+        c.observe(lambda change, name=name: live.request(**{name: change["new"]}), names="value")
+    say("change a control: the figure below follows it (the one above is the first setting)\n" + explorer.label())
+    box = W.VBox([W.HBox(list(ctl.values()), layout=W.Layout(flex_flow="row wrap", max_width="100%")), status, figure],
+                 layout=W.Layout(max_width="100%"))
+    box.add_class("romlib-explorer")
+    box.live = live
+    return box
+
+
+def _changed(changes: dict) -> str:
+    return ", ".join(f"{k}={v!r} → {STAGE_OF.get(k, 'sample')}" for k, v in changes.items())
 
 
 def trace_numbers(trace: list[dict], edit_mask=None) -> list[dict]:

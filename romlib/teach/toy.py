@@ -100,7 +100,7 @@ def train_toy(world: ToyWorld | None = None, *, steps: int = 2000, batch: int = 
               lr: float = 2e-3, seed: int = 0, progress: bool = False) -> tuple[ToyModel, list[float]]:
     """Train ε_θ with L_simple = E‖ε − ε_θ(x_t, t, c)‖² and label dropout (c → ∅ with p_uncond).
     A few seconds on a CPU. Returns the model and the loss curve."""
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
     world = world or ToyWorld()
     g = torch.Generator().manual_seed(seed)

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ..contracts import AmbiguousReference, NoObjectFound
+from ..progress import tqdm
 from ..masks import to_edit_mask
 from ..pipeline import ROMPipeline
 from ..sampling.diffusion import sample_generators
@@ -142,8 +143,6 @@ def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=
               seed: int = 0, dilation: int = 3, mask: str = "true", push: bool = False, progress: bool = True,
               **knobs) -> list[dict]:
     """Every case under every rule and scale (:func:`case_records`); the records in one list."""
-    from tqdm.auto import tqdm
-
     jobs = [(c, r, float(s)) for r in rules for s in scales for c in cases]
     records = []
     for case, rule, scale in tqdm(jobs, desc="world bench", disable=not progress, dynamic_ncols=True):

@@ -360,7 +360,7 @@ def calibrate(n: int = 500, seed: int = 12345, *, perturbed: bool = False, progr
     the median free-attribute errors (which should be ≈ 0 / 1), and for an empty target how often the
     true removal (the clean room in the hole, perturbed alike) reads ``removed`` and how often the
     unedited object does (should be 1 and 0)."""
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
     from .data import object_hole, perturb
     from .scene import make_scene

@@ -84,7 +84,7 @@ def train_model(name: str, out_dir: str | Path, model: torch.nn.Module, loss_fn:
     The learning-rate schedule follows whichever of steps and minutes is further along.
     Returns the weight file's path (``None`` when paused).
     """
-    from tqdm.auto import tqdm
+    from romlib.progress import tqdm
 
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
