@@ -19,8 +19,10 @@ def _in_kernel() -> bool:
     return type(sys.stdout).__module__.startswith("ipykernel")
 
 
-def tqdm(iterable=None, **kwargs):
+class tqdm(_text_tqdm):
     """:class:`tqdm.std.tqdm`, on stdout in a notebook kernel and stderr elsewhere unless ``file=`` says otherwise
-    (the same arguments as tqdm's)."""
-    kwargs.setdefault("file", sys.stdout if _in_kernel() else sys.stderr)
-    return _text_tqdm(iterable, **kwargs)
+    (the same arguments as tqdm's; a class, so that it can be subclassed like tqdm's own)."""
+
+    def __init__(self, iterable=None, *args, **kwargs):
+        kwargs.setdefault("file", sys.stdout if _in_kernel() else sys.stderr)
+        super().__init__(iterable, *args, **kwargs)

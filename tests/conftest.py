@@ -1,4 +1,5 @@
 import os
+import signal
 
 import pytest
 import torch
@@ -33,3 +34,15 @@ def ref():
 @pytest.fixture(scope="session")
 def gpt2_tokenizer(ref):
     return reference_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_restored():
+    """Each test starts with the SIGINT/SIGTERM handlers the session had and leaves them so: ``romlib``'s ``main``
+    run with the process's own arguments ignores both on its way out (the program ends), which would leak into
+    every later test of the same process (a worker runs many files)."""
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in old.items():
+        if handler is not None and signal.getsignal(s) != handler:
+            signal.signal(s, handler)

@@ -143,7 +143,9 @@ def test_notebook_is_thin_executed_and_stripped(path):
         assert not c.metadata, f"cell metadata left in {head!r}"
         assert c.execution_count == n, f"stored notebook not executed in order (refresh_notebooks.py): {head!r}"
         assert MARK not in c.source or _checked(c), f"a trailing {MARK} is ignored by nbval: {head!r}"
-        assert len(c.source.splitlines()) <= 12, f"code cell too long (romlib holds the logic): {head!r}"
+        # a cell where the student writes a function (it ends in rl.check) may hold the function: up to 18 lines
+        limit = 18 if "rl.check(" in c.source and "def " in c.source else 12
+        assert len(c.source.splitlines()) <= limit, f"code cell too long (romlib holds the logic): {head!r}"
         for o in c.outputs:
             assert WIDGET not in o.get("data", {}), f"widget view stored (needs a kernel to render): {head!r}"
             assert "\r" not in o.get("text", ""), f"progress bar stored: {head!r}"
@@ -209,7 +211,9 @@ def test_figures_survive_agg_and_undisplayed_ones_vanish(tmp_path):
 def _run_nbval(path: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, ROMLIB_BACKEND="shapes", MPLBACKEND="Agg", ROMLIB_PROGRESS="0")
     return subprocess.run([sys.executable, "-m", "pytest", str(path), "--nbval-lax", "-q", "-p", "no:cacheprovider",
-                           "--nbval-sanitize-with", str(ROOT / "notebooks" / "sanitize.cfg")],
+                           # one token: as two, pytest reads the path as an argument and takes the repository's
+                           # pytest.ini (its plugins need the repository on sys.path); here no ini is wanted
+                           "--nbval-sanitize-with=" + str(ROOT / "notebooks" / "sanitize.cfg")],
                           cwd=path.parent, env=env, capture_output=True, text=True, timeout=600)
 
 
