@@ -22,7 +22,7 @@ from .config import (BACKEND_NAMES, MAX_SAMPLES, METHOD_NAMES, SAMPLER_NAMES, ST
 from .specs import BACKENDS
 from .world.recipes import add_train_args as add_world_train_args
 
-__all__ = ["add_edit_args", "add_demo_args", "add_world_train_args", "check_world_train", "DEMO_BACKENDS", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
+__all__ = ["add_edit_args", "add_assignment_args", "add_grade_args", "add_demo_args", "add_world_train_args", "check_world_train", "DEMO_BACKENDS", "add_example_args", "add_download_args", "add_bench_args", "add_shapes_train_args",
            "add_shapes_bench_args", "check_device", "check_demo", "check_example", "check_bench", "check_shapes_bench",
            "check_shapes_train", "parse_list", "BACKEND_FRAME", "DEMO_OUT", "EDIT_OUT", "SHAPES_BENCH_OUT",
            "SHAPES_TRAIN_OUT"]
@@ -350,3 +350,20 @@ def check_shapes_train(args) -> None:
     check_device(args.device)
     _threads(args.threads)
     check_seed("--seed", args.seed)
+
+
+def add_assignment_args(p) -> None:
+    """romlib assignment: the release of an assignment (romlib.teach.assignment.release)."""
+    p.add_argument("--out", required=True, help="folder for student/ (hand these out) and autograder/ (keep these)")
+    p.add_argument("--notebooks", nargs="*", default=None, help="numbers or names (default: every notebook with exercises)")
+    p.add_argument("--points", type=float, default=1.0, help="points per exercise (default 1)")
+    p.add_argument("--hidden-seeds", type=int, default=2, help="fresh-input draws per exercise (default 2)")
+    p.add_argument("--seed", type=int, default=None, help="fix the hidden seeds (default: drawn at random)")
+
+
+def add_grade_args(p) -> None:
+    """romlib grade: grading submitted notebooks (romlib.teach.assignment.grade)."""
+    p.add_argument("submissions", nargs="+", help="the students' notebooks (named as handed out)")
+    p.add_argument("--key", required=True, help="autograder/key.json of the release")
+    p.add_argument("--csv", default=None, help="write the scores here (one row per submission and exercise)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds a cell may run (default 600)")

@@ -9,6 +9,8 @@
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
     romlib world-train --out DIR                  # train the world backend's four models (python -m romlib.world.train)
+    romlib assignment --out DIR                   # student notebooks + autograder (hidden tests) for a class
+    romlib grade --key DIR/autograder/key.json submissions/*.ipynb --csv scores.csv
 """
 from __future__ import annotations
 
@@ -325,6 +327,18 @@ def _run_shapes_bench(args) -> int:
     return bench_command(args)
 
 
+def _run_assignment(args) -> int:
+    from .teach.assignment import run_release
+
+    return run_release(args)
+
+
+def _run_grade(args) -> int:
+    from .teach.assignment import run_grade
+
+    return run_grade(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``romlib`` parser, built from :mod:`romlib.arguments` alone (no torch, no numpy: help and argument errors
     print in a blink); each command's implementation is imported by its ``_run_*`` function, after its arguments
@@ -371,6 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "world).")
     arguments.add_world_train_args(p)
     p.set_defaults(func=_checked(arguments.check_world_train, _run_world_train))
+    p = sub.add_parser("assignment", help="write the student notebooks and the autograder (hidden tests) of an assignment",
+                       description="Write --out/student/*.ipynb (exercise stubs kept, solutions and outputs removed: hand "
+                                   "these out) and --out/autograder/key.json (points and hidden seeds: keep it).")
+    arguments.add_assignment_args(p)
+    p.set_defaults(func=_run_assignment)
+    p = sub.add_parser("grade", help="run submitted notebooks and score each exercise on fixed and hidden inputs",
+                       description="Run each submitted notebook in a fresh kernel and score its exercises against the "
+                                   "release's key.json: the points of an exercise when its fixed and hidden checks pass.")
+    arguments.add_grade_args(p)
+    p.set_defaults(func=_run_grade)
     return parser
 
 

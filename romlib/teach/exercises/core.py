@@ -22,12 +22,13 @@ import sys
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-__all__ = ["Verdict", "Mistake", "Exercise", "Unexpected", "difference", "TIME_LIMIT", "MAX_VALUES"]
+__all__ = ["Verdict", "Mistake", "Exercise", "Unexpected", "difference", "fresh_seed", "TIME_LIMIT", "MAX_VALUES"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,14 @@ log = logging.getLogger(__name__)
 TIME_LIMIT = 10.0
 #: The most values a result may hold to be compared (the references' results hold a few thousand).
 MAX_VALUES = 10_000_000
+
+
+def fresh_seed(base: int, seed: int) -> int:
+    """The generator seed of an exercise's inputs: ``base`` (the fixed inputs the notebook shows) for ``seed`` 0,
+    else a different seed for each ``seed`` — the fresh inputs of an assignment's hidden tests."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed={seed!r}: expected an int >= 0 (0 = the fixed inputs)")
+    return base if seed == 0 else zlib.crc32(f"{base}/{seed}".encode())
 
 
 class Unexpected(Exception):
@@ -320,23 +329,30 @@ class Exercise:
         return (f"<details><summary>Solution ({self.id})</summary>\n\n{uses}```python\n{self.solution_source.rstrip()}"
                 f"\n```\n\n</details>")
 
-    def _inputs_and_expected(self):
-        if "expected" not in self._memo:
-            inputs = [tuple(a) for a in self.cases()]
-            self._memo["inputs"] = inputs
-            self._memo["expected"] = [self._run(self.reference, a) for a in inputs]
-        return self._memo["inputs"], self._memo["expected"]
+    @property
+    def has_fresh_inputs(self) -> bool:
+        """Whether ``cases`` takes a ``seed`` (0: the fixed inputs; others: fresh ones, for hidden tests)."""
+        return "seed" in inspect.signature(self.cases).parameters
 
-    def check(self, answer: Any, *, time_limit: float | None = None) -> Verdict:
-        """Compare ``answer`` (the student's function) with the library's on the fixed inputs; a verdict within
-        ``time_limit`` seconds (default :data:`TIME_LIMIT`), never an exception."""
+    def _inputs_and_expected(self, seed: int = 0):
+        if seed and not self.has_fresh_inputs:
+            raise ValueError(f"seed={seed!r}: exercise {self.id!r} has only its fixed inputs (seed 0)")
+        if seed not in self._memo:
+            inputs = [tuple(a) for a in (self.cases(seed=seed) if seed else self.cases())]
+            self._memo[seed] = inputs, [self._run(self.reference, a) for a in inputs]
+        return self._memo[seed]
+
+    def check(self, answer: Any, *, time_limit: float | None = None, seed: int = 0) -> Verdict:
+        """Compare ``answer`` (the student's function) with the library's on the fixed inputs (``seed`` 0) or on
+        fresh ones (``seed`` > 0, when :attr:`has_fresh_inputs`); a verdict within ``time_limit`` seconds (default
+        :data:`TIME_LIMIT`), never an exception for any answer."""
         def verdict(ok, msg):
             return Verdict(ok, msg, self.id)
 
         if not callable(answer):
             return verdict(False, f"expected the function `{self.function}` itself (pass it without calling it: "
                                   f"rl.check({self.id!r}, {self.function})); got a {type(answer).__name__}")
-        inputs, expected = self._inputs_and_expected()  # the library's own answers: before the clock starts
+        inputs, expected = self._inputs_and_expected(seed)  # the library's own answers: before the clock starts
         at: list = [None]  # the inputs being tried, for the message of an answer that runs too long
         limit = TIME_LIMIT if time_limit is None else time_limit
         try:

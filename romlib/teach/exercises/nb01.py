@@ -7,15 +7,15 @@ import torch
 
 from ...guidance.cfg import RULES, guided_eps
 from ...sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
 # 01.q-sample: x_t = sqrt(ᾱ_t) x_0 + sqrt(1 − ᾱ_t) ε
 # ----------------------------------------------------------------------------------------------
 
 
-def _q_cases():
-    g = torch.Generator().manual_seed(1)
+def _q_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(1, seed))
     out = []
     for schedule, shape, t in (("linear", (3, 3, 4, 4), [0, 500, 999]), ("squaredcos_cap_v2", (2, 1, 8, 8), [999, 37]),
                                ("linear", (4, 3, 2, 2), [250, 250, 10, 700])):
@@ -75,8 +75,8 @@ Q_SAMPLE = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _eps_cases():
-    g = torch.Generator().manual_seed(2)
+def _eps_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(2, seed))
     out = []
     for shape, s in (((2, 3, 4, 4), 5.0), ((1, 3, 8, 8), 15.0), ((3, 3, 2, 2), 1.0), ((2, 3, 4, 4), 0.0),
                      ((1, 3, 4, 4), 2.5)):
@@ -134,8 +134,8 @@ def toy_eps_model(x_t: torch.Tensor, t: torch.Tensor, text: str, inpaint_image: 
     return torch.tanh(x_t * (1 + t.float().view(-1, 1, 1, 1) / 1000) + g + 0.7 * inpaint_image)
 
 
-def _ccf_cases():
-    gen = torch.Generator().manual_seed(3)
+def _ccf_cases(seed: int = 0):
+    gen = torch.Generator().manual_seed(fresh_seed(3, seed))
     out = []
     for shape, s, ref, target in (((2, 3, 8, 8), 15.0, "the red circle", "a blue square"),
                                   ((1, 3, 4, 4), 5.0, "the dog", "a cat"),

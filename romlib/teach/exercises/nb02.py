@@ -5,15 +5,15 @@ import torch
 import torch.nn.functional as F
 
 from ...masks import logits_to_edit_mask
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
 # 02.best-query: the query with the highest 1 − p(no-object)
 # ----------------------------------------------------------------------------------------------
 
 
-def _query_cases():
-    g = torch.Generator().manual_seed(4)
+def _query_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(4, seed))
     out = [(torch.randn(q, k, generator=g) * s,) for q, k, s in ((6, 5, 3.0), (10, 8, 2.0), (4, 3, 4.0), (20, 6, 3.0),
                                                                (8, 12, 2.5), (1, 4, 1.0))]
     # a query whose no-object logit is not the lowest but whose object classes dominate
@@ -74,8 +74,8 @@ def _blob(h, w, cy, cx, r, g):
     return 3.0 * (r - ((y - cy) ** 2 + (x - cx) ** 2).sqrt()) / r * 4 + 0.5 * torch.randn(h, w, generator=g)
 
 
-def _mask_cases():
-    g = torch.Generator().manual_seed(5)
+def _mask_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(5, seed))
     return [(_blob(h, w, cy, cx, r, g),) for h, w, cy, cx, r in
             ((25, 25, 12, 10, 6), (100, 80, 30, 50, 20), (64, 64, 32, 20, 10), (37, 51, 5, 45, 9), (16, 20, 8, 8, 3))]
 

@@ -6,15 +6,15 @@ import torch.nn.functional as F
 
 from ...guidance.cfg import known_region_fn
 from ...masks import dilate, to_keep_mask
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
 # 03.dilate-keep: edit mask -> GLIDE keep mask with the edit region dilated k x k
 # ----------------------------------------------------------------------------------------------
 
 
-def _dilate_cases():
-    g = torch.Generator().manual_seed(6)
+def _dilate_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(6, seed))
     dot = torch.zeros(16, 16)
     dot[7, 9] = 1
     blob = (torch.rand(20, 20, generator=g) > 0.8).float()
@@ -97,8 +97,8 @@ def keep_mask(edit_mask, k):
 # ----------------------------------------------------------------------------------------------
 
 
-def _known_cases():
-    g = torch.Generator().manual_seed(7)
+def _known_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(7, seed))
     out = []
     for b, s in ((2, 8), (1, 4), (3, 6)):
         keep = torch.ones(1, 1, s, s)

@@ -8,7 +8,7 @@ import torch
 from ...guidance.cfg import RULES
 from ...shapes.oracle import judge
 from ...shapes.scenes import parse_text
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
 # 04.rule-inputs: CCF's two changes, one at a time
@@ -17,8 +17,8 @@ from .core import Exercise, Mistake
 _RULE_NAMES = ("cf", "ccf", "ccf-direction", "cf-original")
 
 
-def _rule_cases():
-    g = torch.Generator().manual_seed(8)
+def _rule_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(8, seed))
     image = torch.rand(1, 3, 4, 4, generator=g) * 2 - 1
     keep = torch.ones(1, 1, 4, 4)
     keep[..., 1:3, 1:3] = 0

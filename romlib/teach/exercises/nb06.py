@@ -5,12 +5,12 @@ import numpy as np
 
 from ...study.data import Rankings
 from ...study.stats import average_rank as library_average_rank, win_probability as library_win_probability
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 
-def _ranking_cases():
+def _ranking_cases(seed: int = 0):
     """Raw rankings ``ranks[user, case, method]`` (1 = best, NaN = not ranked), unbalanced on purpose."""
-    rng = np.random.default_rng(10)
+    rng = np.random.default_rng(fresh_seed(10, seed))
     out = []
     for users, cases, methods, missing in ((5, 4, 4, 0.3), (3, 6, 3, 0.4), (8, 5, 4, 0.0), (1, 5, 4, 0.2), (6, 3, 2, 0.3)):
         strength = np.linspace(0.8, -0.8, methods)

@@ -14,7 +14,7 @@ import torch
 
 from ...guidance.cfg import RULES
 from ...sampling.latent import GuidedLatentModel, prepare_latent
-from .core import Exercise, Mistake
+from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
 # stand-ins with diffusers' signatures
@@ -61,8 +61,8 @@ def toy_vae_encode(image: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _np_cases():
-    g = torch.Generator().manual_seed(7)
+def _np_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(7, seed))
     out = []
     for h, t, s, ref, target in ((4, 981, 7.5, "the cat on the left", "a golden retriever"),
                                  (8, 501, 15.0, "the red circle", "a blue square"),
@@ -146,8 +146,8 @@ NEGATIVE_PROMPT = Exercise(
 _REF, _TARGET = "the cat on the left", "a golden retriever"
 
 
-def _in_cases():
-    g = torch.Generator().manual_seed(9)
+def _in_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(9, seed))
     out = []
     for S, box in ((32, (8, 24, 4, 20)), (64, (16, 40, 24, 56))):
         image = torch.rand(1, 3, S, S, generator=g) * 2 - 1

@@ -15,7 +15,7 @@ from ...sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
 from ..loop import (STEP_NAMES, diffedit_map as library_diffedit_map, inpaint_loop as library_inpaint_loop, library_loop,
                     library_step, loop_noise, schedule, stand_in_model)
 from ..toy import ToyModel, train_step as toy_train_step
-from .core import Exercise, Mistake, Unexpected, difference
+from .core import Exercise, Mistake, Unexpected, difference, fresh_seed
 
 #: the respaced schedule every loop check runs: 10 kept steps of the linear schedule (the cosine schedule's
 #: ᾱ_999 ≈ 2e-9 makes x̂_0 = (x_t − sqrt(1 − ᾱ)ε)/sqrt(ᾱ) a difference of numbers near 10⁴: float32 rounding alone
@@ -76,8 +76,8 @@ def divergence(got, want, timesteps, *, keep_mask=None, atol: float = 1e-4, rtol
 # ----------------------------------------------------------------------------------------------
 
 
-def _forward_cases():
-    g = torch.Generator().manual_seed(81)
+def _forward_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(81, seed))
     abar = _abar_full().float()
     out = []
     for shape, t in (((4, 2), [999, 500, 10, 0]), ((2, 3, 4, 4), [777, 111]), ((3, 1, 2, 2), [250, 250, 998])):
@@ -132,8 +132,8 @@ FORWARD = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _step_cases():
-    g = torch.Generator().manual_seed(82)
+def _step_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(82, seed))
     diffusion, timesteps, abar = schedule(STEPS, SCHEDULE)
     out = []
     for shape, k, clip, forced in (((4, 2), 1, False, False), ((2, 3, 4, 4), 3, True, False),
@@ -259,13 +259,13 @@ def _with_text(model, text, image=None):
     return eps_fn
 
 
-def _loop_cases():
+def _loop_cases(seed: int = 0):
     _, timesteps, abar = schedule(STEPS, SCHEDULE)
     out = []
-    for shape, text, clip, seed in (((6, 2), "a blue truck", False, 1), ((2, 3, 4, 4), "a red circle", True, 2)):
-        x_T, noises = loop_noise(shape, STEPS, seed)
+    for shape, text, clip, noise_seed in (((6, 2), "a blue truck", False, 1), ((2, 3, 4, 4), "a red circle", True, 2)):
+        x_T, noises = loop_noise(shape, STEPS, fresh_seed(noise_seed, seed))
         out.append((_with_text(stand_in_model, text), x_T, timesteps, abar, noises, None, clip))
-    x_T, noises = loop_noise((1, 3, 4, 4), STEPS, 3)
+    x_T, noises = loop_noise((1, 3, 4, 4), STEPS, fresh_seed(3, seed))
     out.append((_with_text(stand_in_model, "a green square"), x_T, timesteps, abar, noises,
                 _force_to(torch.full((1, 3, 4, 4), -0.5)), True))
     return out
@@ -356,8 +356,8 @@ LOOP = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _guided_cases(with_ref: bool):
-    g = torch.Generator().manual_seed(83)
+def _guided_cases(with_ref: bool, seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(83, seed))
     out = []
     for shape, ref, target, s in (((1, 3, 6, 6), "the red circle", "a blue square", 3.0),
                                   ((1, 3, 4, 4), "the yellow triangle", "a triangle", 15.0)):
@@ -448,7 +448,7 @@ CF_LOOP = Exercise(
 
     return eps_fn
 ''',
-    reference=_rule_eps_fn("cf"), solution=cf_eps_fn, cases=lambda: _guided_cases(False), atol=1e-4,
+    reference=_rule_eps_fn("cf"), solution=cf_eps_fn, cases=lambda seed=0: _guided_cases(False, seed), atol=1e-4,
     observe=_run_guided, locate=_traj_locate(None, 2),
     mistakes=(
         Mistake(_guided_variant("empty", masked=False), "CF shows the model the masked image (image·keep_mask), not the "
@@ -482,7 +482,7 @@ CCF_LOOP = Exercise(
 
     return eps_fn
 ''',
-    reference=_rule_eps_fn("ccf"), solution=ccf_eps_fn, cases=lambda: _guided_cases(True), atol=1e-4,
+    reference=_rule_eps_fn("ccf"), solution=ccf_eps_fn, cases=lambda seed=0: _guided_cases(True, seed), atol=1e-4,
     observe=_run_guided, locate=_traj_locate(None, 2),
     mistakes=(
         Mistake(_guided_variant("empty", masked=True), "that is CF (eq. 6): the empty text on the masked image; CCF "
@@ -508,15 +508,15 @@ CCF_LOOP = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _inpaint_cases():
-    g = torch.Generator().manual_seed(84)
+def _inpaint_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(84, seed))
     _, timesteps, abar = schedule(STEPS, SCHEDULE)
     out = []
-    for shape, seed in (((2, 3, 6, 6), 5), ((1, 3, 4, 4), 6)):
+    for shape, noise_seed in (((2, 3, 6, 6), 5), ((1, 3, 4, 4), 6)):
         image = torch.rand(1, *shape[1:], generator=g) * 2 - 1
         keep = torch.ones(1, 1, *shape[-2:])
         keep[..., 1:-1, 1:] = 0
-        x_T, noises = loop_noise(shape, STEPS, seed)
+        x_T, noises = loop_noise(shape, STEPS, fresh_seed(noise_seed, seed))
         out.append((_with_text(stand_in_model, "a purple circle", image * keep), x_T, timesteps, abar, noises, image,
                     keep))
     return out
@@ -589,8 +589,8 @@ KNOWN_REGION = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _diffedit_cases():
-    g = torch.Generator().manual_seed(85)
+def _diffedit_cases(seed: int = 0):
+    g = torch.Generator().manual_seed(fresh_seed(85, seed))
     _, timesteps, abar = schedule(STEPS, SCHEDULE)
     out = []
     for shape, ts, ref, target in (((1, 3, 6, 6), [777, 555, 333], "the red circle", "a blue square"),
@@ -667,12 +667,12 @@ DIFFEDIT = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _train_cases():
+def _train_cases(seed: int = 0):
     out = []
     abar = _abar_full().float()
-    for seed, n in ((86, 32), (87, 8)):
-        g = torch.Generator().manual_seed(seed)
-        torch.manual_seed(seed)
+    for base, n in ((86, 32), (87, 8)):
+        g = torch.Generator().manual_seed(fresh_seed(base, seed))
+        torch.manual_seed(fresh_seed(base, seed))
         model = ToyModel(3, width=16, t_dim=8)
         for p in model.parameters():  # stale gradients of an earlier step: zero_grad must clear them
             p.grad = torch.randn(p.shape, generator=g)
