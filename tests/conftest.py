@@ -46,3 +46,12 @@ def _signal_handlers_restored():
     for s, handler in old.items():
         if handler is not None and signal.getsignal(s) != handler:
             signal.signal(s, handler)
+
+
+@pytest.fixture
+def python_signal_handlers():
+    """Python's own handlers for the test (SIGINT raises KeyboardInterrupt, SIGTERM ends the process), whatever a
+    library loaded earlier in this worker installed (the autouse fixture above puts the earlier ones back)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)

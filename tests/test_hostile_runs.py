@@ -137,7 +137,8 @@ def _stage(folder: Path, pid: int, owner: dict | None) -> Path:
 
 
 @pytest.mark.parametrize("when", ["taking", "releasing"])
-def test_an_interrupt_while_the_lock_is_taken_or_released_leaves_no_lock(tmp_path, monkeypatch, when):
+def test_an_interrupt_while_the_lock_is_taken_or_released_leaves_no_lock(tmp_path, monkeypatch, when,
+                                                                         python_signal_handlers):
     """A real SIGINT delivered in the middle of writing (or reading) the lock file: the lock is gone after."""
     import signal
 

@@ -439,7 +439,7 @@ def test_shapes_bench_writes_a_new_folder_per_run(tmp_path, capsys):
         assert "_bench_2-cases-seed-0" in r.name
 
 
-def test_deferred_holds_a_signal_until_the_block_ends():
+def test_deferred_holds_a_signal_until_the_block_ends(python_signal_handlers):
     from romlib.interrupts import Interrupted, deferred, install, restore
 
     done = []
