@@ -7,7 +7,7 @@ import torch
 
 from ...guidance.cfg import RULES
 from ...shapes.oracle import judge
-from ...shapes.scenes import parse_text
+from ...shapes.scenes import COLOURS, SHAPES, parse_text
 from .core import Exercise, Mistake, fresh_seed
 
 # ----------------------------------------------------------------------------------------------
@@ -84,11 +84,25 @@ RULE_INPUTS = Exercise(
 # ----------------------------------------------------------------------------------------------
 
 
-def _judge_cases():
+def _judge_cases(seed: int = 0):
+    if seed == 0:  # the cases the notebook shows: a red circle edited towards six targets, seen four ways
+        out = []
+        for target in ("a blue square", "a square", "a blue shape", "the red circle", "a red square", ""):
+            for seen in (("blue", "square"), ("red", "square"), ("blue", "circle"), ("red", "circle")):
+                out.append((seen[0], seen[1], target, "red", "circle"))
+        return out
+    # fresh inputs (an assignment's hidden tests): other originals, targets naming a colour, a shape, both or neither
+    g = torch.Generator().manual_seed(fresh_seed(40, seed))
+    colours, shapes = sorted(COLOURS), list(SHAPES)
+
+    def pick(options):
+        return options[int(torch.randint(len(options), (1,), generator=g))]
+
     out = []
-    for target in ("a blue square", "a square", "a blue shape", "the red circle", "a red square", ""):
-        for seen in (("blue", "square"), ("red", "square"), ("blue", "circle"), ("red", "circle")):
-            out.append((seen[0], seen[1], target, "red", "circle"))
+    for _ in range(24):
+        colour, shape = pick(colours), pick(shapes)
+        target = pick([f"a {colour} {shape}", f"a {shape}", f"a {colour} shape", ""])
+        out.append((pick(colours), pick(shapes), target, pick(colours), pick(shapes)))
     return out
 
 
