@@ -46,6 +46,15 @@ def fresh_seed(base: int, seed: int) -> int:
     return base if seed == 0 else zlib.crc32(f"{base}/{seed}".encode())
 
 
+def _two(got: float, want: float) -> str:
+    """``got instead of want`` with as many digits as it takes for the two to read differently (4 to 12)."""
+    for digits in range(4, 13):
+        a, b = f"{got:.{digits}g}", f"{want:.{digits}g}"
+        if a != b:
+            break
+    return f"{a} instead of {b}"
+
+
 class Unexpected(Exception):
     """Raised by an exercise's ``observe`` when the answer's result is of the wrong kind: its text is the verdict."""
 
@@ -214,7 +223,7 @@ def difference(got: Any, want: Any, *, atol: float = 1e-5, rtol: float = 1e-4, w
     k = np.unravel_index(np.argmax(np.where(ok, -np.inf, np.abs(np.nan_to_num(g - w)))), g.shape)
     at = f" at index {tuple(int(i) for i in k)}" if g.ndim else ""
     return (f"{where} differs from the library's in {int((~ok).sum())} of {ok.size} value(s); "
-            f"largest difference{at}: {float(g[k]):.4g} instead of {float(w[k]):.4g}")
+            f"largest difference{at}: {_two(float(g[k]), float(w[k]))}")
 
 
 def _copy(args: tuple) -> tuple:

@@ -210,8 +210,10 @@ STEP = Exercise(
     id="08.step", title="one reverse step", function="reverse_step", paper="§3.1, eq. 2 (the reverse process)",
     prompt="Write reverse_step(x_t, eps, abar_t, abar_prev, noise, denoised_fn=None, clip=False) -> (x0_pred, x_prev): "
            "x̂_0 from x_t and ε; then, if given, denoised_fn(x̂_0) (the known-region step goes there later), clip to "
-           "[−1, 1] if clip; then x_{t−1} = μ̃(x_t, x̂_0) + σ_t·noise with σ_t² = β̃_t. abar_t, abar_prev are the ᾱ of this "
-           "step and of the next kept step (1 after the last: then no noise is added).",
+           "[−1, 1] if clip; then x_{t−1} = μ̃(x_t, x̂_0) + σ_t·noise with σ_t² = β̃_t, where (Ho et al. 2020, eq. 7) "
+           "μ̃ = √ᾱ_prev·β_t/(1 − ᾱ_t)·x̂_0 + √α_t·(1 − ᾱ_prev)/(1 − ᾱ_t)·x_t and β̃_t = β_t·(1 − ᾱ_prev)/(1 − ᾱ_t). "
+           "abar_t, abar_prev are the ᾱ of this step and of the next kept step (1 after the last: then no noise is "
+           "added).",
     stub='''def reverse_step(x_t, eps, abar_t, abar_prev, noise, denoised_fn=None, clip=False):
     """x_t -> (x̂_0, x_{t-1}); abar_t, abar_prev: ᾱ of this step and of the next kept one (1 after the last)."""
     x0_pred = ...                       # TODO: invert the forward process with the predicted noise
@@ -436,7 +438,7 @@ CF_LOOP = Exercise(
     id="08.cf", title="CF inside the loop", function="cf_eps_fn", paper="§3.3, eq. 6",
     prompt="Write cf_eps_fn(model, image, keep_mask, target, scale) -> eps_fn: the function of (x_t, t) your loop "
            "calls, giving GLIDE's classifier-free ε̂ (eq. 6). model(x_t, t, text, inpaint_image) -> ε; CF shows the "
-           "model the masked image (image·keep_mask; keep_mask: 1 = keep) in both branches.",
+           "model the masked image (image·keep_mask; keep_mask: 1 = keep) in both branches; ∅, the empty text, is \"\".",
     stub='''def cf_eps_fn(model, image, keep_mask, target, scale):
     """CF (eq. 6) as an eps_fn(x_t, t) for sample_loop."""
     masked = image * keep_mask
@@ -460,7 +462,7 @@ CF_LOOP = Exercise(
     ),
     checks="the library's inpainting loop driven by the student's eps_fn, step by step, against the same loop under "
            "romlib's CF rule (stand-in model, s = 3 and 15)",
-    hints=("§3.3 of the paper, eq. 6, and the table at the top of romlib.guidance.cfg: which text and which image each "
+    hints=("§3.3 of the paper, eq. 6, and notebook 01's classifier-free section: which text and which image each "
            "branch gets.",
            "eps_fn calls model twice with the masked image — once with the target text, once with the empty text "
            "\"\" — and returns base + s·(target branch − base)."),
@@ -553,7 +555,7 @@ def _inpaint_variant(kind):
 
 KNOWN_REGION = Exercise(
     id="08.known-region", title="the known region inside the loop", function="inpaint_loop",
-    paper="§4.2 (GLIDE's inpainting), §4.1",
+    paper="GLIDE's inpainting sampler (Nichol et al. 2022), the one the paper edits with (§4.1); RePaint (Lugmayr et al. 2022) for the comparison",
     prompt="Write inpaint_loop(eps_fn, x_T, timesteps, alphas_cumprod, noises, image, keep_mask): your sample_loop "
            "with the known region (keep_mask = 1) forced at every step the way GLIDE does it (its denoised_fn), and x̂_0 "
            "clipped to [−1, 1]. It calls your sample_loop: pass 08.loop first.",
