@@ -573,7 +573,7 @@ KNOWN_REGION = Exercise(
                 "pixels of the prediction x̂_0 (its denoised_fn), so x_{t−1} stays a noisy image of level t − 1; the "
                 "clean image pasted into x_{t−1} puts noise-free pixels beside noisy ones"),
         Mistake(_inpaint_variant("inverted"), "the mask convention is inverted: keep_mask is 1 where the image is "
-                "kept, so x̂_0·(1 − m) + image·m"),
+                "kept, so the image's pixels go where keep_mask = 1 and the prediction where it is 0"),
         Mistake(_inpaint_variant("no-clip"), "x̂_0 is not clipped: pass clip=True (GLIDE clips x̂_0 to [−1, 1])"),
         Mistake(_inpaint_variant("zero"), "the known pixels are set to 0: they are the image's"),
     ),
