@@ -406,9 +406,10 @@ def main(argv: list[str] | None = None) -> int:
     given) they are restored on return."""
     from . import interrupts
 
-    old_handlers = interrupts.install()
     command = next((a for a in (sys.argv[1:] if argv is None else argv) if not str(a).startswith("-")), "")
-    try:
+    old_handlers = {s: signal.getsignal(s) for s in interrupts.SIGNALS}
+    try:  # installed inside the try: a signal right after the handlers are in place is caught like any other
+        interrupts.install()
         return _main(argv, command)
     except KeyboardInterrupt as e:  # also during imports and argument parsing
         status, kept = interrupts.exit_status(e), getattr(e, "kept", None)

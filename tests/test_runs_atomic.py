@@ -310,6 +310,24 @@ def test_every_command_catches_an_interrupt_from_its_first_line(command, tmp_pat
     assert "Traceback" not in err and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
+def test_a_signal_the_moment_the_handlers_are_in_place_is_caught(python_signal_handlers, monkeypatch, capsys):
+    """The narrowest window of the test above, made certain: the signal lands on the very instruction
+    after the handlers are installed (a CI run once hit it: exit 1 and a traceback)."""
+    import romlib.interrupts as interrupts
+
+    real_install = interrupts.install
+
+    def install_then_signal():
+        old = real_install()
+        signal.raise_signal(signal.SIGINT)  # delivered to the handler just installed
+        return old
+
+    monkeypatch.setattr(interrupts, "install", install_then_signal)
+    assert main(["demo", "--out", "never"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "romlib demo: interrupted, nothing written (SIGINT, exit status 130)")
+
+
 # ---------------------------------------------------------------------------------------------- shapes-train / -bench
 TRAIN = ["shapes-train", "--what", "inpaint", "--batch-size", "2", "--save-every", "2", "--threads", "1", "--quiet"]
 
