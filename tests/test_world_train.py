@@ -137,6 +137,37 @@ def test_segmenter_follows_the_contract(tmp_path):
     assert back.segment(image, b["text"][0], min_score=0.0).mask.shape == (64, 64)
 
 
+@pytest.mark.parametrize("variant", [{"film": True}, {"align": True}, {"film": True, "align": True}])
+def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
+    """FiLM (the pooled text scales and shifts the backbone's features) and the alignment score (a query's
+    embedding against the pooled text's): each makes the output follow the words, and loads back from its file."""
+    tok = batches.tokenizer()
+    b = batches.segment_batch(np.random.default_rng(3), 2)
+    tokens, mask = tok.batch(b["text"], M.TEXT_CTX)
+    other, other_mask = tok.batch(["the large red one", "the cube on the left"], M.TEXT_CTX)
+    setup = T.SETUPS["segmenter"](batches, eval_n=0, config=variant)
+    net = setup.model.eval()
+    assert (net.config["film"], net.config["align"]) == (bool(variant.get("film")), bool(variant.get("align")))
+    with torch.no_grad():
+        if variant.get("film"):  # FiLM starts as the identity (zero init); the words reach the CNN once it learns
+            assert torch.count_nonzero(net.film_head.weight) == 0
+            net.film_head.weight.normal_(0, 0.2)
+            feats = {}
+            net.down.register_forward_hook(lambda m, i, o: feats.setdefault(len(feats), o))
+            net(b["image"], tokens, mask), net(b["image"], other, other_mask)
+            assert not torch.allclose(feats[0], feats[1])  # the backbone itself read the text
+        if variant.get("align"):
+            assert not hasattr(net, "ref_head")  # the score is the alignment, nothing else
+            assert not torch.allclose(net(b["image"], tokens, mask)["ref_logits"],
+                                      net(b["image"], other, other_mask)["ref_logits"])
+    setup.save(tmp_path / "segmenter.pt", net, {"steps": 0})
+    back = load_segmenter(tmp_path / "segmenter.pt", tok)
+    with torch.no_grad():
+        a, c = net(b["image"], tokens, mask), back.net(b["image"], tokens, mask)
+    assert back.net.config == net.config
+    assert torch.allclose(a["ref_logits"], c["ref_logits"], atol=0.05)  # float16 storage
+
+
 def test_mask_boxes():
     m = torch.zeros(2, 8, 8, dtype=torch.bool)
     m[0, 2:5, 3:7] = True

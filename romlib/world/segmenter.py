@@ -8,6 +8,9 @@
 * MDETR's joint encoder: the 256 image tokens (learned 2-D positions) and the text tokens in one
   sequence through ``enc_layers`` transformer layers, so each pixel feature can read the words;
 * a transformer decoder with ``queries`` learned object queries attending to the fused sequence;
+* two options (``film``, ``align``; off by default, docs/world_training.md measures them): FiLM —
+  coordinate channels, and the pooled text scaling and shifting the backbone's features (Perez et al. 2018)
+  — and the score as MDETR's contrastive alignment of a query's embedding with the pooled text's;
 * per query: a *referred* logit (the score, ``sigmoid`` = 1 − p(no-object) of MDETR's binary form),
   an auxiliary *object* logit, and a mask = dot(query embedding, pixel embeddings at 32×32),
   resized to the image and thresholded (sigmoid > ``threshold``).
@@ -59,15 +62,18 @@ class WorldSegmenterNet(nn.Module):
     ``{"ref_logits": [B, Q], "obj_logits": [B, Q], "mask_logits": [B, Q, S/2, S/2]}``."""
 
     def __init__(self, n_vocab: int, text_ctx: int = 16, width: int = 64, queries: int = 8, enc_layers: int = 2,
-                 dec_layers: int = 2, heads: int = 4, image_size: int = 64):
+                 dec_layers: int = 2, heads: int = 4, image_size: int = 64, film: bool = False, align: bool = False):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         d = width
         self.config = dict(n_vocab=n_vocab, text_ctx=text_ctx, width=width, queries=queries, enc_layers=enc_layers,
-                           dec_layers=dec_layers, heads=heads, image_size=image_size)
-        self.image_size, self.text_ctx = image_size, text_ctx
-        self.stem = nn.Sequential(_conv(3, 32), _conv(32, 48, 2), _conv(48, 48))  # → S/2
+                           dec_layers=dec_layers, heads=heads, image_size=image_size, film=bool(film),
+                           align=bool(align))
+        self.image_size, self.text_ctx, self.film, self.align = image_size, text_ctx, bool(film), bool(align)
+        # film: two coordinate channels join the RGB input, and the pooled text scales and shifts the
+        # backbone's features (FiLM, Perez et al. 2018) before the joint encoder
+        self.stem = nn.Sequential(_conv(5 if film else 3, 32), _conv(32, 48, 2), _conv(48, 48))  # → S/2
         self.down = nn.Sequential(_conv(48, d, 2), _conv(d, d))  # → S/4
         n_pix = (image_size // 4) ** 2
         self.pix_pos = nn.Parameter(torch.randn(n_pix, d) * 0.02)
@@ -79,28 +85,54 @@ class WorldSegmenterNet(nn.Module):
         self.query = nn.Parameter(torch.randn(queries, d) * 0.02)
         dec = nn.TransformerDecoderLayer(d, heads, 2 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(dec, dec_layers, norm=nn.LayerNorm(d))
-        self.ref_head = nn.Linear(d, 1)
+        if not align:
+            self.ref_head = nn.Linear(d, 1)
         self.obj_head = nn.Linear(d, 1)
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.skip = nn.Conv2d(48, d, 1)
         self.pixel_head = nn.Sequential(_conv(d, d), nn.Conv2d(d, d, 1))
+        if align:  # the score as MDETR's contrastive alignment: a query's embedding against the pooled text's
+            self.align_q, self.align_t = nn.Linear(d, d), nn.Linear(d, d)
+            self.align_bias = nn.Parameter(torch.zeros(()))
+        if film:
+            self.film_head = nn.Linear(d, 2 * (48 + d))
+            nn.init.zeros_(self.film_head.weight), nn.init.zeros_(self.film_head.bias)
+
+    def _text(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        txt = self.token_embedding(tokens) + self.text_pos[: tokens.shape[1]] + self.type_embedding[1]
+        return self.text_encoder(txt, src_key_padding_mask=~mask)
 
     def forward(self, image: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor) -> dict:
-        f2 = self.stem(image)  # [B, 48, S/2, S/2]
-        f4 = self.down(f2)  # [B, d, S/4, S/4]
-        b, d, h, w = f4.shape
-        img = f4.flatten(2).transpose(1, 2) + self.pix_pos + self.type_embedding[0]
         mask = mask.clone()
         mask[:, 0] |= ~mask.any(1)  # an empty text reads its (end) token
-        txt = self.token_embedding(tokens) + self.text_pos[: tokens.shape[1]] + self.type_embedding[1]
-        txt = self.text_encoder(txt, src_key_padding_mask=~mask)
+        txt = self._text(tokens, mask)
+        if self.film:
+            n = image.shape[-1]
+            ramp = torch.linspace(-1, 1, n, device=image.device, dtype=image.dtype)
+            coords = torch.stack([ramp.view(1, n).expand(n, n), ramp.view(n, 1).expand(n, n)])
+            pooled = (txt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            g2, b2, g4, b4 = self.film_head(pooled).split([48, 48, self.pix_pos.shape[1], self.pix_pos.shape[1]], 1)
+            f2 = self.stem(torch.cat([image, coords.expand(image.shape[0], -1, -1, -1)], 1))
+            f2 = f2 * (1 + g2[..., None, None]) + b2[..., None, None]
+            f4 = self.down(f2)
+            f4 = f4 * (1 + g4[..., None, None]) + b4[..., None, None]
+        else:
+            f2 = self.stem(image)  # [B, 48, S/2, S/2]
+            f4 = self.down(f2)  # [B, d, S/4, S/4]
+        b, d, h, w = f4.shape
+        img = f4.flatten(2).transpose(1, 2) + self.pix_pos + self.type_embedding[0]
         pad = torch.cat([torch.zeros(b, img.shape[1], dtype=torch.bool, device=mask.device), ~mask], 1)
         mem = self.encoder(torch.cat([img, txt], 1), src_key_padding_mask=pad)
         q = self.decoder(self.query.expand(b, -1, -1), mem, memory_key_padding_mask=pad)  # [B, Q, d]
         fused = mem[:, : h * w].transpose(1, 2).reshape(b, d, h, w)
         pix = self.pixel_head(F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False) + self.skip(f2))
         masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(q), pix) / d ** 0.5
-        return {"ref_logits": self.ref_head(q)[..., 0], "obj_logits": self.obj_head(q)[..., 0], "mask_logits": masks}
+        if self.align:
+            pooled = (txt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
+            ref = torch.einsum("bqd,bd->bq", self.align_q(q), self.align_t(pooled)) / d ** 0.5 + self.align_bias
+        else:
+            ref = self.ref_head(q)[..., 0]
+        return {"ref_logits": ref, "obj_logits": self.obj_head(q)[..., 0], "mask_logits": masks}
 
 
 # ----------------------------------------------------------------------------- loss

@@ -297,12 +297,13 @@ def _save_plain(config: dict):
     return save
 
 
-def setup_segmenter(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 500) -> Setup:
-    """The learned referring segmenter; its held-out IoU (``eval_n`` examples, seed 10 000) goes into the meta."""
+def setup_segmenter(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 500, config: dict | None = None) -> Setup:
+    """The learned referring segmenter; its held-out IoU (``eval_n`` examples, seed 10 000) goes into the meta.
+    ``config`` overrides :func:`romlib.world.models.segmenter_config` (e.g. ``{"film": True}``)."""
     batches = batches or _default_batches()
     tok = batches.tokenizer()
     torch.manual_seed(seed)
-    cfg = M.segmenter_config(tok.n_vocab)
+    cfg = M.segmenter_config(tok.n_vocab, **(config or {}))
     net = WorldSegmenterNet(**cfg)
 
     def loss_fn(model, rng, batch_size):
