@@ -249,7 +249,7 @@ DEFAULT_CONTROLS = ("guidance", "scale", "dilation", "rank", "seed", "preset")
 
 
 def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, controls=DEFAULT_CONTROLS,
-            guidances=None, cases: dict | None = None, debounce: float = 0.3, **settings):
+            guidances=None, cases: dict | None = None, debounce: float = 0.1, **settings):
     """The ablation explorer (:class:`romlib.teach.explorer.Explorer`): live controls over one edit.
 
     ``controls``: which knobs get a widget (:data:`CONTROLS`: the example ``case`` of ``cases=``, the guidance
@@ -259,8 +259,10 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, c
     updates the figure by itself (sliders on release), recomputing only the stages the change touches — a ranking
     change re-ranks the cached samples, never samples again — and the line above the figure says what was
     recomputed and how long it took. Updates run one at a time on a worker thread (:class:`romlib.teach.live.
-    LiveUpdate`): a change made meanwhile is queued, merged with later ones, and never lost. The budget starts at
-    "preview" (said in the label); "paper" is an explicit choice. ``settings``: starting values and fixed knobs of
+    LiveUpdate`): a change made meanwhile is queued, merged with later ones, and never lost; an update starts
+    ``debounce`` seconds after the last change (0.1 s: every click waits it, and the controls fire once per
+    change — sliders on release, the seed on Enter —, so only a held arrow key in a dropdown makes a burst). The
+    budget starts at "preview" (said in the label); "paper" is an explicit choice. ``settings``: starting values and fixed knobs of
     :class:`~romlib.config.EditConfig` (``mask=``, ``steps=``) and the explorer's own (``erode``, ``model``,
     ``case``, ``enlarge``); ``samples``: None = the preset's. The first setting is drawn statically first (every
     sample, ranked), so the notebook shows it without a kernel; without widgets,
