@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -246,6 +247,14 @@ def _recomputed(status: str) -> list[str]:
     return [] if what == "nothing" else [part.split()[0] for part in what.split(", ")]
 
 
+def _kernel_seconds(status: str) -> tuple[float, float]:
+    """The kernel's seconds for the update and its figure, and the CPU seconds of them, from the status line's
+    "update 4 (seed=3 → sample): 2.10 s with the figure, 1.40 s of it CPU"."""
+    m = re.search(r": ([0-9.]+) s with the figure, ([0-9.]+) s of it CPU$", status.splitlines()[0])
+    assert m, f"no kernel seconds in the status line:\n{status}"
+    return float(m[1]), float(m[2])
+
+
 def _no_errors(driver, where: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -297,17 +306,21 @@ def _drive(browser, url, home, tmp_path):
             if stages or n == 1:
                 assert after != before, f"{name}: {control}={value}: the figure did not change"
             _no_errors(browser, f"{name} after {control}={value}")
-            rows.append((name, control, value, seconds, ", ".join(stages) or "nothing (all cached)"))
+            rows.append((name, control, value, seconds, *_kernel_seconds(status), ", ".join(stages) or "nothing (all cached)"))
         browser.save_screenshot(str(tmp_path / f"{name}-end.png"))
-        rows.append((name, "(open + run cells)", "", first, "kernel, imports, first edit"))
+        rows.append((name, "(open + run cells)", "", first, None, None, "kernel, imports, first edit"))
         browser.find_element(By.CSS_SELECTOR, f"{PANEL} [data-command='docmanager:save']").click()  # the save button
         _wait(f"{name}: saved", lambda: _saved_outputs(home / f"{name}.ipynb"), 30)
         _shut_down_kernels(url)  # one kernel at a time; the saved file is what reopens
     print(f"\nclick -> figure in JupyterLab (headless Chromium), {time.monotonic() - t_all:.0f} s in all, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'notebook':22s} {'control':18s} {'value':22s} {'seconds':>8s}  recomputed")
-    for name, control, value, seconds, stages in rows:
-        print(f"{name:22s} {control:18s} {value:22s} {seconds:8.2f}  {stages}")
+    print("seconds: click -> new figure on the page; kernel: the update and its figure in the kernel, cpu: the CPU "
+          "seconds of them (what an idle core takes); idle: seconds - kernel + cpu, the click on an idle machine")
+    print(f"{'notebook':22s} {'control':18s} {'value':22s} {'seconds':>8s} {'kernel':>7s} {'cpu':>6s} {'idle':>6s}  "
+          "recomputed")
+    for name, control, value, seconds, kernel, cpu, stages in rows:
+        more = "" if kernel is None else f"{kernel:7.2f} {cpu:6.2f} {seconds - kernel + cpu:6.2f}"
+        print(f"{name:22s} {control:18s} {value:22s} {seconds:8.2f} {more:>21s}  {stages}")
 
     # reopen one saved notebook without its kernel: every output must render, no widget missing, and the explorer
     # shows its controls and its last live figure (from the widget state saved with the notebook)
