@@ -169,7 +169,7 @@ def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None
     width). Drawn without pyplot (a :class:`matplotlib.figure.Figure`), so a worker thread can draw it while a
     cell runs (the explorer's live updates). ``fig``: a figure an earlier call returned; when its grid has the same
     rows, columns and size, its axes are kept and only their images, boxes and titles replaced (the same pixels as
-    a new figure, without building 10–26 axes again: the explorer's clicks), else a new figure is made."""
+    a new figure, without building its axes again: the explorer's clicks), else a new figure is made."""
     from matplotlib.figure import Figure
 
     n = len(result.images)
