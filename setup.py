@@ -1,7 +1,19 @@
 """romlib: Referring Object Manipulation (MDETR + GLIDE + CCF guidance), notebook-first."""
 from setuptools import find_packages, setup
+from setuptools.dist import Distribution
+
+
+class _Distribution(Distribution):
+    """setuptools' editable install asks ``has_data()`` before it installs ``data_files`` (as plain copies), a method
+    its Distribution lacks (it has ``has_data_files``), so ``pip install -e`` skipped them (setuptools issue 3399)."""
+
+    def has_data(self) -> bool:
+        return self.has_data_files()
+
+
 
 setup(
+    distclass=_Distribution,
     name="romlib",
     version="0.1.0",
     description="Referring Object Manipulation with conditional classifier-free guidance: "
@@ -12,6 +24,10 @@ setup(
     packages=find_packages(include=["romlib", "romlib.*"]),
     package_data={"romlib": ["assets/*", "hub/*.json.gz", "shapes/weights/*", "shapes/weights/removal/*", "world/weights/*"]},
     include_package_data=True,
+    # JupyterLab's default for this environment (docs/teaching.md, "Reopening a notebook"): save widget state, so a
+    # notebook saved after its explorer ran reopens with the controls and the last figure, not "model not found";
+    # overrides.d/ is where packages put their defaults (a user's overrides.json and Settings still win)
+    data_files=[("share/jupyter/lab/settings/overrides.d", ["jupyter-config/romlib-widget-state.json"])],
     install_requires=[
         "torch>=2.1",
         "torchvision",

@@ -163,11 +163,13 @@ def edit_grid(result, top: int = 4, size: float = 2.2):
     return fig
 
 
-def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None = None):
+def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None = None, fig=None):
     """The input with its mask, then *every* sample of ``result`` in ranked order with its score, wrapped after
     ``cols`` panels so that the figure is at most ``width`` inches wide (900 px at 100 dpi: an output area's
     width). Drawn without pyplot (a :class:`matplotlib.figure.Figure`), so a worker thread can draw it while a
-    cell runs (the explorer's live updates)."""
+    cell runs (the explorer's live updates). ``fig``: a figure an earlier call returned; when its grid has the same
+    rows, columns and size, its axes are kept and only their images, boxes and titles replaced (the same pixels as
+    a new figure, without building its axes again: the explorer's clicks), else a new figure is made."""
     from matplotlib.figure import Figure
 
     n = len(result.images)
@@ -175,8 +177,22 @@ def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None
     cols = max(1, min(cols, panels))
     rows = -(-panels // cols)
     side = min(width / cols, 1.6)
-    fig = Figure(figsize=(side * cols, side * rows * 1.25 + 0.4))
-    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    grid = (rows, cols, panels, side)
+    if fig is not None and getattr(fig, "_romlib_grid", None) == grid:
+        axes = fig._romlib_axes
+        for a in axes[:panels]:
+            for artist in [*a.images, *a.patches]:
+                artist.remove()
+        fig.subplots_adjust(**fig._romlib_params)  # tight_layout starts from where a new figure starts
+    else:
+        fig = Figure(figsize=(side * cols, side * rows * 1.25 + 0.4))
+        axes = fig.subplots(rows, cols, squeeze=False).ravel()
+        for a in axes:
+            a.set_xticks([]), a.set_yticks([])
+        for a in axes[panels:]:
+            a.set_axis_off()
+        fig._romlib_grid, fig._romlib_axes = grid, axes
+        fig._romlib_params = {k: getattr(fig.subplotpars, k) for k in ("left", "right", "bottom", "top", "wspace", "hspace")}
     side_px = result.edit_mask.shape[-1]
     _imshow(axes[0], result.frame_input)
     axes[0].set_title(f"input\n{result.settings['ref']!r}", fontsize=7)
@@ -188,10 +204,6 @@ def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None
         _imshow(axes[i + 2], result.images[i])
         sc = result.scores[i]
         axes[i + 2].set_title(f"#{i + 1}  " + (f"d = {sc:.3f}" if sc == sc else "unranked"), fontsize=7)
-    for a in axes:
-        a.set_xticks([]), a.set_yticks([])
-    for a in axes[panels:]:
-        a.set_axis_off()
     target = result.settings["target"]
     what = repr(target) if target else "remove (empty target)"
     fig.suptitle(title or f"{result.settings['guidance']}{_scale_text(result.settings, ' (s = {:g})')} → {what}: "

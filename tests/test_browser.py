@@ -3,7 +3,9 @@ selenium; no browser download). For each notebook with an explorer: run its expl
 one kernel per notebook), change every control the way a student does (dropdowns, slider readouts, the seed box,
 the budget buttons), and check that the figure changed, that the status line names the stages the control
 invalidates (a ranking change: "rank" only, never "sample"), and that no error text or red output appeared; then
-reopen a saved notebook without its kernel and check that no widget is missing. Prints click → figure times.
+reopen a saved notebook without its kernel, with JupyterLab's settings as romlib's install leaves them (the test
+writes no widget setting), and check that no widget is missing ("model not found") and that the explorer shows its
+controls and last figure. Prints click → figure times.
 
 Run it alone: ``python -m pytest tests/test_browser.py -s`` (``-s`` shows the timing table). Skips, saying why,
 only when ``chromium`` or ``chromedriver`` is not on PATH (``apt-get install chromium chromium-driver``).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -87,11 +90,6 @@ def lab(tmp_path_factory):
     settings = home / "settings" / "@jupyterlab" / "notebook-extension"
     settings.mkdir(parents=True)
     (settings / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
-    # "Save Widget State Automatically" (Settings menu): the explorer's controls and last figure are saved with the
-    # notebook, so a reopened notebook shows them instead of "model not found" (docs/teaching.md says so)
-    widgets = home / "settings" / "@jupyter-widgets" / "jupyterlab-manager"
-    widgets.mkdir(parents=True)
-    (widgets / "plugin.jupyterlab-settings").write_text(json.dumps({"saveState": True}))
     (settings.parent / "apputils-extension").mkdir()
     (settings.parent / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
@@ -178,6 +176,14 @@ def _saved_outputs(path: Path) -> list:
         return []
 
 
+def _saves_widget_state(url: str) -> bool:
+    """Whether this JupyterLab saves widget state with a notebook ("Save Widget State Automatically"): the user's
+    setting if any (the test writes none), else the default, which romlib's overrides.d file sets (setup.py)."""
+    req = urllib.request.urlopen(f"{url}/lab/api/settings/@jupyter-widgets/jupyterlab-manager:plugin?token={TOKEN}")
+    data = json.loads(req.read())
+    return (data.get("settings") or {}).get("saveState", data["schema"]["properties"]["saveState"]["default"])
+
+
 def _shut_down_kernels(url: str) -> None:
     req = urllib.request.Request(f"{url}/api/sessions?token={TOKEN}")
     for session in json.loads(urllib.request.urlopen(req).read()):
@@ -241,6 +247,14 @@ def _recomputed(status: str) -> list[str]:
     return [] if what == "nothing" else [part.split()[0] for part in what.split(", ")]
 
 
+def _kernel_seconds(status: str) -> tuple[float, float]:
+    """The kernel's seconds for the update and its figure, and the CPU seconds of them, from the status line's
+    "update 4 (seed=3 → sample): 2.10 s with the figure, 1.40 s of it CPU"."""
+    m = re.search(r": ([0-9.]+) s with the figure, ([0-9.]+) s of it CPU$", status.splitlines()[0])
+    assert m, f"no kernel seconds in the status line:\n{status}"
+    return float(m[1]), float(m[2])
+
+
 def _no_errors(driver, where: str) -> None:
     from selenium.webdriver.common.by import By
 
@@ -265,6 +279,12 @@ def test_every_explorer_control_updates_its_figure_in_the_browser(lab, browser, 
 def _drive(browser, url, home, tmp_path):
     from selenium.webdriver.common.by import By
 
+    # JupyterLab as a student has it: the test writes no widget setting, so what the reopened notebook shows is what
+    # romlib's environment default gives (docs/teaching.md, "Reopening a notebook")
+    assert _saves_widget_state(url), (
+        "JupyterLab here does not save widget state by default, so a reopened explorer would say 'model not found': "
+        f"romlib's share/jupyter/lab/settings/overrides.d/romlib-widget-state.json is missing from {sys.prefix} "
+        "(reinstall romlib: pip install -e .)")
     rows, t_all = [], time.monotonic()
     for name, (cells, changes) in CASES.items():
         t_nb = time.monotonic()
@@ -286,22 +306,45 @@ def _drive(browser, url, home, tmp_path):
             if stages or n == 1:
                 assert after != before, f"{name}: {control}={value}: the figure did not change"
             _no_errors(browser, f"{name} after {control}={value}")
-            rows.append((name, control, value, seconds, ", ".join(stages) or "nothing (all cached)"))
+            rows.append((name, control, value, seconds, *_kernel_seconds(status), ", ".join(stages) or "nothing (all cached)"))
         browser.save_screenshot(str(tmp_path / f"{name}-end.png"))
-        rows.append((name, "(open + run cells)", "", first, "kernel, imports, first edit"))
+        rows.append((name, "(open + run cells)", "", first, None, None, "kernel, imports, first edit"))
         browser.find_element(By.CSS_SELECTOR, f"{PANEL} [data-command='docmanager:save']").click()  # the save button
         _wait(f"{name}: saved", lambda: _saved_outputs(home / f"{name}.ipynb"), 30)
         _shut_down_kernels(url)  # one kernel at a time; the saved file is what reopens
     print(f"\nclick -> figure in JupyterLab (headless Chromium), {time.monotonic() - t_all:.0f} s in all, "
           f"load average {os.getloadavg()[0]:.1f}")
-    print(f"{'notebook':22s} {'control':18s} {'value':22s} {'seconds':>8s}  recomputed")
-    for name, control, value, seconds, stages in rows:
-        print(f"{name:22s} {control:18s} {value:22s} {seconds:8.2f}  {stages}")
+    print("seconds: click -> new figure on the page; kernel: the update and its figure in the kernel, cpu: the CPU "
+          "seconds of them (what an idle core takes); idle: seconds - kernel + cpu, the click on an idle machine")
+    print(f"{'notebook':22s} {'control':18s} {'value':22s} {'seconds':>8s} {'kernel':>7s} {'cpu':>6s} {'idle':>6s}  "
+          "recomputed")
+    for name, control, value, seconds, kernel, cpu, stages in rows:
+        more = "" if kernel is None else f"{kernel:7.2f} {cpu:6.2f} {seconds - kernel + cpu:6.2f}"
+        print(f"{name:22s} {control:18s} {value:22s} {seconds:8.2f} {more:>21s}  {stages}")
 
-    # reopen one saved notebook without its kernel: every output must render, no widget missing
+    # reopen one saved notebook without its kernel: every output must render, no widget missing, and the explorer
+    # shows its controls and its last live figure (from the widget state saved with the notebook)
+    saved = json.loads((home / f"{REOPEN}.ipynb").read_text())
+    assert saved["metadata"].get("widgets"), f"{REOPEN}: the saved notebook has no widget state (metadata.widgets)"
+    print(f"{REOPEN}: widget state saved with the notebook, {len(json.dumps(saved['metadata']['widgets'])) / 1e3:.0f} kB")
     _open(browser, url, REOPEN)
-    time.sleep(2)  # the widget manager has restored (or failed to restore) every view by now
-    browser.save_screenshot(str(tmp_path / f"{REOPEN}-reopened.png"))
+
+    def live_figure():
+        return [e for e in browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .romlib-explorer .romlib-figure")
+                if e.is_displayed()]
+
+    def settled():  # the explorer drawn, or an error shown instead (then _no_errors says which)
+        text = browser.find_element(By.CSS_SELECTOR, PANEL).text
+        return any(e in text for e in ERRORS) or (live_figure() and "Loading widget" not in text)
+
+    try:
+        _wait(f"{REOPEN} reopened: the explorer's controls and last figure", settled, 30, 0.3)
+        time.sleep(1)  # every other view restored (or failed to) by now
+    finally:
+        browser.save_screenshot(str(tmp_path / f"{REOPEN}-reopened.png"))
     _no_errors(browser, f"{REOPEN} reopened")
-    imgs = browser.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
-    assert imgs, f"{REOPEN} reopened: the saved figure is gone"
+    assert live_figure(), f"{REOPEN} reopened: the explorer's last figure is not shown"
+    imgs = browser.find_elements(By.CSS_SELECTOR, f"{PANEL} .jp-OutputArea-output img")
+    assert len(imgs) >= 2, f"{REOPEN} reopened: {len(imgs)} images; expected the first figure and the live one"
+    assert "seed=" in _status(browser) and "update 4 " in _status(browser), \
+        f"{REOPEN} reopened: the status line is not the last update's:\n{_status(browser)}"

@@ -141,6 +141,25 @@ def test_pipeline_figure_draws_every_stage_on_shapes(shapes_result):
     assert "score 1.00" in fig.axes[1].get_title()
 
 
+def test_samples_grid_drawn_into_an_earlier_figure_gives_the_same_pixels(shapes_result):
+    """The explorer's clicks redraw into the figure of the last one (romlib.plots.samples_grid(fig=)): the PNG must
+    be byte for byte a new figure's, whatever the earlier figure showed; another number of samples gets a new one."""
+    import romlib as rl
+    from romlib.plots import png, samples_grid
+
+    pipe, first = shapes_result
+    case = rl.nb.chosen_case(pipe, "both")
+    other = pipe.edit(*case, samples=3, steps=3, seed=5, guidance="cf", rank="masked", progress=False)
+    fewer = pipe.edit(*case, samples=2, steps=3, progress=False)
+    fig = samples_grid(first)
+    assert png(fig) == png(samples_grid(first))
+    again = samples_grid(other, fig=fig)
+    assert again is fig and png(again) == png(samples_grid(other))  # the same axes, the other edit's pixels
+    assert png(again) != png(samples_grid(first))
+    new = samples_grid(fewer, fig=fig)
+    assert new is not fig and len(new.axes) != len(fig.axes) and png(new) == png(samples_grid(fewer))
+
+
 def test_pipeline_figure_works_on_the_tiny_backend():
     import romlib as rl
 

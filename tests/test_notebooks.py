@@ -6,6 +6,7 @@ that figures survive the Agg backend, that the output checking is live (an alter
 fails), that the Colab install cell fails helpfully, and that a built wheel runs ``romlib demo``.
 """
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -267,12 +268,14 @@ def test_install_cell_failure_says_what_to_do(tmp_path, with_wheel):
 def test_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
     """Build the wheel from a copy of the source, install it into a new venv that borrows this
     environment's packages (torch is not reinstalled), and run ``romlib demo`` from it: the
-    ShapesWorld weights must be inside the wheel."""
+    ShapesWorld weights must be inside the wheel, and JupyterLab's default romlib ships (save widget state:
+    docs/teaching.md, "Reopening a notebook") must land in the venv's share/jupyter/lab/settings/overrides.d."""
     src = tmp_path / "src"
     src.mkdir()
     for f in ("setup.py", "README.md"):
         shutil.copy(ROOT / f, src / f)
     shutil.copytree(ROOT / "romlib", src / "romlib", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "jupyter-config", src / "jupyter-config")
     dist = tmp_path / "dist"
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
                         str(src)], capture_output=True, text=True, timeout=300)
@@ -288,6 +291,9 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_the_demo(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
                         str(wheel)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
+    lab_default = venv / "share" / "jupyter" / "lab" / "settings" / "overrides.d" / "romlib-widget-state.json"
+    assert lab_default.is_file(), f"the wheel did not install {lab_default.relative_to(venv)}"
+    assert json.loads(lab_default.read_text()) == {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
     env.update(ROMLIB_OFFLINE="1", HF_HUB_OFFLINE="1", MPLBACKEND="Agg")
     where = subprocess.run([str(py), "-c", "import romlib; print(romlib.__file__)"], cwd=tmp_path, env=env,

@@ -129,6 +129,7 @@ class Explorer:
         self.cache = cache if cache is not None else StageCache()
         self.last: dict = {}
         self.result = None
+        self._grid = None  # the figure png() draws into (romlib.plots.samples_grid(fig=))
 
     def _check_view(self, view: dict) -> None:
         if "model" in view and view["model"] not in MODELS:
@@ -272,8 +273,10 @@ class Explorer:
         return samples_grid(self.result)
 
     def png(self) -> bytes:
-        """:meth:`figure` as PNG bytes (what the live widget shows)."""
-        return png(self.figure())
+        """:meth:`figure` as PNG bytes (what the live widget shows). The figure's axes are kept from one call to the
+        next while the number of samples stays (the same pixels as a new figure, ~0.1 s less per click)."""
+        self._grid = samples_grid(self.result, fig=self._grid)
+        return png(self._grid)
 
     def show(self):
         """Print the label and the scores of every sample, and display :meth:`figure` (the static rendering)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -249,7 +250,7 @@ DEFAULT_CONTROLS = ("guidance", "scale", "dilation", "rank", "seed", "preset")
 
 
 def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, controls=DEFAULT_CONTROLS,
-            guidances=None, cases: dict | None = None, debounce: float = 0.3, **settings):
+            guidances=None, cases: dict | None = None, debounce: float = 0.1, **settings):
     """The ablation explorer (:class:`romlib.teach.explorer.Explorer`): live controls over one edit.
 
     ``controls``: which knobs get a widget (:data:`CONTROLS`: the example ``case`` of ``cases=``, the guidance
@@ -259,8 +260,10 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, c
     updates the figure by itself (sliders on release), recomputing only the stages the change touches — a ranking
     change re-ranks the cached samples, never samples again — and the line above the figure says what was
     recomputed and how long it took. Updates run one at a time on a worker thread (:class:`romlib.teach.live.
-    LiveUpdate`): a change made meanwhile is queued, merged with later ones, and never lost. The budget starts at
-    "preview" (said in the label); "paper" is an explicit choice. ``settings``: starting values and fixed knobs of
+    LiveUpdate`): a change made meanwhile is queued, merged with later ones, and never lost; an update starts
+    ``debounce`` seconds after the last change (0.1 s: every click waits it, and the controls fire once per
+    change — sliders on release, the seed on Enter —, so only a held arrow key in a dropdown makes a burst). The
+    budget starts at "preview" (said in the label); "paper" is an explicit choice. ``settings``: starting values and fixed knobs of
     :class:`~romlib.config.EditConfig` (``mask=``, ``steps=``) and the explorer's own (``erode``, ``model``,
     ``case``, ``enlarge``); ``samples``: None = the preset's. The first setting is drawn statically first (every
     sample, ranked), so the notebook shows it without a kernel; without widgets,
@@ -332,7 +335,10 @@ def _live_widget(explorer, pipe, controls, guidances, debounce):
     def say(text: str) -> None:
         status.value = f"<pre style='white-space: pre-wrap; margin: 0'>{html.escape(text)}</pre>"
 
+    started: dict = {}
+
     def update(changes: dict):
+        started.update(wall=time.perf_counter(), cpu=time.thread_time())  # both stages run on this worker thread
         if "guidance" in changes and get(changes["guidance"]).default_scale is None:
             changes = {**changes, "scale": None}
         return explorer.update(**changes)
@@ -340,7 +346,10 @@ def _live_widget(explorer, pipe, controls, guidances, debounce):
     def render(_result, changes: dict) -> None:
         figure.value = explorer.png()
         figure.layout.display = None
-        say(f"update {live.done + 1} ({_changed(changes)}):\n{explorer.label()}")
+        # the CPU seconds are what the update and the figure take on an idle core: a busy machine adds the rest
+        wall, cpu = time.perf_counter() - started["wall"], time.thread_time() - started["cpu"]
+        say(f"update {live.done + 1} ({_changed(changes)}): {wall:.2f} s with the figure, {cpu:.2f} s of it CPU\n"
+            f"{explorer.label()}")
 
     live = LiveUpdate(update, render, status=say, debounce=debounce)
     for name, c in ctl.items():
