@@ -238,8 +238,11 @@ def _autograders(autograder: str | Path) -> dict[str, Path]:
 
 
 def _questions(zip_path: Path) -> dict[str, float]:
-    """The questions of an autograder zip and their points (its ``tests/<question>.py`` files)."""
+    """The questions of an autograder zip (its ``tests/<question>.py`` files) and their points, in the order of the
+    exercises in the notebooks."""
     import zipfile
+
+    from .exercises import EXERCISES
 
     found = {}
     with zipfile.ZipFile(zip_path) as z:
@@ -247,7 +250,8 @@ def _questions(zip_path: Path) -> dict[str, float]:
             if name.startswith("tests/") and name.endswith(".py"):
                 points = re.search(r"^points = ([\d.]+)$", z.read(name).decode(), re.M)
                 found[name[len("tests/"):-len(".py")]] = float(points.group(1)) if points else 1.0
-    return found
+    order = list(EXERCISES)
+    return dict(sorted(found.items(), key=lambda q: order.index(q[0]) if q[0] in order else len(order)))
 
 
 def _first_failure(output: str) -> str:
