@@ -119,3 +119,7 @@ def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
     assert [(r["submission"].split("/")[-2], r["01.cf"], r["08.forward"], r["total"], r["possible"]) for r in rows] == [
         ("solved", "1.0", "1.0", "2.0", "2.0"), ("unsolved", "0.0", "0.0", "0.0", "2.0"),
         ("cheat", "0.0", "0.0", "0.0", "2.0")]
+
+    stuck = _submit(student, tmp_path / "stuck", {}, extra=["while True:\n    pass"])
+    [late] = grade(autograder / "mini.zip", [stuck], timeout=4)  # stopped (otter and its kernel) at the time limit
+    assert (late.points, late.error) == ({"01.cf": 0.0, "08.forward": 0.0}, "not graded: it ran past 4 s")
