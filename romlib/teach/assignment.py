@@ -81,6 +81,15 @@ def _exercise_id(cell) -> str | None:
     return found.group(1) if found and found.group(1) in EXERCISES else None
 
 
+def _need_otter() -> None:
+    """Raise a clear ImportError when otter-grader is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("otter") is None:
+        raise ImportError('romlib assignment and romlib grade run otter-grader: pip install -e ".[grade]" '
+                          '(or pip install "otter-grader>=7,<8")')
+
+
 def _yaml(config: dict) -> str:
     import yaml  # otter-grader's requirement (pyyaml)
 
@@ -99,13 +108,12 @@ def _test_cell(exercise_id: str, function: str, name: str, label: str, seed: int
         f"    assert v.ok, {label + ': '!r} + v.message\n\n{name}({function})")
 
 
-def _question(exercise, seeds: Sequence[int], points: float) -> list:
-    """The cells of one otter question: the exercise cell (solution, and the stub as the students' prompt), then its
-    public test and one hidden test per seed."""
+def _question(e, seeds: Sequence[int], points: float) -> list:
+    """The cells of one otter question, exercise ``e``: its cell (the solution, and the stub as the students' prompt),
+    then its public test and one hidden test per seed."""
     import nbformat
 
     v4 = nbformat.v4
-    e = exercise
     if "'''" in e.stub:
         raise ValueError(f"exercise {e.id}: its stub holds ''' (the master notebook quotes the stub with it)")
     cell = (f"# BEGIN SOLUTION NO PROMPT\n{e.solution_source.rstrip()}\n# END SOLUTION\n"
@@ -126,9 +134,9 @@ def master_notebook(nb, name: str, seeds: Sequence[int], points: float = 1.0):
     """The otter-assign master notebook of course notebook ``nb`` (nbformat): an ``# ASSIGNMENT CONFIG`` cell, each
     exercise cell (one with ``rl.check("<id>", …)``) made a question (:func:`_question`), the folded solution cells
     removed, outputs cleared. Returns ``(notebook, [exercise ids in order])``."""
-    from .exercises import EXERCISES
-
     import nbformat
+
+    from .exercises import EXERCISES
 
     config = {"name": name, "init_cell": False, "check_all_cell": False, "export_cell": False,
               "generate": {"pdf": False}, "tests": {"files": False, "ok_format": False}}
@@ -172,9 +180,10 @@ def release(out: str | Path, notebooks: Sequence[str] | None = None, *, points: 
     returns ``out/autograder``. ``seed`` fixes the hidden seeds (default: drawn at random); ``source`` gives notebook
     files other than the course's (e.g. a shorter assignment of your own); ``run_tests``: otter runs the solutions
     notebook against every test before writing the autograder (the slow part: the notebook runs once)."""
+    _need_otter()
     import nbformat
-    from tqdm.auto import tqdm
     from otter.assign import main as otter_assign
+    from tqdm.auto import tqdm
 
     if not (isinstance(hidden_seeds, int) and 1 <= hidden_seeds <= 20):
         raise ValueError(f"hidden_seeds={hidden_seeds!r}: expected an int from 1 to 20")
@@ -302,22 +311,24 @@ def _otter_run(submission: Path, zip_path: Path, timeout: float) -> Grade:
 def grade(autograder: str | Path, submissions: Sequence[str | Path], csv_path: str | Path | None = None, *,
           timeout: float = 1800, jobs: int = 1) -> list[Grade]:
     """Grade each submitted notebook with ``otter run`` and its notebook's autograder zip (``autograder``: the
-    release's autograder/ folder, or one zip); ``jobs`` submissions at a time, each stopped after ``timeout``
-    seconds. Writes ``csv_path``: one row per submission, one column per question, the total and the points
-    possible, and the grader's error if it could not grade one."""
+    release's autograder/ folder, a zip found by each submission's name; or one zip, for every submission), ``jobs``
+    submissions at a time, each stopped after ``timeout`` seconds. Writes ``csv_path``: one row per submission, one
+    column per question, the total and the points possible, and the grader's error if it could not grade one."""
     from tqdm.auto import tqdm
 
+    _need_otter()
     if not (isinstance(jobs, int) and jobs >= 1):
         raise ValueError(f"jobs={jobs!r}: expected an int >= 1")
     zips = _autograders(autograder)
     subs = [Path(s) for s in submissions]
+    one = next(iter(zips.values())) if Path(autograder).is_file() else None  # one zip given: it grades them all
     for s in subs:
-        if s.name not in zips:
+        if one is None and s.name not in zips:
             raise ValueError(f"{s}: no notebook named {s.name!r} in this assignment; expected one of {', '.join(zips)}")
         if not s.is_file():
             raise ValueError(f"{s}: no such file")
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        grades = list(tqdm(pool.map(lambda s: _otter_run(s, zips[s.name], timeout), subs), total=len(subs),
+        grades = list(tqdm(pool.map(lambda s: _otter_run(s, one or zips[s.name], timeout), subs), total=len(subs),
                            desc="otter run", unit="submission"))
     if csv_path is not None:
         columns = list(dict.fromkeys(q for g in grades for q in g.max_points))
