@@ -273,8 +273,9 @@ def _first_failure(output: str) -> str:
 
 
 def _otter_run(submission: Path, zip_path: Path, timeout: float) -> Grade:
-    """``otter run -a zip_path submission`` in its own process group (a submission past ``timeout`` seconds is
-    stopped, its kernel with it), read back from otter's results.json."""
+    """``otter run -a zip_path submission``, read back from otter's results.json. Past ``timeout`` seconds otter's
+    process group is killed; the kernel (in a session of its own) exits within a second when it sees its parent gone
+    (ipykernel's parent poller), and ``communicate`` waits for it: it shares otter's output pipe."""
     questions = _questions(zip_path)
 
     def failed(why: str) -> Grade:
@@ -293,12 +294,10 @@ def _otter_run(submission: Path, zip_path: Path, timeout: float) -> Grade:
             return failed(f"not graded: it ran past {timeout:g} s")
         results = Path(tmp) / "results.json"
         if not results.is_file():
-            last = text.strip().splitlines()[-1] if text.strip() else "no output"
+            last = re.sub(r"^(?:\w+\.)+(\w+(?:Error|Exception):)", r"\1",  # otter.….OtterRuntimeError: -> OtterRuntimeError:
+                          text.strip().splitlines()[-1] if text.strip() else "no output")
             return failed(f"otter run failed (exit {proc.returncode}): {last}")
         tests = json.loads(results.read_text())["tests"]
-    error = next((t["output"] for t in tests if t.get("name") == "Autograder Error"), None)
-    if error is not None:
-        return failed(error.strip().splitlines()[-1])
     points, messages = {q: 0.0 for q in questions}, {}
     for t in tests:
         if t.get("name") in questions:
