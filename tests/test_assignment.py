@@ -107,11 +107,11 @@ def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
     cheat = _submit(student, tmp_path / "cheat", table)
     grades = grade(autograder, [solved, unsolved, cheat], tmp_path / "scores.csv", timeout=300, jobs=3)
     got = {g.submission.split("/")[-2]: (g.points, g.total, g.possible, g.error) for g in grades}
+    why = {g.submission.split("/")[-2]: g.messages for g in grades}
     assert got == {"solved": ({"01.cf": 1.0, "08.forward": 1.0}, 2.0, 2.0, ""),
                    "unsolved": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, ""),
-                   "cheat": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, "")}
-    why = {g.submission.split("/")[-2]: g.messages for g in grades}
-    assert why["solved"] == {}
+                   "cheat": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, "")}, why
+    assert why["solved"] == {}, why
     assert why["unsolved"]["01.cf"].startswith("the notebook's inputs: not attempted yet")
     assert all(why["cheat"][i].startswith("hidden test 1 (fresh inputs): ") for i in IDS), why["cheat"]
     with open(tmp_path / "scores.csv", newline="") as f:
