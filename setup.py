@@ -45,11 +45,12 @@ setup(
         # torch's CPU build first (README): pip keeps it
         "sd": ["diffusers>=0.30"],  # the sd / tiny-sd backends (notebook 07; tests/test_sd*.py compare with its pipeline)
         "notebooks": ["jupyter", "ipywidgets>=8"],
-        # romlib assignment / romlib grade (docs/teaching.md): the student notebooks, and running submissions to grade
-        "grade": ["nbformat", "nbclient", "ipykernel"],
+        # romlib assignment / romlib grade (docs/teaching.md): otter-grader writes the student notebooks and the
+        # autograder (otter assign) and grades submissions without Docker (otter run); ipykernel runs them
+        "grade": ["otter-grader>=7,<8", "nbformat", "ipykernel"],
         # selenium and jupyterlab: tests/test_browser.py drives JupyterLab in the system's chromium (no browser download)
         "test": ["pytest>=7", "pytest-timeout>=2.1", "pytest-xdist>=3.0", "hypothesis>=6", "nbval>=0.11", "nbclient",
-                 "ipykernel", "ipywidgets>=8", "selenium>=4.10", "jupyterlab>=4"],
+                 "ipykernel", "ipywidgets>=8", "selenium>=4.10", "jupyterlab>=4", "otter-grader>=7,<8"],
     },
     entry_points={"console_scripts": ["romlib=romlib.cli:main"]},
 )

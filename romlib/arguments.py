@@ -353,17 +353,21 @@ def check_shapes_train(args) -> None:
 
 
 def add_assignment_args(p) -> None:
-    """romlib assignment: the release of an assignment (romlib.teach.assignment.release)."""
-    p.add_argument("--out", required=True, help="folder for student/ (hand these out) and autograder/ (keep these)")
+    """romlib assignment: the release of an assignment with otter-grader (romlib.teach.assignment.release)."""
+    p.add_argument("--out", required=True, help="folder for student/ (hand these out), autograder/ and master/ (keep these)")
     p.add_argument("--notebooks", nargs="*", default=None, help="numbers or names (default: every notebook with exercises)")
     p.add_argument("--points", type=float, default=1.0, help="points per exercise (default 1)")
-    p.add_argument("--hidden-seeds", type=int, default=2, help="fresh-input draws per exercise (default 2)")
+    p.add_argument("--hidden-seeds", type=int, default=2, help="hidden tests (fresh-input draws) per exercise (default 2)")
     p.add_argument("--seed", type=int, default=None, help="fix the hidden seeds (default: drawn at random)")
+    p.add_argument("--no-run-tests", action="store_true",
+                   help="skip otter's check that the solutions pass every test (it runs each notebook once)")
 
 
 def add_grade_args(p) -> None:
-    """romlib grade: grading submitted notebooks (romlib.teach.assignment.grade)."""
+    """romlib grade: grading submitted notebooks with otter run (romlib.teach.assignment.grade)."""
     p.add_argument("submissions", nargs="+", help="the students' notebooks (named as handed out)")
-    p.add_argument("--key", required=True, help="autograder/key.json of the release")
-    p.add_argument("--csv", default=None, help="write the scores here (one row per submission and exercise)")
-    p.add_argument("--timeout", type=int, default=600, help="seconds a cell may run (default 600)")
+    p.add_argument("--key", "--autograder", dest="key", required=True,
+                   help="the release's autograder/ folder (or one of its <notebook>.zip)")
+    p.add_argument("--csv", default=None, help="write the scores here (one row per submission, one column per exercise)")
+    p.add_argument("--jobs", type=int, default=1, help="submissions graded at a time (default 1)")
+    p.add_argument("--timeout", type=int, default=1800, help="seconds one submission may take (default 1800)")

@@ -9,8 +9,8 @@
     romlib bench                                  # time the stages (tiny models on the CPU)
     romlib shapes-train / romlib shapes-bench     # retrain / benchmark the ShapesWorld backend
     romlib world-train --out DIR                  # train the world backend's four models (python -m romlib.world.train)
-    romlib assignment --out DIR                   # student notebooks + autograder (hidden tests) for a class
-    romlib grade --key DIR/autograder/key.json submissions/*.ipynb --csv scores.csv
+    romlib assignment --out DIR                   # otter-grader: student notebooks + autograder (hidden tests)
+    romlib grade --key DIR/autograder submissions/*/08_write_the_loop.ipynb --csv scores.csv
 """
 from __future__ import annotations
 
@@ -385,14 +385,17 @@ def build_parser() -> argparse.ArgumentParser:
                                    "world).")
     arguments.add_world_train_args(p)
     p.set_defaults(func=_checked(arguments.check_world_train, _run_world_train))
-    p = sub.add_parser("assignment", help="write the student notebooks and the autograder (hidden tests) of an assignment",
-                       description="Write --out/student/*.ipynb (exercise stubs kept, solutions and outputs removed: hand "
-                                   "these out) and --out/autograder/key.json (points and hidden seeds: keep it).")
+    p = sub.add_parser("assignment", help="write the student notebooks and the otter-grader autograder (hidden tests)",
+                       description="Write an otter-assign master notebook per notebook with exercises (--out/master) and "
+                                   "run otter assign: --out/student/*.ipynb (exercise stubs kept, solutions and outputs "
+                                   "removed: hand these out) and --out/autograder/<notebook>.zip (public and hidden "
+                                   "tests: keep them).")
     arguments.add_assignment_args(p)
     p.set_defaults(func=_run_assignment)
-    p = sub.add_parser("grade", help="run submitted notebooks and score each exercise on fixed and hidden inputs",
-                       description="Run each submitted notebook in a fresh kernel and score its exercises against the "
-                                   "release's key.json: the points of an exercise when its fixed and hidden checks pass.")
+    p = sub.add_parser("grade", help="grade submitted notebooks with otter run (public and hidden tests), no Docker",
+                       description="Run otter run -a <notebook>.zip on each submitted notebook (a fresh kernel runs it, "
+                                   "then every test): an exercise scores its points when its public and hidden tests "
+                                   "pass. Prints each total; --csv writes one row per submission.")
     arguments.add_grade_args(p)
     p.set_defaults(func=_run_grade)
     return parser

@@ -1,30 +1,18 @@
-"""The graded assignment (romlib.teach.assignment): the student version, the hidden tests, the grader's scores."""
+"""The graded assignment (romlib.teach.assignment): otter assign's student version and hidden tests, otter run's scores.
+
+Nothing here skips: the `test` extra installs otter-grader, and without it these tests fail."""
 import csv
 import json
+import re
+import zipfile
 
-import pytest
+import nbformat
 
-from romlib.teach.assignment import grade, release, score_answer
+from romlib.teach.assignment import grade, master_notebook, release, verdict
 from romlib.teach.exercises import EXERCISES
 from romlib.teach.exercises.core import difference
 
-nbformat = pytest.importorskip("nbformat")
-pytest.importorskip("nbclient")
-
 IDS = ("01.cf", "08.forward")  # two cheap exercises: a mini assignment graded in seconds
-
-
-def _cf(eps_uncond, eps_cond, scale):  # a correct answer written here (not the library's function)
-    return eps_uncond + scale * (eps_cond - eps_uncond)
-
-
-def _hard_coded(exercise_id):
-    """An answer that returns the library's outputs for the notebook's fixed inputs, looked up by their shapes and
-    scalars: it passes the notebook's own check."""
-    e = EXERCISES[exercise_id]
-    table = {tuple((tuple(a.shape) if hasattr(a, "shape") else a) for a in args): e.reference(*args)
-             for args in e.cases()}
-    return lambda *args: table[tuple((tuple(a.shape) if hasattr(a, "shape") else a) for a in args)]
 
 
 def test_every_exercise_with_fresh_inputs_draws_new_ones_that_its_solution_passes():
@@ -38,16 +26,15 @@ def test_every_exercise_with_fresh_inputs_draws_new_ones_that_its_solution_passe
         assert e.check(e.solution, seed=5).ok, e.id
 
 
-def test_score_answer_full_zero_and_hard_coded():
-    seeds = [11, 12]
-    assert score_answer(_cf, "01.cf", seeds)["points"] == 1.0
-    table = _hard_coded("01.cf")
-    assert EXERCISES["01.cf"].check(table).ok  # the notebook's own check cannot tell
-    r = score_answer(table, "01.cf", seeds)
-    assert (r["points"], r["fixed"], r["hidden"]) == (0.0, True, "0/2") and r["message"].startswith("hidden test 1")
-    library = score_answer(EXERCISES["01.cf"].solution, "01.cf", seeds)
-    assert library["points"] == 0.0 and "romlib's own solution" in library["message"]
-    assert score_answer(None, "01.cf", seeds)["message"] == "`cf_eps` is not defined in the submission"
+def _cf(eps_uncond, eps_cond, scale):  # a correct answer written here (not the library's function)
+    return eps_uncond + scale * (eps_cond - eps_uncond)
+
+
+def test_verdict_what_the_tests_assert():
+    assert verdict("01.cf", _cf).ok and verdict("01.cf", _cf, seed=11).ok
+    assert verdict("01.cf", None).message == "`cf_eps` is not defined in the submission"
+    library = verdict("01.cf", EXERCISES["01.cf"].solution)
+    assert not library.ok and "romlib's own solution" in library.message
 
 
 def _course_notebook(path):
@@ -60,48 +47,79 @@ def _course_notebook(path):
     nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
 
 
-def _submit(student, folder, answers):
+def test_master_notebook_one_question_per_exercise_with_hidden_tests(tmp_path):
+    _course_notebook(tmp_path / "mini.ipynb")
+    nb, ids = master_notebook(nbformat.read(tmp_path / "mini.ipynb", as_version=4), "mini", [101, 202], points=2)
+    assert ids == list(IDS)
+    raw = [c.source for c in nb.cells if c.cell_type == "raw"]
+    assert raw[0].startswith("# ASSIGNMENT CONFIG\nname: mini\n")
+    assert [r for r in raw if r.startswith("# BEGIN QUESTION")] == [
+        f"# BEGIN QUESTION\nname: {i}\npoints: 2\nall_or_nothing: true\ncheck_cell: false" for i in IDS]
+    tests = [c.source for c in nb.cells if c.cell_type == "code" and "def test_" in c.source]
+    assert len(tests) == 2 * 3 and sum("hidden: true" in t for t in tests) == 2 * 2
+    assert "verdict('08.forward', q_sample, seed=202)" in tests[-1] and "<details>" not in json.dumps(nb)
+
+
+def _submit(student, folder, answers, extra=()):
     """Copy of the student notebook with the exercise cells' code replaced by ``answers[id]`` (kept if absent)."""
     nb = nbformat.read(student, as_version=4)
     for cell in nb.cells:
-        exercise = cell.get("metadata", {}).get("romlib", {}).get("exercise")
+        exercise = cell.get("metadata", {}).get("otter", {}).get("tests", [None])[0]
         if exercise in answers:
             cell.source = answers[exercise] + "\n" + EXERCISES[exercise].check_call
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in extra]
     folder.mkdir()
     nbformat.write(nb, folder / student.name)
     return folder / student.name
 
 
+def _hard_coded(exercise_id):
+    """An answer that returns the library's outputs on the notebook's fixed inputs as constants, looked up by the sum
+    of its first input: it passes the notebook's check (the public test)."""
+    e = EXERCISES[exercise_id]
+    table = {round(float(args[0].double().sum()), 4): e.reference(*args).tolist() for args in e.cases()}
+    return (f"import torch\n_TABLE = {table!r}\n\n"
+            f"def {e.function}(*args):\n    return torch.tensor(_TABLE[round(float(args[0].double().sum()), 4)])\n")
+
+
 def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
     _course_notebook(tmp_path / "mini.ipynb")
-    key = release(tmp_path / "out", source=[tmp_path / "mini.ipynb"], seed=3)
+    autograder = release(tmp_path / "out", source=[tmp_path / "mini.ipynb"], seed=3, run_tests=False)
     student = tmp_path / "out" / "student" / "mini.ipynb"
     nb = nbformat.read(student, as_version=4)
     text = json.dumps(nb)
-    assert "<details>" not in text and "Solution (" not in text
+    assert "<details>" not in text and "Solution (" not in text and "BEGIN SOLUTION" not in text
     assert "scale * (eps_cond - eps_uncond)" not in text and "(1 - abar).sqrt()" not in text
-    assert [c.source for c in nb.cells if c.get("metadata", {}).get("romlib")] == [EXERCISES[i].cell.rstrip() for i in IDS]
-    k = json.loads(key.read_text())
-    assert [e["id"] for e in k["notebooks"]["mini.ipynb"]] == list(IDS) and len(k["hidden_seeds"]) == 2
-    assert not any(str(s) in text for s in k["hidden_seeds"])
+    assert [c.source for c in nb.cells if c.cell_type == "code"][1:] == [EXERCISES[i].cell.rstrip() for i in IDS]
+    with zipfile.ZipFile(autograder / "mini.zip") as z:
+        hidden = [z.read(f"tests/{i}.py").decode() for i in IDS]
+    seeds = {int(s) for t in hidden for s in re.findall(r"seed=(\d+)", t)}
+    assert len(seeds) == 2 and all(t.count("hidden=True") == 2 for t in hidden)
+    assert not any(str(s) in text for s in seeds) and "hidden=True" not in text  # no hidden test in the student's copy
 
+    table = {i: _hard_coded(i) for i in IDS}
+    for i in IDS:  # the hard-coded answers pass the notebook's own check
+        space = {}
+        exec(table[i], space)
+        assert EXERCISES[i].check(space[EXERCISES[i].function]).ok
     solved = _submit(student, tmp_path / "solved", {i: EXERCISES[i].solution_source for i in IDS})
-    unsolved = _submit(student, tmp_path / "unsolved", {})
-    table = ("import torch\nfrom romlib.teach.exercises import EXERCISES\n"
-             "_known = {tuple(a[0].shape) + (a[2],): EXERCISES['01.cf'].reference(*a) for a in EXERCISES['01.cf'].cases()}\n"
-             "def cf_eps(eps_uncond, eps_cond, scale):\n    return _known[tuple(eps_uncond.shape) + (scale,)]\n")
-    cheat = _submit(student, tmp_path / "cheat", {"01.cf": table,
-                                                  "08.forward": "from romlib.teach.exercises.nb08 import q_sample\n"})
-    scores = grade(key, [solved, unsolved, cheat], tmp_path / "scores.csv", timeout=120)
-    got = {(s.submission.split("/")[-2], s.exercise): (s.points, s.fixed, s.hidden) for s in scores}
-    assert got == {("solved", "01.cf"): (1.0, True, "2/2"), ("solved", "08.forward"): (1.0, True, "2/2"),
-                   ("unsolved", "01.cf"): (0.0, False, "0/2"), ("unsolved", "08.forward"): (0.0, False, "0/2"),
-                   ("cheat", "01.cf"): (0.0, True, "0/2"), ("cheat", "08.forward"): (0.0, False, "0/2")}
-    why = {(s.submission.split("/")[-2], s.exercise): s.message for s in scores}
-    assert "not attempted yet" in why["unsolved", "01.cf"]
-    assert why["cheat", "01.cf"].startswith("hidden test 1 (fresh inputs)")
-    assert "romlib's own solution" in why["cheat", "08.forward"]
+    unsolved = _submit(student, tmp_path / "unsolved", {}, extra=["raise RuntimeError('a cell that fails')"])
+    cheat = _submit(student, tmp_path / "cheat", table)
+    grades = grade(autograder, [solved, unsolved, cheat], tmp_path / "scores.csv", timeout=300, jobs=3)
+    got = {g.submission.split("/")[-2]: (g.points, g.total, g.possible, g.error) for g in grades}
+    why = {g.submission.split("/")[-2]: g.messages for g in grades}
+    assert got == {"solved": ({"01.cf": 1.0, "08.forward": 1.0}, 2.0, 2.0, ""),
+                   "unsolved": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, ""),
+                   "cheat": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, "")}, why
+    assert why["solved"] == {}, why
+    assert why["unsolved"]["01.cf"].startswith("the notebook's inputs: not attempted yet")
+    assert all(why["cheat"][i].startswith("hidden test 1 (fresh inputs): ") for i in IDS), why["cheat"]
     with open(tmp_path / "scores.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert [(r["exercise"], float(r["points"])) for r in rows] == [(s.exercise, s.points) for s in scores]
-    assert sum(float(r["points"]) for r in rows if "/solved/" in r["submission"]) == 2.0
+    assert [(r["submission"].split("/")[-2], r["01.cf"], r["08.forward"], r["total"], r["possible"]) for r in rows] == [
+        ("solved", "1.0", "1.0", "2.0", "2.0"), ("unsolved", "0.0", "0.0", "0.0", "2.0"),
+        ("cheat", "0.0", "0.0", "0.0", "2.0")]
+
+    stuck = _submit(student, tmp_path / "stuck", {}, extra=["while True:\n    pass"])
+    [late] = grade(autograder / "mini.zip", [stuck], timeout=4)  # stopped (otter and its kernel) at the time limit
+    assert (late.points, late.error) == ({"01.cf": 0.0, "08.forward": 0.0}, "not graded: it ran past 4 s")
