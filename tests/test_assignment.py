@@ -8,7 +8,7 @@ import zipfile
 
 import nbformat
 
-from romlib.teach.assignment import grade, master_notebook, release, verdict
+from romlib.teach.assignment import DOCS_URL, grade, master_notebook, notebook_name, release, verdict
 from romlib.teach.exercises import EXERCISES
 from romlib.teach.exercises.core import difference
 
@@ -37,9 +37,38 @@ def test_verdict_what_the_tests_assert():
     assert not library.ok and "romlib's own solution" in library.message
 
 
+def test_one_mistake_costs_one_question_when_a_later_exercise_calls_the_earlier_function():
+    """08.loop calls the student's reverse_step: with a wrong one (σ² = β_t) the loop is graded with romlib's
+    reverse_step and says so; with a right one, with the student's own."""
+    wrong_step = next(m.fn for m in EXERCISES["08.step"].mistakes if "β_t" in m.message)
+    for step_source, should_swap in ((None, True), (EXERCISES["08.step"].solution_source, False)):
+        space = {"reverse_step": wrong_step}
+        if step_source:
+            exec("import torch\n" + step_source, space)
+        exec("import torch\n" + EXERCISES["08.loop"].solution_source, space)
+        before = space["reverse_step"]
+        assert verdict("08.step", before).ok is not should_swap
+        v = verdict("08.loop", space["sample_loop"])
+        assert v.ok, v.message
+        assert ("graded with romlib's `reverse_step`" in v.message) is should_swap, v.message
+        assert space["reverse_step"] is before  # the namespace is left as it was
+    # without the swap the same loop fails: the check really runs the student's step
+    space = {"reverse_step": wrong_step}
+    exec("import torch\n" + EXERCISES["08.loop"].solution_source, space)
+    assert not EXERCISES["08.loop"].check(space["sample_loop"]).ok
+
+
+def test_submission_names_from_colab_and_browsers_match_the_handed_out_notebook():
+    for name in ("08_write_the_loop.ipynb", "Copy of 08_write_the_loop.ipynb", "08_write_the_loop (1).ipynb",
+                 "Copy of Copy of 08_write_the_loop (2).ipynb", "subs/ada/Copy of 08_write_the_loop.ipynb"):
+        assert notebook_name(name) == "08_write_the_loop.ipynb", name
+    assert notebook_name("08_write_the_loop_v2.ipynb") == "08_write_the_loop_v2.ipynb"
+
+
 def _course_notebook(path):
     """A two-exercise notebook laid out as the course's: set-up, exercise cell, folded solution, per exercise."""
-    cells = [nbformat.v4.new_code_cell("import romlib as rl")]
+    cells = [nbformat.v4.new_markdown_cell("The terms are in the [glossary](../docs/glossary.md#respacing)."),
+             nbformat.v4.new_code_cell("# NBVAL_CHECK_OUTPUT\nimport romlib as rl")]
     for i in IDS:
         e = EXERCISES[i]
         cells += [nbformat.v4.new_markdown_cell(e.prompt), nbformat.v4.new_code_cell(e.cell),
@@ -90,6 +119,7 @@ def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
     text = json.dumps(nb)
     assert "<details>" not in text and "Solution (" not in text and "BEGIN SOLUTION" not in text
     assert "scale * (eps_cond - eps_uncond)" not in text and "(1 - abar).sqrt()" not in text
+    assert "NBVAL" not in text and "../docs/" not in text and f"({DOCS_URL}glossary.md#respacing)" in text
     assert [c.source for c in nb.cells if c.cell_type == "code"][1:] == [EXERCISES[i].cell.rstrip() for i in IDS]
     with zipfile.ZipFile(autograder / "mini.zip") as z:
         hidden = [z.read(f"tests/{i}.py").decode() for i in IDS]
@@ -105,12 +135,20 @@ def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
     solved = _submit(student, tmp_path / "solved", {i: EXERCISES[i].solution_source for i in IDS})
     unsolved = _submit(student, tmp_path / "unsolved", {}, extra=["raise RuntimeError('a cell that fails')"])
     cheat = _submit(student, tmp_path / "cheat", table)
-    grades = grade(autograder, [solved, unsolved, cheat], tmp_path / "scores.csv", timeout=300, jobs=3)
+    solved = solved.rename(solved.with_name("Copy of mini.ipynb"))  # as Colab names a student's copy
+    stray = tmp_path / "stray" / "notes.ipynb"  # matches no notebook: a row with its reason, the others graded
+    stray.parent.mkdir()
+    stray.write_text("{}")
+    grades = grade(autograder, [solved, unsolved, cheat, stray, tmp_path / "gone" / "mini.ipynb"],
+                   tmp_path / "scores.csv", timeout=300, jobs=3)
     got = {g.submission.split("/")[-2]: (g.points, g.total, g.possible, g.error) for g in grades}
     why = {g.submission.split("/")[-2]: g.messages for g in grades}
+    zero = {"01.cf": 0.0, "08.forward": 0.0}
     assert got == {"solved": ({"01.cf": 1.0, "08.forward": 1.0}, 2.0, 2.0, ""),
-                   "unsolved": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, ""),
-                   "cheat": ({"01.cf": 0.0, "08.forward": 0.0}, 0.0, 2.0, "")}, why
+                   "unsolved": (zero, 0.0, 2.0, ""), "cheat": (zero, 0.0, 2.0, ""),
+                   "stray": (zero, 0.0, 2.0, "not graded: no notebook named 'notes.ipynb' in this assignment; "
+                                              "expected one of mini.ipynb"),
+                   "gone": (zero, 0.0, 2.0, "not graded: no such file")}, why
     assert why["solved"] == {}, why
     assert why["unsolved"]["01.cf"].startswith("the notebook's inputs: not attempted yet")
     assert all(why["cheat"][i].startswith("hidden test 1 (fresh inputs): ") for i in IDS), why["cheat"]
@@ -118,7 +156,9 @@ def test_release_and_grade_solved_unsolved_hard_coded(tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["submission"].split("/")[-2], r["01.cf"], r["08.forward"], r["total"], r["possible"]) for r in rows] == [
         ("solved", "1.0", "1.0", "2.0", "2.0"), ("unsolved", "0.0", "0.0", "0.0", "2.0"),
-        ("cheat", "0.0", "0.0", "0.0", "2.0")]
+        ("cheat", "0.0", "0.0", "0.0", "2.0"), ("stray", "0.0", "0.0", "0.0", "2.0"), ("gone", "0.0", "0.0", "0.0", "2.0")]
+    # the messages column: every failing exercise's whole message, one per line, to pass on to the student
+    assert rows[0]["messages"] == "" and rows[2]["messages"].splitlines() == [f"{i}: {why['cheat'][i]}" for i in IDS]
 
     stuck = _submit(student, tmp_path / "stuck", {}, extra=["while True:\n    pass"])
     [late] = grade(autograder / "mini.zip", [stuck], timeout=4)  # stopped (otter and its kernel) at the time limit

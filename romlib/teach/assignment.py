@@ -38,12 +38,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-__all__ = ["release", "master_notebook", "grade", "verdict", "Grade", "NOTEBOOKS", "HIDDEN_SEEDS"]
+__all__ = ["release", "master_notebook", "grade", "verdict", "notebook_name", "Grade", "NOTEBOOKS", "HIDDEN_SEEDS"]
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,9 @@ NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 #: how many hidden seeds a release draws by default (each a fresh draw of every exercise's inputs)
 HIDDEN_SEEDS = 2  # the default of `romlib assignment --hidden-seeds` (romlib.arguments)
 _CHECK = re.compile(r"""rl\.check\(\s*["']([\w.\-]+)["']""")
+#: where a handed-out notebook's links to the docs point (it travels alone: ../docs/ is not beside it)
+DOCS_URL = "https://github.com/romlib/romlib/blob/main/docs/"
+_TEST_MARKER = re.compile(r"^[ \t]*# NBVAL_\w+[ \t]*\n?", re.M)  # the suite's nbval markers: not for students
 _SOLUTION = re.compile(r"^\s*<details>\s*<summary>\s*Solution", re.I)
 _KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
 
@@ -68,7 +72,26 @@ def verdict(exercise_id: str, answer: Any, seed: int = 0):
     if any(answer is f or (code is not None and code is getattr(f, "__code__", None)) for f in (e.solution, e.reference)):
         return Verdict(False, f"`{e.function}` is romlib's own solution (romlib.teach.exercises), not an answer "
                               "written here", exercise_id)
-    return e.check(answer, seed=seed)
+    # an exercise whose function calls an earlier one's (08.loop calls reverse_step): graded on its own, with
+    # romlib's version of each earlier function that fails its exercise, so one mistake costs one question
+    space = getattr(answer, "__globals__", None)
+    swapped = {}
+    if isinstance(space, dict):
+        for need in e.needs:
+            other = EXERCISES[need]
+            if other.function in space and not verdict(need, space[other.function], seed).ok:
+                swapped[other.function] = space[other.function]
+                space[other.function] = other.solution
+    try:
+        v = e.check(answer, seed=seed)
+    finally:
+        if swapped:
+            space.update(swapped)
+    if swapped:
+        names = ", ".join(f"`{f}`" for f in swapped)
+        v = Verdict(v.ok, f"{v.message} (graded with romlib's {names}: yours did not pass its own exercise, which is "
+                          "scored there)", exercise_id)
+    return v
 
 
 def _exercise_id(cell) -> str | None:
@@ -151,6 +174,9 @@ def master_notebook(nb, name: str, seeds: Sequence[int], points: float = 1.0):
             continue
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
+            cell.source = _TEST_MARKER.sub("", cell.source)
+        elif cell.cell_type == "markdown":
+            cell.source = cell.source.replace("](../docs/", f"]({DOCS_URL}")
         cells.append(cell)
     out = nbformat.v4.new_notebook(cells=cells, metadata={"kernelspec": _KERNELSPEC, "language_info": {"name": "python"}})
     return out, ids
@@ -234,6 +260,14 @@ class Grade:
     @property
     def possible(self) -> float:
         return sum(self.max_points.values())
+
+
+def notebook_name(submission: str | Path) -> str:
+    """The handed-out notebook a submission's file name stands for: Colab's "Copy of 08_….ipynb" and a browser's
+    "08_… (1).ipynb" are 08_….ipynb."""
+    name = Path(submission).name
+    name = re.sub(r"^(?:Copy of )+", "", name)
+    return re.sub(r"\s*\(\d+\)(?=\.ipynb$)", "", name)
 
 
 def _autograders(autograder: str | Path) -> dict[str, Path]:
@@ -320,23 +354,32 @@ def grade(autograder: str | Path, submissions: Sequence[str | Path], csv_path: s
         raise ValueError(f"jobs={jobs!r}: expected an int >= 1")
     zips = _autograders(autograder)
     subs = [Path(s) for s in submissions]
+    if not subs:
+        raise ValueError("no submission given: name the submitted notebooks (e.g. subs/*/08_write_the_loop.ipynb)")
     one = next(iter(zips.values())) if Path(autograder).is_file() else None  # one zip given: it grades them all
-    for s in subs:
-        if one is None and s.name not in zips:
-            raise ValueError(f"{s}: no notebook named {s.name!r} in this assignment; expected one of {', '.join(zips)}")
-        if not s.is_file():
-            raise ValueError(f"{s}: no such file")
+
+    def run(s: Path) -> Grade:  # a submission that cannot be graded is a row with its reason, the others go on
+        zip_path = one or zips.get(notebook_name(s))
+        if zip_path is None:
+            why = f"no notebook named {s.name!r} in this assignment; expected one of {', '.join(zips)}"
+        elif not s.is_file():
+            why = "no such file"
+        else:
+            return _otter_run(s, zip_path, timeout)
+        log.warning("%s: not graded: %s", s, why)
+        questions = _questions(one or next(iter(zips.values()))) if len(zips) == 1 or one else {}
+        return Grade(str(s), s.name, {q: 0.0 for q in questions}, questions, error=f"not graded: {why}")
+
     with ThreadPoolExecutor(max_workers=jobs) as pool:
-        grades = list(tqdm(pool.map(lambda s: _otter_run(s, one or zips[s.name], timeout), subs), total=len(subs),
-                           desc="otter run", unit="submission"))
+        grades = list(tqdm(pool.map(run, subs), total=len(subs), desc="otter run", unit="submission"))
     if csv_path is not None:
         columns = list(dict.fromkeys(q for g in grades for q in g.max_points))
         with open(csv_path, "w", newline="", encoding="utf-8") as f:
             w = csv.writer(f)
-            w.writerow(["submission", "notebook", *columns, "total", "possible", "error"])
+            w.writerow(["submission", "notebook", *columns, "total", "possible", "error", "messages"])
             for g in grades:
                 w.writerow([g.submission, g.notebook, *(g.points.get(q, "") for q in columns), g.total, g.possible,
-                            g.error])
+                            g.error, "\n".join(f"{q}: {m}" for q, m in g.messages.items())])
     return grades
 
 
@@ -351,6 +394,7 @@ def run_release(args) -> int:
 def run_grade(args) -> int:
     for g in grade(args.key, args.submissions, args.csv, timeout=args.timeout, jobs=args.jobs):
         print(f"{g.submission}: {g.total:g} / {g.possible:g}" + (f"  ({g.error})" if g.error else ""))
-        for q, message in g.messages.items():
-            print(f"    {q:<18} 0/{g.max_points[q]:g}  {message[:160]}")
+        for q, message in g.messages.items():  # whole: its last sentence is the one that names the mistake
+            print(textwrap.fill(message, width=110, initial_indent=f"    {q:<18} 0/{g.max_points[q]:g}  ",
+                                subsequent_indent=" " * 28))
     return 0

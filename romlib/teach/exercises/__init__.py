@@ -56,8 +56,9 @@ def check(exercise_id: str, answer: Any, *, show: bool = True) -> Verdict:
     return v
 
 
-def hint(exercise_id: str, level: int | None = None, *, show: bool = True) -> str:
-    """The next hint of exercise ``exercise_id`` (printed with ``show=True``, and returned): the first call says
+def hint(exercise_id: str, level: int | None = None, *, show: bool = True) -> str | None:
+    """The next hint of exercise ``exercise_id``, printed (``show=True``: nothing returned, so a notebook shows it
+    once) or returned (``show=False``): the first call says
     where to look in the paper, the next the shape of the answer, the last the formula itself. ``level`` (1, 2, …)
     asks for one level directly. An unknown id or level is a message, never an exception."""
     if not isinstance(exercise_id, str) or exercise_id not in EXERCISES:
@@ -81,6 +82,7 @@ def hint(exercise_id: str, level: int | None = None, *, show: bool = True) -> st
             text = f"Hint {n} of {len(levels)} [{exercise_id}], {what}: {levels[n - 1]}{more}"
     if show:
         print(text)
+        return None
     return text
 
 

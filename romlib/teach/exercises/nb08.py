@@ -753,4 +753,4 @@ def train_step(model, optimizer, x0, labels, t, noise, alphas_cumprod):
          "optimizer.zero_grad(); loss.backward(); optimizer.step().",
 )
 
-EXERCISES = (FORWARD, STEP, LOOP, CF_LOOP, CCF_LOOP, KNOWN_REGION, DIFFEDIT, TRAIN_STEP)
+EXERCISES = (FORWARD, STEP, LOOP, CF_LOOP, CCF_LOOP, KNOWN_REGION, TRAIN_STEP, DIFFEDIT)  # the notebook's order
