@@ -137,7 +137,8 @@ def test_segmenter_follows_the_contract(tmp_path):
     assert back.segment(image, b["text"][0], min_score=0.0).mask.shape == (64, 64)
 
 
-@pytest.mark.parametrize("variant", [{"film": True}, {"align": True}, {"film": True, "align": True}])
+@pytest.mark.parametrize("variant", [{"film": True}, {"align": True}, {"film": True, "align": True},
+                                     {"film": True, "attributes": True}])
 def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
     """FiLM (the pooled text scales and shifts the backbone's features) and the alignment score (a query's
     embedding against the pooled text's): each makes the output follow the words, and loads back from its file."""
@@ -160,6 +161,10 @@ def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
             assert not hasattr(net, "ref_head")  # the score is the alignment, nothing else
             assert not torch.allclose(net(b["image"], tokens, mask)["ref_logits"],
                                       net(b["image"], other, other_mask)["ref_logits"])
+    losses = setup.loss_fn(net, np.random.default_rng(0), 3)
+    assert ("attr" in losses) is bool(variant.get("attributes")) and torch.isfinite(losses["loss"])
+    if variant.get("attributes"):  # each matched query learns its object's attributes and place
+        assert losses["attr"] > 0 and losses["loss"] > losses["mask"] + losses["ref"] + 0.5 * losses["obj"]
     setup.save(tmp_path / "segmenter.pt", net, {"steps": 0})
     back = load_segmenter(tmp_path / "segmenter.pt", tok)
     with torch.no_grad():

@@ -8,9 +8,10 @@
 * MDETR's joint encoder: the 256 image tokens (learned 2-D positions) and the text tokens in one
   sequence through ``enc_layers`` transformer layers, so each pixel feature can read the words;
 * a transformer decoder with ``queries`` learned object queries attending to the fused sequence;
-* two options (``film``, ``align``; off by default, docs/world_training.md measures them): FiLM —
-  coordinate channels, and the pooled text scaling and shifting the backbone's features (Perez et al. 2018)
-  — and the score as MDETR's contrastive alignment of a query's embedding with the pooled text's;
+* three options (``film``, ``align``, ``attributes``; off by default, docs/world_training.md measures them):
+  FiLM — coordinate channels, and the pooled text scaling and shifting the backbone's features (Perez et al.
+  2018); the score as MDETR's contrastive alignment of a query's embedding with the pooled text's; and, for
+  training, a head by which each matched query names its object's shape, colour, material and place;
 * per query: a *referred* logit (the score, ``sigmoid`` = 1 − p(no-object) of MDETR's binary form),
   an auxiliary *object* logit, and a mask = dot(query embedding, pixel embeddings at 32×32),
   resized to the image and thresholded (sigmoid > ``threshold``).
@@ -39,6 +40,7 @@ import torch.nn.functional as F
 
 from ..contracts import AmbiguousReference, NoObjectFound, Segmentation
 from ..segment import DEFAULT_MIN_SCORE, _check_unit, ambiguous_queries
+from .scene import COLOURS, MATERIALS, SHAPES
 
 __all__ = ["WorldSegmenterNet", "WorldSegmenter", "load_segmenter", "segmenter_loss", "assignment", "mask_boxes",
            "mask_iou", "NEG_WEIGHT"]
@@ -47,6 +49,8 @@ log = logging.getLogger(__name__)
 
 #: weight of the "not referred" / "no object" targets in the score losses (DETR's eos_coef)
 NEG_WEIGHT = 0.25
+#: the named attributes the ``attributes`` option's head predicts for each matched query (then x, y, size / 64)
+_ATTR_VALUES = {"shape": SHAPES, "colour": tuple(COLOURS), "material": MATERIALS}
 
 
 def _conv(c_in, c_out, stride=1):
@@ -62,14 +66,15 @@ class WorldSegmenterNet(nn.Module):
     ``{"ref_logits": [B, Q], "obj_logits": [B, Q], "mask_logits": [B, Q, S/2, S/2]}``."""
 
     def __init__(self, n_vocab: int, text_ctx: int = 16, width: int = 64, queries: int = 8, enc_layers: int = 2,
-                 dec_layers: int = 2, heads: int = 4, image_size: int = 64, film: bool = False, align: bool = False):
+                 dec_layers: int = 2, heads: int = 4, image_size: int = 64, film: bool = False, align: bool = False,
+                 attributes: bool = False):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         d = width
         self.config = dict(n_vocab=n_vocab, text_ctx=text_ctx, width=width, queries=queries, enc_layers=enc_layers,
                            dec_layers=dec_layers, heads=heads, image_size=image_size, film=bool(film),
-                           align=bool(align))
+                           align=bool(align), attributes=bool(attributes))
         self.image_size, self.text_ctx, self.film, self.align = image_size, text_ctx, bool(film), bool(align)
         # film: two coordinate channels join the RGB input, and the pooled text scales and shifts the
         # backbone's features (FiLM, Perez et al. 2018) before the joint encoder
@@ -91,6 +96,8 @@ class WorldSegmenterNet(nn.Module):
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
         self.skip = nn.Conv2d(48, d, 1)
         self.pixel_head = nn.Sequential(_conv(d, d), nn.Conv2d(d, d, 1))
+        if attributes:  # training only: each matched query names its object's shape, colour, material and place
+            self.attr_head = nn.Linear(d, sum(len(v) for v in _ATTR_VALUES.values()) + 3)
         if align:  # the score as MDETR's contrastive alignment: a query's embedding against the pooled text's
             self.align_q, self.align_t = nn.Linear(d, d), nn.Linear(d, d)
             self.align_bias = nn.Parameter(torch.zeros(()))
@@ -132,7 +139,10 @@ class WorldSegmenterNet(nn.Module):
             ref = torch.einsum("bqd,bd->bq", self.align_q(q), self.align_t(pooled)) / d ** 0.5 + self.align_bias
         else:
             ref = self.ref_head(q)[..., 0]
-        return {"ref_logits": ref, "obj_logits": self.obj_head(q)[..., 0], "mask_logits": masks}
+        out = {"ref_logits": ref, "obj_logits": self.obj_head(q)[..., 0], "mask_logits": masks}
+        if hasattr(self, "attr_head"):
+            out["attr"] = self.attr_head(q)
+        return out
 
 
 # ----------------------------------------------------------------------------- loss
@@ -199,7 +209,7 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
     targets = F.interpolate(batch["masks_all"].float(), size=(s, s), mode="area")  # soft targets at s×s
     ref_t = torch.zeros_like(out["ref_logits"])
     obj_t = torch.zeros_like(out["obj_logits"])
-    pred_m, tgt_m, w_m = [], [], []
+    pred_m, tgt_m, w_m, attr_pred, attr_obj = [], [], [], [], []
     for i in range(logits.shape[0]):
         n = int(batch["count"][i])
         if n == 0:
@@ -214,6 +224,9 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
             pairs = assignment(cost.T.cpu().double().numpy())  # (object, query)
         ref_j = _referred_index(batch["mask"][i], batch["masks_all"][i], n)
         for j, q in pairs:
+            if "attr" in out and batch.get("scenes") is not None:
+                attr_pred.append(out["attr"][i, q])
+                attr_obj.append(batch["scenes"][i].objects[j])
             obj_t[i, q] = 1
             pred_m.append(logits[i, q])
             tgt_m.append(targets[i, j])
@@ -232,7 +245,23 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
         return (F.binary_cross_entropy_with_logits(lg, t, reduction="none") * w).sum() / w.sum()
 
     l_ref, l_obj = score_loss(out["ref_logits"], ref_t), score_loss(out["obj_logits"], obj_t)
-    return {"loss": l_mask + l_ref + 0.5 * l_obj, "mask": l_mask.detach(), "ref": l_ref.detach(), "obj": l_obj.detach()}
+    losses = {"loss": l_mask + l_ref + 0.5 * l_obj, "mask": l_mask.detach(), "ref": l_ref.detach(), "obj": l_obj.detach()}
+    if attr_pred:
+        l_attr = _attribute_loss(torch.stack(attr_pred), attr_obj, logits.shape[-1] * 2)
+        losses["loss"] = losses["loss"] + 0.5 * l_attr
+        losses["attr"] = l_attr.detach()
+    return losses
+
+
+def _attribute_loss(pred: torch.Tensor, objects: list, size: int) -> torch.Tensor:
+    """Cross-entropy of each named attribute and the squared error of (x, y, size) / frame for matched queries."""
+    loss, k = pred.new_zeros(()), 0
+    for name, values in _ATTR_VALUES.items():
+        target = torch.tensor([values.index(getattr(o, name)) for o in objects], device=pred.device)
+        loss = loss + F.cross_entropy(pred[:, k:k + len(values)], target)
+        k += len(values)
+    place = torch.tensor([[o.x / size, o.y / size, o.size / size] for o in objects], device=pred.device, dtype=pred.dtype)
+    return loss + 10 * F.mse_loss(pred[:, k:k + 3], place)
 
 
 # ----------------------------------------------------------------------------- the contract
