@@ -19,7 +19,7 @@ model itself removes (``Backend.extras["removal"] = "self"``); a base model trai
 empty target to no other model: the pipeline warns that it may draw something there.
 
 **Weights folder** (:func:`weights_dir`): the argument, else ``$ROMLIB_WORLD_WEIGHTS``, else the shipped
-:data:`WEIGHTS_DIR` (``romlib/world/weights/``, empty until the weights are shipped). A missing file is named
+:data:`WEIGHTS_DIR` (``romlib/world/weights/``: its README says which are shipped). A missing file is named
 with the command that trains it (:func:`check_weights`).
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ __all__ = ["WEIGHTS_DIR", "WEIGHTS_ENV", "WEIGHT_FILES", "BASE_STEPS", "UPSAMPLE
 
 log = logging.getLogger(__name__)
 
-#: the shipped weights (package data; empty until the world's weights are shipped)
+#: the shipped weights (package data; base and upsampler so far: its README.md)
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 #: the environment variable naming another weights folder (e.g. a ``romlib world-train --out`` folder): the spec's
 WEIGHTS_ENV = BACKENDS["world"].env[0]
