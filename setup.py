@@ -11,7 +11,6 @@ class _Distribution(Distribution):
         return self.has_data_files()
 
 
-
 setup(
     distclass=_Distribution,
     name="romlib",

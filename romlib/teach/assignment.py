@@ -367,7 +367,8 @@ def grade(autograder: str | Path, submissions: Sequence[str | Path], csv_path: s
         else:
             return _otter_run(s, zip_path, timeout)
         log.warning("%s: not graded: %s", s, why)
-        questions = _questions(one or next(iter(zips.values()))) if len(zips) == 1 or one else {}
+        known = zip_path or (next(iter(zips.values())) if len(zips) == 1 else None)  # its questions, where known
+        questions = _questions(known) if known else {}
         return Grade(str(s), s.name, {q: 0.0 for q in questions}, questions, error=f"not graded: {why}")
 
     with ThreadPoolExecutor(max_workers=jobs) as pool:

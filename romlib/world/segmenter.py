@@ -113,11 +113,11 @@ class WorldSegmenterNet(nn.Module):
         mask = mask.clone()
         mask[:, 0] |= ~mask.any(1)  # an empty text reads its (end) token
         txt = self._text(tokens, mask)
+        pooled = (txt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)  # the text as one vector (film, align)
         if self.film:
             n = image.shape[-1]
             ramp = torch.linspace(-1, 1, n, device=image.device, dtype=image.dtype)
             coords = torch.stack([ramp.view(1, n).expand(n, n), ramp.view(n, 1).expand(n, n)])
-            pooled = (txt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             g2, b2, g4, b4 = self.film_head(pooled).split([48, 48, self.pix_pos.shape[1], self.pix_pos.shape[1]], 1)
             f2 = self.stem(torch.cat([image, coords.expand(image.shape[0], -1, -1, -1)], 1))
             f2 = f2 * (1 + g2[..., None, None]) + b2[..., None, None]
@@ -135,7 +135,6 @@ class WorldSegmenterNet(nn.Module):
         pix = self.pixel_head(F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False) + self.skip(f2))
         masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(q), pix) / d ** 0.5
         if self.align:
-            pooled = (txt * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
             ref = torch.einsum("bqd,bd->bq", self.align_q(q), self.align_t(pooled)) / d ** 0.5 + self.align_bias
         else:
             ref = self.ref_head(q)[..., 0]
@@ -247,7 +246,7 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
     l_ref, l_obj = score_loss(out["ref_logits"], ref_t), score_loss(out["obj_logits"], obj_t)
     losses = {"loss": l_mask + l_ref + 0.5 * l_obj, "mask": l_mask.detach(), "ref": l_ref.detach(), "obj": l_obj.detach()}
     if attr_pred:
-        l_attr = _attribute_loss(torch.stack(attr_pred), attr_obj, logits.shape[-1] * 2)
+        l_attr = _attribute_loss(torch.stack(attr_pred), attr_obj, batch["image"].shape[-1])
         losses["loss"] = losses["loss"] + 0.5 * l_attr
         losses["attr"] = l_attr.detach()
     return losses
