@@ -14,7 +14,8 @@ from romlib.sampling.diffusion import create_diffusion
 from romlib.sampling.inpaint import sample_upsample
 from romlib.world import models as M
 from romlib.world import train as T
-from romlib.world.segmenter import WorldSegmenter, WorldSegmenterNet, assignment, load_segmenter, mask_boxes
+from romlib.world.segmenter import (WorldSegmenter, WorldSegmenterNet, assignment, load_segmenter, mask_boxes,
+                                    pooled_score, segmenter_loss)
 from romlib.world import data as batches
 
 
@@ -137,18 +138,22 @@ def test_segmenter_follows_the_contract(tmp_path):
     assert back.segment(image, b["text"][0], min_score=0.0).mask.shape == (64, 64)
 
 
-@pytest.mark.parametrize("variant", [{"film": True}, {"align": True}, {"film": True, "align": True},
+@pytest.mark.parametrize("variant", [{"film": True, "dense": True}, {"film": False, "dense": True},
+                                     {"film": True, "dense": False}, {"film": False, "dense": False, "align": True},
+                                     {"film": True, "align": True, "dense": False},
                                      {"film": True, "attributes": True}])
 def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
-    """FiLM (the pooled text scales and shifts the backbone's features) and the alignment score (a query's
-    embedding against the pooled text's): each makes the output follow the words, and loads back from its file."""
+    """FiLM (the pooled text scales and shifts the backbone's features), the alignment score (a query's
+    embedding against the pooled text's) and the dense score (a per-pixel map pooled under each query's mask):
+    each makes the output follow the words, and loads back from its file."""
     tok = batches.tokenizer()
     b = batches.segment_batch(np.random.default_rng(3), 2)
     tokens, mask = tok.batch(b["text"], M.TEXT_CTX)
     other, other_mask = tok.batch(["the large red one", "the cube on the left"], M.TEXT_CTX)
     setup = T.SETUPS["segmenter"](batches, eval_n=0, config=variant)
     net = setup.model.eval()
-    assert (net.config["film"], net.config["align"]) == (bool(variant.get("film")), bool(variant.get("align")))
+    want = {**M.segmenter_config(tok.n_vocab), **variant}
+    assert {k: net.config[k] for k in ("film", "align", "dense")} == {k: bool(want.get(k)) for k in ("film", "align", "dense")}
     with torch.no_grad():
         if variant.get("film"):  # FiLM starts as the identity (zero init); the words reach the CNN once it learns
             assert torch.count_nonzero(net.film_head.weight) == 0
@@ -157,7 +162,11 @@ def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
             net.down.register_forward_hook(lambda m, i, o: feats.setdefault(len(feats), o))
             net(b["image"], tokens, mask), net(b["image"], other, other_mask)
             assert not torch.allclose(feats[0], feats[1])  # the backbone itself read the text
-        if variant.get("align"):
+        if want.get("dense"):  # the score is read off the per-pixel map, nothing else
+            assert not hasattr(net, "ref_head") and not hasattr(net, "align_q")
+            out = net(b["image"], tokens, mask)
+            assert torch.allclose(out["ref_logits"], pooled_score(out["mask_logits"], out["ref_map"]))
+        if want.get("align"):
             assert not hasattr(net, "ref_head")  # the score is the alignment, nothing else
             assert not torch.allclose(net(b["image"], tokens, mask)["ref_logits"],
                                       net(b["image"], other, other_mask)["ref_logits"])
@@ -171,6 +180,44 @@ def test_segmenter_variants_read_the_text_and_load_back(variant, tmp_path):
         a, c = net(b["image"], tokens, mask), back.net(b["image"], tokens, mask)
     assert back.net.config == net.config
     assert torch.allclose(a["ref_logits"], c["ref_logits"], atol=0.05)  # float16 storage
+
+
+def test_dense_score_gives_duplicate_queries_one_score_and_teaches_no_unmatched_query():
+    """The dense score: two queries with the same mask read the same pixels (one score, whatever the matching
+    made of them); an empty mask scores the prior; a query over the referred pixels outscores one over another
+    object; and the loss reaches the per-pixel map but never an unmatched query's score."""
+    from romlib.world.segmenter import PRIOR_LOGIT
+
+    ref_map = torch.full((1, 8, 8), -4.0)
+    ref_map[0, :4, :4] = 4.0  # the referred object's pixels
+    m = torch.full((1, 4, 8, 8), -20.0)
+    m[0, 0, :4, :4] = m[0, 1, :4, :4] = 20.0  # two duplicates over the referred object
+    m[0, 2, 4:, 4:] = 20.0  # another object
+    s = pooled_score(m, ref_map)[0]
+    assert s[0] == s[1] and s[0] > 1.5 > -2 > s[2] and abs(float(s[3]) - PRIOR_LOGIT) < 0.01
+    with pytest.raises(ValueError, match="choose one"):
+        WorldSegmenterNet(10, dense=True, align=True)
+    setup = T.SETUPS["segmenter"](batches, eval_n=0, config={"queries": 6})
+    net = setup.model.train()
+    outs = {}
+
+    def keep(mod, inputs, output):
+        output.retain_grad()
+        outs["map"] = output
+
+    net.ref_pixel.register_forward_hook(keep)
+    b = batches.segment_batch(np.random.default_rng(5), 2)
+    tokens, mask = batches.tokenizer().batch(b["text"], M.TEXT_CTX)
+    out = net(b["image"], tokens, mask)
+    out["ref_logits"].retain_grad()
+    orig = net.forward
+    net.forward = lambda *a: out
+    loss = segmenter_loss(net, b, tokens, mask)
+    net.forward = orig
+    loss["loss"].backward()
+    assert outs["map"].grad.abs().sum() > 0
+    matched = out["ref_logits"].grad != 0
+    assert 0 < int(matched.sum()) <= int(b["count"].sum())  # only the matched queries' scores learn
 
 
 def test_mask_boxes():

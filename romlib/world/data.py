@@ -23,14 +23,14 @@ The counterfactual source keeps every attribute the caption does not name (pose,
 material, brightness…) and changes each one it names with probability 3/4 (so it sometimes already
 agrees). Outside the hole ``source`` equals ``image``.
 
-**The empty caption is shared** by removal and by the unconditional branch ∅ that CF/CCF subtract. What
-∅ means over a *blank* hole is the training mix of ``remove``/``background`` (answer: background) and
-blank-hole ``drop`` (answer: an object): with the defaults (p_remove 0.1, p_drop 0.2, p_drop_source 0.5)
-about 0.1 + 0.05 of the examples say "background" and 0.09 say "some object". A ∅ that means "remove"
-makes ε(c) − ε(∅) an "object versus nothing" direction that overshoots above s = 1 (ShapesWorld's removal
-model); a ∅ that means "some object" keeps the difference about the attributes. CCF's ∅ sees the original
-object under the hole: with ``p_drop_source`` the model learns that ∅ over a shown object keeps it.
-The knobs let a training session pick the mix; see docs/world.md, "Open questions".
+**The empty caption is shared** by removal and by the unconditional branch ∅ that CF/CCF subtract. Over a
+*blank* hole ∅ means what GLIDE's unconditional inpainting means: continue the background (the ``remove`` and
+``background`` examples; a ``drop`` example always shows its object, ``p_drop_source`` = 1). Over a *shown*
+object (CCF's ∅ sees the original under the hole) ∅ means "keep it" (the ``drop`` examples). So an empty target
+yields floor or wall, and CF's direction ε(c) − ε(∅) is "this object versus nothing" while CCF's is "this
+object versus the one that is there" — the paper's contrast. (Until 2026-12-07 the default was
+``p_drop_source`` = ½: half the ``drop`` examples put "some object" under a blank ∅, and removals came out as
+grey ghosts, half floor and half object: docs/world_training.md.)
 
 **Sizes**: every image is rendered in the 64 px frame; ``size=32`` averages 2×2 blocks (the same scene),
 holes are max-pooled (a 32 px hole pixel is any of its 2×2 block in the hole, so the hole still contains
@@ -180,7 +180,7 @@ def counterfactual(rng: np.random.Generator, scene: Scene, i: int, text: str, p_
 
 # ----------------------------------------------------------------------------- inpainting
 def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float = 0.2, p_pair: float = 0.5,
-                    p_remove: float = 0.1, p_background: float = 0.05, p_drop_source: float = 0.5,
+                    p_remove: float = 0.1, p_background: float = 0.15, p_drop_source: float = 1.0,
                     p_partial: float = 0.3, p_ref: float = 0.25, remove_hole: str = "any",
                     scene: Scene | None = None) -> dict:
     """One inpainting example (numpy): ``image`` and ``source`` float32 [size, size, 3] in 0–255,

@@ -78,7 +78,7 @@ def build_upsampler(cfg: GlideConfig, *, middle_attention: bool = False) -> Glid
 def segmenter_config(n_vocab: int, **overrides) -> dict:
     """The learned referring segmenter's size (:class:`romlib.world.segmenter.WorldSegmenterNet`)."""
     cfg = dict(n_vocab=int(n_vocab), text_ctx=TEXT_CTX, width=64, queries=8, enc_layers=2, dec_layers=2, heads=4,
-               image_size=FULL_SIZE)
+               image_size=FULL_SIZE, film=True, dense=True)
     cfg.update(overrides)
     return cfg
 

@@ -42,7 +42,7 @@ from ..contracts import AmbiguousReference, NoObjectFound, Segmentation
 from ..segment import DEFAULT_MIN_SCORE, _check_unit, ambiguous_queries
 from .scene import COLOURS, MATERIALS, SHAPES
 
-__all__ = ["WorldSegmenterNet", "WorldSegmenter", "load_segmenter", "segmenter_loss", "assignment", "mask_boxes",
+__all__ = ["WorldSegmenterNet", "WorldSegmenter", "load_segmenter", "segmenter_loss", "pooled_score", "assignment", "mask_boxes",
            "mask_iou", "NEG_WEIGHT"]
 
 log = logging.getLogger(__name__)
@@ -67,15 +67,18 @@ class WorldSegmenterNet(nn.Module):
 
     def __init__(self, n_vocab: int, text_ctx: int = 16, width: int = 64, queries: int = 8, enc_layers: int = 2,
                  dec_layers: int = 2, heads: int = 4, image_size: int = 64, film: bool = False, align: bool = False,
-                 attributes: bool = False):
+                 attributes: bool = False, dense: bool = False):
         super().__init__()
         if image_size % 4:
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
+        if dense and align:
+            raise ValueError("dense and align are two ways of scoring a query; choose one (dense=True, align=False)")
         d = width
         self.config = dict(n_vocab=n_vocab, text_ctx=text_ctx, width=width, queries=queries, enc_layers=enc_layers,
                            dec_layers=dec_layers, heads=heads, image_size=image_size, film=bool(film),
-                           align=bool(align), attributes=bool(attributes))
+                           align=bool(align), attributes=bool(attributes), dense=bool(dense))
         self.image_size, self.text_ctx, self.film, self.align = image_size, text_ctx, bool(film), bool(align)
+        self.dense = bool(dense)
         # film: two coordinate channels join the RGB input, and the pooled text scales and shifts the
         # backbone's features (FiLM, Perez et al. 2018) before the joint encoder
         self.stem = nn.Sequential(_conv(5 if film else 3, 32), _conv(32, 48, 2), _conv(48, 48))  # → S/2
@@ -90,7 +93,9 @@ class WorldSegmenterNet(nn.Module):
         self.query = nn.Parameter(torch.randn(queries, d) * 0.02)
         dec = nn.TransformerDecoderLayer(d, heads, 2 * d, dropout=0.0, activation="gelu", batch_first=True, norm_first=True)
         self.decoder = nn.TransformerDecoder(dec, dec_layers, norm=nn.LayerNorm(d))
-        if not align:
+        if dense:  # the score read off a per-pixel "referred" map under each query's mask
+            self.ref_pixel = nn.Conv2d(d, 1, 1)
+        elif not align:
             self.ref_head = nn.Linear(d, 1)
         self.obj_head = nn.Linear(d, 1)
         self.mask_embed = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.Linear(d, d))
@@ -134,14 +139,34 @@ class WorldSegmenterNet(nn.Module):
         fused = mem[:, : h * w].transpose(1, 2).reshape(b, d, h, w)
         pix = self.pixel_head(F.interpolate(fused, scale_factor=2, mode="bilinear", align_corners=False) + self.skip(f2))
         masks = torch.einsum("bqd,bdhw->bqhw", self.mask_embed(q), pix) / d ** 0.5
-        if self.align:
+        out = {}
+        if self.dense:
+            ref_map = self.ref_pixel(pix)[:, 0]  # [B, S/2, S/2] logits: is this pixel the referred object's?
+            ref = pooled_score(masks.detach(), ref_map)
+            out["ref_map"] = ref_map
+        elif self.align:
             ref = torch.einsum("bqd,bd->bq", self.align_q(q), self.align_t(pooled)) / d ** 0.5 + self.align_bias
         else:
             ref = self.ref_head(q)[..., 0]
-        out = {"ref_logits": ref, "obj_logits": self.obj_head(q)[..., 0], "mask_logits": masks}
+        out.update(ref_logits=ref, obj_logits=self.obj_head(q)[..., 0], mask_logits=masks)
         if hasattr(self, "attr_head"):
             out["attr"] = self.attr_head(q)
         return out
+
+
+#: the ``dense`` score's prior: a query's score is shrunk towards this logit with the weight of this many pixels
+#: (at the mask's 32×32), so a query with an empty mask scores low instead of reading noise
+PRIOR_LOGIT, PRIOR_PIXELS = -6.0, 4.0
+
+
+def pooled_score(mask_logits: torch.Tensor, ref_map: torch.Tensor) -> torch.Tensor:
+    """The ``dense`` option's score of each query (logits [B, Q]): the mean of the per-pixel referred logits
+    ``ref_map`` [B, h, w] under the query's soft mask ``sigmoid(mask_logits)`` [B, Q, h, w], shrunk towards
+    :data:`PRIOR_LOGIT` with the weight of :data:`PRIOR_PIXELS` pixels. Near-duplicate queries of one object
+    read the same pixels and so get the same score: no query is taught "no" for an object another query
+    already claims (the conflict that keeps a per-query score head at chance, docs/world_training.md)."""
+    w = mask_logits.sigmoid()
+    return ((w * ref_map[:, None]).sum((-1, -2)) + PRIOR_PIXELS * PRIOR_LOGIT) / (w.sum((-1, -2)) + PRIOR_PIXELS)
 
 
 # ----------------------------------------------------------------------------- loss
@@ -239,11 +264,18 @@ def segmenter_loss(net: WorldSegmenterNet, batch: dict, tokens: torch.Tensor, ma
     else:  # no object in the whole batch: only the scores learn ("no object")
         l_mask = logits.sum() * 0
 
-    def score_loss(lg, t):
-        w = torch.where(t > 0, torch.ones_like(t), torch.full_like(t, NEG_WEIGHT))
-        return (F.binary_cross_entropy_with_logits(lg, t, reduction="none") * w).sum() / w.sum()
+    def score_loss(lg, t, w=None):
+        w = torch.where(t > 0, torch.ones_like(t), torch.full_like(t, NEG_WEIGHT)) if w is None else w
+        return (F.binary_cross_entropy_with_logits(lg, t, reduction="none") * w).sum() / w.sum().clamp(min=1)
 
-    l_ref, l_obj = score_loss(out["ref_logits"], ref_t), score_loss(out["obj_logits"], obj_t)
+    l_obj = score_loss(out["obj_logits"], obj_t)
+    if "ref_map" in out:
+        # dense: each pixel learns whether it is the referred object's (soft targets at s×s), and only the
+        # matched queries' pooled scores learn (referred or not): an unmatched duplicate is taught nothing
+        ref_target = F.interpolate(batch["mask"].float(), size=(s, s), mode="area")[:, 0]
+        l_ref = F.binary_cross_entropy_with_logits(out["ref_map"], ref_target) + score_loss(out["ref_logits"], ref_t, obj_t)
+    else:
+        l_ref = score_loss(out["ref_logits"], ref_t)
     losses = {"loss": l_mask + l_ref + 0.5 * l_obj, "mask": l_mask.detach(), "ref": l_ref.detach(), "obj": l_obj.detach()}
     if attr_pred:
         l_attr = _attribute_loss(torch.stack(attr_pred), attr_obj, batch["image"].shape[-1])
