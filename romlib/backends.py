@@ -41,7 +41,7 @@ from .rank import ClipRanker, load_clip_ranker
 from .segment import MDETRSegmenter, load_segmenter
 from .specs import BACKENDS, METHOD_SPECS, BackendSpec, backend_spec
 
-__all__ = ["load", "NAMES", "FAMILIES", "files", "default_backend", "choose", "tiny_segmenter", "tiny_clip_ranker",
+__all__ = ["load", "NAMES", "FAMILIES", "files", "default_backend", "OFFLINE_DEFAULT", "OFFLINE", "choose", "tiny_segmenter", "tiny_clip_ranker",
            "tiny_baselines", "tiny_backend"]
 
 log = logging.getLogger(__name__)
@@ -116,11 +116,12 @@ def files(name: str, *, baselines: bool = False, segmenter: str | None = None) -
 
 # ---------------------------------------------------------------------------------------------- choosing one
 def choose(real: str, stand_in: str, *, env: str, probe: bool = True) -> str:
-    """``$env`` if set; else ``real`` on a GPU whose files are reachable (every file cached, a ``$ROMLIB_MIRROR``,
-    or network access: with ``probe`` a connection to :data:`PROBE_HOST` is tried), else ``stand_in``."""
+    """``$env`` if set (``offline``: :data:`OFFLINE`, the stand-in); else ``real`` on a GPU whose files are reachable
+    (every file cached, a ``$ROMLIB_MIRROR``, or network access: with ``probe`` a connection to :data:`PROBE_HOST`
+    is tried), else ``stand_in``."""
     chosen = os.environ.get(env)
     if chosen:
-        return chosen
+        return stand_in if chosen == OFFLINE else chosen
     if not torch.cuda.is_available():
         return stand_in
     if hub.mirror() or all(hub.cached(n) for n in files(real)):
@@ -136,10 +137,17 @@ def choose(real: str, stand_in: str, *, env: str, probe: bool = True) -> str:
         return stand_in
 
 
+#: the backend :func:`default_backend` falls back to where the real models are not at hand (offline, CPU)
+OFFLINE_DEFAULT = "shapes"
+#: ``$ROMLIB_BACKEND=offline``: the embedded backend wherever the real models would be chosen — a notebook's own
+#: (``rl.nb.setup(offline=...)``), else :data:`OFFLINE_DEFAULT` (how the tests and tools run the notebooks)
+OFFLINE = "offline"
+
+
 def default_backend() -> str:
     """``$ROMLIB_BACKEND`` if set; else ``"glide"`` on a GPU whose files are reachable (every file
-    cached, a ``$ROMLIB_MIRROR``, or network access), else ``"shapes"``."""
-    return choose("glide", "shapes", env="ROMLIB_BACKEND")
+    cached, a ``$ROMLIB_MIRROR``, or network access), else :data:`OFFLINE_DEFAULT`."""
+    return choose("glide", OFFLINE_DEFAULT, env="ROMLIB_BACKEND")
 
 
 # ---------------------------------------------------------------------------------------------- the loaders

@@ -86,7 +86,7 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 removal_variant="removal", best_anyway=False, real=True, oracle=True, demo=True,
                 cpu_threads=1),  # 32x32 UNet: one thread; two took 1.2 s -> 11 s of CPU per preview edit (spin-waits)
     BackendSpec("world", "pixel", "the embedded 64 px world (offline): 32 px GLIDE inpainting + 32->64 upsampler, "
-                "learned referring segmenter, tiny CLIP; weights from $ROMLIB_WORLD_WEIGHTS until shipped",
+                "learned referring segmenter, tiny CLIP (shipped weights, or $ROMLIB_WORLD_WEIGHTS)",
                 "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",
                 best_anyway=True, real=True, demo=True, env=("ROMLIB_WORLD_WEIGHTS",)),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,

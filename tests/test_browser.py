@@ -94,7 +94,7 @@ def lab(tmp_path_factory):
     (settings.parent / "apputils-extension" / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     port = _free_port()
-    env = {**os.environ, "ROMLIB_BACKEND": "shapes", "ROMLIB_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+    env = {**os.environ, "ROMLIB_BACKEND": "offline", "ROMLIB_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
            "ROMLIB_PROGRESS": "1", "PYTHONPATH": str(ROOT), "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"),
            "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
            "JUPYTER_RUNTIME_DIR": str(home / "runtime")}

@@ -210,7 +210,7 @@ def test_figures_survive_agg_and_undisplayed_ones_vanish(tmp_path):
 
 
 def _run_nbval(path: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ROMLIB_BACKEND="shapes", MPLBACKEND="Agg", ROMLIB_PROGRESS="0")
+    env = dict(os.environ, ROMLIB_BACKEND="offline", MPLBACKEND="Agg", ROMLIB_PROGRESS="0")
     return subprocess.run([sys.executable, "-m", "pytest", str(path), "--nbval-lax", "-q", "-p", "no:cacheprovider",
                            # one token: as two, pytest reads the path as an argument and takes the repository's
                            # pytest.ini (its plugins need the repository on sys.path); here no ini is wanted

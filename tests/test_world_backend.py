@@ -68,10 +68,22 @@ def test_missing_weights_name_each_file_and_the_command_that_trains_it(tmp_path,
     assert f"{TRAIN_COMMAND} --out DIR --what upsampler" in text and "--what segmenter" in text
     assert "--what base" not in text and WB.WEIGHTS_ENV in text and str(tmp_path) in text
     monkeypatch.delenv(WB.WEIGHTS_ENV)
-    with pytest.raises(FileNotFoundError, match="the shipped weights"):
-        WB.check_weights()
     with pytest.raises(FileNotFoundError, match="lacks base.pt, upsampler.pt, segmenter.pt, ranker.pt"):
         WB.check_weights(tmp_path / "nowhere")
+
+
+def test_the_four_models_are_shipped_trained_and_small(monkeypatch):
+    """The shipped folder has every model, each trained (its meta: steps > 0, not the untrained stand-in), all
+    four within the issue's 25 MB, and the backend loads from it with nothing set."""
+    monkeypatch.delenv(WB.WEIGHTS_ENV, raising=False)
+    paths = WB.check_weights()
+    assert set(paths) == set(WEIGHT_FILES) and all(p.parent == WB.WEIGHTS_DIR for p in paths.values())
+    assert sum(p.stat().st_size for p in paths.values()) <= 25e6
+    for m, p in paths.items():
+        meta = torch.load(p, map_location="cpu", weights_only=False)["meta"]
+        assert meta["steps"] > 0 and not meta.get("untrained"), (m, meta)
+    b = WB.load_backend()
+    assert b.extras["removal"] == "self" and b.extras["weights"] == str(WB.WEIGHTS_DIR)
 
 
 def test_the_cli_names_the_missing_weights_and_exits_2(tmp_path, monkeypatch, capsys):

@@ -11,7 +11,8 @@ What every notebook has (``problems`` lists what is missing, by notebook and cel
 * a header before the first code cell: a ``# `` title, the Colab badge of :func:`badge`, the lines of
   :data:`HEADER_NEEDS` (learning objectives, prerequisites, the paper by section and equation);
 * markdown cells of at most :data:`MAX_WORDS` words (collapsed ``<details>`` solutions aside);
-* the install cell :data:`INSTALL` as its first code cell, identical everywhere, then the setup cell :data:`SETUP`;
+* the install cell :data:`INSTALL` as its first code cell, identical everywhere, then the setup cell :func:`setup_cell` (:data:`SETUP`, or naming an offline backend of
+  :data:`OFFLINE`);
 * a footer: ``## Summary``, then ``## Exercises``, then a last markdown cell with ``**Next:**`` and a link to
   another notebook of the folder;
 * every relative link resolving, to a file and, for ``#anchor`` links into ``.md`` files, to a heading or an
@@ -72,8 +73,20 @@ def install_cell(source: str = PACKAGE_SOURCE) -> str:
 
 
 INSTALL = install_cell()
-SETUP = ("import romlib as rl\n"
-         "env = rl.nb.setup()  # GPU + internet: the real models; offline or CPU: ShapesWorld (override: ROMLIB_BACKEND)")
+#: the embedded backends a notebook's setup cell may name as its offline one, and how the cell says it
+OFFLINE = {None: "ShapesWorld", "world": "the embedded world"}
+
+
+def setup_cell(offline: str | None = None) -> str:
+    """The second code cell: ``rl.nb.setup()``, or ``rl.nb.setup(offline='world')`` for a notebook that runs on the
+    64 px world where the real models are not at hand."""
+    arg = "" if offline is None else f"offline={offline!r}"
+    return ("import romlib as rl\n"
+            f"env = rl.nb.setup({arg})  # GPU + internet: the real models; offline or CPU: {OFFLINE[offline]} "
+            "(override: ROMLIB_BACKEND)")
+
+
+SETUP = setup_cell()
 
 
 def checked(cell) -> bool:
@@ -137,7 +150,7 @@ def problems(path: Path, *, source: str = PACKAGE_SOURCE, repo: str = REPO) -> l
     out += [f"{name}: the header (markdown before the first code cell) lacks {w!r}" for w in HEADER_NEEDS if w not in header]
     if cells[code_at[0]].source != install_cell(source):
         out.append(f"{name}: the first code cell is not the install cell of tools/build_notebooks.py (run it with --sync)")
-    if len(code_at) < 2 or cells[code_at[1]].source != SETUP:
+    if len(code_at) < 2 or cells[code_at[1]].source not in {setup_cell(o) for o in OFFLINE}:
         out.append(f"{name}: the second code cell is not the setup cell {SETUP.splitlines()[0]!r}...")
     md = [(i, c.source) for i, c in enumerate(cells) if c.cell_type == "markdown"]
     for i, src in md:

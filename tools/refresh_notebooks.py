@@ -24,7 +24,7 @@ MARK = "# NBVAL_CHECK_OUTPUT"
 MAX_BYTES = 8_000_000
 WIDGET = "application/vnd.jupyter.widget-view+json"
 #: the environment the notebooks are executed in (the same as nbval's, see notebooks/conftest.py)
-ENV = {"ROMLIB_BACKEND": "shapes", "MPLBACKEND": "Agg", "ROMLIB_PROGRESS": "0", "ROMLIB_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+ENV = {"ROMLIB_BACKEND": "offline", "MPLBACKEND": "Agg", "ROMLIB_PROGRESS": "0", "ROMLIB_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
 
 
 def checked(cell) -> bool:

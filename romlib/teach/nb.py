@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from .. import hub
-from ..backends import default_backend
+from ..backends import OFFLINE, OFFLINE_DEFAULT, default_backend
 from ..config import RANK_MODES
 from ..contracts import AmbiguousReference, NoObjectFound
 from ..guidance.methods import available, get
@@ -31,6 +31,7 @@ from ..shapes.demo import LOCAL_EXAMPLES, select_case
 from ..shapes.scenes import COLOURS, SHAPES
 from ..shapes.segmenter import find_objects
 from ..specs import BACKENDS, backend_spec
+from ..world import cases as world_cases
 from .explorer import STAGE_OF, Explorer
 from .live import LiveUpdate
 
@@ -54,8 +55,18 @@ class Env:
         return f"romlib on the {where}; backend: {self.backend} — {what}"
 
 
-def setup(seed: int = 0, quiet: bool = False) -> Env:
+#: the backend :func:`setup` chose (what :func:`pipeline` loads when it is given none)
+_CHOSEN: dict = {}
+
+
+def setup(seed: int = 0, quiet: bool = False, offline: str | None = None) -> Env:
     """Seed everything, pick the device and the backend, and say which (first cell of every notebook).
+
+    The backend is :func:`romlib.backends.default_backend`'s (the real models on a GPU that reaches their
+    files, else ShapesWorld; ``$ROMLIB_BACKEND`` overrides both); ``offline`` names the embedded backend the
+    notebook runs on instead of :data:`~romlib.backends.OFFLINE_DEFAULT` (ShapesWorld) when the real models are not at hand (``"world"``: the 64 px world
+    with its learned segmenter; also under ``$ROMLIB_BACKEND=offline``, how the tests run the notebooks). :func:`pipeline`
+    then loads the chosen backend.
 
     ``env.progress`` is what the notebooks pass as ``progress=``: True (text bars, :mod:`romlib.progress`:
     they render in Colab and Jupyter and survive a save and reopen) unless ``ROMLIB_PROGRESS=0`` (set by nbval's conftest and the refresh tool,
@@ -63,8 +74,17 @@ def setup(seed: int = 0, quiet: bool = False) -> Env:
     torch.manual_seed(seed)
     logging.getLogger("romlib").setLevel(logging.WARNING)
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    env = Env(device="cuda" if gpu else "cpu", backend=default_backend(), gpu=gpu,
+    backend = default_backend()
+    if offline is not None:
+        spec = BACKENDS.get(offline)
+        if spec is None or not spec.demo:
+            embedded = [n for n, b in BACKENDS.items() if b.demo]
+            raise ValueError(f"offline={offline!r} is not an embedded backend; accepted: {', '.join(embedded)}")
+        if backend == OFFLINE_DEFAULT and os.environ.get("ROMLIB_BACKEND", "") in ("", OFFLINE):
+            backend = offline
+    env = Env(device="cuda" if gpu else "cpu", backend=backend, gpu=gpu,
               progress=os.environ.get("ROMLIB_PROGRESS", "1") != "0")
+    _CHOSEN["backend"] = backend
     if not quiet:
         print(env)
     return env
@@ -78,8 +98,9 @@ def pipeline(backend: str | None = None, **kwargs):
     (MDETR was fine-tuned on PhraseCut, whose phrases may name several objects); the API then raises
     :class:`~romlib.contracts.AmbiguousReference`. A notebook must go on (*Run all*), so its pipeline
     takes the best object with a logged warning (``best_anyway=True``, what the authors' code always
-    does) wherever a cell does not say otherwise. ShapesWorld's pipeline keeps the API's rule."""
-    pipe = get_pipeline(backend, **kwargs)
+    does) wherever a cell does not say otherwise. ShapesWorld's pipeline keeps the API's rule.
+    ``backend`` defaults to the one :func:`setup` chose."""
+    pipe = get_pipeline(backend or _CHOSEN.get("backend"), **kwargs)
     return pipe.with_defaults(best_anyway=True) if _spec(pipe).best_anyway else pipe
 
 
@@ -128,6 +149,8 @@ def _spec(pipe):
 
 def missing_phrase(pipe, image) -> str:
     """A referring phrase that matches nothing in ``image`` (notebook 02's failure case)."""
+    if _spec(pipe).example == "world":  # a colour and shape that no object of the scene has, in the world's words
+        return world_cases.missing_phrase(image)
     if not _spec(pipe).oracle:
         return "a purple elephant"
     present = {(o["colour"], o["shape"]) for o in find_objects(image)}
@@ -193,7 +216,11 @@ def chosen_case(pipe, kind: str = "both", seed: int = 0) -> tuple:
     ``make_cases(..., seed)`` of the ``kind`` (``"both"``: the target names colour and shape;
     ``"colour"`` / ``"shape"``: it names only that one, so CCF has an attribute to keep;
     ``"distractors"``: three objects, one sharing the referred one's colour or shape). Other
-    backends: :func:`example` (the two cats; ``"removal"`` is its empty-target case)."""
+    backends: :func:`example` (the two cats; ``"removal"`` is its empty-target case). The world:
+    :func:`romlib.world.cases.select_case` (the same kinds, and ``"material"``)."""
+    if _spec(pipe).example == "world":
+        case = world_cases.select_case(kind, seed)
+        return case.pil(), case.ref, case.target
     if _spec(pipe).oracle:
         case = select_case(kind, seed)
         return case.scene.pil(), case.ref, case.target

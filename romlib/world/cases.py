@@ -28,7 +28,7 @@ from .language import describe, needs_context, sample_expression
 from .render import render_all
 from .scene import COLOURS, MATERIALS, SHAPES, Scene, make_scene
 
-__all__ = ["KINDS", "WorldCase", "make_case", "make_cases", "example"]
+__all__ = ["KINDS", "CHOICES", "WorldCase", "make_case", "make_cases", "select_case", "missing_phrase", "example"]
 
 KINDS = ("both", "colour", "shape", "material", "remove")
 #: which attributes each kind's target names
@@ -63,6 +63,11 @@ class WorldCase:
     def mask(self) -> np.ndarray:
         """The edited object's visible mask, bool [64, 64] (what a perfect segmenter returns)."""
         return self._render[1][self.i] > 0.5
+
+    @property
+    def masks(self) -> np.ndarray:
+        """Every object's visible mask, bool [N, 64, 64] (``masks[i]`` is :attr:`mask`)."""
+        return self._render[1] > 0.5
 
     def pil(self):
         from PIL import Image
@@ -105,6 +110,49 @@ def make_cases(n: int, seed: int = 0, kinds=KINDS) -> list[WorldCase]:
             out.append(make_case(seed, index))
         index += 1
     return out
+
+
+#: the notebooks' example kinds (:func:`select_case`): the target kinds, plus ``"distractors"`` (three objects,
+#: the expression needs a relation because a look-alike shares its head word) and ``"removal"`` (= ``"remove"``)
+CHOICES = (*KINDS, "distractors", "removal")
+
+
+def select_case(kind: str = "both", seed: int = 0, skip: int = 0) -> WorldCase:
+    """The example a notebook shows for ``kind`` (:data:`CHOICES`), by a fixed rule, never by eye: the first
+    case of the stream for ``seed`` of that kind (after ``skip`` of them); ``"distractors"``: the first case with
+    three objects whose expression needs a relation (a look-alike shares its head)."""
+    if kind not in CHOICES:
+        raise ValueError(f"unknown example kind {kind!r}; expected one of {CHOICES}")
+    kind = "remove" if kind == "removal" else kind
+    found = 0
+    for index in range(10_000):
+        if kind == "distractors":
+            case = make_case(seed, index)
+            if not (case.context and len(case.scene.objects) == 3):
+                continue
+        elif KINDS[index % len(KINDS)] != kind:
+            continue
+        else:
+            case = make_case(seed, index)
+        if found == skip:
+            return case
+        found += 1
+    raise RuntimeError(f"no {kind!r} case among the first 10000 of seed {seed}")  # pragma: no cover
+
+
+def missing_phrase(image) -> str:
+    """A referring expression that matches nothing in ``image`` (a world scene, PIL or uint8 array): "the <colour>
+    <shape>" with the palette colour that the fewest of the image's saturated pixels are nearest to (so no object
+    has it) and the first shape."""
+    from .oracle import _PALETTE_HUE, hue
+
+    h, s, v = hue(np.asarray(image, dtype=np.float32)[..., :3])
+    vivid = h[(s >= 0.45) & (v >= 0.25)]
+    names = list(_PALETTE_HUE)
+    ref = np.array([_PALETTE_HUE[n] for n in names])
+    nearest = np.abs((vivid[:, None] - ref[None] + 180) % 360 - 180).argmin(1)
+    counts = np.bincount(nearest, minlength=len(names))
+    return f"the {names[int(counts.argmin())]} {SHAPES[0]}"
 
 
 def example(index: int = 0) -> tuple:
