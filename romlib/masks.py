@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from .checks import check_dilation
 
-__all__ = ["to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
+__all__ = ["box_iou", "to_keep_mask", "to_edit_mask", "dilate", "resize_edit_mask", "logits_to_edit_mask", "prepare_masks",
            "enlarge_box", "box_to_pixels", "rank_crop", "feather", "chessboard_distance", "check_dilation", "erode"]
 
 
@@ -81,6 +81,14 @@ def prepare_masks(edit_mask_64: torch.Tensor, dilation: int = 3, out_size: int =
     keep_64 = to_keep_mask(m)
     keep_256 = F.interpolate(keep_64, size=(out_size, out_size), mode="nearest")
     return keep_64, keep_256
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes (tensors or sequences of numbers)."""
+    a, b = [float(v) for v in a], [float(v) for v in b]
+    iw, ih = max(0.0, min(a[2], b[2]) - max(a[0], b[0])), max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
 
 
 def enlarge_box(box: tuple[float, float, float, float], scale: float = 1.3, width: float = 1.0, height: float = 1.0) -> tuple[float, float, float, float]:

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .io import to_uint8
-from .masks import enlarge_box
+from .masks import box_iou, enlarge_box
 
 __all__ = ["show", "png", "overlay_mask", "edit_grid", "samples_grid", "image_row", "as_array", "enlarge", "comparison_grid", "segmentation_figure",
            "box_legend", "DISPLAY_SIDE", "BOX_COLOURS", "MASK_COLOUR"]
@@ -265,8 +265,9 @@ def _full_mask(result):
 
 
 def segmentation_figure(image, seg, top: int = 5):
-    """The segmenter's view (notebook 02): the ``top`` queries' boxes with their scores, and the
-    chosen query's mask. Returns (figure, rows of (query, score, box)) — the numbers behind it."""
+    """The segmenter's view (notebook 02): the ``top`` queries' boxes with their scores (queries whose boxes
+    coincide, IoU > 0.8, drawn as one box labelled with each score), and the chosen query's mask. Returns
+    (figure, rows of (query, score, box)) — the numbers behind it."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(8, 4.6))
@@ -274,12 +275,20 @@ def segmentation_figure(image, seg, top: int = 5):
     _imshow(ax[0], image, size=(W, H))
     rows = []
     if seg.scores is not None and seg.boxes is not None:
-        order = torch.argsort(seg.scores, descending=True)[:top]
-        for rank, q in enumerate(order.tolist()):
-            box = tuple(round(float(v), 1) for v in seg.boxes[q])
-            rows.append((q, round(float(seg.scores[q]), 3), box))
-            _box(ax[0], box, color="yellow" if q == seg.index else "white", lw=2 if q == seg.index else 1)
-            ax[0].text(box[0], box[1], f"{seg.scores[q]:.2f}", color="k", fontsize=7, backgroundcolor="w")
+        order = torch.argsort(seg.scores, descending=True)[:top].tolist()
+        for q in order:
+            rows.append((q, round(float(seg.scores[q]), 3), tuple(round(float(v), 1) for v in seg.boxes[q])))
+        # queries whose boxes coincide (IoU > 0.8: DETR-style duplicates) are drawn once, with every score in one label
+        groups: list[list[int]] = []
+        for q in ([seg.index] if seg.index in order else []) + [q for q in order if q != seg.index]:
+            home = next((g for g in groups if box_iou(seg.boxes[g[0]], seg.boxes[q]) > 0.8), None)
+            home.append(q) if home is not None else groups.append([q])
+        for g in reversed(groups):  # the chosen query's group last, on top
+            box = tuple(round(float(v), 1) for v in seg.boxes[g[0]])
+            chosen = seg.index in g
+            _box(ax[0], box, color="yellow" if chosen else "white", lw=2 if chosen else 1)
+            label = ", ".join(f"{float(seg.scores[q]):.2f}" for q in g)
+            ax[0].text(box[0], box[1], label, color="k", fontsize=7, backgroundcolor="w")
     n = 0 if seg.scores is None else len(seg.scores)
     shown = (f"all {n} queries" if len(rows) == n else f"the {len(rows)} best of {n} queries") if rows else "no query scores"
     ax[0].set_title(f"{shown} for {seg.text!r}", fontsize=9)

@@ -31,6 +31,7 @@ from . import hub
 from .checks import is_real
 from .contracts import AmbiguousReference, NoObjectFound, Segmentation
 from .io import load_image, quote
+from .masks import box_iou
 from .models.mdetr import LEGACY_KEYS, MDETRConfig, MDETRSegmentation, official_config
 
 __all__ = ["MDETRSegmenter", "create_model", "load_segmenter", "build_from_state_dict", "roberta_tokenizer",
@@ -130,15 +131,6 @@ def _box_xyxy(boxes: torch.Tensor, w: int, h: int) -> torch.Tensor:
     return xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
 
 
-def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Intersection over union of two (x0, y0, x1, y1) boxes."""
-    iw = (torch.minimum(a[2], b[2]) - torch.maximum(a[0], b[0])).clamp(min=0)
-    ih = (torch.minimum(a[3], b[3]) - torch.maximum(a[1], b[1])).clamp(min=0)
-    inter = float(iw * ih)
-    union = float((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1])) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_score: float) -> list[int]:
     """The queries, other than ``best``, that score within :data:`AMBIGUITY_MARGIN` of it (and at
     least ``min_score``) on a box overlapping it, and each other, by IoU < :data:`AMBIGUITY_IOU`
@@ -148,7 +140,7 @@ def ambiguous_queries(scores: torch.Tensor, boxes: torch.Tensor, best: int, min_
     for j in torch.argsort(scores, descending=True).tolist():
         if j == best or float(scores[j]) < bar:
             continue
-        if all(_iou(boxes[j], boxes[i]) < AMBIGUITY_IOU for i in [best, *out]):
+        if all(box_iou(boxes[j], boxes[i]) < AMBIGUITY_IOU for i in [best, *out]):
             out.append(j)
     return out
 

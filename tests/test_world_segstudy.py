@@ -144,3 +144,18 @@ def test_setup_offline_picks_the_embedded_backend_and_pipeline_follows(monkeypat
         rl.nb.setup(quiet=True, offline="glide")
     rl.nb.setup(quiet=True)
     assert rl.nb._CHOSEN["backend"] == "shapes"
+
+
+def test_segmentation_figure_draws_duplicate_queries_as_one_box_with_each_score():
+    from romlib.contracts import Segmentation
+
+    boxes = torch.tensor([[10.0, 10, 30, 30], [40, 40, 60, 60], [10.5, 10, 30, 30.5], [0, 0, 5, 5]])
+    scores = torch.tensor([0.86, 0.20, 0.87, 0.01])
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[10:30, 10:30] = True
+    seg = Segmentation(mask=mask, box=tuple(boxes[2].tolist()), score=0.87, scores=scores, boxes=boxes, index=2,
+                       text="the cube")
+    fig, rows = rl.viz.segmentation_figure(np.zeros((64, 64, 3), np.uint8), seg, top=3)
+    assert [r[0] for r in rows] == [2, 0, 1]  # every query listed, best first
+    labels = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert labels == ["0.20", "0.87, 0.86"]  # the chosen query's duplicate shares its box and its label

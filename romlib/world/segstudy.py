@@ -102,6 +102,9 @@ def table(records: list[dict], ks=KS) -> dict:
            "failure": rate([bool(x < 0.5) for x in iou]), "wrong": rate([r["wrong"] for r in records]),
            "wrong_by_objects": {str(n): rate([r["wrong"] for r in records if r["objects"] == n])
                                 for n in sorted({r["objects"] for r in records})},
+           "wrong_by_phrase": {name: rate([r["wrong"] for r in records if r["context"] == ctx])
+                               for name, ctx in (("relation", True), ("attributes only", False))
+                               if any(r["context"] == ctx for r in records)},
            "dilation": [{"k": k, "covered": round(float(np.mean([r[f"covered_{k}"] for r in right])), 3),
                          "whole": rate([r[f"covered_{k}"] >= WHOLE for r in right]),
                          "extra": round(float(np.mean([r[f"extra_{k}"] for r in right])), 3)} for k in ks]}
@@ -120,6 +123,7 @@ def format_table(t: dict) -> str:
              f"failure (IoU < 0.5): {_pct(t['failure'])}",
              f"wrong object picked: {_pct(t['wrong'])}; by objects in the scene: "
              + ", ".join(f"{n}: {r['pct']:.0f} %" for n, r in t["wrong_by_objects"].items()),
+             "wrong object by phrase: " + ", ".join(f"{k} {_pct(r)}" for k, r in t.get("wrong_by_phrase", {}).items()),
              "dilation at the base model's 32x32, right object picked:",
              "  k  object pixels covered  covered whole (>= 95 %)     extra pixels per object pixel"]
     lines += [f"  {d['k']}  {d['covered']:21.3f}  {_pct(d['whole']):26s}  {d['extra']:.2f}" for d in t["dilation"]]
@@ -176,35 +180,46 @@ def spotlight(image, mask, dim: float = 0.3) -> np.ndarray:
     return a.clip(0, 255).astype(np.uint8)
 
 
-def _examples(records: list[dict], per: int = 2) -> list[tuple[str, dict]]:
-    """The figure's cases, by rule: the first ``per`` right picks with IoU ≥ 0.8, the first ``per`` right picks whose
-    k = 1 mask leaves 10 % or more of the object out, the first ``per`` wrong look-alikes."""
-    rules = (("good mask (IoU >= 0.8)", lambda r: not r["wrong"] and r["iou"] >= 0.8),
-             ("part missed (IoU 0.5-0.8)", lambda r: not r["wrong"] and 0.5 <= r["iou"] < 0.8),
-             ("wrong object", lambda r: r["wrong"]))
-    return [(name, r) for name, rule in rules for r in [r for r in records if rule(r)][:per]]
+#: the error figure's panels: (title, rule over a record, how many)
+PANELS = (("good mask (IoU >= 0.8)", lambda r: not r["wrong"] and r["iou"] >= 0.8, 2),
+          ("right object, part missed", lambda r: not r["wrong"] and r["covered_3"] < WHOLE, 2),
+          ("wrong object\n(phrase with a relation)", lambda r: r["wrong"] and r["context"], 1),
+          ("wrong object\n(attributes only)", lambda r: r["wrong"] and not r["context"], 1))
 
 
-def errors_figure(pipe, records: list[dict], seed: int = SEED, per: int = 2):
+def _examples(records: list[dict], panels=PANELS) -> list[tuple[str, dict]]:
+    """The figure's cases, by rule (:data:`PANELS`): for each panel the first records that satisfy its rule and
+    were not taken by an earlier panel (a good mask; a right pick whose k = 3 edit mask still leaves 5 % or more of
+    the object out; a wrong object for a phrase that needs a relation, and for one that names attributes only)."""
+    out, taken = [], set()
+    for name, rule, count in panels:
+        hits = [r for r in records if rule(r) and r["index"] not in taken][:count]
+        taken.update(r["index"] for r in hits)
+        out += [(name, r) for r in hits]
+    return out
+
+
+def errors_figure(pipe, records: list[dict], seed: int = SEED):
     """Cases chosen by :func:`_examples`' rule: each the scene with the referred object outlined (white) and the
-    segmenter's mask lit (:func:`spotlight`), titled with its IoU and, under it, what the k = 1 and k = 5 edit masks cover."""
+    segmenter's mask lit (:func:`spotlight`), titled with its IoU and, under it, the share of the object the k = 1 and
+    k = 3 edit masks cover at the base model's 32×32."""
     import matplotlib.pyplot as plt
 
     from .cases import make_case
 
-    picks = _examples(records, per)
-    fig, axes = plt.subplots(1, len(picks), figsize=(2.2 * len(picks), 2.9))
+    picks = _examples(records)
+    fig, axes = plt.subplots(1, len(picks), figsize=(2.2 * len(picks), 3.6))
     for ax, (name, r) in zip(np.atleast_1d(axes), picks):
         case = make_case(seed, r["index"])
         with _quiet():
             seg = pipe.segment(case.pil(), case.ref, best_anyway=True)
         _imshow(ax, overlay_mask(spotlight(case.pil(), seg.mask), torch.from_numpy(case.mask), color=(255, 255, 255)))
         ax.set_title(f"{name}\nIoU {r['iou']:.2f}", fontsize=8)
-        ax.set_xlabel(f"{case.ref}\ncovered k=1: {r['covered_1']:.0%}, k=5: {r['covered_5']:.0%}", fontsize=6.5)
+        ax.set_xlabel(f"{case.ref}\nobject covered at 32x32:\nk=1 {r['covered_1']:.0%}, k=3 {r['covered_3']:.0%}", fontsize=6.5)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("the learned segmenter: lit = its mask (the rest darkened), white outline = the referred object",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
@@ -218,9 +233,10 @@ def dilation_figure(t: dict):
     err = np.array([[d["whole"]["pct"] - d["whole"]["low"], d["whole"]["high"] - d["whole"]["pct"]] for d in t["dilation"]]).T
     fig, ax = plt.subplots(1, 2, figsize=(7.5, 2.8))
     ax[0].errorbar(ks, whole, yerr=err, marker="o", capsize=3)
-    ax[0].set(xlabel="dilation k", ylabel="% objects covered whole", ylim=(0, 100), xticks=ks,
-              title="what the edit can reach")
+    ax[0].set(xlabel="dilation k", ylabel="% covered whole (>= 95 % of pixels)", ylim=(0, 100), xticks=ks,
+              title=f"what the edit can reach (right picks, n={t['dilation'][0]['whole']['n']})")
     ax[1].bar(ks, [d["extra"] for d in t["dilation"]], color="tab:orange")
-    ax[1].set(xlabel="dilation k", ylabel="extra pixels per object pixel", xticks=ks, title="what it must redraw")
+    ax[1].set(xlabel="dilation k", ylabel="extra pixels per object pixel", xticks=ks,
+              title="what it must redraw (background)")
     fig.tight_layout()
     return fig
