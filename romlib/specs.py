@@ -70,6 +70,9 @@ class BackendSpec:
     #: with ``files`` (the groups it shares with others: segmenters, CLIP)
     downloads: tuple[dict, ...] = ()
     cpu_threads: int | None = None  # torch threads its models run fastest on under the explorer (None: torch's)
+    #: knobs ``romlib demo`` adds on this backend to stay within its time budget (``upsample_top`` is capped at the
+    #: demo's samples)
+    demo_knobs: dict = field(default_factory=dict)
 
     def frame_size(self, upsample: bool = True) -> int:
         """The side of the frames an edit writes (``upsample=False``: without the upsampler)."""
@@ -88,7 +91,8 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
     BackendSpec("world", "pixel", "the embedded 64 px world (offline): 32 px GLIDE inpainting + 32->64 upsampler, "
                 "learned referring segmenter, tiny CLIP (shipped weights, or $ROMLIB_WORLD_WEIGHTS)",
                 "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",
-                best_anyway=True, real=True, demo=True, env=("ROMLIB_WORLD_WEIGHTS",)),
+                best_anyway=True, real=True, demo=True, env=("ROMLIB_WORLD_WEIGHTS",),
+                demo_knobs={"upsample_top": 4}),  # the demo shows the 4 best: the upsampler runs on those only
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "

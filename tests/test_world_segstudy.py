@@ -33,6 +33,7 @@ def test_the_study_measures_each_case_on_the_pipelines_own_path(pipe):
         seg = pipe.segment(case.pil(), case.ref, best_anyway=True)
         m = seg.mask.numpy()
         assert r["iou"] == pytest.approx((m & case.mask).sum() / max((m | case.mask).sum(), 1), abs=1e-4)
+        assert all(r[f"true_covered_{k}"] <= r[f"true_covered_{j}"] for k, j in zip(S.KS, S.KS[1:]))
         covered = [r[f"covered_{k}"] for k in S.KS]
         extra = [r[f"extra_{k}"] for k in S.KS]
         assert covered == sorted(covered) and extra == sorted(extra)  # a larger window covers and adds more
@@ -48,17 +49,20 @@ def test_the_study_measures_each_case_on_the_pipelines_own_path(pipe):
 
 def test_the_table_counts_wrong_picks_and_whole_objects():
     base = {"objects": 2, "context": False, "score": 0.9, "ref": "x"}
-    recs = [{**base, "index": 0, "iou": 0.9, "wrong": False, "covered_1": 0.8, "extra_1": 0.0, "covered_3": 1.0,
-             "extra_3": 0.5},
-            {**base, "index": 1, "iou": 0.1, "wrong": True, "covered_1": 0.0, "extra_1": 1.0, "covered_3": 0.0,
+    true = {"true_covered_1": 0.9, "true_covered_3": 1.0}
+    recs = [{**base, **true, "index": 0, "iou": 0.9, "wrong": False, "covered_1": 0.8, "extra_1": 0.0,
+             "covered_3": 1.0, "extra_3": 0.5},
+            {**base, **true, "index": 1, "iou": 0.1, "wrong": True, "covered_1": 0.0, "extra_1": 1.0, "covered_3": 0.0,
              "extra_3": 2.0},
-            {**base, "index": 2, "iou": 0.6, "wrong": False, "covered_1": 0.96, "extra_1": 0.1, "covered_3": 0.97,
-             "extra_3": 0.7, "objects": 1}]
+            {**base, **true, "index": 2, "iou": 0.6, "wrong": False, "covered_1": 0.96, "extra_1": 0.1,
+             "covered_3": 0.94, "extra_3": 0.7, "objects": 1}]
     t = S.table(recs, ks=(1, 3))
+    assert t["part_missed"]["pct"] == 50  # the right pick whose k = 3 mask leaves 6 % out
+    assert [d["true_whole"]["pct"] for d in t["dilation"]] == [0, 100]  # every case, the wrong pick's too
     assert t["failure"]["pct"] == pytest.approx(100 / 3, abs=0.1) and t["wrong"]["pct"] == pytest.approx(100 / 3, abs=0.1)
     assert t["wrong_by_objects"]["1"]["pct"] == 0 and t["wrong_by_objects"]["2"]["pct"] == 50
     k1, k3 = t["dilation"]
-    assert (k1["whole"]["pct"], k3["whole"]["pct"]) == (50, 100)  # the wrong pick is left out
+    assert (k1["whole"]["pct"], k3["whole"]["pct"]) == (50, 50)  # the wrong pick is left out
     assert k3["extra"] == pytest.approx(0.6) and k1["covered"] == pytest.approx(0.88)
 
 

@@ -64,8 +64,11 @@ def run(out_dir: str = "romlib_demo", seed: int = 0, samples: int = 8, progress:
     started = time.time()
     scene, ref, target = LOCAL_EXAMPLES[spec.example](seed)
     pipe = ROMPipeline.from_pretrained(backend, device=device)
+    knobs = dict(spec.demo_knobs)
+    if "upsample_top" in knobs:
+        knobs["upsample_top"] = min(knobs["upsample_top"], samples)
     result = pipe.edit(scene, ref, target, guidance=guidance, scale=scale, samples=samples, seed=seed,
-                       progress=progress)
+                       progress=progress, **knobs)
     out = new_run_dir(out_dir, run_dir_name(guidance, ref, started)) if new_folder else Path(out_dir)
     try:
         written = result.save(out, top=min(4, samples), summary="demo.png", overwrite=overwrite,
