@@ -199,3 +199,43 @@ def test_the_bench_writes_one_record_per_sample_and_rates_with_intervals(world, 
     assert bench.matched_scales(rows, ("ccf", 3.0)) == {"cf": 3.0, "ccf": 3.0}
     pair = bench.paired(records, {"rule": "ccf"}, {"rule": "cf"}, "removed")
     assert pair["pairs"] == 4 and pair["a_only"] + pair["b_only"] <= 4
+
+
+def test_a_killed_bench_resumes_from_its_journal_with_the_same_records(world, tmp_path, monkeypatch):
+    """The journal holds each edit's records as soon as they are judged; a run killed after its first edit (a cut
+    last line included) resumes with the others and gives the records of an uninterrupted run; the CLI refuses to
+    write over a journal without --resume, and to resume with other settings."""
+    from romlib.world import bench
+
+    pipe = P.get_pipeline("world")
+    cases = [make_case(5, 0), make_case(5, 1)]
+    kw = dict(rules=("ccf",), scales=(3.0,), samples=2, steps="2", upsample_steps="2", progress=False)
+    whole = bench.run_bench(pipe, cases, **kw)
+    journal = tmp_path / "journal.jsonl"
+    calls = []
+    real = bench.case_records
+
+    def dies_on_the_second(*a, **k):
+        if calls:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(bench, "case_records", dies_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        bench.run_bench(pipe, cases, journal=journal, **kw)
+    with open(journal, "a") as f:
+        f.write('{"case": 1, "rule": "cc')  # the line being written when the process died
+    assert len(bench.read_journal(journal)) == 2
+    monkeypatch.setattr(bench, "case_records", real)
+    resumed = bench.run_bench(pipe, cases, journal=journal, **kw)
+    assert resumed == whole and bench.read_journal(journal) == whole  # the cut line is gone, nothing after it lost
+    out = tmp_path / "run"
+    args = ["--cases", "1", "--rules", "ccf", "--scales", "3", "--samples", "1", "--steps", "2", "--upsample-steps",
+            "2", "--out", str(out), "--quiet"]
+    assert bench.main(args) == 0
+    with pytest.raises(SystemExit):
+        bench.main(args)  # a journal is there: --resume or another folder
+    assert bench.main([*args, "--resume"]) == 0  # nothing left to run
+    with pytest.raises(SystemExit):
+        bench.main([*args[:-1], "--samples", "2", "--resume", "--quiet"])

@@ -26,6 +26,7 @@ import csv
 import json
 import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +43,7 @@ from . import backend as world_backend
 from .cases import KINDS, WorldCase, make_cases
 from .oracle import judge
 
-__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "case_records", "guidance_push",
+__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "read_journal", "case_records", "guidance_push",
            "matched_scales", "write_records", "summarise", "paired", "format_summary", "main"]
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,53 @@ def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float,
     return out
 
 
+def read_journal(path: str | Path) -> list[dict]:
+    """The records a run's journal holds (one JSON record per line; a last line cut by a kill is dropped)."""
+    out = []
+    p = Path(path)
+    if not p.is_file():
+        return out
+    for line in p.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # the line being written when the run was killed
+            break
+    return out
+
+
 def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=DEFAULT_SCALES, samples: int = 4,
               seed: int = 0, dilation: int = 3, mask: str = "true", push: bool = False, progress: bool = True,
-              **knobs) -> list[dict]:
-    """Every case under every rule and scale (:func:`case_records`); the records in one list."""
+              journal: str | Path | None = None, **knobs) -> list[dict]:
+    """Every case under every rule and scale (:func:`case_records`); the records in one list. ``journal``: a JSONL
+    file that each edit's records are appended to (flushed) as soon as it is judged; the edits it already holds are
+    not run again (a killed run resumes where it stopped, with the same records)."""
     jobs = [(c, r, float(s)) for r in rules for s in scales for c in cases]
-    records = []
-    for case, rule, scale in tqdm(jobs, desc="world bench", disable=not progress, dynamic_ncols=True):
-        records += case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
-                                mask=mask, push=push, **knobs)
-    return records
+    records = read_journal(journal) if journal is not None else []
+    done = {(r["case"], r["rule"], float(r["scale"])) for r in records}
+    todo = [j for j in jobs if (j[0].index, j[1], j[2]) not in done]
+    if journal is not None and done:
+        log.info("journal %s: %d of %d edits done, %d to run", journal, len(jobs) - len(todo), len(jobs), len(todo))
+    if journal is not None and Path(journal).is_file():  # cut a last line a kill left unfinished, before appending
+        raw = Path(journal).read_bytes()
+        keep = raw.rfind(b"\n") + 1
+        if keep < len(raw):
+            with open(journal, "r+b") as f:
+                f.truncate(keep)
+    sink = open(journal, "a") if journal is not None else None
+    try:
+        for case, rule, scale in tqdm(todo, desc="world bench", disable=not progress, dynamic_ncols=True):
+            new = case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
+                               mask=mask, push=push, **knobs)
+            records += new
+            if sink is not None:
+                sink.write("".join(json.dumps(r) + "\n" for r in new))
+                sink.flush()
+                os.fsync(sink.fileno())
+    finally:
+        if sink is not None:
+            sink.close()
+    wanted = {(c.index, r, s) for c, r, s in jobs}
+    return [r for r in records if (r["case"], r["rule"], float(r["scale"])) in wanted]
 
 
 def write_records(records: list[dict], folder: str | Path, stem: str = "records") -> dict:
@@ -270,17 +308,32 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
     p.add_argument("--out", default="world_bench", help="output folder (default world_bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its journal (journal.jsonl: "
+                                                         "each edit's records as soon as judged); the settings must match")
     args = p.parse_args(argv)
+    out = Path(args.out)
+    journal, settings_file = out / "journal.jsonl", out / "journal_settings.json"
+    settings = {k: v for k, v in vars(args).items() if k not in ("quiet", "resume", "out")}
+    if journal.exists() and not args.resume:
+        p.error(f"{out} holds an earlier run's journal ({journal}); pass --resume to continue it, or another --out")
+    if args.resume and settings_file.is_file():
+        before = json.loads(settings_file.read_text())
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            p.error("--resume with other settings than the journal's: " + ", ".join(
+                f"{k} {before.get(k)!r} -> {settings.get(k)!r}" for k in changed))
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(settings, indent=1))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pipe = ROMPipeline(world_backend.load_backend("cpu", args.weights))
     knobs = {k: v for k, v in (("steps", args.steps), ("upsample_steps", args.upsample_steps)) if v is not None}
     cases = make_cases(args.cases, args.seed, kinds=parse_list("--kinds", args.kinds, str))
     records = run_bench(pipe, cases, rules=parse_list("--rules", args.rules, str),
                         scales=parse_list("--scales", args.scales, float), samples=args.samples, seed=args.seed,
-                        dilation=args.dilation, mask=args.mask, push=args.push, progress=not args.quiet, **knobs)
+                        dilation=args.dilation, mask=args.mask, push=args.push, progress=not args.quiet,
+                        journal=journal, **knobs)
     paths = write_records(records, args.out)
     rows = summarise(records)
-    out = Path(args.out)
     (out / "summary.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
     (out / "summary.md").write_text(format_summary(rows) + "\n")
     print(format_summary(rows))
