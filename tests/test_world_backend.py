@@ -232,10 +232,13 @@ def test_a_killed_bench_resumes_from_its_journal_with_the_same_records(world, tm
     assert resumed == whole and bench.read_journal(journal) == whole  # the cut line is gone, nothing after it lost
     out = tmp_path / "run"
     args = ["--cases", "1", "--rules", "ccf", "--scales", "3", "--samples", "1", "--steps", "2", "--upsample-steps",
-            "2", "--out", str(out), "--quiet"]
+            "2", "--out", str(out), "--threads", "1", "--quiet"]
+    with pytest.raises(SystemExit):
+        bench.main([*args[:-3], "--threads", "0", "--quiet"])  # refused before anything is written
+    assert not out.exists()
     assert bench.main(args) == 0
     with pytest.raises(SystemExit):
         bench.main(args)  # a journal is there: --resume or another folder
     assert bench.main([*args, "--resume"]) == 0  # nothing left to run
     with pytest.raises(SystemExit):
-        bench.main([*args[:-1], "--samples", "2", "--resume", "--quiet"])
+        bench.main([*args, "--samples", "2", "--resume"])

@@ -308,12 +308,18 @@ def main(argv=None) -> int:
     p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
     p.add_argument("--out", default="world_bench", help="output folder (default world_bench)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's; 1 when other "
+                                                             "jobs share the cores: docs/world_training.md)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its journal (journal.jsonl: "
                                                          "each edit's records as soon as judged); the settings must match")
     args = p.parse_args(argv)
     out = Path(args.out)
     journal, settings_file = out / "journal.jsonl", out / "journal_settings.json"
-    settings = {k: v for k, v in vars(args).items() if k not in ("quiet", "resume", "out")}
+    settings = {k: v for k, v in vars(args).items() if k not in ("quiet", "resume", "out", "threads")}
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
     if journal.exists() and not args.resume:
         p.error(f"{out} holds an earlier run's journal ({journal}); pass --resume to continue it, or another --out")
     if args.resume and settings_file.is_file():
