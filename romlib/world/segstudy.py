@@ -191,8 +191,6 @@ def spotlight(image, mask, dim: float = 0.3) -> np.ndarray:
     return a.clip(0, 255).astype(np.uint8)
 
 
-#: the colour the error figure blends into the object's pixels that the mask missed
-MISSED = (255, 40, 40)
 #: the error figure's panels: (title, rule over a record, how many)
 PANELS = (("good mask (IoU >= 0.8)", lambda r: not r["wrong"] and r["iou"] >= 0.8, 2),
           ("right object, part missed", lambda r: not r["wrong"] and r["covered_3"] < WHOLE, 2),
@@ -214,7 +212,7 @@ def _examples(records: list[dict], panels=PANELS) -> list[tuple[str, dict]]:
 
 def errors_figure(pipe, records: list[dict], seed: int = SEED):
     """Cases chosen by :func:`_examples`' rule: each the scene with the referred object outlined (white) and the
-    segmenter's mask lit (:func:`spotlight`), the object's pixels it missed tinted red (:data:`MISSED`), titled with its IoU and, under it, the share of the object the k = 1 and
+    segmenter's mask lit (:func:`spotlight`), the object's pixels it missed hatched black and white, titled with its IoU and, under it, the share of the object the k = 1 and
     k = 3 edit masks cover at the base model's 32×32."""
     import matplotlib.pyplot as plt
 
@@ -228,13 +226,14 @@ def errors_figure(pipe, records: list[dict], seed: int = SEED):
             seg = pipe.segment(case.pil(), case.ref, best_anyway=True)
         lit = spotlight(case.pil(), seg.mask)
         missed = case.mask & ~seg.mask.cpu().numpy().astype(bool)
-        lit[missed] = (0.5 * lit[missed] + 0.5 * np.array(MISSED)).astype(np.uint8)
+        ys, xs = np.nonzero(missed)  # hatched black and white: no object of the world has those colours
+        lit[ys, xs] = np.where(((ys + xs) % 2 == 0)[:, None], 255, 0).astype(np.uint8)
         _imshow(ax, overlay_mask(lit, torch.from_numpy(case.mask), color=(255, 255, 255)))
         ax.set_title(f"{name}\nIoU {r['iou']:.3f}", fontsize=8)
         ax.set_xlabel(f"{case.ref}\nobject covered at 32x32:\nk=1 {r['covered_1']:.0%}, k=3 {r['covered_3']:.0%}", fontsize=6.5)
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle("the learned segmenter: lit = its mask (the rest darkened), white outline = the referred object, "
-                 "red = the object's pixels the mask missed", fontsize=9)
+                 "hatched = the object's pixels the mask missed", fontsize=9)
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
@@ -248,11 +247,13 @@ def dilation_figure(t: dict):
     whole = np.array([d["whole"]["pct"] for d in t["dilation"]])
     err = np.array([[d["whole"]["pct"] - d["whole"]["low"], d["whole"]["high"] - d["whole"]["pct"]] for d in t["dilation"]]).T
     fig, ax = plt.subplots(1, 2, figsize=(8.5, 3.0))
-    ax[0].errorbar(ks, whole, yerr=err, marker="o", capsize=3, label="the segmenter's mask")
-    ax[0].plot(ks, [d["true_whole"]["pct"] for d in t["dilation"]], "k--", marker="s", ms=4, label="the true mask")
+    n_right, n_all = t["dilation"][0]["whole"]["n"], t["dilation"][0]["true_whole"]["n"]
+    ax[0].errorbar(ks, whole, yerr=err, marker="o", capsize=3, label=f"the segmenter's mask (right picks, n={n_right})")
+    ax[0].plot(ks, [d["true_whole"]["pct"] for d in t["dilation"]], "k--", marker="s", ms=4,
+               label=f"the true mask (every case, n={n_all})")
     ax[0].legend(fontsize=7, loc="lower right")
     ax[0].set(xlabel="dilation k", ylabel="% covered whole (>= 95 %)", ylim=(0, 105), xticks=ks,
-              title=f"reached (right picks, n={t['dilation'][0]['whole']['n']})")
+              title="objects the edit mask reaches")
     ax[1].bar(ks, [d["extra"] for d in t["dilation"]], color="tab:orange")
     ax[1].set(xlabel="dilation k", ylabel="extra pixels per object pixel", xticks=ks,
               title="background to redraw")
