@@ -47,7 +47,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "romlib.perf.reference", "romlib.shapes.demo", "romlib.shapes.bench", "romlib.shapes.figures",
               "romlib.shapes.tables", "romlib.shapes.keeps", "romlib.shapes.measure", "romlib.shapes.train",
               "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",
-              "romlib.rehearsal", "romlib.rehearsal_sd", "romlib.world.train", "romlib.world.bench")),
+              "romlib.rehearsal", "romlib.rehearsal_sd", "romlib.world.train", "romlib.world.bench",
+              "romlib.world.segstudy")),
     ("package", ("romlib",)),
 ]
 

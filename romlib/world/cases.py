@@ -124,19 +124,15 @@ def select_case(kind: str = "both", seed: int = 0, skip: int = 0) -> WorldCase:
     if kind not in CHOICES:
         raise ValueError(f"unknown example kind {kind!r}; expected one of {CHOICES}")
     kind = "remove" if kind == "removal" else kind
+    if kind != "distractors":  # kinds cycle through KINDS by index
+        return make_case(seed, KINDS.index(kind) + skip * len(KINDS))
     found = 0
     for index in range(10_000):
-        if kind == "distractors":
-            case = make_case(seed, index)
-            if not (case.context and len(case.scene.objects) == 3):
-                continue
-        elif KINDS[index % len(KINDS)] != kind:
-            continue
-        else:
-            case = make_case(seed, index)
-        if found == skip:
-            return case
-        found += 1
+        case = make_case(seed, index)
+        if case.context and len(case.scene.objects) == 3:
+            if found == skip:
+                return case
+            found += 1
     raise RuntimeError(f"no {kind!r} case among the first 10000 of seed {seed}")  # pragma: no cover
 
 

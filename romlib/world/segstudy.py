@@ -31,7 +31,9 @@ import torch
 
 from ..plots import _imshow, overlay_mask
 from ..shapes.measure import rate
+from .bench import _iou
 from .cases import make_cases
+from .data import _pool_max
 
 __all__ = ["KS", "TABLE_FILE", "study", "table", "format_table", "notebook_table", "queries_figure", "errors_figure", "spotlight",
            "dilation_figure"]
@@ -46,16 +48,6 @@ DEFAULT_K = 3
 TABLE_FILE = Path(__file__).resolve().parent / "weights" / "segmenter_table.json"
 #: the cases the shipped table uses
 N_CASES, SEED = 200, 0
-
-
-def _pool(mask: np.ndarray, size: int) -> np.ndarray:
-    f = mask.shape[0] // size
-    return mask.reshape(size, f, size, f).any(axis=(1, 3))
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    u = (a | b).sum()
-    return float((a & b).sum() / u) if u else 0.0
 
 
 def study(pipe, n: int = N_CASES, seed: int = SEED, ks=KS, progress: bool = False) -> list[dict]:
@@ -89,7 +81,7 @@ def _record(pipe, case, ks) -> dict:
            "iou": round(own, 4), "wrong": bool(others and max(others) > own), "score": round(float(seg.score), 4)}
     for k in ks:
         edit = (1 - pipe.prepare(image, case.ref, mask=seg, dilation=k).keep_base[0, 0]).cpu().numpy() > 0.5
-        true = _pool(case.mask, edit.shape[0])
+        true = _pool_max(case.mask, edit.shape[0])
         rec[f"covered_{k}"] = round(float((edit & true).sum() / max(true.sum(), 1)), 4)
         rec[f"extra_{k}"] = round(float((edit & ~true).sum() / max(true.sum(), 1)), 4)
         # the baseline: the object's true mask through the same path (what resolution alone loses)
