@@ -206,8 +206,10 @@ def samples_grid(result, *, cols: int = 8, width: float = 9.0, title: str | None
         axes[i + 2].set_title(f"#{i + 1}  " + (f"d = {sc:.3f}" if sc == sc else "unranked"), fontsize=7)
     target = result.settings["target"]
     what = repr(target) if target else "remove (empty target)"
+    drawn = result.settings.get("samples") or n
+    which = f"all {n} samples" if n >= drawn else f"the {n} upsampled best of {drawn} samples"
     fig.suptitle(title or f"{result.settings['guidance']}{_scale_text(result.settings, ' (s = {:g})')} → {what}: "
-                 f"all {n} samples, ranked {result.settings['rank']}",
+                 f"{which}, ranked {result.settings['rank']}",
                  fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig

@@ -23,6 +23,21 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="module")
+def untrained_world(tmp_path_factory):
+    """The world backend's pipeline on untrained weights of the shipped sizes, one torch thread (a module's tests)."""
+    from romlib.pipeline import ROMPipeline
+    from romlib.world import backend as world_backend
+    from romlib.world.train import write_untrained
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("world_weights")
+    write_untrained(folder)
+    yield ROMPipeline(world_backend.load_backend(weights=folder))
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def ref():
     d = reference_dir()

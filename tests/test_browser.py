@@ -36,12 +36,13 @@ pytestmark = [pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no chromium/
 #: (control, how, value, the stages the status line must name as recomputed, first to last)
 CASES = {
     "03_ablation_dilation": (["03-02", "03-04", "03-13"], [
-        ("model", "select", "remove: removal model", ["sample", "rank"]),
-        ("erode", "slider", "5", ["masks", "sample", "rank"]),
-        ("dilation", "slider", "7", ["masks", "sample", "rank"]),
+        # the world: two stages (the preview upsamples the best base sample of each ranking mode)
+        ("model", "select", "remove: the empty target", ["sample", "rank-base", "upsample", "rank"]),
+        ("erode", "slider", "5", ["masks", "sample", "rank-base", "upsample", "rank"]),
+        ("dilation", "slider", "7", ["masks", "sample", "rank-base", "upsample", "rank"]),
         ("rank", "select", "masked", ["rank"]),
-        ("seed", "text", "1", ["sample", "rank"]),
-        ("preset", "toggle", "paper budget", ["sample", "rank"]),
+        ("seed", "text", "1", ["sample", "rank-base", "upsample", "rank"]),
+        ("preset", "toggle", "paper budget", ["sample", "upsample", "rank"]),
     ]),
     "04_ablation_guidance": (["04-02", "04-explore"], [
         ("guidance", "select", "cf", ["sample", "rank"]),

@@ -77,6 +77,34 @@ def test_paired_source_keeps_what_the_caption_does_not_name():
     assert changed == 40
 
 
+def test_an_edit_hole_follows_the_object_that_is_there_not_the_target():
+    """At inference the hole is the *old* object's mask; an edit example's hole follows its source's outline (and
+    holds the target), so a mask-shaped hole never tells the model the shape to draw."""
+    from romlib.world.data import dilate
+    from romlib.world.render import render_all
+
+    rng = np.random.default_rng(4)
+    shapes_differ = 0
+    for _ in range(60):
+        e = inpaint_example(rng, p_background=0, p_remove=0, p_drop=0, p_pair=0.5, edit_hole="source")
+        assert e["kind"] == "edit" and e["source_scene"] is not None
+        i, hole = e["index"], ~e["keep"]
+        _, vis, _ = render_all(e["scene"])
+        _, src_vis, _ = render_all(e["source_scene"])
+        others = np.zeros_like(hole)
+        for j in range(len(vis)):
+            if j != i:
+                others |= dilate(vis[j] > 0.5, 1)
+        assert not ((vis[i] > 0.02) & ~hole).any()  # the target fits in the hole
+        assert not ((src_vis[i] > 0.5) & ~others & ~hole).any()  # so does the source's outline
+        shapes_differ += e["source_scene"].objects[i].shape != e["scene"].objects[i].shape
+    assert shapes_differ > 5
+    old = inpaint_example(np.random.default_rng(4), p_background=0, p_remove=0, p_drop=0, edit_hole="target")
+    assert old["kind"] == "edit" and old["source_scene"] is None
+    with pytest.raises(ValueError, match="edit_hole must be 'source' or 'target', got 'both'"):
+        inpaint_example(rng, edit_hole="both")
+
+
 def test_segment_batch_masks_boxes_and_texts():
     b = segment_batch(np.random.default_rng(4), 16)
     assert b["image"].shape == (16, 3, 64, 64) and b["mask"].shape == (16, 1, 64, 64)

@@ -12,17 +12,11 @@ from romlib.pipeline import ROMPipeline
 from romlib.world import backend as WB
 from romlib.world import segstudy as S
 from romlib.world.cases import CHOICES, KINDS, make_case, missing_phrase, select_case
-from romlib.world.train import write_untrained
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("world_weights")
-    write_untrained(folder)
-    yield ROMPipeline(WB.load_backend(weights=folder))
-    torch.set_num_threads(n)
+def pipe(untrained_world):
+    return untrained_world
 
 
 def test_the_study_measures_each_case_on_the_pipelines_own_path(pipe):

@@ -314,6 +314,14 @@ def explore(pipe, image, ref: str, target: str, *, samples: int | None = None, c
     return explorer
 
 
+def _model_options(pipe) -> list[tuple[str, str]]:
+    """The explorer's model choices: edit, or remove (the empty target); where the backend hands an empty target to
+    another model (ShapesWorld), remove with that one or with the default model."""
+    if pipe.backend.extras.get("removal", "self") == "self":  # the same model removes (GLIDE, SD, the world)
+        return [("edit: the target", "edit"), ("remove: the empty target", "removal")]
+    return [("edit: the target", "edit"), ("remove: removal model", "removal"), ("remove: default model", "default")]
+
+
 def _live_widget(explorer, pipe, controls, guidances, debounce):
     """The controls, a status line and the live figure of :func:`explore` (ipywidgets)."""
     import html
@@ -333,8 +341,7 @@ def _live_widget(explorer, pipe, controls, guidances, debounce):
         "guidance": lambda: W.Dropdown(options=rules, value=s["guidance"], description=named("guidance", "rule")),
         "scale": lambda: W.FloatSlider(value=scale0, min=0.5, max=30, step=0.5, continuous_update=False,
                                        description=named("scale", "scale s")),
-        "model": lambda: W.Dropdown(options=[("edit: the target", "edit"), ("remove: removal model", "removal"),
-                                             ("remove: default model", "default")], value=v.get("model", "edit"),
+        "model": lambda: W.Dropdown(options=_model_options(pipe), value=v.get("model", "edit"),
                                     description=named("model", "model")),
         "erode": lambda: W.IntSlider(value=v.get("erode", 1), min=1, max=7, step=2, continuous_update=False,
                                      description=named("erode", "erode mask")),

@@ -8,16 +8,21 @@ hole the edit really had (``EditResult.edit_mask``).
 
 **One record per sample** (:func:`run_bench`): ``case``, ``seed``, ``kind``, ``context``, ``rule``, ``scale``,
 ``dilation``, ``mask``, ``sample``, ``rank_local`` / ``rank_masked`` (its place in each ranking, 0 = top-1),
-``seg_iou`` (the mask used vs the true mask), ``push`` (with ``push=True``: the guidance's mean |ε̂ − ε_base| in the
+``seg_iou`` (the mask used vs the true mask), ``left_px`` / ``over_px`` (the object's pixels outside the hole — the rim
+a small k leaves — and the background pixels inside it, at 64×64; the same for every sample of an edit),
+``old_colour`` / ``old_shape`` (the oracle read the object's original colour / shape: the old object came back), ``push`` (with ``push=True``: the guidance's mean |ε̂ − ε_base| in the
 hole, :func:`guidance_push`; :func:`matched_scales` picks each rule's scale of equal push), then every scalar of :func:`romlib.world.oracle.judge`:
 ``hit_<attr>`` True/False/None (None = the oracle abstained), ``success``, ``n_abstain``, the continuous
-errors (``angle_err``, ``size_ratio``, ``shift``, ``pattern_corr``), ``psnr_bg``, ``seam``, ``removed``.
+errors (``angle_err``, ``size_ratio``, ``shift``, ``pattern_corr``), ``psnr_bg``, ``bg_bad_px``, ``seam``, ``removed``.
 :func:`write_records` writes them as JSONL and CSV.
 
 **Rates** (:func:`summarise`): per (rule, scale) every rate with its Wilson 95 % interval
 (:func:`romlib.shapes.measure.rate`) over the samples the oracle did not abstain on, the abstentions counted
 beside it; every continuous error as a mean with its 95 % interval (normal approximation); top-1 success of
 each ranking. :func:`paired` compares two (rule, scale) settings on the same (case, sample) pairs.
+
+**Dilations** (``dilations``, ``--dilation 1,3,5,7``): every edit is run at each k with the same seeds, so a k
+sweep (paper Fig. 8) is paired sample by sample too; the summary then groups by k as well.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from . import backend as world_backend
 from .cases import KINDS, WorldCase, make_cases
 from .oracle import judge
 
-__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "run_bench", "read_journal", "case_records", "guidance_push",
+__all__ = ["RULES", "DEFAULT_SCALES", "CONTINUOUS", "RATES", "PIXELS", "run_bench", "edit_case", "judge_edit", "read_journal", "case_records", "guidance_push",
            "matched_scales", "write_records", "summarise", "paired", "format_summary", "main"]
 
 log = logging.getLogger(__name__)
@@ -51,9 +56,11 @@ log = logging.getLogger(__name__)
 RULES = ("cf", "ccf", "ccf-direction", "cf-original")
 DEFAULT_SCALES = (1.0, 3.0, 5.0, 10.0)
 #: the oracle's continuous measurements (mean and 95 % interval each)
-CONTINUOUS = ("angle_err", "size_ratio", "shift", "pattern_corr", "psnr_bg", "seam", "seg_iou", "push")
+CONTINUOUS = ("angle_err", "size_ratio", "shift", "pattern_corr", "psnr_bg", "bg_bad_px", "seam", "seg_iou", "push")
 #: the oracle's calls (a rate each; None = abstained, counted apart)
-RATES = ("success", "hit_colour", "hit_shape", "hit_material", "hit_size", "removed")
+RATES = ("success", "hit_colour", "hit_shape", "hit_material", "hit_size", "removed", "old_colour", "old_shape")
+#: the pixel counts of each edit's hole (mean and 95 % interval each)
+PIXELS = ("left_px", "over_px")
 
 
 def _scalar(v):
@@ -102,42 +109,66 @@ def matched_scales(rows: list[dict], reference: tuple[str, float] = ("ccf", 3.0)
     return out
 
 
-def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
-                 dilation: int = 3, mask: str = "true", push: bool = False, **knobs) -> list[dict]:
-    """One edit of ``case`` (``samples`` samples, noise seeded by ``seed`` and the case) judged sample by sample;
-    ``push``: each sample's guidance push too (:func:`guidance_push`, one more base run)."""
+def edit_case(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
+              dilation: int = 3, mask: str = "true", **knobs):
+    """The bench's edit of ``case`` (an :class:`~romlib.result.EditResult`): ``samples`` samples, noise seeded by
+    ``seed`` and the case, the case's true mask (``mask="true"``) or the segmenter's best query (``"segmenter"``)
+    dilated by ``dilation``, ranked locally. Raises what :meth:`~romlib.pipeline.ROMPipeline.edit` raises."""
     if mask not in ("true", "segmenter"):
         raise ValueError(f"mask={mask!r}; accepted: 'true' (the case's object mask) or 'segmenter' (the learned one)")
-    case_seed = (seed * 100_003 + case.index) % 2**63
-    edit = dict(guidance=rule, scale=scale, samples=samples, seed=case_seed,
+    edit = dict(guidance=rule, scale=scale, samples=samples, seed=(seed * 100_003 + case.index) % 2**63,
                 dilation=dilation, rank="local", progress=False, **knobs)
     if mask == "true":
         edit["mask"] = torch.from_numpy(case.mask)
     else:
         edit.update(best_anyway=True, min_score=0.0)
-    try:
-        result = pipe.edit(case.pil(), case.ref, case.target, **edit)
-    except (NoObjectFound, AmbiguousReference, ValueError) as e:  # e.g. a segmenter mask empty at the base size
-        log.warning("case %d (%s, %s s=%g): no edit: %s", case.index, case.kind, rule, scale, e)
-        return [{"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
-                 "scale": scale, "dilation": dilation, "mask": mask, "sample": None, "error": type(e).__name__}]
+    return pipe.edit(case.pil(), case.ref, case.target, **edit)
+
+
+def judge_edit(pipe: ROMPipeline, result, case: WorldCase, *, mask: str = "true", pushes=None) -> list[dict]:
+    """One record per sample of ``result`` (an edit of ``case``, :func:`edit_case`), in sampling order: the oracle's
+    reading (:func:`romlib.world.oracle.judge`) and the keys the module docstring lists."""
+    cfg = result.settings
     masked = pipe.rerank(result, "masked")
     frames = torch.empty_like(result.images)
     frames[torch.tensor(result.order)] = result.images
     rank_local = {int(i): j for j, i in enumerate(result.order)}
     rank_masked = {int(i): j for j, i in enumerate(masked.order)}
     hole = result.edit_mask.bool().numpy()
+    pixels = {"left_px": int((case.mask & ~hole).sum()), "over_px": int((hole & ~case.mask).sum())}
+    old = case.scene.objects[case.i]
     seg_iou = _iou(result.segmentation.mask.bool().numpy(), case.mask) if mask == "segmenter" else 1.0
-    pushes = guidance_push(pipe, case, rule=rule, scale=scale, samples=samples, seed=case_seed, dilation=dilation,
-                           steps=knobs.get("steps")) if push else [None] * samples
     out = []
     for s, frame in enumerate(frames):
         j = judge(frame, case.scene, case.i, hole, case.target)
-        out.append({"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
-                    "scale": scale, "dilation": dilation, "mask": mask, "sample": s, "rank_local": rank_local[s],
-                    "rank_masked": rank_masked[s], "seg_iou": seg_iou, "push": pushes[s],
-                    **{k: _scalar(v) for k, v in j.items() if _scalar(v) is not None or v is None}})
+        out.append({"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context,
+                    "rule": cfg["guidance"], "scale": float(cfg["scale"]), "dilation": int(cfg["dilation"]),
+                    "mask": mask, "sample": s, "rank_local": rank_local[s], "rank_masked": rank_masked[s],
+                    "seg_iou": seg_iou, "push": None if pushes is None else pushes[s], **pixels,
+                    **{k: _scalar(v) for k, v in j.items() if _scalar(v) is not None or v is None},
+                    "old_colour": None if j["colour"] is None else j["colour"] == old.colour,
+                    "old_shape": None if j["shape"] is None else j["shape"] == old.shape})
     return out
+
+
+def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
+                 dilation: int = 3, mask: str = "true", push: bool = False, **knobs) -> list[dict]:
+    """One edit of ``case`` (:func:`edit_case`) judged sample by sample (:func:`judge_edit`); ``push``: each
+    sample's guidance push too (:func:`guidance_push`, one more base run). An edit the pipeline refuses gives one
+    record with ``sample`` None and the ``error``'s name."""
+    try:
+        result = edit_case(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
+                           mask=mask, **knobs)
+    except (NoObjectFound, AmbiguousReference, ValueError) as e:  # e.g. a segmenter mask empty at the base size
+        if isinstance(e, ValueError) and str(e).startswith("mask="):
+            raise
+        log.warning("case %d (%s, %s s=%g): no edit: %s", case.index, case.kind, rule, scale, e)
+        return [{"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
+                 "scale": scale, "dilation": dilation, "mask": mask, "sample": None, "error": type(e).__name__}]
+    case_seed = (seed * 100_003 + case.index) % 2**63
+    pushes = guidance_push(pipe, case, rule=rule, scale=scale, samples=samples, seed=case_seed, dilation=dilation,
+                           steps=knobs.get("steps")) if push else None
+    return judge_edit(pipe, result, case, mask=mask, pushes=pushes)
 
 
 def read_journal(path: str | Path) -> list[dict]:
@@ -154,16 +185,25 @@ def read_journal(path: str | Path) -> list[dict]:
     return out
 
 
+def _key(r: dict) -> tuple:
+    return r["case"], r["rule"], float(r["scale"]), int(r["dilation"])
+
+
 def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=DEFAULT_SCALES, samples: int = 4,
-              seed: int = 0, dilation: int = 3, mask: str = "true", push: bool = False, progress: bool = True,
+              seed: int = 0, dilation: int | tuple = 3, mask: str = "true", push: bool = False, progress: bool = True,
               journal: str | Path | None = None, **knobs) -> list[dict]:
-    """Every case under every rule and scale (:func:`case_records`); the records in one list. ``journal``: a JSONL
-    file that each edit's records are appended to (flushed) as soon as it is judged; the edits it already holds are
-    not run again (a killed run resumes where it stopped, with the same records)."""
-    jobs = [(c, r, float(s)) for r in rules for s in scales for c in cases]
+    """Every case under every rule, scale and dilation k (``dilation``: one k or several; :func:`case_records`); the
+    records in one list. ``journal``: a JSONL file that each edit's records are appended to (flushed) as soon as it is
+    judged; the edits it already holds are not run again (a killed run resumes where it stopped, with the same
+    records)."""
+    ks = (dilation,) if isinstance(dilation, (int, np.integer)) else tuple(dilation)
+    bad = [k for k in ks if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0]
+    if bad or not ks:
+        raise ValueError(f"dilation={dilation!r}: each k must be an odd integer >= 1 (1 = the mask as it is)")
+    jobs = [(c, r, float(s), int(k)) for r in rules for s in scales for k in ks for c in cases]
     records = read_journal(journal) if journal is not None else []
-    done = {(r["case"], r["rule"], float(r["scale"])) for r in records}
-    todo = [j for j in jobs if (j[0].index, j[1], j[2]) not in done]
+    done = {_key(r) for r in records}
+    todo = [j for j in jobs if (j[0].index, *j[1:]) not in done]
     if journal is not None and done:
         log.info("journal %s: %d of %d edits done, %d to run", journal, len(jobs) - len(todo), len(jobs), len(todo))
     if journal is not None and Path(journal).is_file():  # cut a last line a kill left unfinished, before appending
@@ -174,8 +214,8 @@ def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=
                 f.truncate(keep)
     sink = open(journal, "a") if journal is not None else None
     try:
-        for case, rule, scale in tqdm(todo, desc="world bench", disable=not progress, dynamic_ncols=True):
-            new = case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
+        for case, rule, scale, k in tqdm(todo, desc="world bench", disable=not progress, dynamic_ncols=True):
+            new = case_records(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=k,
                                mask=mask, push=push, **knobs)
             records += new
             if sink is not None:
@@ -185,8 +225,8 @@ def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=
     finally:
         if sink is not None:
             sink.close()
-    wanted = {(c.index, r, s) for c, r, s in jobs}
-    return [r for r in records if (r["case"], r["rule"], float(r["scale"])) in wanted]
+    wanted = {(c.index, r, s, k) for c, r, s, k in jobs}
+    return [r for r in records if _key(r) in wanted]
 
 
 def write_records(records: list[dict], folder: str | Path, stem: str = "records") -> dict:
@@ -239,6 +279,9 @@ def summarise(records: list[dict], by=("rule", "scale")) -> list[dict]:
             row[f"top1_{mode}"] = _rate([r for r in recs if r[f"rank_{mode}"] == 0], "success")
         for k in CONTINUOUS:
             row[k] = _mean_ci(r.get(k) for r in recs)
+        per_edit = {(r["case"], r.get("dilation")): r for r in recs}.values()  # the hole is the edit's, not a sample's
+        for k in PIXELS:
+            row[k] = _mean_ci(r.get(k) for r in per_edit)
         rows.append(row)
     return rows
 
@@ -275,12 +318,15 @@ def _fmt_mean(m: dict) -> str:
 
 def format_summary(rows: list[dict]) -> str:
     """The summary as a Markdown table (rates in % with their 95 % intervals)."""
-    cols = ("success", "hit_colour", "hit_shape", "hit_material", "removed", "top1_local", "top1_masked")
-    means = ("angle_err", "size_ratio", "shift", "psnr_bg", "seam")
-    head = "| rule | scale | n | " + " | ".join(cols + means) + " |\n|" + "---|" * (3 + len(cols) + len(means))
+    cols = ("success", "hit_colour", "hit_shape", "hit_material", "removed", "old_colour", "old_shape", "top1_local",
+            "top1_masked")
+    means = ("angle_err", "size_ratio", "shift", "psnr_bg", "seam", "left_px", "over_px")
+    ks = any("dilation" in r for r in rows)
+    head = ("| rule | scale | " + ("k | " if ks else "") + "n | " + " | ".join(cols + means) + " |\n|"
+            + "---|" * (3 + ks + len(cols) + len(means)))
     lines = [head]
     for r in rows:
-        lines.append(f"| {r['rule']} | {r['scale']:g} | {r['n_samples']} | "
+        lines.append(f"| {r['rule']} | {r['scale']:g} | " + (f"{r['dilation']} | " if ks else "") + f"{r['n_samples']} | "
                      + " | ".join(_fmt_rate(r[c]) for c in cols) + " | " + " | ".join(_fmt_mean(r[m]) for m in means) + " |")
     return "\n".join(lines)
 
@@ -298,7 +344,8 @@ def main(argv=None) -> int:
     p.add_argument("--rules", default=",".join(RULES), help=f"guidance rules (default {','.join(RULES)})")
     p.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES), help="guidance scales")
     p.add_argument("--samples", type=int, default=4, help="samples per case, rule and scale (default 4)")
-    p.add_argument("--dilation", type=int, default=3, help="mask dilation k (default 3)")
+    p.add_argument("--dilation", default="3", help="mask dilation k, or several (1,3,5,7: a k sweep with the same seeds); "
+                                                   "default 3")
     p.add_argument("--mask", choices=("true", "segmenter"), default="true", help="the true object mask or the learned "
                                                                                    "segmenter's (default true)")
     p.add_argument("--push", action="store_true", help="also record each sample's guidance push |eps_hat - eps_base| "
@@ -313,6 +360,14 @@ def main(argv=None) -> int:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its journal (journal.jsonl: "
                                                          "each edit's records as soon as judged); the settings must match")
     args = p.parse_args(argv)
+    try:
+        ks = parse_list("--dilation", args.dilation, int)
+    except ValueError as e:
+        p.error(str(e))
+    bad = [k for k in ks if k < 1 or k % 2 == 0]
+    if bad:
+        p.error(f"--dilation {args.dilation}: each k must be an odd integer >= 1, got {', '.join(map(str, bad))}")
+    args.dilation = ks[0] if len(ks) == 1 else ks
     out = Path(args.out)
     journal, settings_file = out / "journal.jsonl", out / "journal_settings.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("quiet", "resume", "out", "threads")}
@@ -339,7 +394,7 @@ def main(argv=None) -> int:
                         dilation=args.dilation, mask=args.mask, push=args.push, progress=not args.quiet,
                         journal=journal, **knobs)
     paths = write_records(records, args.out)
-    rows = summarise(records)
+    rows = summarise(records, by=("rule", "scale") if len(ks) == 1 else ("rule", "scale", "dilation"))
     (out / "summary.json").write_text(json.dumps({"settings": vars(args), "rows": rows}, indent=1))
     (out / "summary.md").write_text(format_summary(rows) + "\n")
     print(format_summary(rows))

@@ -181,13 +181,20 @@ def counterfactual(rng: np.random.Generator, scene: Scene, i: int, text: str, p_
 # ----------------------------------------------------------------------------- inpainting
 def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float = 0.2, p_pair: float = 0.5,
                     p_remove: float = 0.1, p_background: float = 0.15, p_drop_source: float = 1.0,
-                    p_partial: float = 0.3, p_ref: float = 0.25, remove_hole: str = "any",
+                    p_partial: float = 0.3, p_ref: float = 0.25, remove_hole: str = "any", edit_hole: str = "target",
                     scene: Scene | None = None) -> dict:
     """One inpainting example (numpy): ``image`` and ``source`` float32 [size, size, 3] in 0–255,
     ``keep`` bool [size, size] (True = keep), ``text``, ``kind`` (edit/drop/remove/background), ``index``
-    (the object, −1 for background), ``scene``, ``size``. See the module docstring for the recipes;
+    (the object, −1 for background), ``scene``, ``size``, ``source_scene`` (the counterfactual whose outline an
+    edit's hole follows, else None). See the module docstring for the recipes;
     ``remove_hole``: the hole style of removal examples (:func:`object_hole`; "mask" = only dilated masks,
-    the holes a segmenter and a dilation give at inference)."""
+    the holes a segmenter and a dilation give at inference). ``edit_hole``: whose outline an ``edit`` example's
+    hole follows — ``"target"`` (the target object's own, the shipped base's recipe: a dilated-mask hole then
+    tells the model the shape to draw, which a segmenter's mask of the *old* object never does at inference) or
+    ``"source"`` (the counterfactual's, the object that is there at inference, ∪ the target's pixels, whether or
+    not the source is shown; being measured, docs/world_training.md)."""
+    if edit_hole not in ("source", "target"):
+        raise ValueError(f"edit_hole must be 'source' or 'target', got {edit_hole!r}")
     scene = make_scene(rng) if scene is None else scene
     img, vis, _ = render_all(scene)
     out = {"scene": scene, "size": size}
@@ -195,29 +202,37 @@ def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float =
     if rng.random() < p_background:
         hole = _background_hole(rng, scene, vis)
         kind = "background" if hole is not None else None
+    source, cf = None, None  # None = the blank hole (GLIDE's masked image)
     if hole is None:
         i = int(rng.integers(len(scene.objects)))
-        remove = rng.random() < p_remove
-        hole = object_hole(rng, scene, i, vis, remove_hole if remove else "any")
-        if remove:
+        if rng.random() < p_remove:
             kind = "remove"
+            hole = object_hole(rng, scene, i, vis, remove_hole)
             img = np.where(hole[..., None], render_float(scene.without(i)), img)
-    source = None  # None = the blank hole (GLIDE's masked image)
-    if kind is None:
-        text = _caption(rng, scene, i, p_drop, p_partial, p_ref)
-        if not text:
-            kind = "drop"
-            if rng.random() < p_drop_source:
-                source = img
         else:
-            kind = "edit"
-            if rng.random() < p_pair:
-                source = np.where(hole[..., None], render_float(counterfactual(rng, scene, i, text)), img)
+            text = _caption(rng, scene, i, p_drop, p_partial, p_ref)
+            kind = "edit" if text else "drop"
+            if kind == "edit" and edit_hole == "source":  # the hole of the object that is there, holding the target
+                cf = counterfactual(rng, scene, i, text)
+                cf_img, cf_vis, _ = render_all(cf)
+                hole = object_hole(rng, cf, i, cf_vis)
+                for j in range(len(scene.objects)):
+                    if j != i:
+                        hole &= ~dilate(vis[j] > 0.5, 1)
+                hole |= vis[i] > 0.02  # every pixel the target tints
+                if rng.random() < p_pair:
+                    source = np.where(hole[..., None], cf_img, img)
+            else:
+                hole = object_hole(rng, scene, i, vis)
+                if kind == "drop" and rng.random() < p_drop_source:
+                    source = img
+                elif kind == "edit" and rng.random() < p_pair:
+                    source = np.where(hole[..., None], render_float(counterfactual(rng, scene, i, text)), img)
     hole_s = _pool_max(hole, size)
     image = downsample(img, size).astype(np.float32, copy=False)
     blank = np.where(hole_s[..., None], 127.5, image).astype(np.float32, copy=False)  # 0 in [−1, 1]
     out.update(image=image, source=blank if source is None else downsample(source, size).astype(np.float32, copy=False),
-               keep=~hole_s, text=text, kind=kind, index=i, paired=source is not None)
+               keep=~hole_s, text=text, kind=kind, index=i, paired=source is not None, source_scene=cf)
     return out
 
 

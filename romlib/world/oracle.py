@@ -28,7 +28,8 @@ stated threshold **abstains** (``None``, counted by the bench, never a coin flip
    (px between the feet), ``pattern_corr`` (correlation of the high-pass luminance with the original
    object's, on their common pixels; only for a striped original).
 6. **background**: ``psnr_bg`` (dB) of the hole minus the object (dilated 2 px) and its shadow against the
-   clean reference; ``seam`` = mean |Δ_edit − Δ_ideal| (8-bit, per channel) across the hole's border, Δ the
+   clean reference, and ``bg_bad_px``, how many of those pixels differ from it by more than :data:`FG_DIST` (the
+   background visibly repainted wrong: what a larger hole costs); ``seam`` = mean |Δ_edit − Δ_ideal| (8-bit, per channel) across the hole's border, Δ the
    step from a pixel just inside to its neighbour just outside and the ideal the clean room inside (since
    the outside is kept, this is the error on the hole's inner 1-px border, off the object and its shadow); ``removed`` = no object pixels
    and psnr_bg ≥ :data:`REMOVED_PSNR`.
@@ -343,6 +344,7 @@ def judge(image, scene: Scene, i: int, hole: np.ndarray, target: str) -> dict:
             rec["pattern_corr"] = float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-6))
     bg = hole & ~_dilate(obj_region, 2) & ~_dilate(shadow, 1)
     rec["psnr_bg"] = _psnr(img[bg], ref[bg]) if bg.any() else None
+    rec["bg_bad_px"] = int((np.linalg.norm(img[bg] - ref[bg], axis=-1) > FG_DIST).sum())
     rec["seam"] = _seam(img, ref, hole, _dilate(obj_region, 1) | _dilate(shadow, 1))
     rec["removed"] = (not r.found) and (rec["psnr_bg"] is None or rec["psnr_bg"] >= REMOVED_PSNR)
     rec["n_abstain"] = n_abstain

@@ -35,7 +35,7 @@ from .bench import _iou
 from .cases import make_cases
 from .data import _pool_max
 
-__all__ = ["KS", "TABLE_FILE", "study", "table", "format_table", "notebook_table", "queries_figure", "errors_figure", "spotlight",
+__all__ = ["KS", "TABLE_FILE", "study", "table", "format_table", "notebook_table", "queries_figure", "errors_figure", "spotlight", "hatch",
            "dilation_figure"]
 
 #: the dilations the study compares (k×k windows; 1 = none)
@@ -183,6 +183,14 @@ def spotlight(image, mask, dim: float = 0.3) -> np.ndarray:
     return a.clip(0, 255).astype(np.uint8)
 
 
+def hatch(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
+    """``image`` (uint8 [H, W, 3], changed in place and returned) with ``pixels`` (bool [H, W]) hatched black and
+    white: a pattern no object of the world has, so missed or left-over pixels read on any colour."""
+    ys, xs = np.nonzero(pixels)
+    image[ys, xs] = np.where(((ys + xs) % 2 == 0)[:, None], 255, 0).astype(np.uint8)
+    return image
+
+
 #: the error figure's panels: (title, rule over a record, how many)
 PANELS = (("good mask (IoU >= 0.8)", lambda r: not r["wrong"] and r["iou"] >= 0.8, 2),
           ("right object, part missed", lambda r: not r["wrong"] and r["covered_3"] < WHOLE, 2),
@@ -217,9 +225,7 @@ def errors_figure(pipe, records: list[dict], seed: int = SEED):
         with _quiet():
             seg = pipe.segment(case.pil(), case.ref, best_anyway=True)
         lit = spotlight(case.pil(), seg.mask)
-        missed = case.mask & ~seg.mask.cpu().numpy().astype(bool)
-        ys, xs = np.nonzero(missed)  # hatched black and white: no object of the world has those colours
-        lit[ys, xs] = np.where(((ys + xs) % 2 == 0)[:, None], 255, 0).astype(np.uint8)
+        hatch(lit, case.mask & ~seg.mask.cpu().numpy().astype(bool))
         _imshow(ax, overlay_mask(lit, torch.from_numpy(case.mask), color=(255, 255, 255)))
         ax.set_title(f"{name}\nIoU {r['iou']:.3f}", fontsize=8)
         ax.set_xlabel(f"{case.ref}\nobject covered at 32x32:\nk=1 {r['covered_1']:.0%}, k=3 {r['covered_3']:.0%}", fontsize=6.5)

@@ -1,0 +1,349 @@
+"""Notebook 03 on the world: what each mask dilation k leaves of the old object, and what it costs (paper Fig. 8).
+
+The masks are the learned segmenter's (its best query, as the authors' code takes), dilated by a k×k window at the
+base model's 32×32. Every edit is :func:`romlib.world.bench.edit_case` (the pipeline's own path, the rule and scale
+below, the same seeds for every k) judged sample by sample by the oracle (:func:`romlib.world.bench.judge_edit`).
+Each case is edited twice: to its target (a new colour *and* shape, the ``"both"`` cases) and to the empty target
+(remove). Per k, :func:`table` gives:
+
+* **rim left**: the object's pixels outside the edit mask at 64×64 — what the edit cannot change, so a remnant
+  the model sees and continues — and the share of edits that leave none;
+* **over**: background pixels inside the mask (what the model must redraw);
+* with the target: **reached** (the oracle reads the named colour and shape) and **old back** (it reads the
+  object's own colour *and* shape in the hole: the model completed the old object);
+* with the empty target: **removed** (the oracle's call on the hole: nothing read there and its background within
+  :data:`romlib.world.oracle.REMOVED_PSNR` dB of the clean room), **gone** (removed *and* at most :data:`REMNANT_PX`
+  of the object's pixels left outside the hole: the whole image shows no remnant), **old back**, and **bg PSNR**:
+  the repainted background against the clean room (dB; the cost of repainting more of it).
+
+:func:`study` computes the records (minutes: ``len(KS) × 2 × N_CASES`` edits of ``SAMPLES`` samples; a journal
+folder makes it resumable), :data:`TABLE_FILE` keeps the shipped table (what notebook 03 prints:
+:func:`notebook_table`; ``rerun=True`` recomputes it), :func:`example_figure` draws the table's first case and
+:func:`table_figure` its trade-off.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from ..shapes.measure import rate
+from .bench import _mean_ci, edit_case, judge_edit, read_journal, run_bench
+from .cases import WorldCase, make_cases
+from .oracle import FG_DIST, MIN_AREA, REMOVED_PSNR
+
+__all__ = ["KS", "RULE", "SCALE", "SAMPLES", "N_CASES", "SEED", "RIGHT_IOU", "REMNANT_PX", "TABLE_FILE", "cases", "study", "old_back", "gone", "verdict", "table",
+           "format_table", "notebook_table", "example_figure", "table_figure"]
+
+#: the dilations compared (k×k windows at the base model's 32×32; 1 = the mask as predicted)
+KS = (1, 3, 5, 7)
+#: the guidance rule and scale of every edit (the world's defaults)
+RULE, SCALE = "ccf", 3.0
+#: samples per edit
+SAMPLES = 4
+#: the cases: the first N_CASES "both" cases of make_cases(seed=SEED) (tuning seed 0, not the held-out one)
+N_CASES, SEED = 36, 0
+#: the segmenter picked the referred object when its mask's IoU with it is at least this
+RIGHT_IOU = 0.5
+#: an edit leaves a remnant of the old object when more of its pixels than this lie outside the edit mask
+REMNANT_PX = 3
+#: the shipped table of notebook 03 (:func:`notebook_table`)
+TABLE_FILE = Path(__file__).resolve().parent / "weights" / "dilation_table.json"
+
+
+def cases(n: int = N_CASES, seed: int = SEED) -> dict[str, list[WorldCase]]:
+    """``{"edit": the first n "both" cases, "remove": the same cases with the empty target}``."""
+    edit = make_cases(n, seed, kinds=["both"])
+    return {"edit": edit, "remove": [replace(c, target="", kind="remove") for c in edit]}
+
+
+def _settings(seed: int) -> dict:
+    return dict(rules=(RULE,), scales=(SCALE,), samples=SAMPLES, seed=seed, dilation=KS, mask="segmenter")
+
+
+def study(pipe, n: int = N_CASES, seed: int = SEED, *, journal: str | Path | None = None,
+          progress: bool = False, **knobs) -> dict[str, list[dict]]:
+    """The records (:func:`romlib.world.bench.run_bench`) of every case at every k, ``{"edit": ..., "remove": ...}``.
+    ``journal``: a folder for the two runs' journals (``edit.jsonl``, ``remove.jsonl``): a killed study resumes.
+    ``knobs``: edit settings on top of the backend's (``steps="2"`` in the tests)."""
+    out = {}
+    for name, cs in cases(n, seed).items():
+        path = None
+        if journal is not None:
+            Path(journal).mkdir(parents=True, exist_ok=True)
+            path = Path(journal) / f"{name}.jsonl"
+            seeds = {r.get("seed") for r in read_journal(path)} - {seed}
+            if seeds:
+                raise ValueError(f"{path} holds records of seed {sorted(seeds)}, not {seed}: use another journal folder")
+        out[name] = run_bench(pipe, cs, progress=progress, journal=path, **_settings(seed), **knobs)
+    return out
+
+
+def old_back(r: dict) -> bool | None:
+    """Whether the oracle read the object's own colour *and* shape in the hole (the old object came back): False when
+    nothing was drawn there or either reading differs, None when it abstained on one and the other agrees."""
+    if r["area"] < MIN_AREA or r["old_colour"] is False or r["old_shape"] is False:
+        return False
+    if r["old_colour"] is None or r["old_shape"] is None:
+        return None
+    return True
+
+
+def gone(r: dict) -> bool | None:
+    """Whether a removal left nothing of the object in the whole image: the oracle's ``removed`` in the hole and at
+    most :data:`REMNANT_PX` of its pixels outside the hole."""
+    return None if r["removed"] is None else bool(r["removed"]) and r["left_px"] <= REMNANT_PX
+
+
+def _calls(values) -> dict:
+    out = rate([v for v in values if v is not None])
+    out["abstained"] = sum(v is None for v in values)
+    return out
+
+
+def table(records: dict[str, list[dict]], ks=KS) -> dict:
+    """The summary notebook 03 prints, per k, over the cases where the segmenter picked the referred object (its
+    mask's IoU with the object ≥ :data:`RIGHT_IOU`; the wrong picks are notebook 02's subject, counted apart):
+    rates with their Wilson 95 % intervals (the oracle's abstentions apart), means with normal 95 % intervals."""
+    right = {r["case"] for r in records["edit"] if r.get("sample") is not None and r["seg_iou"] >= RIGHT_IOU}
+    cases = {r["case"] for r in records["edit"]}
+    rows = []
+    for k in ks:
+        e = [r for r in records["edit"] if r.get("sample") is not None and r["dilation"] == k and r["case"] in right]
+        m = [r for r in records["remove"] if r.get("sample") is not None and r["dilation"] == k and r["case"] in right]
+        holes = list({r["case"]: r for r in e}.values())  # the hole is the edit's: one per case
+        rows.append({"k": k, "cases": len(holes), "samples": len(e), "samples_remove": len(m),
+                     "rim_px": _mean_ci(r["left_px"] for r in holes),
+                     "rim_median": float(np.median([r["left_px"] for r in holes])) if holes else None,
+                     "no_rim": rate([r["left_px"] <= REMNANT_PX for r in holes]),
+                     "over_px": _mean_ci(r["over_px"] for r in holes),
+                     "colour": _calls([r.get("hit_colour") for r in e]),
+                     "shape": _calls([r.get("hit_shape") for r in e]),
+                     "reached": _calls([r["success"] for r in e]),
+                     "old_shape": _calls([r["old_shape"] for r in e]),
+                     # over every sample: a shape the oracle cannot call is drawn recognisably as neither
+                     "new_shape_drawn": rate([r.get("hit_shape") is True for r in e]),
+                     "old_shape_drawn": rate([r["old_shape"] is True for r in e]),
+                     "shape_unread": rate([r.get("hit_shape") is None for r in e]),
+                     "psnr_bg_edit": _mean_ci(r["psnr_bg"] for r in e),
+                     "bad_px_edit": _mean_ci(r.get("bg_bad_px") for r in e),
+                     "removed": _calls([r["removed"] for r in m]),
+                     "gone": _calls([gone(r) for r in m]),
+                     "psnr_bg_remove": _mean_ci(r["psnr_bg"] for r in m),
+                     "bad_px_remove": _mean_ci(r.get("bg_bad_px") for r in m)})
+    return {"rule": RULE, "scale": SCALE, "samples": SAMPLES,
+            "seed": records["edit"][0].get("seed", SEED) if records["edit"] else SEED, "n_cases": len(cases),
+            "right_picks": len(right), "wrong_picks": sorted(cases - right), "right_iou": RIGHT_IOU,
+            "no_edit": sum(r.get("sample") is None for rs in records.values() for r in rs),
+            "removed_psnr": REMOVED_PSNR, "rows": rows,
+            "example": [verdict(r) for name in ("edit", "remove") for r in records[name]
+                        if r.get("sample") is not None and r["case"] == min(cases, default=None)]}
+
+
+def verdict(r: dict) -> dict:
+    """A record's verdicts in short (what the shipped table keeps of its first case's samples, ``"example"``, and what
+    :func:`example_figure` titles its panels with): case, k, sample, rank, target; colour / shape / reached / old shape for an edit, removed /
+    gone for a removal; the rim and background pixels, the background's PSNR and the segmenter's IoU."""
+    empty = r["target"] == ""
+    out = {"case": r["case"], "k": r["dilation"], "sample": r["sample"], "rank": r["rank_local"], "target": r["target"],
+           "left_px": r["left_px"], "over_px": r["over_px"],
+           "psnr_bg": None if r["psnr_bg"] is None else round(r["psnr_bg"], 2), "bg_bad_px": r.get("bg_bad_px"),
+           "seg_iou": round(r["seg_iou"], 3)}
+    if empty:
+        out.update(removed=r["removed"], gone=gone(r))
+    else:
+        out.update(colour=r.get("hit_colour"), shape=r.get("hit_shape"), reached=r["success"], old_shape=r["old_shape"])
+    return out
+
+
+def _pct(r: dict) -> str:
+    if not r["n"]:
+        return "–"
+    abst = f" ({r['abstained']} abst.)" if r.get("abstained") else ""
+    return f"{r['pct']:.0f} % [{r['low']:.0f}, {r['high']:.0f}]{abst}"
+
+
+def _num(m: dict, fmt: str = ".1f") -> str:
+    return "–" if m["mean"] is None else f"{m['mean']:{fmt}}"
+
+
+def format_table(t: dict) -> str:
+    """:func:`table` as text: three small tables (the mask, the edit to the target, the removal), one line per k."""
+    rows = t["rows"]
+    wrong = len(t["wrong_picks"])
+    lines = [f"{t['n_cases']} cases of make_cases(seed={t['seed']}) whose target names a colour and a shape; the "
+             f"segmenter's best query picked the referred object in {t['right_picks']} (IoU >= {t['right_iou']:g}; the "
+             f"{wrong} wrong picks are left out); {t['rule']} s = {t['scale']:g}, {t['samples']} samples per edit",
+             "",
+             f"the mask (64x64, {rows[0]['cases']} holes per k)  k   rim px: mean [95 %]  median   rim <= {REMNANT_PX} px      "
+             "background px inside"]
+    for r in rows:
+        m = r["rim_px"]
+        ci = "–" if m["low"] is None else f"[{m['low']:.1f}, {m['high']:.1f}]"
+        median = "–" if r["rim_median"] is None else f"{r['rim_median']:.0f}"
+        lines.append(f"{'':33s}{r['k']:>2}   {_num(m):>7s} {ci:>12s}  {median:>6s}   "
+                     f"{_pct(r['no_rim']):>15s}   {_num(r['over_px'], '.0f'):>6s}")
+    lines += ["", f"to the target ({rows[0]['samples']} samples per k)     k   colour hit           new shape drawn   "
+                  "  old shape drawn     shape unreadable    bg px wrong"]
+    for r in rows:
+        lines.append(f"{'':33s}{r['k']:>2}   {_pct(r['colour']):19s}  {_pct(r['new_shape_drawn']):18s}  "
+                     f"{_pct(r['old_shape_drawn']):18s}  {_pct(r['shape_unread']):18s}  {_num(r['bad_px_edit'], '.0f'):>6s}")
+    lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)   k   removed (hole)       gone (no rim "
+                  "either)     bg PSNR  bg px wrong"]
+    for r in rows:
+        lines.append(f"{'':33s}{r['k']:>2}   {_pct(r['removed']):19s}  {_pct(r['gone']):21s}  "
+                     f"{_num(r['psnr_bg_remove']):>5s} dB  {_num(r['bad_px_remove'], '.0f'):>6s}")
+    lines.append(f"shapes over every sample: 'new' / 'old' = the oracle reads the target's / the object's own shape; "
+                 "'unreadable' = it abstains (a lumpy silhouette)")
+    lines.append(f"bg px wrong: background pixels in the hole (off the drawn object and its shadow) more than "
+                 f"{FG_DIST:g} RGB levels from the clean room, per sample")
+    if t["no_edit"]:
+        lines.append(f"edits the pipeline refused: {t['no_edit']}")
+    return "\n".join(lines)
+
+
+def notebook_table(pipe=None, *, rerun: bool = False, journal: str | Path | None = None, progress: bool = False) -> dict:
+    """Notebook 03's table: the shipped :data:`TABLE_FILE` (instant), or recomputed with ``rerun=True`` on ``pipe``
+    (the same cases and seeds; about 20 minutes on one CPU core; ``journal``: resumable)."""
+    if rerun:
+        if pipe is None:
+            raise ValueError("rerun=True needs the world pipeline: notebook_table(pipe, rerun=True)")
+        return table(study(pipe, journal=journal, progress=progress))
+    if not TABLE_FILE.is_file():
+        raise FileNotFoundError(f"{TABLE_FILE} is missing; recompute it: notebook_table(pipe, rerun=True)")
+    return json.loads(TABLE_FILE.read_text())
+
+
+# ----------------------------------------------------------------------------- the figure
+def _shape_word(r: dict) -> str:
+    """What the oracle read of an edit's shape: the new (target's) one, the old (object's own), unreadable or another."""
+    if r.get("hit_shape") is True:
+        return "new shape"
+    if r["old_shape"] is True:
+        return "old shape"
+    return "shape unreadable" if r.get("hit_shape") is None else "another shape"
+
+
+def _mark(ok) -> str:
+    """A verdict as the figures write it: yes, no, or '?' where the oracle abstained."""
+    return "?" if ok is None else ("yes" if ok else "no")
+
+
+def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
+    """The table's case ``index`` at every k, with the table's settings and seeds: top, the edit mask (the rest
+    darkened) with the rim it leaves hatched; middle, the best-ranked edit to the target; bottom, the best-ranked
+    removal; each titled with the oracle's verdicts for that sample and the count over the k's samples.
+    Returns ``(figure, rows)``: one dict per k with the edits' :func:`verdict` s in sampling order (what the table
+    counts for this case). ``knobs``: edit settings on top of the backend's (as :func:`study`)."""
+    import matplotlib.pyplot as plt
+
+    from ..io import to_pil
+    from .segstudy import hatch, spotlight
+
+    pair = {name: cs[index] for name, cs in cases(index + 1, seed).items()}
+    fig, axes = plt.subplots(3, len(ks), figsize=(2.3 * len(ks), 7.4), squeeze=False)
+    rows = []
+    for col, k in enumerate(ks):
+        results = {name: edit_case(pipe, c, rule=RULE, scale=SCALE, samples=SAMPLES, seed=seed, dilation=k,
+                                   mask="segmenter", **knobs) for name, c in pair.items()}
+        recs = {name: judge_edit(pipe, res, pair[name], mask="segmenter") for name, res in results.items()}
+        hole = results["edit"].edit_mask.bool().numpy()
+        rim = pair["edit"].mask & ~hole
+        ax = axes[0, col]
+        ax.imshow(hatch(spotlight(pair["edit"].image, hole, dim=0.45), rim), interpolation="nearest")
+        ax.set_title(f"k = {k}: mask\nrim left {int(rim.sum())} px, over {recs['edit'][0]['over_px']} px", fontsize=8)
+        best = {name: res.order[0] for name, res in results.items()}
+        e, m = recs["edit"][best["edit"]], recs["remove"][best["remove"]]
+        n_colour = sum(bool(r.get("hit_colour")) for r in recs["edit"])
+        n_shape = sum(bool(r.get("hit_shape")) for r in recs["edit"])
+        n_gone = sum(bool(gone(r)) for r in recs["remove"])
+        axes[1, col].imshow(to_pil(results["edit"].images[0]), interpolation="nearest")
+        axes[1, col].set_title(f"{pair['edit'].target!r}\ncolour {_mark(e.get('hit_colour'))}, {_shape_word(e)}"
+                               f"\n(of {SAMPLES}: colour {n_colour}, new shape {n_shape})", fontsize=8)
+        axes[2, col].imshow(to_pil(results["remove"].images[0]), interpolation="nearest")
+        psnr = "–" if m["psnr_bg"] is None else f"{m['psnr_bg']:.1f} dB"
+        axes[2, col].set_title(f"'' (remove): gone {_mark(gone(m))}\nhole: removed {_mark(m['removed'])}, bg {psnr}"
+                               f"\n({n_gone}/{SAMPLES} samples gone)", fontsize=8)
+        rows.append({"k": k, "rim_px": int(rim.sum()), "edit": [verdict(r) for r in recs["edit"]],
+                     "remove": [verdict(r) for r in recs["remove"]]})
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    c = pair["edit"]
+    fig.suptitle(f"{c.ref!r} (case {c.index} of the table): the segmenter's mask at each k, hatched: the object's "
+                 "pixels it leaves out", fontsize=9)
+    fig.tight_layout()
+    return fig, rows
+
+
+def table_figure(t: dict):
+    """Notebook 03's trade-off from :func:`table`, per k: the rim left (object pixels outside the mask) against the
+    background inside it (pixels per edit); what the oracle reads (colour hit, shape hit, the object gone with the
+    empty target; % with 95 % intervals); and the background repainted wrong (pixels per sample)."""
+    import matplotlib.pyplot as plt
+
+    rows = t["rows"]
+    ks = [r["k"] for r in rows]
+    fig, ax = plt.subplots(1, 3, figsize=(11.5, 3.2))
+    ax[0].plot(ks, [r["rim_px"]["mean"] for r in rows], "o-", color="black", label="rim left (object px outside)")
+    ax[0].plot(ks, [r["over_px"]["mean"] for r in rows], "s-", color="tab:orange", label="background px inside")
+    ax[0].set_yscale("symlog", linthresh=1)
+    ax[0].set(xlabel="dilation k", ylabel="pixels per edit (64x64)", xticks=ks, ylim=(0, None),
+              title=f"the mask ({rows[0]['cases']} edits per k)")
+    ax[0].legend(fontsize=7)
+    for key, label, style in (("colour", "colour hit", "o-"), ("new_shape_drawn", "new shape drawn", "^-"),
+                              ("old_shape_drawn", "old shape drawn", "v--"), ("gone", "'' : object gone", "s-")):
+        pct = [r[key]["pct"] if r[key]["n"] else np.nan for r in rows]
+        err = [[r[key]["pct"] - r[key]["low"] if r[key]["n"] else 0 for r in rows],
+               [r[key]["high"] - r[key]["pct"] if r[key]["n"] else 0 for r in rows]]
+        n = "/".join(str(r[key]["n"]) for r in rows)
+        ax[1].errorbar(ks, pct, yerr=err, fmt=style, capsize=3, label=f"{label} (n={n})")
+    ax[1].set(xlabel="dilation k", ylabel="% of samples", xticks=ks, ylim=(0, 105), title="what the oracle reads")
+    ax[1].legend(fontsize=6.5)
+    for key, label, style in (("bad_px_edit", "edit to the target", "o-"), ("bad_px_remove", "removal ('')", "s-")):
+        mean = [r[key]["mean"] if r[key]["mean"] is not None else np.nan for r in rows]
+        err = [[r[key]["mean"] - r[key]["low"] if r[key]["low"] is not None else 0 for r in rows],
+               [r[key]["high"] - r[key]["mean"] if r[key]["high"] is not None else 0 for r in rows]]
+        ax[2].errorbar(ks, mean, yerr=err, fmt=style, capsize=3, label=label)
+    ax[2].set(xlabel="dilation k", ylabel=f"px per sample off by > {FG_DIST:g} levels", xticks=ks, ylim=(0, None),
+              title="background repainted wrong")
+    ax[2].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def main(argv=None) -> int:
+    """``python -m romlib.world.dilstudy``: the dilation study on the world backend's weights, resumable; writes
+    the table (JSON) and prints it."""
+    import argparse
+
+    import torch
+
+    from ..pipeline import ROMPipeline
+    from . import backend as world_backend
+
+    p = argparse.ArgumentParser(prog="python -m romlib.world.dilstudy", description=main.__doc__.split(";")[0])
+    p.add_argument("--cases", type=int, default=N_CASES, help=f"number of 'both' cases (default {N_CASES})")
+    p.add_argument("--seed", type=int, default=SEED, help=f"case and noise seed (default {SEED})")
+    p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
+    p.add_argument("--out", default="world_dilation", help="folder for the journals and table.json (default world_dilation)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+    if args.cases < 1:
+        p.error(f"--cases must be >= 1, got {args.cases}")
+    if args.threads is not None:
+        if args.threads < 1:
+            p.error(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    pipe = ROMPipeline(world_backend.load_backend("cpu", args.weights))
+    t = table(study(pipe, args.cases, args.seed, journal=args.out, progress=not args.quiet))
+    (Path(args.out) / "table.json").write_text(json.dumps(t, indent=1) + "\n")
+    print(format_table(t))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
