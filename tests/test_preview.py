@@ -137,7 +137,7 @@ def test_the_preview_explorer_upsamples_only_the_best_and_says_so(pipe, case):
              for mode in ("local", "masked")}
     n_up = r.work["passes"]["upsample"] // 2  # 2 upsampler steps per upsampled sample
     assert r.work["passes"]["base"] == 24 and 1 <= n_up <= 2 and len(picks) == 2
-    assert "preview budget (4 samples, dpmpp-2m 3 steps, best 1 upsampled)" in ex.label()
+    assert "preview budget (4 samples, dpmpp-2m 3 steps, the best 1 of each ranking mode upsampled)" in ex.label()
     assert "preset='paper'" in ex.label()
     with _calls(pipe) as calls:  # the best of local and masked ranking were both upsampled up front
         masked = ex.update(rank="masked")

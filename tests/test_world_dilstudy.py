@@ -57,7 +57,8 @@ def test_the_study_edits_each_case_at_each_k_to_its_target_and_to_nothing(pipe, 
     assert t["right_picks"] == 2 and not t["wrong_picks"]
     assert all(r["cases"] == 2 and r["samples"] == r["samples_remove"] == 2 * D.SAMPLES for r in t["rows"])
     text = D.format_table(t)
-    assert "colour hit" in text and "gone" in text and text.count("\n") == 3 * len(D.KS) + 8
+    assert "colour hit" in text and "gone" in text and "paired, same seeds" in text
+    assert text.count("\n") == 3 * len(D.KS) + 9  # a header, three blocks of one line per k, the pairs, two notes
     fig = D.table_figure(t)
     assert [a.get_xlabel() for a in fig.axes] == ["dilation k"] * 3
 

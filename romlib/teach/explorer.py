@@ -258,7 +258,8 @@ class Explorer:
         s = r.settings
         scale = f" s={s['scale']:g}" if s.get("scale") is not None else ""
         budget = (f"preview budget ({s['samples']} samples, {s.get('sampler', '-')} {s.get('steps', '')} steps"
-                  + (f", best {s['upsample_top']} upsampled" if s.get("upsample_top") else "") + ")"
+                  + (f", the best {s['upsample_top']} of each ranking mode upsampled" if s.get("upsample_top") else "")
+                  + ")"
                   if s.get("preset") == "preview" else f"paper budget ({s['samples']} samples)")
         redo = ", ".join(f"{k} {v:.2f} s" for k, v in self.last.get("recomputed", {}).items()) or "nothing"
         hint = "; preset='paper' for the paper's budget" if s.get("preset") == "preview" else ""

@@ -117,6 +117,7 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
         rows.append({"k": k, "cases": len(holes), "samples": len(e), "samples_remove": len(m),
                      "rim_px": _mean_ci(r["left_px"] for r in holes),
                      "rim_median": float(np.median([r["left_px"] for r in holes])) if holes else None,
+                     "rim_max": max((r["left_px"] for r in holes), default=None),
                      "no_rim": rate([r["left_px"] <= REMNANT_PX for r in holes]),
                      "over_px": _mean_ci(r["over_px"] for r in holes),
                      "colour": _calls([r.get("hit_colour") for r in e]),
@@ -133,7 +134,13 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
                      "gone": _calls([gone(r) for r in m]),
                      "psnr_bg_remove": _mean_ci(r["psnr_bg"] for r in m),
                      "bad_px_remove": _mean_ci(r.get("bg_bad_px") for r in m)})
-    return {"rule": RULE, "scale": SCALE, "samples": SAMPLES,
+    drawn = {(r["case"], r["sample"], r["dilation"]): r.get("hit_shape") is True for r in records["edit"]
+             if r.get("sample") is not None and r["case"] in right}
+    lo, hi = min(ks), max(ks)
+    pairs = [(drawn[(c, smp, lo)], drawn[(c, smp, hi)]) for (c, smp, k) in drawn if k == lo and (c, smp, hi) in drawn]
+    paired = {"k_small": lo, "k_large": hi, "pairs": len(pairs), "only_large": sum(b and not a for a, b in pairs),
+              "only_small": sum(a and not b for a, b in pairs)}
+    return {"rule": RULE, "scale": SCALE, "samples": SAMPLES, "paired_new_shape": paired,
             "seed": records["edit"][0].get("seed", SEED) if records["edit"] else SEED, "n_cases": len(cases),
             "right_picks": len(right), "wrong_picks": sorted(cases - right), "right_iou": RIGHT_IOU,
             "no_edit": sum(r.get("sample") is None for rs in records.values() for r in rs),
@@ -177,26 +184,33 @@ def format_table(t: dict) -> str:
              f"segmenter's best query picked the referred object in {t['right_picks']} (IoU >= {t['right_iou']:g}; the "
              f"{wrong} wrong picks are left out); {t['rule']} s = {t['scale']:g}, {t['samples']} samples per edit",
              "",
-             f"the mask (64x64, {rows[0]['cases']} holes per k)  k   rim px: mean [95 %]  median   rim <= {REMNANT_PX} px      "
-             "background px inside"]
+             f"the mask (at 64x64; {rows[0]['cases']} holes per k)   k   rim px: mean  median  max   rim <= {REMNANT_PX} px"
+             "        background px in the hole"]
     for r in rows:
-        m = r["rim_px"]
-        ci = "–" if m["low"] is None else f"[{m['low']:.1f}, {m['high']:.1f}]"
-        median = "–" if r["rim_median"] is None else f"{r['rim_median']:.0f}"
-        lines.append(f"{'':33s}{r['k']:>2}   {_num(m):>7s} {ci:>12s}  {median:>6s}   "
-                     f"{_pct(r['no_rim']):>15s}   {_num(r['over_px'], '.0f'):>6s}")
-    lines += ["", f"to the target ({rows[0]['samples']} samples per k)     k   colour hit           new shape drawn   "
-                  "  old shape drawn     shape unreadable    bg px wrong"]
+        median = "–" if r["rim_median"] is None else f"{r['rim_median']:.1f}"
+        top = "–" if r.get("rim_max") is None else f"{r['rim_max']}"
+        lines.append(f"{'':36s}{r['k']:>2}   {_num(r['rim_px']):>10s}  {median:>6s}  {top:>4s}   {_pct(r['no_rim']):>15s}"
+                     f"   {_num(r['over_px'], '.0f'):>6s}")
+    lines += ["", f"to the target ({rows[0]['samples']} samples per k)        k   colour hit           shape readable   "
+                  "  of those: new shape   of those: old shape   bg px wrong"]
     for r in rows:
-        lines.append(f"{'':33s}{r['k']:>2}   {_pct(r['colour']):19s}  {_pct(r['new_shape_drawn']):18s}  "
-                     f"{_pct(r['old_shape_drawn']):18s}  {_pct(r['shape_unread']):18s}  {_num(r['bad_px_edit'], '.0f'):>6s}")
-    lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)   k   removed (hole)       gone (no rim "
+        readable = rate([True] * r["shape"]["n"] + [False] * r["shape"]["abstained"])
+        new, old = ({**r[key], "abstained": 0} for key in ("shape", "old_shape"))  # of the readable: no abstention
+        lines.append(f"{'':36s}{r['k']:>2}   {_pct(r['colour']):19s}  {_pct(readable):18s}  {_pct(new):20s}  "
+                     f"{_pct(old):20s}  {_num(r['bad_px_edit'], '.0f'):>6s}")
+    p = t.get("paired_new_shape")
+    if p:
+        lines.append(f"{'':36s}new shape drawn over every sample: " + " / ".join(
+            f"{r['new_shape_drawn']['pct']:.0f} %" for r in rows) + f" (k = {'/'.join(str(r['k']) for r in rows)}); "
+            f"paired, same seeds: {p['only_large']} samples only at k = {p['k_large']}, {p['only_small']} only at "
+            f"k = {p['k_small']} (of {p['pairs']})")
+    lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)     k   removed (hole)       gone (no rim "
                   "either)     bg PSNR  bg px wrong"]
     for r in rows:
-        lines.append(f"{'':33s}{r['k']:>2}   {_pct(r['removed']):19s}  {_pct(r['gone']):21s}  "
+        lines.append(f"{'':36s}{r['k']:>2}   {_pct(r['removed']):19s}  {_pct(r['gone']):21s}  "
                      f"{_num(r['psnr_bg_remove']):>5s} dB  {_num(r['bad_px_remove'], '.0f'):>6s}")
-    lines.append(f"shapes over every sample: 'new' / 'old' = the oracle reads the target's / the object's own shape; "
-                 "'unreadable' = it abstains (a lumpy silhouette)")
+    lines.append("shape readable: the oracle names a shape (else it abstains: a lumpy silhouette); new / old: the target's "
+                 "/ the object's own shape, of the readable ones")
     lines.append(f"bg px wrong: background pixels in the hole (off the drawn object and its shadow) more than "
                  f"{FG_DIST:g} RGB levels from the clean room, per sample")
     if t["no_edit"]:
@@ -217,6 +231,16 @@ def notebook_table(pipe=None, *, rerun: bool = False, journal: str | Path | None
 
 
 # ----------------------------------------------------------------------------- the figure
+def _rim_panel(image: np.ndarray, rim: np.ndarray, scale: int = 4) -> np.ndarray:
+    """``image`` (uint8 [H, W, 3]) enlarged ``scale``× (nearest) with the ``rim`` pixels striped black and white
+    (diagonal stripes 2 px wide: a pattern no world object has, readable at a figure's size)."""
+    big = np.repeat(np.repeat(image, scale, 0), scale, 1).copy()
+    where = np.repeat(np.repeat(rim, scale, 0), scale, 1)
+    ys, xs = np.nonzero(where)
+    big[ys, xs] = np.where((((ys + xs) // 2) % 2 == 0)[:, None], 255, 0).astype(np.uint8)
+    return big
+
+
 def _shape_word(r: dict) -> str:
     """What the oracle read of an edit's shape: the new (target's) one, the old (object's own), unreadable or another."""
     if r.get("hit_shape") is True:
@@ -240,10 +264,10 @@ def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
     import matplotlib.pyplot as plt
 
     from ..io import to_pil
-    from .segstudy import hatch, spotlight
+    from .segstudy import spotlight
 
     pair = {name: cs[index] for name, cs in cases(index + 1, seed).items()}
-    fig, axes = plt.subplots(3, len(ks), figsize=(2.3 * len(ks), 7.4), squeeze=False)
+    fig, axes = plt.subplots(3, len(ks), figsize=(2.9 * len(ks), 9.2), squeeze=False)
     rows = []
     for col, k in enumerate(ks):
         results = {name: edit_case(pipe, c, rule=RULE, scale=SCALE, samples=SAMPLES, seed=seed, dilation=k,
@@ -252,7 +276,7 @@ def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
         hole = results["edit"].edit_mask.bool().numpy()
         rim = pair["edit"].mask & ~hole
         ax = axes[0, col]
-        ax.imshow(hatch(spotlight(pair["edit"].image, hole, dim=0.45), rim), interpolation="nearest")
+        ax.imshow(_rim_panel(spotlight(pair["edit"].image, hole, dim=0.45), rim), interpolation="nearest")
         ax.set_title(f"k = {k}: mask\nrim left {int(rim.sum())} px, over {recs['edit'][0]['over_px']} px", fontsize=8)
         best = {name: res.order[0] for name, res in results.items()}
         e, m = recs["edit"][best["edit"]], recs["remove"][best["remove"]]
@@ -272,8 +296,8 @@ def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
         ax.set_xticks([])
         ax.set_yticks([])
     c = pair["edit"]
-    fig.suptitle(f"{c.ref!r} (case {c.index} of the table): the segmenter's mask at each k, hatched: the object's "
-                 "pixels it leaves out", fontsize=9)
+    fig.suptitle(f"{c.ref!r} (case {c.index} of the table): the segmenter's mask dilated by k at 32x32, shown at "
+                 "64x64; striped: the object's pixels it leaves out (the rim)", fontsize=9)
     fig.tight_layout()
     return fig, rows
 
