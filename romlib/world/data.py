@@ -192,7 +192,7 @@ def inpaint_example(rng: np.random.Generator, *, size: int = 64, p_drop: float =
     hole follows — ``"target"`` (the target object's own, the shipped base's recipe: a dilated-mask hole then
     tells the model the shape to draw, which a segmenter's mask of the *old* object never does at inference) or
     ``"source"`` (the counterfactual's, the object that is there at inference, ∪ the target's pixels, whether or
-    not the source is shown; being measured, docs/world_training.md)."""
+    not the source is shown; tested 7 Dec without changing the drawn shapes, docs/world_training.md)."""
     if edit_hole not in ("source", "target"):
         raise ValueError(f"edit_hole must be 'source' or 'target', got {edit_hole!r}")
     scene = make_scene(rng) if scene is None else scene
