@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..checks import DILATION_ACCEPTED, check_dilation
 from ..contracts import AmbiguousReference, NoObjectFound
 from ..progress import tqdm
 from ..masks import to_edit_mask
@@ -109,14 +110,23 @@ def matched_scales(rows: list[dict], reference: tuple[str, float] = ("ccf", 3.0)
     return out
 
 
+def _case_seed(seed: int, case: WorldCase) -> int:
+    """The noise seed of ``case``'s edits in a run seeded ``seed`` (the same for every rule, scale and k)."""
+    return (seed * 100_003 + case.index) % 2**63
+
+
+def _check_mask(mask: str) -> None:
+    if mask not in ("true", "segmenter"):
+        raise ValueError(f"mask={mask!r}; accepted: 'true' (the case's object mask) or 'segmenter' (the learned one)")
+
+
 def edit_case(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float, samples: int, seed: int = 0,
               dilation: int = 3, mask: str = "true", **knobs):
     """The bench's edit of ``case`` (an :class:`~romlib.result.EditResult`): ``samples`` samples, noise seeded by
     ``seed`` and the case, the case's true mask (``mask="true"``) or the segmenter's best query (``"segmenter"``)
     dilated by ``dilation``, ranked locally. Raises what :meth:`~romlib.pipeline.ROMPipeline.edit` raises."""
-    if mask not in ("true", "segmenter"):
-        raise ValueError(f"mask={mask!r}; accepted: 'true' (the case's object mask) or 'segmenter' (the learned one)")
-    edit = dict(guidance=rule, scale=scale, samples=samples, seed=(seed * 100_003 + case.index) % 2**63,
+    _check_mask(mask)
+    edit = dict(guidance=rule, scale=scale, samples=samples, seed=_case_seed(seed, case),
                 dilation=dilation, rank="local", progress=False, **knobs)
     if mask == "true":
         edit["mask"] = torch.from_numpy(case.mask)
@@ -156,18 +166,16 @@ def case_records(pipe: ROMPipeline, case: WorldCase, *, rule: str, scale: float,
     """One edit of ``case`` (:func:`edit_case`) judged sample by sample (:func:`judge_edit`); ``push``: each
     sample's guidance push too (:func:`guidance_push`, one more base run). An edit the pipeline refuses gives one
     record with ``sample`` None and the ``error``'s name."""
+    _check_mask(mask)  # a wrong setting raises; an edit the pipeline refuses is recorded
     try:
         result = edit_case(pipe, case, rule=rule, scale=scale, samples=samples, seed=seed, dilation=dilation,
                            mask=mask, **knobs)
     except (NoObjectFound, AmbiguousReference, ValueError) as e:  # e.g. a segmenter mask empty at the base size
-        if isinstance(e, ValueError) and str(e).startswith("mask="):
-            raise
         log.warning("case %d (%s, %s s=%g): no edit: %s", case.index, case.kind, rule, scale, e)
         return [{"case": case.index, "seed": case.seed, "kind": case.kind, "context": case.context, "rule": rule,
                  "scale": scale, "dilation": dilation, "mask": mask, "sample": None, "error": type(e).__name__}]
-    case_seed = (seed * 100_003 + case.index) % 2**63
-    pushes = guidance_push(pipe, case, rule=rule, scale=scale, samples=samples, seed=case_seed, dilation=dilation,
-                           steps=knobs.get("steps")) if push else None
+    pushes = guidance_push(pipe, case, rule=rule, scale=scale, samples=samples, seed=_case_seed(seed, case),
+                           dilation=dilation, steps=knobs.get("steps")) if push else None
     return judge_edit(pipe, result, case, mask=mask, pushes=pushes)
 
 
@@ -196,10 +204,9 @@ def run_bench(pipe: ROMPipeline, cases: list[WorldCase], *, rules=RULES, scales=
     records in one list. ``journal``: a JSONL file that each edit's records are appended to (flushed) as soon as it is
     judged; the edits it already holds are not run again (a killed run resumes where it stopped, with the same
     records)."""
-    ks = (dilation,) if isinstance(dilation, (int, np.integer)) else tuple(dilation)
-    bad = [k for k in ks if not isinstance(k, (int, np.integer)) or k < 1 or k % 2 == 0]
-    if bad or not ks:
-        raise ValueError(f"dilation={dilation!r}: each k must be an odd integer >= 1 (1 = the mask as it is)")
+    ks = [check_dilation(k) for k in ((dilation,) if isinstance(dilation, (int, np.integer)) else dilation)]
+    if not ks:
+        raise ValueError(f"dilation={dilation!r} is empty; accepted: one k or several, each {DILATION_ACCEPTED}")
     jobs = [(c, r, float(s), int(k)) for r in rules for s in scales for k in ks for c in cases]
     records = read_journal(journal) if journal is not None else []
     done = {_key(r) for r in records}
@@ -361,12 +368,9 @@ def main(argv=None) -> int:
                                                          "each edit's records as soon as judged); the settings must match")
     args = p.parse_args(argv)
     try:
-        ks = parse_list("--dilation", args.dilation, int)
+        ks = [check_dilation(k, "--dilation") for k in parse_list("--dilation", args.dilation, int)]
     except ValueError as e:
         p.error(str(e))
-    bad = [k for k in ks if k < 1 or k % 2 == 0]
-    if bad:
-        p.error(f"--dilation {args.dilation}: each k must be an odd integer >= 1, got {', '.join(map(str, bad))}")
     args.dilation = ks[0] if len(ks) == 1 else ks
     out = Path(args.out)
     journal, settings_file = out / "journal.jsonl", out / "journal_settings.json"
