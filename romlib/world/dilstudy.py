@@ -205,14 +205,14 @@ def format_table(t: dict) -> str:
             f"paired, same seeds: {p['only_large']} samples only at k = {p['k_large']}, {p['only_small']} only at "
             f"k = {p['k_small']} (of {p['pairs']})")
     lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)     k   removed (hole)       gone (no rim "
-                  "either)     bg PSNR  bg px wrong"]
+                  "either)     bg PSNR  hole px wrong"]
     for r in rows:
         lines.append(f"{'':36s}{r['k']:>2}   {_pct(r['removed']):19s}  {_pct(r['gone']):21s}  "
                      f"{_num(r['psnr_bg_remove']):>5s} dB  {_num(r['bad_px_remove'], '.0f'):>6s}")
     lines.append("shape readable: the oracle names a shape (else it abstains: a lumpy silhouette); new / old: the target's "
                  "/ the object's own shape, of the readable ones")
-    lines.append(f"bg px wrong: background pixels in the hole (off the drawn object and its shadow) more than "
-                 f"{FG_DIST:g} RGB levels from the clean room, per sample")
+    lines.append(f"bg px wrong (edit): background pixels in the hole (off the drawn object and its shadow) more than "
+                 f"{FG_DIST:g} RGB levels from the clean room, per sample; hole px wrong (removal): the same, the object's old area included")
     if t["no_edit"]:
         lines.append(f"edits the pipeline refused: {t['no_edit']}")
     return "\n".join(lines)
@@ -332,13 +332,14 @@ def table_figure(t: dict):
     ax[1].set(xlabel="dilation k", ylabel="% of every sample", xticks=ks, ylim=(0, top * 1.15),
               title=f"what the oracle reads (colour hit >= {colour:.0f} % at every k)")
     ax[1].legend(fontsize=6.5)
-    for key, label, style in (("bad_px_edit", "edit to the target", "o-"), ("bad_px_remove", "removal ('')", "s-")):
+    for key, label, style in (("bad_px_edit", "edit: background px off the object", "o-"),
+                              ("bad_px_remove", "removal (''): old area included", "s-")):
         mean = [r[key]["mean"] if r[key]["mean"] is not None else np.nan for r in rows]
         err = [[r[key]["mean"] - r[key]["low"] if r[key]["low"] is not None else 0 for r in rows],
                [r[key]["high"] - r[key]["mean"] if r[key]["high"] is not None else 0 for r in rows]]
         ax[2].errorbar(ks, mean, yerr=err, fmt=style, capsize=3, label=label)
     ax[2].set(xlabel="dilation k", ylabel=f"px per sample off by > {FG_DIST:g} levels", xticks=ks, ylim=(0, None),
-              title="background repainted wrong")
+              title="pixels repainted wrong")
     ax[2].legend(fontsize=7)
     fig.tight_layout()
     return fig
