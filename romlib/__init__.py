@@ -30,7 +30,7 @@ _SUBMODULES = {
     "io": "romlib.io", "hub": "romlib.hub", "perf": "romlib.perf", "cli": "romlib.cli",
     "guidance": "romlib.guidance", "sampling": "romlib.sampling", "models": "romlib.models",
     "study": "romlib.study", "teach": "romlib.teach", "shapes": "romlib.shapes", "world": "romlib.world",
-    "segstudy": "romlib.world.segstudy", "dilstudy": "romlib.world.dilstudy", "diffusion": "romlib.sampling.diffusion", "inpaint": "romlib.sampling.inpaint", "samplers": "romlib.sampling.samplers",
+    "segstudy": "romlib.world.segstudy", "dilstudy": "romlib.world.dilstudy", "guidestudy": "romlib.world.guidestudy", "rankstudy": "romlib.world.rankstudy", "diffusion": "romlib.sampling.diffusion", "inpaint": "romlib.sampling.inpaint", "samplers": "romlib.sampling.samplers",
     "explorer": "romlib.teach.explorer", "work": "romlib.perf.work",
     "glide": "romlib.models.glide", "mdetr": "romlib.models.mdetr", "noised_clip": "romlib.models.noised_clip",
     "adm": "romlib.models.adm", "tokenizers": "romlib.models.tokenizers", "tiny": "romlib.models.tiny",

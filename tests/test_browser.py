@@ -45,16 +45,17 @@ CASES = {
         ("preset", "toggle", "paper budget", ["sample", "upsample", "rank"]),
     ]),
     "04_ablation_guidance": (["04-02", "04-explore"], [
-        ("guidance", "select", "cf", ["sample", "rank"]),
-        ("scale", "slider", "6", ["sample", "rank"]),
-        ("case", "select", "shape", ["segment", "masks", "sample", "rank"]),
-        ("seed", "text", "2", ["sample", "rank"]),
+        # the world, two stages, as 03
+        ("guidance", "select", "cf", ["sample", "rank-base", "upsample", "rank"]),
+        ("scale", "slider", "6", ["sample", "rank-base", "upsample", "rank"]),
+        ("case", "select", "colour", ["segment", "masks", "sample", "rank-base", "upsample", "rank"]),
+        ("seed", "text", "2", ["sample", "rank-base", "upsample", "rank"]),
     ]),
     "05_ablation_ranking": (["05-02", "05-explore"], [
         ("rank", "select", "masked", ["rank"]),
         ("rank", "select", "local", []),  # back to the first order: every stage cached
         ("enlarge", "slider", "2", ["rank"]),
-        ("seed", "text", "3", ["sample", "rank"]),
+        ("seed", "text", "3", ["sample", "rank-base", "upsample", "rank"]),
     ]),
     "07_latent_model": (["07-02", "07-explore"], [
         ("guidance", "select", "ccf-direction", ["sample", "rank"]),

@@ -48,7 +48,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "romlib.shapes.tables", "romlib.shapes.keeps", "romlib.shapes.measure", "romlib.shapes.train",
               "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",
               "romlib.rehearsal", "romlib.rehearsal_sd", "romlib.world.train", "romlib.world.bench",
-              "romlib.world.segstudy", "romlib.world.dilstudy")),
+              "romlib.world.segstudy", "romlib.world.dilstudy", "romlib.world.guidestudy",
+              "romlib.world.rankstudy")),
     ("package", ("romlib",)),
 ]
 

@@ -23,16 +23,17 @@ folder makes it resumable), :data:`TABLE_FILE` keeps the shipped table (what not
 """
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from ..shapes.measure import rate
-from .bench import _mean_ci, edit_case, judge_edit, read_journal, run_bench
+from . import studies
+from .bench import _mean_ci, edit_case, judge_edit, run_bench
 from .cases import WorldCase, make_cases
 from .oracle import FG_DIST, MIN_AREA, REMOVED_PSNR
+from .studies import calls, check_journal, command, num, pct
 
 __all__ = ["KS", "RULE", "SCALE", "SAMPLES", "N_CASES", "SEED", "RIGHT_IOU", "REMNANT_PX", "TABLE_FILE", "cases", "study", "old_back", "gone", "verdict", "table",
            "format_table", "notebook_table", "example_figure", "table_figure"]
@@ -74,9 +75,7 @@ def study(pipe, n: int = N_CASES, seed: int = SEED, *, journal: str | Path | Non
         if journal is not None:
             Path(journal).mkdir(parents=True, exist_ok=True)
             path = Path(journal) / f"{name}.jsonl"
-            seeds = {r.get("seed") for r in read_journal(path)} - {seed}
-            if seeds:
-                raise ValueError(f"{path} holds records of seed {sorted(seeds)}, not {seed}: use another journal folder")
+            check_journal(path, seed)
         out[name] = run_bench(pipe, cs, progress=progress, journal=path, **_settings(seed), **knobs)
     return out
 
@@ -97,12 +96,6 @@ def gone(r: dict) -> bool | None:
     return None if r["removed"] is None else bool(r["removed"]) and r["left_px"] <= REMNANT_PX
 
 
-def _calls(values) -> dict:
-    out = rate([v for v in values if v is not None])
-    out["abstained"] = sum(v is None for v in values)
-    return out
-
-
 def table(records: dict[str, list[dict]], ks=KS) -> dict:
     """The summary notebook 03 prints, per k, over the cases where the segmenter picked the referred object (its
     mask's IoU with the object ≥ :data:`RIGHT_IOU`; the wrong picks are notebook 02's subject, counted apart):
@@ -120,18 +113,18 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
                      "rim_max": max((r["left_px"] for r in holes), default=None),
                      "no_rim": rate([r["left_px"] <= REMNANT_PX for r in holes]),
                      "over_px": _mean_ci(r["over_px"] for r in holes),
-                     "colour": _calls([r.get("hit_colour") for r in e]),
-                     "shape": _calls([r.get("hit_shape") for r in e]),
-                     "reached": _calls([r["success"] for r in e]),
-                     "old_shape": _calls([r["old_shape"] for r in e]),
+                     "colour": calls([r.get("hit_colour") for r in e]),
+                     "shape": calls([r.get("hit_shape") for r in e]),
+                     "reached": calls([r["success"] for r in e]),
+                     "old_shape": calls([r["old_shape"] for r in e]),
                      # over every sample: a shape the oracle cannot call is drawn recognisably as neither
                      "new_shape_drawn": rate([r.get("hit_shape") is True for r in e]),
                      "old_shape_drawn": rate([r["old_shape"] is True for r in e]),
                      "shape_unread": rate([r.get("hit_shape") is None for r in e]),
                      "psnr_bg_edit": _mean_ci(r["psnr_bg"] for r in e),
                      "bad_px_edit": _mean_ci(r.get("bg_bad_px") for r in e),
-                     "removed": _calls([r["removed"] for r in m]),
-                     "gone": _calls([gone(r) for r in m]),
+                     "removed": calls([r["removed"] for r in m]),
+                     "gone": calls([gone(r) for r in m]),
                      "psnr_bg_remove": _mean_ci(r["psnr_bg"] for r in m),
                      "bad_px_remove": _mean_ci(r.get("bg_bad_px") for r in m)})
     drawn = {(r["case"], r["sample"], r["dilation"]): r.get("hit_shape") is True for r in records["edit"]
@@ -165,17 +158,6 @@ def verdict(r: dict) -> dict:
     return out
 
 
-def _pct(r: dict) -> str:
-    if not r["n"]:
-        return "–"
-    abst = f" ({r['abstained']} abst.)" if r.get("abstained") else ""
-    return f"{r['pct']:.0f} % [{r['low']:.0f}, {r['high']:.0f}]{abst}"
-
-
-def _num(m: dict, fmt: str = ".1f") -> str:
-    return "–" if m["mean"] is None else f"{m['mean']:{fmt}}"
-
-
 def format_table(t: dict) -> str:
     """:func:`table` as text: three small tables (the mask, the edit to the target, the removal), one line per k."""
     rows = t["rows"]
@@ -189,15 +171,15 @@ def format_table(t: dict) -> str:
     for r in rows:
         median = "–" if r["rim_median"] is None else f"{r['rim_median']:.1f}"
         top = "–" if r.get("rim_max") is None else f"{r['rim_max']}"
-        lines.append(f"{'':36s}{r['k']:>2}   {_num(r['rim_px']):>10s}  {median:>6s}  {top:>4s}   {_pct(r['no_rim']):>15s}"
-                     f"   {_num(r['over_px'], '.0f'):>6s}")
+        lines.append(f"{'':36s}{r['k']:>2}   {num(r['rim_px']):>10s}  {median:>6s}  {top:>4s}   {pct(r['no_rim']):>15s}"
+                     f"   {num(r['over_px'], '.0f'):>6s}")
     lines += ["", f"to the target ({rows[0]['samples']} samples per k)        k   colour hit           shape readable   "
                   "  of those: new shape   of those: old shape   bg px wrong"]
     for r in rows:
         readable = rate([True] * r["shape"]["n"] + [False] * r["shape"]["abstained"])
         new, old = ({**r[key], "abstained": 0} for key in ("shape", "old_shape"))  # of the readable: no abstention
-        lines.append(f"{'':36s}{r['k']:>2}   {_pct(r['colour']):19s}  {_pct(readable):18s}  {_pct(new):20s}  "
-                     f"{_pct(old):20s}  {_num(r['bad_px_edit'], '.0f'):>6s}")
+        lines.append(f"{'':36s}{r['k']:>2}   {pct(r['colour']):19s}  {pct(readable):18s}  {pct(new):20s}  "
+                     f"{pct(old):20s}  {num(r['bad_px_edit'], '.0f'):>6s}")
     p = t.get("paired_new_shape")
     if p:
         lines.append(f"{'':36s}new shape drawn over every sample: " + " / ".join(
@@ -207,8 +189,8 @@ def format_table(t: dict) -> str:
     lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)     k   removed (hole)       gone (no rim "
                   "either)     bg PSNR  hole px wrong"]
     for r in rows:
-        lines.append(f"{'':36s}{r['k']:>2}   {_pct(r['removed']):19s}  {_pct(r['gone']):21s}  "
-                     f"{_num(r['psnr_bg_remove']):>5s} dB  {_num(r['bad_px_remove'], '.0f'):>6s}")
+        lines.append(f"{'':36s}{r['k']:>2}   {pct(r['removed']):19s}  {pct(r['gone']):21s}  "
+                     f"{num(r['psnr_bg_remove']):>5s} dB  {num(r['bad_px_remove'], '.0f'):>6s}")
     lines.append("shape readable: the oracle names a shape (else it abstains: a lumpy silhouette); new / old: the target's "
                  "/ the object's own shape, of the readable ones")
     lines.append(f"bg px wrong (edit): background pixels in the hole (off the drawn object and its shadow) more than "
@@ -221,13 +203,8 @@ def format_table(t: dict) -> str:
 def notebook_table(pipe=None, *, rerun: bool = False, journal: str | Path | None = None, progress: bool = False) -> dict:
     """Notebook 03's table: the shipped :data:`TABLE_FILE` (instant), or recomputed with ``rerun=True`` on ``pipe``
     (the same cases and seeds; about 20 minutes on one CPU core; ``journal``: resumable)."""
-    if rerun:
-        if pipe is None:
-            raise ValueError("rerun=True needs the world pipeline: notebook_table(pipe, rerun=True)")
-        return table(study(pipe, journal=journal, progress=progress))
-    if not TABLE_FILE.is_file():
-        raise FileNotFoundError(f"{TABLE_FILE} is missing; recompute it: notebook_table(pipe, rerun=True)")
-    return json.loads(TABLE_FILE.read_text())
+    return studies.notebook_table(TABLE_FILE, lambda: table(study(pipe, journal=journal, progress=progress)), pipe,
+                                  rerun)
 
 
 # ----------------------------------------------------------------------------- the figure
@@ -348,32 +325,11 @@ def table_figure(t: dict):
 def main(argv=None) -> int:
     """``python -m romlib.world.dilstudy``: the dilation study on the world backend's weights, resumable; writes
     the table (JSON) and prints it."""
-    import argparse
+    def run(pipe, args, out):
+        return table(study(pipe, args.cases, args.seed, journal=out, progress=not args.quiet))
 
-    import torch
-
-    from ..pipeline import ROMPipeline
-    from . import backend as world_backend
-
-    p = argparse.ArgumentParser(prog="python -m romlib.world.dilstudy", description=main.__doc__.split(";")[0])
-    p.add_argument("--cases", type=int, default=N_CASES, help=f"number of 'both' cases (default {N_CASES})")
-    p.add_argument("--seed", type=int, default=SEED, help=f"case and noise seed (default {SEED})")
-    p.add_argument("--weights", default=None, help=f"weights folder (default: ${world_backend.WEIGHTS_ENV}, else shipped)")
-    p.add_argument("--out", default="world_dilation", help="folder for the journals and table.json (default world_dilation)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
-    if args.cases < 1:
-        p.error(f"--cases must be >= 1, got {args.cases}")
-    if args.threads is not None:
-        if args.threads < 1:
-            p.error(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    pipe = ROMPipeline(world_backend.load_backend("cpu", args.weights))
-    t = table(study(pipe, args.cases, args.seed, journal=args.out, progress=not args.quiet))
-    (Path(args.out) / "table.json").write_text(json.dumps(t, indent=1) + "\n")
-    print(format_table(t))
-    return 0
+    return command(argv, prog="python -m romlib.world.dilstudy", doc=main.__doc__, n_cases=N_CASES, seed=SEED,
+                   out="world_dilation", run=run, format_table=format_table)
 
 
 if __name__ == "__main__":
