@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "romlib.shapes.train_data", "romlib.shapes.sampler_study", "romlib.shapes.cli", "romlib.testing",
               "romlib.rehearsal", "romlib.rehearsal_sd", "romlib.world.train", "romlib.world.bench",
               "romlib.world.segstudy", "romlib.world.dilstudy", "romlib.world.guidestudy",
-              "romlib.world.rankstudy")),
+              "romlib.world.rankstudy", "romlib.world.studies")),
     ("package", ("romlib",)),
 ]
 
