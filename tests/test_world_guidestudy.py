@@ -62,6 +62,9 @@ def test_kept_reads_only_the_attributes_the_target_leaves_free():
     (r,) = G.annotate([_rec(area=5, colour=None, material=None)])
     assert r["kept_colour"] is False and r["kept_material"] is False  # nothing drawn keeps nothing
     assert G.annotate([_rec(sample=None, error="NoObjectFound")]) == []  # a refused edit has no sample
+    # an unchanged object keeps its colour too: "reached & kept" needs the target reached as well
+    assert [r["reached_kept_colour"] for r in G.annotate([_rec(), _rec(success=False), _rec(success=None),
+                                                           _rec(colour=None)])] == [True, False, None, None]
 
 
 def test_best_and_matched_scales_and_the_paired_differences():

@@ -108,6 +108,9 @@ def annotate(records: list[dict]) -> list[dict]:
         extra = {f"kept_{a}": _kept(r, a, o) for a in FREE if a not in named}
         extra.update({f"ref_names_{a}": a in in_ref for a in FREE if a not in named})
         extra["size_err"] = None if r.get("size_ratio") is None else abs(r["size_ratio"] - 1)
+        if "kept_colour" in extra:  # an unchanged object keeps its colour too: the edit must also reach its target
+            both = (r["success"], extra["kept_colour"])
+            extra["reached_kept_colour"] = None if None in both else bool(all(both))
         out.append({**r, **extra})
     return out
 
@@ -123,6 +126,7 @@ def _row(recs: list[dict]) -> dict:
            "reached": calls(r["success"] for r in recs),
            "reached_by_kind": {k: calls(r["success"] for r in recs if r["kind"] == k) for k in KINDS},
            "push": _mean_ci(r.get("push") for r in recs)}
+    row["reached_kept_colour"] = calls(r["reached_kept_colour"] for r in recs if "reached_kept_colour" in r)
     for a in FREE:
         row[f"kept_{a}"] = calls(r[f"kept_{a}"] for r in recs if f"kept_{a}" in r)
         row[f"kept_{a}_split"] = {name: calls(r[f"kept_{a}"] for r in recs if f"kept_{a}" in r and r[f"ref_names_{a}"] == v)
@@ -163,7 +167,8 @@ def table(records: list[dict], rules=RULES, example_scale: float = None) -> dict
             continue
         base = {"rule": "cf", "scale": chosen["cf"]}
         comparisons[name] = {g: {key: paired(recs, {"rule": g, "scale": chosen[g]}, base, key)
-                                 for key in ("success", "kept_colour", "kept_material", "angle_err", "size_err", "shift")}
+                                 for key in ("success", "kept_colour", "reached_kept_colour", "kept_material",
+                                             "angle_err", "size_err", "shift")}
                              for g in chosen if g != "cf"}
     seed = recs[0]["seed"] if recs else SEED
     example_scale = EXAMPLE_SCALE if example_scale is None else float(example_scale)
@@ -208,10 +213,11 @@ def format_table(t: dict) -> str:
         k = r["reached_by_kind"]
         lines.append(f"  {r['rule']:13s} {r['scale']:>2g}  {num(r['push'], '.3f'):>6s}  {pct(r['reached']):25s}  "
                      f"{_kn(k['colour']):>22s}   {_kn(k['shape']):9s}  {_kn(k['material'])}")
-    lines += ["", "what it leaves free  s   colour kept               material kept             shape kept"
-                  "                angle err  size err  shift px"]
+    lines += ["", "what it leaves free  s   colour kept               reached & colour kept     material kept             "
+                  "shape kept                angle err  size err  shift px"]
     for r in t["rows"]:
-        lines.append(f"  {r['rule']:13s} {r['scale']:>5g}   {pct(r['kept_colour']):24s}  {pct(r['kept_material']):24s}  "
+        lines.append(f"  {r['rule']:13s} {r['scale']:>5g}   {pct(r['kept_colour']):24s}  "
+                     f"{pct(r['reached_kept_colour']):24s}  {pct(r['kept_material']):24s}  "
                      f"{pct(r['kept_shape']):24s}  {num(r['angle_err']) + ('°' if r['angle_err']['mean'] is not None else ''):>8s}  {num(r['size_err'], '.2f'):>8s}  "
                      f"{num(r['shift']):>8s}")
     for name, title in (("best", "each rule at its best scale (highest target success)"),
@@ -221,10 +227,11 @@ def format_table(t: dict) -> str:
             continue
         lines += ["", f"{title}: " + ", ".join(f"{g} s = {chosen[g]:g}" for g in t["rules"] if g in chosen),
                   "  paired against cf (same case and sample): rule − cf, 95 % interval",
-                  "  rule           reached (points)   colour kept (points)   material kept (points)   angle err (°)"
-                  "       shift (px)"]
+                  "  rule           reached (points)   colour kept (points)   reached & kept (points)   "
+                  "material kept (points)   angle err (°)       shift (px)"]
         for g, p in t["paired"][name].items():
             lines.append(f"  {g:13s}  {_diff(p['success']):17s}  {_diff(p['kept_colour']):21s}  "
+                         f"{_diff(p['reached_kept_colour']):24s}  "
                          f"{_diff(p['kept_material']):23s}  {_diff(p['angle_err'], 1, '+.1f'):18s}  "
                          f"{_diff(p['shift'], 1, '+.2f')}")
     if t["matched"]:
@@ -237,7 +244,7 @@ def format_table(t: dict) -> str:
                          f"{pct(m['ref_names']):22s}  {pct(m['ref_silent'])}")
     lines += ["", "reached: the oracle reads what the target names (k/n +a?: k of n calls, a abstentions); kept: an "
                   "attribute the target leaves free reads as the object's own (nothing drawn keeps nothing; abst. = "
-                  "unreadable, left out)",
+                  "unreadable, left out); reached & colour kept: both (an unchanged object keeps its colour too)",
               "push: mean |eps_hat - eps_base| over steps and hole pixels (what s multiplies); angle err: non-spheres; "
               "size err: |fitted / original size - 1|; shift: the foot's move"]
     if t["no_edit"]:
