@@ -33,7 +33,7 @@ from . import studies
 from .bench import _mean_ci, edit_case, judge_edit, run_bench
 from .cases import WorldCase, make_cases
 from .oracle import FG_DIST, MIN_AREA, REMOVED_PSNR
-from .studies import calls, check_journal, command, num, pct
+from .studies import calls, check_journal, command, mark, num, pct
 
 __all__ = ["KS", "RULE", "SCALE", "SAMPLES", "N_CASES", "SEED", "RIGHT_IOU", "REMNANT_PX", "TABLE_FILE", "cases", "study", "old_back", "gone", "verdict", "table",
            "format_table", "notebook_table", "example_figure", "table_figure"]
@@ -227,10 +227,6 @@ def _shape_word(r: dict) -> str:
     return "shape unreadable" if r.get("hit_shape") is None else "another shape"
 
 
-def _mark(ok) -> str:
-    """A verdict as the figures write it: yes, no, or '?' where the oracle abstained."""
-    return "?" if ok is None else ("yes" if ok else "no")
-
 
 def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
     """The table's case ``index`` at every k, with the table's settings and seeds: top, the edit mask (the rest
@@ -263,11 +259,11 @@ def example_figure(pipe, index: int = 0, seed: int = SEED, ks=KS, **knobs):
         n_shape = sum(bool(r.get("hit_shape")) for r in recs["edit"])
         n_gone = sum(bool(gone(r)) for r in recs["remove"])
         axes[1, col].imshow(to_pil(results["edit"].images[0]), interpolation="nearest")
-        axes[1, col].set_title(f"{pair['edit'].target!r}\ncolour {_mark(e.get('hit_colour'))}, {_shape_word(e)}"
+        axes[1, col].set_title(f"{pair['edit'].target!r}\ncolour {mark(e.get('hit_colour'))}, {_shape_word(e)}"
                                f"\n(of {SAMPLES}: colour {n_colour}, new shape {n_shape})", fontsize=8)
         axes[2, col].imshow(to_pil(results["remove"].images[0]), interpolation="nearest")
         psnr = "–" if m["psnr_bg"] is None else f"{m['psnr_bg']:.1f} dB"
-        axes[2, col].set_title(f"'' (remove): gone {_mark(gone(m))}\nhole: removed {_mark(m['removed'])}, bg {psnr}"
+        axes[2, col].set_title(f"'' (remove): gone {mark(gone(m))}\nhole: removed {mark(m['removed'])}, bg {psnr}"
                                f"\n({n_gone}/{SAMPLES} samples gone)", fontsize=8)
         rows.append({"k": k, "rim_px": int(rim.sum()), "edit": [verdict(r) for r in recs["edit"]],
                      "remove": [verdict(r) for r in recs["remove"]]})

@@ -35,7 +35,7 @@ from .bench import _mean_ci, edit_case, judge_edit, paired, run_bench
 from .cases import WorldCase, make_case, make_cases
 from .language import parse_text
 from .oracle import MIN_AREA
-from .studies import calls, check_journal, command, num, pct
+from .studies import calls, check_journal, command, mark, num, pct
 
 __all__ = ["RULES", "SCALES", "KINDS", "SAMPLES", "N_CASES", "SEED", "DILATION", "FREE", "EXAMPLES", "EXAMPLE_SCALE", "TABLE_FILE", "cases", "example_case",
            "study", "annotate", "table", "format_table", "notebook_table", "example_figure", "table_figure"]
@@ -260,10 +260,6 @@ def notebook_table(pipe=None, *, rerun: bool = False, journal: str | Path | None
 
 
 # ----------------------------------------------------------------------------- the figures
-def _mark(ok) -> str:
-    """A verdict as the figures write it: yes, no, or '?' where the oracle could not read it."""
-    return "?" if ok is None else ("yes" if ok else "no")
-
 
 def example_case(kind: str = "shape", seed: int = SEED, ref_names_colour: bool | None = None) -> WorldCase:
     """The example's rule: the study's first case of ``kind`` (default: a target naming only the shape, so the colour
@@ -307,8 +303,8 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
         axes[row, 0].set_title(f"{g}, s = {per[g]:g}\ninput and mask", fontsize=8)
         for s, r in enumerate(recs):
             axes[row, s + 1].imshow(to_pil(frames[s]), interpolation="nearest")
-            kept = ", ".join(f"{a} {_mark(r[f'kept_{a}'])}" for a in free)
-            axes[row, s + 1].set_title(f"sample {s}: reached {_mark(r['success'])}\nkept: {kept}", fontsize=7.5)
+            kept = ", ".join(f"{a} {mark(r[f'kept_{a}'])}" for a in free)
+            axes[row, s + 1].set_title(f"sample {s}: reached {mark(r['success'])}\nkept: {kept}", fontsize=7.5)
         rows.append({"rule": g, "scale": per[g], "samples": [_verdict(r) for r in recs]})
     for ax in axes.flat:
         ax.set_xticks([])

@@ -27,7 +27,7 @@ from ..shapes.measure import rate
 from . import studies
 from .bench import _mean_ci, edit_case, judge_edit, run_bench
 from .cases import WorldCase, make_case
-from .studies import calls, check_journal, command, pct
+from .studies import calls, check_journal, command, mark, pct
 
 __all__ = ["RULE", "SCALE", "SAMPLES", "KINDS", "N_CASES", "SEED", "DILATION", "CONTINUOUS", "TABLE_FILE", "cases", "study", "table",
            "format_table", "notebook_table", "example_figure"]
@@ -174,9 +174,6 @@ def notebook_table(pipe=None, *, rerun: bool = False, journal: str | Path | None
                                   rerun)
 
 
-def _mark(ok) -> str:
-    return "?" if ok is None else ("yes" if ok else "no")
-
 
 def example_figure(pipe, case_index: int | None, seed: int = SEED, **knobs):
     """A case of the study (``case_index``: e.g. the table's ``example_case``) with the study's settings and seeds:
@@ -214,7 +211,7 @@ def example_figure(pipe, case_index: int | None, seed: int = SEED, **knobs):
         ax.imshow(to_pil(frames[s]), interpolation="nearest")
         tops = [mode for mode in ("local", "masked") if r[f"rank_{mode}"] == 0]
         ax.set_title(f"sample {s}: L {r['rank_local'] + 1}, M {r['rank_masked'] + 1}\n"
-                     + (f"top-1 {' and '.join(tops)}; " if tops else "") + f"reached {_mark(r['success'])}",
+                     + (f"top-1 {' and '.join(tops)}; " if tops else "") + f"reached {mark(r['success'])}",
                      fontsize=8, color="tab:blue" if tops else "black", fontweight="bold" if tops else "normal")
     for ax in axes.flat:
         ax.set_xticks([])

@@ -10,7 +10,7 @@ from typing import Callable
 from ..shapes.measure import rate
 from .bench import read_journal
 
-__all__ = ["calls", "pct", "num", "check_journal", "notebook_table", "command"]
+__all__ = ["calls", "pct", "num", "mark", "check_journal", "notebook_table", "command"]
 
 
 def calls(values) -> dict:
@@ -33,6 +33,11 @@ def pct(r: dict) -> str:
 def num(m: dict, fmt: str = ".1f") -> str:
     """A mean (``romlib.world.bench._mean_ci``'s dict) as the tables print it, or "–"."""
     return "–" if m["mean"] is None else f"{m['mean']:{fmt}}"
+
+
+def mark(ok) -> str:
+    """A verdict as the figures write it: yes, no, or '?' where the oracle could not read it."""
+    return "?" if ok is None else ("yes" if ok else "no")
 
 
 def check_journal(path: str | Path, seed: int) -> None:
