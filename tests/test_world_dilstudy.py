@@ -140,7 +140,8 @@ def test_the_shipped_weights_give_the_tables_first_case_at_k_1(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, message", [(["--cases", "0"], "--cases must be >= 1, got 0"),
-                                           (["--threads", "0"], "--threads must be >= 1, got 0")])
+                                           (["--threads", "0"], "--threads must be >= 1, got 0"),
+                                           (["--scale", "1e9"], "--scale=1000000000.0 is out of range")])
 def test_the_command_names_a_bad_value(argv, message, capsys):
     with pytest.raises(SystemExit):
         D.main(argv)

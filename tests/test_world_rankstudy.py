@@ -29,6 +29,11 @@ def test_the_cases_need_their_context_and_come_in_order():
     cs = R.cases(10)
     assert all(c.context and c.kind in R.KINDS for c in cs)
     assert [c.index for c in cs] == sorted(c.index for c in cs) and R.cases(4) == cs[:4]
+    both = R.cases(5, kinds=("both",))  # the held-out P3's cases: only one kind
+    assert all(c.context and c.kind == "both" for c in both) and [c for c in cs if c.kind == "both"] == both[:len(
+        [c for c in cs if c.kind == "both"])]
+    with pytest.raises(ValueError, match="remove unknown"):
+        R.cases(3, kinds=("remove",))
 
 
 def test_the_study_ranks_the_same_samples_both_ways(pipe, records, journal, monkeypatch):
@@ -74,9 +79,12 @@ def test_the_table_counts_picks_and_discordant_pairs():
     assert d["psnr_bg"]["n"] == 3 and d["psnr_bg"]["mean"] == pytest.approx((-1 + 1 - 3) / 3, abs=1e-3)
     assert d["shift"]["n"] == 0  # never measured here
     text = R.format_table(t)
-    assert text.count("\n") + 1 == 3 + 2 + len(R.KINDS) + 2 + 2
+    assert list(t["by_kind"]) == ["colour", "shape", "both"]  # the kinds present, in KINDS order
+    assert text.count("\n") + 1 == 3 + 2 + len(t["by_kind"]) + 2 + 2
     t = R.table(_recs(0, "colour", [True, True, False, False], 0, 1))  # the picks differ, the oracle cannot choose
     assert t["example_case"] == 0 and not t["example_told_apart"]
+    assert list(t["by_kind"]) == ["colour"] and t["scale"] == R.SCALE  # only the kinds studied; records lack a scale
+    assert R.table([{**r, "scale": 8.0} for r in recs])["scale"] == 8.0  # the records' scale, not the default
     assert R.table(_recs(0, "colour", [True, True, False, False], 1, 1))["example_case"] is None
 
 
@@ -99,7 +107,10 @@ def test_the_shipped_table_is_what_the_notebook_prints():
 
 
 @pytest.mark.parametrize("argv, message", [(["--cases", "0"], "--cases must be >= 1, got 0"),
-                                           (["--threads", "0"], "--threads must be >= 1, got 0")])
+                                           (["--threads", "0"], "--threads must be >= 1, got 0"),
+                                           (["--scale", "0"], "--scale=0.0 is out of range"),
+                                           (["--scale", "big"], "--scale='big' is not a number"),
+                                           (["--kinds", "both,remove"], "remove unknown")])
 def test_the_command_names_a_bad_value(argv, message, capsys):
     with pytest.raises(SystemExit):
         R.main(argv)

@@ -33,7 +33,7 @@ from . import studies
 from .bench import _mean_ci, edit_case, judge_edit, run_bench
 from .cases import WorldCase, make_cases
 from .oracle import FG_DIST, MIN_AREA, REMOVED_PSNR
-from .studies import calls, check_journal, command, mark, num, pct
+from .studies import calls, check_journal, command, mark, num, pct, scale_option
 
 __all__ = ["KS", "RULE", "SCALE", "SAMPLES", "N_CASES", "SEED", "RIGHT_IOU", "REMNANT_PX", "TABLE_FILE", "cases", "study", "old_back", "gone", "verdict", "table",
            "format_table", "notebook_table", "example_figure", "table_figure"]
@@ -60,15 +60,16 @@ def cases(n: int = N_CASES, seed: int = SEED) -> dict[str, list[WorldCase]]:
     return {"edit": edit, "remove": [replace(c, target="", kind="remove") for c in edit]}
 
 
-def _settings(seed: int) -> dict:
-    return dict(rules=(RULE,), scales=(SCALE,), samples=SAMPLES, seed=seed, dilation=KS, mask="segmenter")
+def _settings(seed: int, scale: float) -> dict:
+    return dict(rules=(RULE,), scales=(scale,), samples=SAMPLES, seed=seed, dilation=KS, mask="segmenter")
 
 
-def study(pipe, n: int = N_CASES, seed: int = SEED, *, journal: str | Path | None = None,
+def study(pipe, n: int = N_CASES, seed: int = SEED, *, scale: float = SCALE, journal: str | Path | None = None,
           progress: bool = False, **knobs) -> dict[str, list[dict]]:
     """The records (:func:`romlib.world.bench.run_bench`) of every case at every k, ``{"edit": ..., "remove": ...}``.
     ``journal``: a folder for the two runs' journals (``edit.jsonl``, ``remove.jsonl``): a killed study resumes.
-    ``knobs``: edit settings on top of the backend's (``steps="2"`` in the tests)."""
+    ``scale``: the guidance scale of every edit (the held-out run's is the pre-registration's best). ``knobs``: edit
+    settings on top of the backend's (``steps="2"`` in the tests)."""
     out = {}
     for name, cs in cases(n, seed).items():
         path = None
@@ -76,7 +77,7 @@ def study(pipe, n: int = N_CASES, seed: int = SEED, *, journal: str | Path | Non
             Path(journal).mkdir(parents=True, exist_ok=True)
             path = Path(journal) / f"{name}.jsonl"
             check_journal(path, seed)
-        out[name] = run_bench(pipe, cs, progress=progress, journal=path, **_settings(seed), **knobs)
+        out[name] = run_bench(pipe, cs, progress=progress, journal=path, **_settings(seed, scale), **knobs)
     return out
 
 
@@ -133,7 +134,8 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
     pairs = [(drawn[(c, smp, lo)], drawn[(c, smp, hi)]) for (c, smp, k) in drawn if k == lo and (c, smp, hi) in drawn]
     paired = {"k_small": lo, "k_large": hi, "pairs": len(pairs), "only_large": sum(b and not a for a, b in pairs),
               "only_small": sum(a and not b for a, b in pairs)}
-    return {"rule": RULE, "scale": SCALE, "samples": SAMPLES, "paired_new_shape": paired,
+    return {"rule": RULE, "scale": records["edit"][0].get("scale", SCALE) if records["edit"] else SCALE, "samples": SAMPLES,
+            "paired_new_shape": paired,
             "seed": records["edit"][0].get("seed", SEED) if records["edit"] else SEED, "n_cases": len(cases),
             "right_picks": len(right), "wrong_picks": sorted(cases - right), "right_iou": RIGHT_IOU,
             "no_edit": sum(r.get("sample") is None for rs in records.values() for r in rs),
@@ -322,10 +324,10 @@ def main(argv=None) -> int:
     """``python -m romlib.world.dilstudy``: the dilation study on the world backend's weights, resumable; writes
     the table (JSON) and prints it."""
     def run(pipe, args, out):
-        return table(study(pipe, args.cases, args.seed, journal=out, progress=not args.quiet))
+        return table(study(pipe, args.cases, args.seed, scale=args.scale, journal=out, progress=not args.quiet))
 
     return command(argv, prog="python -m romlib.world.dilstudy", doc=main.__doc__, n_cases=N_CASES, seed=SEED,
-                   out="world_dilation", run=run, format_table=format_table)
+                   out="world_dilation", run=run, format_table=format_table, options=(scale_option(SCALE),))
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from ..shapes.measure import rate
 from . import studies
 from .bench import _mean_ci, edit_case, judge_edit, run_bench
 from .cases import WorldCase, make_case
-from .studies import calls, check_journal, command, mark, pct
+from .studies import calls, check_journal, command, mark, pct, scale_option
 
 __all__ = ["RULE", "SCALE", "SAMPLES", "KINDS", "N_CASES", "SEED", "DILATION", "CONTINUOUS", "TABLE_FILE", "cases", "study", "table",
            "format_table", "notebook_table", "example_figure"]
@@ -48,12 +48,23 @@ CONTINUOUS = ("psnr_bg", "shift", "size_err")
 TABLE_FILE = Path(__file__).resolve().parent / "weights" / "ranking_table.json"
 
 
-def cases(n: int = N_CASES, seed: int = SEED) -> list[WorldCase]:
-    """The first ``n`` cases of ``seed`` of :data:`KINDS` whose referring expression needs its context."""
+def _check_kinds(kinds, name: str = "kinds") -> tuple:
+    kinds = tuple(kinds)
+    bad = [k for k in kinds if k not in KINDS]
+    if bad or not kinds:
+        raise ValueError(f"{name}={','.join(kinds)!r}: {', '.join(bad) or 'none'} unknown; accepted: one or more of "
+                         f"{', '.join(KINDS)}")
+    return kinds
+
+
+def cases(n: int = N_CASES, seed: int = SEED, kinds=KINDS) -> list[WorldCase]:
+    """The first ``n`` cases of ``seed`` of ``kinds`` (some of :data:`KINDS`) whose referring expression needs its
+    context."""
+    kinds = _check_kinds(kinds)
     out, index = [], 0
     while len(out) < n:
         c = make_case(seed, index)
-        if c.kind in KINDS and c.context:
+        if c.kind in kinds and c.context:
             out.append(c)
         index += 1
         if index > 100 * n + 1000:  # pragma: no cover - about a third of the cases need their context
@@ -61,14 +72,15 @@ def cases(n: int = N_CASES, seed: int = SEED) -> list[WorldCase]:
     return out
 
 
-def study(pipe, n: int = N_CASES, seed: int = SEED, *, journal: str | Path | None = None, progress: bool = False,
-          **knobs) -> list[dict]:
+def study(pipe, n: int = N_CASES, seed: int = SEED, *, scale: float = SCALE, kinds=KINDS,
+          journal: str | Path | None = None, progress: bool = False, **knobs) -> list[dict]:
     """The records (:func:`romlib.world.bench.run_bench`: each sample with its place in both rankings) of every case.
     ``journal``: a JSONL file (a killed study resumes; a journal of another seed is refused). ``knobs``: edit settings
-    on top of the backend's (``steps="2"`` in the tests)."""
+    on top of the backend's (``steps="2"`` in the tests). ``scale``, ``kinds``: the guidance scale and the case kinds
+    (the held-out run's P3: the pre-registration's best scale, ``both`` cases)."""
     if journal is not None:
         check_journal(journal, seed)
-    return run_bench(pipe, cases(n, seed), rules=(RULE,), scales=(SCALE,), samples=SAMPLES, seed=seed,
+    return run_bench(pipe, cases(n, seed, kinds), rules=(RULE,), scales=(scale,), samples=SAMPLES, seed=seed,
                      dilation=DILATION, mask="true", progress=progress, journal=journal, **knobs)
 
 
@@ -125,9 +137,10 @@ def table(records: list[dict]) -> dict:
     told = [r for r in rows if r["disagree"] and None not in (r["local"], r["masked"]) and r["local"] != r["masked"]]
     differ = [r for r in rows if r["disagree"]]
     example = (told or [r for r in differ if r["mixed"]] or differ or [None])[0]
-    return {"seed": records[0]["seed"] if records else SEED, "rule": RULE, "scale": SCALE, "samples": SAMPLES,
+    return {"seed": records[0]["seed"] if records else SEED, "rule": RULE,
+            "scale": records[0].get("scale", SCALE) if records else SCALE, "samples": SAMPLES,
             "dilation": DILATION, "n_cases": len(rows), "all": _block(rows), "mixed": _block(mixed),
-            "by_kind": {k: _block([r for r in rows if r["kind"] == k]) for k in KINDS},
+            "by_kind": {k: _block([r for r in rows if r["kind"] == k]) for k in KINDS if any(r["kind"] == k for r in rows)},
             "example_case": None if example is None else example["case"], "example_told_apart": bool(told),
             "cases": rows,
             "no_edit": sum(r.get("sample") is None for r in records)}
@@ -226,11 +239,17 @@ def example_figure(pipe, case_index: int | None, seed: int = SEED, **knobs):
 def main(argv=None) -> int:
     """``python -m romlib.world.rankstudy``: the ranking study on the world backend's weights, resumable; writes the
     table (JSON) and prints it."""
-    def run(pipe, args, out):
-        return table(study(pipe, args.cases, args.seed, journal=out / "records.jsonl", progress=not args.quiet))
+    from ..arguments import parse_list
 
+    def run(pipe, args, out):
+        return table(study(pipe, args.cases, args.seed, scale=args.scale, kinds=args.kinds,
+                           journal=out / "records.jsonl", progress=not args.quiet))
+
+    options = (scale_option(SCALE), ("--kinds", {"default": ",".join(KINDS), "help": f"case kinds (default "
+                                                 f"{','.join(KINDS)})"},
+                                     lambda v: _check_kinds(parse_list("--kinds", v, str), "--kinds")))
     return command(argv, prog="python -m romlib.world.rankstudy", doc=main.__doc__, n_cases=N_CASES, seed=SEED,
-                   out="world_ranking", run=run, format_table=format_table)
+                   out="world_ranking", run=run, format_table=format_table, options=options)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from typing import Callable
 from ..shapes.measure import rate
 from .bench import read_journal
 
-__all__ = ["calls", "pct", "num", "mark", "check_journal", "notebook_table", "command"]
+__all__ = ["calls", "pct", "num", "mark", "check_journal", "notebook_table", "scale_option", "command"]
 
 
 def calls(values) -> dict:
@@ -57,6 +57,25 @@ def notebook_table(table_file: Path, compute: Callable[[], dict], pipe, rerun: b
     if not table_file.is_file():
         raise FileNotFoundError(f"{table_file} is missing; recompute it: notebook_table(pipe, rerun=True)")
     return json.loads(table_file.read_text())
+
+
+def scale_option(default: float):
+    """The studies' ``--scale`` (one guidance scale for every edit; the held-out run uses the pre-registration's best
+    scale), as a :func:`command` option: checked by :class:`romlib.config.EditConfig`'s range."""
+    from ..config import EditConfig
+
+    def convert(value) -> float:
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"--scale={value!r} is not a number; accepted: a finite number in (0, 10000)") from None
+        try:
+            return EditConfig(scale=value).validate().scale
+        except ValueError as e:
+            raise ValueError(f"--{e}") from None
+
+    return ("--scale", {"default": f"{default:g}", "help": f"guidance scale of every edit (default {default:g})"},
+            convert)
 
 
 def command(argv, *, prog: str, doc: str, n_cases: int, seed: int, out: str, run: Callable,
