@@ -182,6 +182,28 @@ def test_targets_figure_runs_every_target_with_the_oracles_verdict(shapes_result
         rl.viz.targets_figure(rl.nb.pipeline("tiny"))
 
 
+def test_targets_figure_on_the_world_names_one_attribute_at_a_time_and_judges_the_shown_edit():
+    import romlib as rl
+    from romlib.teach.story import default_targets
+    from romlib.world import cases, oracle
+
+    case = cases.select_case("both")  # 'the large shiny blue one on the right' (a blue shiny cone) -> 'a purple cylinder'
+    o = case.scene.objects[case.i]
+    assert (o.colour, o.shape, o.material) == ("blue", "cone", "shiny")
+    assert default_targets(case) == [case.target, "a red one", "a cube", "a matte one", ""]  # the first that differ
+    shape_case = cases.select_case("shape")
+    assert default_targets(shape_case).count(shape_case.target) == 1  # its own target is not repeated
+    pipe = rl.nb.pipeline("world")
+    fig, rows = rl.viz.targets_figure(pipe, targets=["a red one", ""], case=case, samples=1, steps="3",
+                                      upsample_steps="3")
+    assert len(fig.axes) == 1 + 2 and [r["model"] for r in rows] == ["default", "default"]  # the world removes itself
+    r = pipe.edit(case.pil(), case.ref, "a red one", samples=1, seed=0, steps="3", upsample_steps="3", progress=False)
+    hole = r.edit_mask.bool().numpy()
+    j = oracle.judge(r.best, case.scene, case.i, hole, "a red one")
+    assert rows[0]["ok"] == j["success"] and rows[0]["seen"] in rows[0]["verdict"]
+    assert rows[1]["left_px"] == int((case.mask & ~hole).sum()) and "removed" in rows[1]["verdict"]
+
+
 def test_mask_iou_counts_overlap_over_union():
     from romlib.teach.story import mask_iou
 

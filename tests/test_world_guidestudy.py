@@ -90,7 +90,11 @@ def test_best_and_matched_scales_and_the_paired_differences():
     assert ex["ref_silent"]["case"] == 17 and ex["ref_silent"]["samples"]["cf"] == []  # not in these records
     text = G.format_table(t)
     assert "at matched strength (push nearest ccf s = 3's): cf s = 1" in text
-    assert text.count("\n") + 1 == 3 + 6 + 2 + 6 + 2 * (4 + 2) + (3 + 3) + 3  # the sweep twice, two blocks, the split
+    sens = t["sensitivity"]  # ccf at each of its scales against cf at the scale of nearest push
+    assert [(r["scale"], r["cf_scale"]) for r in sens] == [(1.0, 1.0), (3.0, 1.0)]
+    assert sens[1]["success"]["diff"] == p["diff"] and sens[0]["success"]["diff"] == pytest.approx(2 / 4 - 1 / 4)
+    assert "ccf at each scale against cf" in text
+    assert text.count("\n") + 1 == 3 + 6 + 2 + 6 + 2 * (4 + 2) + (3 + 2) + (3 + 3) + 3  # sweep twice, 2 blocks, sens., split
     fig = G.table_figure(t)
     assert [a.get_xlabel() for a in fig.axes] == ["scale s"] * 3 + ["target reached, % of samples"]
 

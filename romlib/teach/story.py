@@ -4,7 +4,8 @@
   score, the dilated mask at the model's size, the B samples with their CLIP distances, what the
   ranking sees, the result); any backend;
 * :func:`targets_figure` — Fig. 5: one input, several targets, the empty target as inpainting
-  (ShapesWorld: with the ``removal`` model, and the oracle's verdict on every panel);
+  (the embedded worlds: their example case and the oracle's verdict on every panel; ShapesWorld's empty target
+  on its ``removal`` model);
 * :func:`forward_figure` — the forward process q(x_t | x_0) on an image, ᾱ_t under each panel;
 * :func:`segmenters_figure` — one image and referring text through MDETR and CLIPSeg side by side, with
   each mask's pixels, box and score and the IoU between the masks (notebook 02).
@@ -28,6 +29,10 @@ from ..shapes.demo import select_case
 from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
 from ..shapes.scenes import COLOURS, SHAPES
 from ..specs import backend_spec
+from ..world import cases as world_cases, oracle as world_oracle
+from ..world.dilstudy import gone
+from ..world.language import describe
+from ..world.scene import COLOURS as WORLD_COLOURS, MATERIALS as WORLD_MATERIALS, SHAPES as WORLD_SHAPES
 from .nb import removal_pipeline
 
 
@@ -119,7 +124,15 @@ def pipeline_figure(result, top: int = 8):
 
 
 def default_targets(case) -> list[str]:
-    """Fig. 5's targets for a ShapesWorld case: another colour, another shape, both, and '' (remove)."""
+    """Fig. 5's targets for an embedded world's case. The 64 px world: the case's own target, then targets that
+    name one attribute each (another colour, another shape, another material: the first of each list that differs
+    from the object's), and '' (remove). ShapesWorld: another colour, another shape, both, and ''."""
+    if isinstance(case, world_cases.WorldCase):
+        o = case.scene.objects[case.i].attrs()
+        other = {k: next(v for v in values if v != o[k])
+                 for k, values in (("colour", tuple(WORLD_COLOURS)), ("shape", WORLD_SHAPES),
+                                   ("material", WORLD_MATERIALS))}
+        return list(dict.fromkeys([case.target, *(describe({k: v}, (k,)) for k, v in other.items()), ""]))
     o = case.original
     colour = next(c for c in COLOURS if c != o.colour)
     shape = next(s for s in SHAPES if s != o.shape)
@@ -131,25 +144,26 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
     """Fig. 5: one input, several targets, the empty target ('') as inpainting — one edit per target, the
     same mask and seeds, the best of ``samples`` each, in a row.
 
-    ShapesWorld (a backend whose spec has an ``oracle``): by default the notebooks' example case
-    (:func:`romlib.shapes.demo.select_case` ``"both"``) and :func:`default_targets`; the empty target runs
-    on the ``removal`` model (:func:`romlib.teach.nb.removal_pipeline`), and every panel carries the oracle's
-    verdict ("target ✓/✗"; for '': "removed ✓/✗" with the old outline left). Other backends: ``image``,
-    ``ref`` and ``targets`` are required (no oracle). Returns ``(figure, rows)``."""
+    The embedded worlds (the 64 px world; ShapesWorld): by default the notebooks' example case (``"both"``:
+    :func:`romlib.world.cases.select_case`, :func:`romlib.shapes.demo.select_case`) and :func:`default_targets`,
+    and every panel carries the oracle's verdict ("target ✓/✗" with what it reads; for '': "removed ✓/✗" with what
+    is left of the object); ShapesWorld's empty target runs on its ``removal`` model
+    (:func:`romlib.teach.nb.removal_pipeline`). Other backends: ``image``, ``ref`` and ``targets`` are required (no
+    oracle). Returns ``(figure, rows)``."""
     import matplotlib.pyplot as plt
 
 
-    shapes = backend_spec(pipe.backend.name).oracle  # ShapesWorld: its cases and oracle
-    if shapes and image is None:
-        case = case or select_case("both")
-        image, ref = case.scene.pil(), case.ref
+    spec = backend_spec(pipe.backend.name)
+    if (spec.oracle or spec.example == "world") and image is None:
+        case = case or (world_cases.select_case("both") if spec.example == "world" else select_case("both"))
+        image, ref = (case.pil(), case.ref) if spec.example == "world" else (case.scene.pil(), case.ref)
     if image is None or ref is None:
         raise ValueError("targets_figure needs image= and ref= on the "
-                         f"{pipe.backend.name!r} backend (ShapesWorld picks its example case itself)")
+                         f"{pipe.backend.name!r} backend (an embedded world picks its example case itself)")
     if targets is None:
         if case is None:
             raise ValueError("targets_figure needs targets= (e.g. ['a golden retriever', 'a tabby cat', '']) "
-                             "unless a ShapesWorld case gives its defaults")
+                             "unless an embedded world's case gives its defaults")
         targets = default_targets(case)
     targets = list(targets)
     results, rows = {}, []
@@ -158,7 +172,8 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
         results[t] = r = p.edit(image, ref, t, samples=samples, seed=seed, progress=False, **knobs)
         row = {"target": t, "model": "removal" if (t == "" and p is not pipe) else "default", "scores": [round(x, 4) for x in r.scores]}
         if case is not None:
-            row.update(_oracle_verdict(case, r, t))
+            row.update(_world_verdict(case, r, t) if isinstance(case, world_cases.WorldCase)
+                       else _oracle_verdict(case, r, t))
         rows.append(row)
     fig, axes = plt.subplots(1, len(targets) + 1, figsize=(2.6 * (len(targets) + 1), 3.2), squeeze=False)
     first = next(iter(results.values()))
@@ -183,6 +198,23 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
 
 def _full_edit_mask(result) -> torch.Tensor:
     return _full_mask(result)
+
+
+def _world_verdict(case, result, target: str) -> dict:
+    """The world's oracle (:func:`romlib.world.oracle.judge`) on the best edit: the target reached and what it reads
+    there, or (empty target) whether the object is gone (removed in the hole and no more than a few of its pixels
+    left outside it: :func:`romlib.world.dilstudy.gone`)."""
+    hole = _full_edit_mask(result).numpy() > 0.5
+    j = world_oracle.judge(result.best, case.scene, case.i, hole, target)
+    if target == "":
+        left = int((case.mask & ~hole).sum())
+        ok = gone({"removed": j["removed"], "left_px": left})
+        mark = "?" if ok is None else ("✓" if ok else "✗")
+        return {"ok": ok, "left_px": left,
+                "verdict": f"removed {mark} ({left} px of it outside the hole)"}
+    seen = " ".join(v for v in (j["material"], j["colour"], j["shape"]) if v) or "nothing"
+    mark = "?" if j["success"] is None else ("✓" if j["success"] else "✗")
+    return {"ok": j["success"], "seen": seen, "verdict": f"target {mark} (reads {seen})"}
 
 
 def _oracle_verdict(case, result, target: str) -> dict:

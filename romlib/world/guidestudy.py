@@ -161,7 +161,13 @@ def table(records: list[dict], rules=RULES, example_scale: float = None) -> dict
     best = {g: _best(rows, g) for g in rules}
     ref = ("ccf", best["ccf"]) if "ccf" in best else (rules[0], best[rules[0]])
     matched = _matched(rows, ref) if all(r["push"]["mean"] is not None for r in rows) else {}
-    comparisons = {}
+    comparisons, sensitivity = {}, []
+    if matched and "cf" in matched and ref[0] != "cf":  # the matched comparison with the reference at each of its scales
+        for s in scales:
+            cf = _matched(rows, (ref[0], s))["cf"]
+            sensitivity.append({"scale": s, "cf_scale": cf, **{
+                key: paired(recs, {"rule": ref[0], "scale": s}, {"rule": "cf", "scale": cf}, key)
+                for key in ("success", "kept_colour", "reached_kept_colour", "angle_err", "shift")}})
     for name, chosen in (("best", best), ("matched", matched)):
         if "cf" not in chosen:
             continue
@@ -182,7 +188,7 @@ def table(records: list[dict], rules=RULES, example_scale: float = None) -> dict
             "examples": examples,
             "samples": SAMPLES, "dilation": DILATION, "kinds": list(KINDS), "scales": scales, "rules": rules,
             "rows": rows, "best": best, "reference": list(ref), "matched": matched, "paired": comparisons,
-            "no_edit": sum(r.get("sample") is None for r in records)}
+            "sensitivity": sensitivity, "no_edit": sum(r.get("sample") is None for r in records)}
 
 
 def _diff(p: dict, scale: float = 100, fmt: str = "+.0f") -> str:
@@ -234,6 +240,16 @@ def format_table(t: dict) -> str:
                          f"{_diff(p['reached_kept_colour']):24s}  "
                          f"{_diff(p['kept_material']):23s}  {_diff(p['angle_err'], 1, '+.1f'):18s}  "
                          f"{_diff(p['shift'], 1, '+.2f')}")
+    if t.get("sensitivity"):
+        ref = t["reference"][0]
+        lines += ["", f"how much the matched comparison rests on {ref}'s best scale: {ref} at each scale against cf at "
+                      f"the scale of nearest push (paired, {ref} − cf)",
+                  f"  {ref} s   cf s   reached (points)   colour kept (points)   reached & kept (points)   "
+                  "angle err (°)       shift (px)"]
+        for r in t["sensitivity"]:
+            lines.append(f"  {r['scale']:>5g}  {r['cf_scale']:>5g}   {_diff(r['success']):17s}  "
+                         f"{_diff(r['kept_colour']):21s}  {_diff(r['reached_kept_colour']):24s}  "
+                         f"{_diff(r['angle_err'], 1, '+.1f'):18s}  {_diff(r['shift'], 1, '+.2f')}")
     if t["matched"]:
         lines += ["", "a free attribute kept, by whether the referring expression names it (at matched strength)",
                   "  rule           s   colour: ref names it   ref silent             material: ref names it  ref silent"]

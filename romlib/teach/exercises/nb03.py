@@ -122,7 +122,7 @@ KNOWN_REGION = Exercise(
            "GLIDE's convention (1 = keep, 0 = edit); image is [1, 3, H, W].",
     stub='''def known_region(x0_pred, image, keep_mask):
     """x̂_0 with the known pixels forced to the image's (keep_mask: 1 = keep, 0 = edit)."""
-    return ...  # TODO: the prediction where we edit, the image where we keep
+    return ...  # TODO: one expression in x0_pred, image and keep_mask
 ''',
     reference=lambda x0, im, m: known_region_fn(im, m)(x0), solution=known_region, cases=_known_cases,
     mistakes=(

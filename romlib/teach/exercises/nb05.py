@@ -35,7 +35,7 @@ def crop_box(box, width, height):
     x0, y0, x1, y1 = box
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
     w, h = (x1 - x0) * 1.3, (y1 - y0) * 1.3
-    return (max(0.0, cx - w / 2), max(0.0, cy - h / 2), min(width, cx + w / 2), min(height, cy + h / 2))
+    return (max(0.0, cx - w / 2), max(0.0, cy - h / 2), float(min(width, cx + w / 2)), float(min(height, cy + h / 2)))
 
 
 def _scaled(box, width, height, side, corner=False, clip=True):
@@ -51,7 +51,7 @@ def _scaled(box, width, height, side, corner=False, clip=True):
 CROP_BOX = Exercise(
     id="05.crop-box", title="the ×1.3 ranking crop", function="crop_box", paper="§4.4 (localized ranking, ×1.3)",
     prompt="Write crop_box(box, width, height): the box (x0, y0, x1, y1) the localized ranking crops — the detected "
-           "box enlarged ×1.3 (each side) about its centre, clipped to the image [0, width] × [0, height]. Return "
+           "box with its width and height each ×1.3, about its centre, clipped to the image [0, width] × [0, height]. Return "
            "a tuple of four floats.",
     stub='''def crop_box(box, width, height):
     """The detected box enlarged x1.3 about its centre, clipped to the image."""
