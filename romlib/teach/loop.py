@@ -9,7 +9,7 @@ the fixed variance σ_t² = β̃_t (DDPM's posterior variance); the checks of :m
 which step and in which quantity a student's trajectory first leaves it.
 
 The text models have one signature, ``model(x_t, t, text, inpaint_image=None) -> ε``: :func:`stand_in_model`
-(a fixed function, for the checks), :func:`world_model` (ShapesWorld's inpainting UNet, the offline default) and
+(a fixed function, for the checks), :func:`world_model` (an embedded backend's base inpainting UNet: the 64 px world's in notebook 08) and
 :func:`toy_model` (notebook 01's 2-D toy).
 """
 from __future__ import annotations
@@ -23,6 +23,8 @@ from ..guidance.cfg import known_region_fn
 from ..sampling.diffusion import SpacedDiffusion, create_diffusion
 from ..sampling.inpaint import encode_prompts
 from ..shapes.oracle import describe_region
+from ..world import oracle as world_oracle
+from ..world.render import SIZE as WORLD_SIZE
 
 __all__ = ["schedule", "library_step", "library_loop", "inpaint_loop", "repaint_loop", "stand_in_model", "world_model", "toy_model",
            "loop_noise", "iou", "diffedit_map", "seen", "edit_figure", "STEP_NAMES"]
@@ -119,7 +121,7 @@ def stand_in_model(x_t: torch.Tensor, t: int, text: str, inpaint_image: torch.Te
 
 
 def world_model(pipe, keep_mask: torch.Tensor) -> Callable:
-    """``model(x_t, t, text, inpaint_image=None) -> ε`` on the pipeline's inpainting UNet (ShapesWorld offline),
+    """``model(x_t, t, text, inpaint_image=None) -> ε`` on the pipeline's base inpainting UNet (an embedded world's),
     with ``keep_mask`` (1 = keep) fixed; ``inpaint_image=None``: nothing known (an all-zero keep mask), which makes it
     a plain text-conditional model (DiffEdit). Text embeddings are computed once per text."""
     model, tokenizer = pipe.backend.base_model, pipe.backend.tokenizer
@@ -174,20 +176,30 @@ def diffedit_map(model: Callable, image: torch.Tensor, ref: str, target: str, ti
     return m / m.max()
 
 
-def seen(samples: torch.Tensor, edit_mask) -> list[str]:
-    """What ShapesWorld's oracle sees in the edited region of each sample [B, 3, H, W] ('purple circle', or '—' for
-    nothing recognisable): the exact judge of notebooks 03–05."""
-    region = torch.as_tensor(edit_mask).bool().reshape(samples.shape[-2:]).numpy()
+def seen(samples: torch.Tensor, edit_mask, case=None) -> list[str]:
+    """What the oracle sees in the edited region of each sample [B, 3, H, W] (or '—' for nothing recognisable).
+    ``case``: the 64 px world's case the samples edit (:class:`romlib.world.cases.WorldCase`): its oracle
+    (:func:`romlib.world.oracle.read`) on each sample enlarged to 64×64 (bilinear; the region nearest), against the
+    scene before the edit — 'shiny purple cone'. Without it: ShapesWorld's exact judge ('purple circle')."""
+    region = torch.as_tensor(edit_mask).bool().reshape(samples.shape[-2:])
     out = []
+    if case is not None:
+        side = WORLD_SIZE
+        hole = torch.nn.functional.interpolate(region[None, None].float(), size=(side, side), mode="nearest")[0, 0]
+        big = torch.nn.functional.interpolate(samples.float(), size=(side, side), mode="bilinear", align_corners=False)
+        for x in big.clamp(-1, 1):
+            r = world_oracle.read(x, case.scene, case.i, hole.bool().numpy())
+            out.append(" ".join(w for w in (r.material, r.colour, r.shape) if w) if r.found else "—")
+        return out
     for x in samples:
-        r = describe_region(x, region)
+        r = describe_region(x, region.numpy())
         out.append(" ".join(w for w in (r.colour, r.shape) if w) or "—")
     return out
 
 
-def edit_figure(rows: dict, image: torch.Tensor, keep_mask: torch.Tensor, size: float = 1.6):
+def edit_figure(rows: dict, image: torch.Tensor, keep_mask: torch.Tensor, size: float = 1.6, case=None):
     """One row per loop (``{title: samples [B, 3, H, W]}``): the input with its edit region outlined, then each sample,
-    titled with what the oracle sees there."""
+    titled with what the oracle sees there (:func:`seen`; ``case``: the world's case the samples edit)."""
     import matplotlib.pyplot as plt
 
     n = max(len(s) for s in rows.values())
@@ -197,7 +209,7 @@ def edit_figure(rows: dict, image: torch.Tensor, keep_mask: torch.Tensor, size: 
         ax_row[0].imshow(((image[0].permute(1, 2, 0) + 1) / 2).clamp(0, 1))
         ax_row[0].contour(edit.numpy(), levels=[0.5], colors="w", linewidths=1)
         ax_row[0].set_title(title, fontsize=8)
-        for ax, x, said in zip(ax_row[1:], samples, seen(samples, edit)):
+        for ax, x, said in zip(ax_row[1:], samples, seen(samples, edit, case)):
             ax.imshow(((x.permute(1, 2, 0) + 1) / 2).clamp(0, 1))
             ax.set_title(said, fontsize=8)
         for ax in ax_row:

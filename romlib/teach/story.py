@@ -210,8 +210,9 @@ def _world_verdict(case, result, target: str) -> dict:
         left = int((case.mask & ~hole).sum())
         ok = gone({"removed": j["removed"], "left_px": left})
         mark = "?" if ok is None else ("✓" if ok else "✗")
-        return {"ok": ok, "left_px": left,
-                "verdict": f"removed {mark} ({left} px of it outside the hole)"}
+        why = ("the oracle cannot tell" if j["removed"] is None else
+               "the hole is not background" if not j["removed"] else f"{left} px of it left outside the hole")
+        return {"ok": ok, "left_px": left, "verdict": f"removed {mark} ({why})"}
     seen = " ".join(v for v in (j["material"], j["colour"], j["shape"]) if v) or "nothing"
     mark = "?" if j["success"] is None else ("✓" if j["success"] else "✗")
     return {"ok": j["success"], "seen": seen, "verdict": f"target {mark} (reads {seen})"}
