@@ -292,10 +292,10 @@ def table_figure(t: dict):
     ax[0].plot(ks, [r["over_px"]["mean"] for r in rows], "s-", color="tab:orange", label="background px inside")
     ax[0].set_yscale("symlog", linthresh=1)
     ax[0].set(xlabel="dilation k", ylabel="pixels per edit (64x64)", xticks=ks, ylim=(0, None),
-              title=f"the mask ({rows[0]['cases']} edits per k)")
+              title=f"the mask ({rows[0]['cases']} cases per k)")
     ax[0].legend(fontsize=7)
     for key, label, style in (("new_shape_drawn", "new shape drawn", "^-"), ("old_shape_drawn", "old shape drawn", "v--"),
-                              ("gone", "'' : object gone", "s-")):
+                              ("gone", "removal: object gone", "s-")):
         pct = [r[key]["pct"] if r[key]["n"] else np.nan for r in rows]
         err = [[r[key]["pct"] - r[key]["low"] if r[key]["n"] else 0 for r in rows],
                [r[key]["high"] - r[key]["pct"] if r[key]["n"] else 0 for r in rows]]

@@ -316,7 +316,7 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
         for j, i in enumerate(result.order):
             frames[int(i)] = result.images[j]
         axes[row, 0].imshow(spotlight(case.image, result.edit_mask.bool().numpy(), dim=0.45), interpolation="nearest")
-        axes[row, 0].set_title(f"{g}, s = {per[g]:g}\ninput and mask", fontsize=8)
+        axes[row, 0].set_title(f"{g}, s = {per[g]:g}\ninput: the hole lit, the rest dimmed", fontsize=8)
         for s, r in enumerate(recs):
             axes[row, s + 1].imshow(to_pil(frames[s]), interpolation="nearest")
             kept = ", ".join(f"{a} {mark(r[f'kept_{a}'])}" for a in free)
