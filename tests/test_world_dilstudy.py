@@ -58,7 +58,7 @@ def test_the_study_edits_each_case_at_each_k_to_its_target_and_to_nothing(pipe, 
     assert all(r["cases"] == 2 and r["samples"] == r["samples_remove"] == 2 * D.SAMPLES for r in t["rows"])
     text = D.format_table(t)
     assert "colour hit" in text and "gone" in text and "paired, same seeds" in text
-    assert text.count("\n") == 3 * len(D.KS) + 9  # a header, three blocks of one line per k, the pairs, two notes
+    assert text.count("\n") == 3 * len(D.KS) + 10  # a header, three blocks of one line per k, the pairs, no rim, notes
     fig = D.table_figure(t)
     assert [a.get_xlabel() for a in fig.axes] == ["dilation k"] * 3
 
@@ -95,6 +95,8 @@ def test_the_table_counts_each_hole_once_and_each_sample_once():
     assert (row["reached"]["n"], row["reached"]["abstained"]) == (7, 1) and row["reached"]["pct"] == pytest.approx(300 / 7, abs=0.1)
     assert row["old_shape"]["pct"] == 50 and row["bad_px_edit"]["mean"] == 3
     assert row["removed"]["pct"] == 75 and row["gone"]["pct"] == 25  # case 0's rim of 19 px stays
+    assert row["gone_cases"] == 1  # case 1's two gone samples are one scene
+    assert (row["new_shape_no_rim"]["k"], row["new_shape_no_rim"]["n"]) == (4, 4)  # only case 1's hole leaves no rim
 
 
 def test_the_figure_titles_each_k_with_the_records_the_table_counts(pipe, records):

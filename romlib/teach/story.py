@@ -76,7 +76,7 @@ def pipeline_figure(result, top: int = 8):
     _imshow(ax[1], overlay_mask(result.input_image, seg_mask), size=(W, H))
     _box(ax[1], seg.box, "yellow")
     source = (seg.extra or {}).get("source", "segmenter")
-    ax[1].set_title(f"2. referring mask ({source})\nscore {seg.score:.2f}, {int(seg_mask.sum())} px", fontsize=8)
+    ax[1].set_title(f"2. referring mask ({source}; red: as predicted)\nscore {seg.score:.2f}, {int(seg_mask.sum())} px", fontsize=8)
     small = result.input_image.resize((n_base, n_base))
     _imshow(ax[2], overlay_mask(small, edit_base), size=(n_base, n_base))
     ax[2].set_title(f"3. mask at {n_base}×{n_base}, k = {s['dilation']}\n{int(edit_base.sum())} px edited", fontsize=8)

@@ -124,8 +124,11 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
                      "shape_unread": rate([r.get("hit_shape") is None for r in e]),
                      "psnr_bg_edit": _mean_ci(r["psnr_bg"] for r in e),
                      "bad_px_edit": _mean_ci(r.get("bg_bad_px") for r in e),
+                     # the new shape where the hole leaves (almost) no rim: what a larger hole adds beyond the rim's removal
+                     "new_shape_no_rim": rate([r.get("hit_shape") is True for r in e if r["left_px"] <= REMNANT_PX]),
                      "removed": calls([r["removed"] for r in m]),
                      "gone": calls([gone(r) for r in m]),
+                     "gone_cases": len({r["case"] for r in m if gone(r)}),
                      "psnr_bg_remove": _mean_ci(r["psnr_bg"] for r in m),
                      "bad_px_remove": _mean_ci(r.get("bg_bad_px") for r in m)})
     drawn = {(r["case"], r["sample"], r["dilation"]): r.get("hit_shape") is True for r in records["edit"]
@@ -133,7 +136,9 @@ def table(records: dict[str, list[dict]], ks=KS) -> dict:
     lo, hi = min(ks), max(ks)
     pairs = [(drawn[(c, smp, lo)], drawn[(c, smp, hi)]) for (c, smp, k) in drawn if k == lo and (c, smp, hi) in drawn]
     paired = {"k_small": lo, "k_large": hi, "pairs": len(pairs), "only_large": sum(b and not a for a, b in pairs),
-              "only_small": sum(a and not b for a, b in pairs)}
+              "only_small": sum(a and not b for a, b in pairs),
+              "cases_large": len({c for (c, smp, k) in drawn if k == lo and (c, smp, hi) in drawn
+                                  and drawn[(c, smp, hi)] and not drawn[(c, smp, lo)]})}
     return {"rule": RULE, "scale": records["edit"][0].get("scale", SCALE) if records["edit"] else SCALE, "samples": SAMPLES,
             "paired_new_shape": paired,
             "seed": records["edit"][0].get("seed", SEED) if records["edit"] else SEED, "n_cases": len(cases),
@@ -186,12 +191,17 @@ def format_table(t: dict) -> str:
     if p:
         lines.append(f"{'':36s}new shape drawn over every sample: " + " / ".join(
             f"{r['new_shape_drawn']['pct']:.0f} %" for r in rows) + f" (k = {'/'.join(str(r['k']) for r in rows)}); "
-            f"paired, same seeds: {p['only_large']} samples only at k = {p['k_large']}, {p['only_small']} only at "
-            f"k = {p['k_small']} (of {p['pairs']})")
-    lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)     k   removed (hole)       gone (no rim "
-                  "either)     bg PSNR  hole px wrong"]
+            f"paired, same seeds: {p['only_large']} samples only at k = {p['k_large']}"
+            + (f" (from {p['cases_large']} cases)" if "cases_large" in p else "")
+            + f", {p['only_small']} only at k = {p['k_small']} (of {p['pairs']})")
+        if "new_shape_no_rim" in rows[0]:
+            lines.append(f"{'':36s}new shape drawn where the hole leaves <= {REMNANT_PX} rim px: " + " / ".join(
+                f"{r['new_shape_no_rim']['k']}/{r['new_shape_no_rim']['n']}" for r in rows) + " samples")
+    lines += ["", f"to '' (remove; {rows[0]['samples_remove']} samples per k)     k   removed (hole)       gone (rim <= "
+                  f"{REMNANT_PX} px)     bg PSNR  hole px wrong"]
     for r in rows:
-        lines.append(f"{'':36s}{r['k']:>2}   {pct(r['removed']):19s}  {pct(r['gone']):21s}  "
+        cases = f" ({r['gone_cases']} cases)" if r.get("gone_cases") is not None else ""
+        lines.append(f"{'':36s}{r['k']:>2}   {pct(r['removed']):19s}  {(pct(r['gone']) + cases):21s}  "
                      f"{num(r['psnr_bg_remove']):>5s} dB  {num(r['bad_px_remove'], '.0f'):>6s}")
     lines.append("shape readable: the oracle names a shape (else it abstains: a lumpy silhouette); new / old: the target's "
                  "/ the object's own shape, of the readable ones")

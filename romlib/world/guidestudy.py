@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import studies
+from ..guidance.cfg import RULES as GUIDANCE_RULES
 from .bench import _mean_ci, edit_case, judge_edit, paired, run_bench
 from .cases import WorldCase, make_case, make_cases
 from .language import parse_text
@@ -262,7 +263,7 @@ def format_table(t: dict) -> str:
                   "attribute the target leaves free reads as the object's own (nothing drawn keeps nothing; abst. = "
                   "unreadable, left out); reached & colour kept: both (an unchanged object keeps its colour too)",
               "push: mean |eps_hat - eps_base| over steps and hole pixels (what s multiplies); angle err: non-spheres; "
-              "size err: |fitted / original size - 1|; shift: the foot's move"]
+              "size err: |fitted / original size - 1|; shift: the foot's move; –: no readable sample (or pair) to count"]
     if t["no_edit"]:
         lines.append(f"edits the pipeline refused: {t['no_edit']}")
     return "\n".join(lines)
@@ -293,7 +294,7 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
                    **knobs):
     """One of the table's :data:`EXAMPLES` (:func:`example_case`) under every rule, each at its scale in ``scales``
     (a number: one scale for all; a dict: e.g. the table's ``"matched"``), with the table's seeds: one row per rule,
-    the input with its mask first, then every sample in sampling order, titled with the oracle's verdicts (target
+    the image the rule's model is shown (the hole blanked for a masked-input rule; the rest dimmed) first, then every sample in sampling order, titled with the oracle's verdicts (target
     reached; each free attribute kept). Returns ``(figure, rows)``: per rule its scale and the samples' verdicts
     (what the table counts for this case). ``knobs``: edit settings on top of the backend's."""
     import matplotlib.pyplot as plt
@@ -315,8 +316,14 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
         frames = [None] * SAMPLES
         for j, i in enumerate(result.order):
             frames[int(i)] = result.images[j]
-        axes[row, 0].imshow(spotlight(case.image, result.edit_mask.bool().numpy(), dim=0.45), interpolation="nearest")
-        axes[row, 0].set_title(f"{g}, s = {per[g]:g}\ninput: the hole lit, the rest dimmed", fontsize=8)
+        hole = result.edit_mask.bool().numpy()
+        seen = case.image.copy()
+        masked = GUIDANCE_RULES[g].inpaint_input == "masked"
+        if masked:  # what this rule's model is shown: the hole blanked (0 in [-1, 1]: mid-grey)
+            seen[hole] = 128
+        axes[row, 0].imshow(spotlight(seen, hole, dim=0.45), interpolation="nearest")
+        axes[row, 0].set_title(f"{g}, s = {per[g]:g}\nmodel input: {'masked' if masked else 'original'} image",
+                               fontsize=8)
         for s, r in enumerate(recs):
             axes[row, s + 1].imshow(to_pil(frames[s]), interpolation="nearest")
             kept = ", ".join(f"{a} {mark(r[f'kept_{a}'])}" for a in free)
