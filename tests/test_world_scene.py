@@ -91,3 +91,16 @@ def test_attributes_change_the_pixels_they_should():
 def test_bad_attribute_is_named():
     with pytest.raises(ValueError, match="unknown shape 'pyramid'"):
         Obj("pyramid", "red", "matte", 10, 10, 20)
+
+
+def test_rl_world_reaches_its_submodules_without_an_import():
+    """Notebooks write rl.world.cases / rl.world.oracle: a fresh interpreter must reach them from `import romlib`."""
+    import subprocess
+    import sys
+
+    code = ("import romlib as rl; import sys; assert 'romlib.world.oracle' not in sys.modules; "
+            "print(rl.world.cases.select_case('both').index, callable(rl.world.oracle.judge)); "
+            "exec('try:\\n rl.world.nothing\\nexcept AttributeError as e:\\n print(e)')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["0 True", "module 'romlib.world' has no attribute 'nothing'"]

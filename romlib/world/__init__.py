@@ -11,3 +11,15 @@
 
 See docs/world.md and docs/world_training.md.
 """
+
+import importlib as _importlib
+
+#: the submodules ``rl.world.<name>`` reaches without an import of its own (loaded on first use)
+_SUBMODULES = ("scene", "render", "language", "cases", "oracle", "data", "preview", "models", "segmenter", "backend",
+               "bench", "dilstudy", "guidestudy", "rankstudy", "segstudy", "studies", "recipes", "train")
+
+
+def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
