@@ -1,10 +1,9 @@
-"""Notebook 03's exercises: the k×k dilation in GLIDE's mask convention, and the known-region step."""
+"""Notebook 03's exercises: the k×k dilation in GLIDE's mask convention, and the rim and over-coverage it trades."""
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from ...guidance.cfg import known_region_fn
 from ...masks import dilate, to_keep_mask
 from .core import Exercise, Mistake, fresh_seed
 
@@ -93,53 +92,71 @@ def keep_mask(edit_mask, k):
 )
 
 # ----------------------------------------------------------------------------------------------
-# 03.known-region: force the known pixels of x̂_0 at every step (GLIDE's denoised_fn)
+# 03.rim-over: what a mask at the base model's resolution leaves of the object, and what it takes in
 # ----------------------------------------------------------------------------------------------
 
 
-def _known_cases(seed: int = 0):
+def _rim_cases(seed: int = 0):
     g = torch.Generator().manual_seed(fresh_seed(7, seed))
     out = []
-    for b, s in ((2, 8), (1, 4), (3, 6)):
-        keep = torch.ones(1, 1, s, s)
-        keep[..., s // 4: s - 1, 1: s // 2 + 1] = 0
-        out.append((torch.randn(b, 3, s, s, generator=g), torch.rand(1, 3, s, s, generator=g) * 2 - 1, keep))
-    out.append((torch.randn(2, 3, 4, 4, generator=g), torch.rand(1, 3, 4, 4, generator=g), torch.zeros(1, 1, 4, 4)))
-    out.append((torch.randn(1, 3, 4, 4, generator=g), torch.rand(1, 3, 4, 4, generator=g), torch.ones(1, 1, 4, 4)))
+    for h, f in ((8, 2), (6, 4), (16, 2), (5, 3)):
+        keep = (torch.rand(h, h, generator=g) > 0.35).float()
+        truth = torch.rand(h * f, h * f, generator=g) > 0.7
+        out.append((keep, truth))
+    keep = torch.ones(4, 4)
+    keep[1:3, 1:3] = 0  # a square hole over a square object: the hole covers it exactly
+    truth = torch.zeros(8, 8, dtype=torch.bool)
+    truth[2:6, 2:6] = True
+    out.append((keep, truth))
     return out
 
 
-def known_region(x0_pred, image, keep_mask):
-    """The known pixels of x̂_0 replaced by the image's: x̂_0·(1 − m) + image·m (m = keep_mask, 1 = keep)."""
-    return x0_pred * (1 - keep_mask) + image * keep_mask
+def rim_and_over(keep_base, truth):
+    """(object pixels outside the hole, hole pixels off the object), counted at the frame's resolution."""
+    f = truth.shape[-1] // keep_base.shape[-1]
+    hole = (keep_base < 0.5).repeat_interleave(f, 0).repeat_interleave(f, 1)
+    return int((truth & ~hole).sum()), int((hole & ~truth).sum())
 
 
-KNOWN_REGION = Exercise(
-    id="03.known-region", title="the known-region step", function="known_region",
-    paper="§4.2 (GLIDE inpainting); the authors' denoised_fn",
-    prompt="Write known_region(x0_pred, image, keep_mask): at every sampling step the predicted clean image x̂_0 "
-           "[B, 3, H, W] gets the original image's pixels wherever the mask says keep. keep_mask is [1, 1, H, W] in "
-           "GLIDE's convention (1 = keep, 0 = edit); image is [1, 3, H, W].",
-    stub='''def known_region(x0_pred, image, keep_mask):
-    """x̂_0 with the known pixels forced to the image's (keep_mask: 1 = keep, 0 = edit)."""
-    return ...  # TODO: one expression in x0_pred, image and keep_mask
+def _no_upsample(keep, truth):  # the truth shrunk to the base resolution instead: counts of base pixels
+    f = truth.shape[-1] // keep.shape[-1]
+    small = truth.reshape(keep.shape[0], f, keep.shape[1], f).any(3).any(1)
+    hole = keep < 0.5
+    return int((small & ~hole).sum()), int((hole & ~small).sum())
+
+
+RIM_OVER = Exercise(
+    id="03.rim-over", title="the rim and the over-coverage of a mask", function="rim_and_over",
+    paper="§4.5 (dilated mask prediction: under- against over-coverage); Fig. 8",
+    prompt="Write rim_and_over(keep_base, truth): keep_base is the pipeline's mask at the base model's resolution "
+           "[h, w] in GLIDE's convention (1 = keep, 0 = edit); truth is the object's mask at the frame's resolution "
+           "[H, W] (bool), H an integer multiple of h. Return (rim, over), two ints counted at the frame's "
+           "resolution: rim = object pixels outside the hole (what the edit cannot change), over = hole pixels off "
+           "the object (background the model must redraw). Each base pixel covers an (H/h)×(H/h) block.",
+    stub='''def rim_and_over(keep_base, truth):
+    """keep_base [h, w] (1 = keep, 0 = edit), truth [H, W] bool -> (rim, over) at H x W."""
+    hole = ...  # TODO: the edited pixels, at the frame's resolution
+    return ...  # TODO: (rim, over) as two ints
 ''',
-    reference=lambda x0, im, m: known_region_fn(im, m)(x0), solution=known_region, cases=_known_cases,
+    reference=rim_and_over, solution=rim_and_over, cases=_rim_cases,
     mistakes=(
-        Mistake(lambda x0, im, m: x0 * m + im * (1 - m),
-                "the mask convention is inverted: GLIDE's 1 = keep, so the image's pixels go where keep_mask = 1 "
-                "and the prediction where it is 0"),
-        Mistake(lambda x0, im, m: x0 + im * m,
-                "the prediction is not removed where the image is known: x̂_0·(1 − m) + image·m, not x̂_0 + image·m"),
-        Mistake(lambda x0, im, m: (im * m).expand_as(x0),
-                "the edit region is blank: you dropped the model's prediction x̂_0·(1 − m)"),
-        Mistake(lambda x0, im, m: x0,
-                "you returned x̂_0 unchanged: the known region is never forced, so the kept background drifts"),
+        Mistake(lambda keep, truth: rim_and_over(1 - keep, truth),
+                "the mask convention is inverted: GLIDE's keep mask is 1 where the image is kept, so the hole is "
+                "where keep_base = 0"),
+        Mistake(lambda keep, truth: tuple(reversed(rim_and_over(keep, truth))),
+                "rim and over are swapped: the rim is the object outside the hole, over the hole outside the object"),
+        Mistake(_no_upsample,
+                "you counted at the base model's resolution: bring the hole up to the frame's (each base pixel is a "
+                "block of the frame) and count frame pixels"),
     ),
-    checks="x̂_0 against romlib.guidance.cfg.known_region_fn on batches of 1–3, an all-keep and an all-edit mask",
-    hints=("§4.2 of the paper (GLIDE's inpainting) and the authors' denoised_fn: which pixels of x̂_0 are replaced, and by what?",
-           'A blend of x0_pred and image with keep_mask and its complement; keep_mask is 1 where the image is kept.'),
-    hint="x0_pred · (1 − keep_mask) + image · keep_mask.",
+    checks="(rim, over) against romlib's count on random masks at upsampling factors 2, 3 and 4, and on a hole that "
+           "covers its object exactly",
+    hints=("§4.5 of the paper: under-coverage leaves the object's rim, over-coverage takes in background. Which pixels "
+           "are 'the hole', and at which resolution is each mask?",
+           "Make the hole a boolean [H, W] (repeat each base pixel along both axes), then count truth AND NOT hole, "
+           "and hole AND NOT truth."),
+    hint="hole = (keep_base < 0.5).repeat_interleave(f, 0).repeat_interleave(f, 1); rim = (truth & ~hole).sum(); "
+         "over = (hole & ~truth).sum()",
 )
 
-EXERCISES = (DILATE_KEEP, KNOWN_REGION)
+EXERCISES = (DILATE_KEEP, RIM_OVER)
