@@ -107,7 +107,7 @@ def _first_checked(cells):
     (lambda cells: _before(cells).__setitem__("source", _before(cells).source.replace("**Learning objectives.**", "")),
      "'**Learning objectives.**'"),
     (lambda cells: _before(cells).__setitem__("source", _before(cells).source.replace("**Paper.**", "Paper")), "'**Paper.**'"),
-    (lambda cells: cells[-1].__setitem__("source", cells[-1].source + " word" * 200), "words"),
+    (lambda cells: _before(cells).__setitem__("source", _before(cells).source + " word" * 200), "words"),
     (lambda cells: cells[0].__setitem__("source", cells[0].source + "\n\n[a term](../docs/no_such_file.md#ccf)"),
      "no such file"),
 ], ids=["install", "badge", "title", "header", "footer", "next", "marker", "count", "objectives", "paper", "long", "link"])

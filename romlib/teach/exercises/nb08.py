@@ -579,8 +579,8 @@ KNOWN_REGION = Exercise(
     ),
     checks="the trajectory step by step against GLIDE's inpainting loop (known_region_fn as denoised_fn, clip) with the "
            "same noise; the message says whether the difference is in the known or the edited region",
-    hints=("GLIDE's inpainting sampler (Nichol et al. 2022), which the paper edits with: the known region is forced "
-           "at every step through the predicted x_0 (GLIDE's denoised_fn).",
+    hints=("GLIDE's inpainting sampler (Nichol et al. 2022), which the paper edits with (§4.1): the known region is "
+           "forced at every step through the predicted x_0 (GLIDE's denoised_fn).",
            "denoised_fn returns x̂_0 where keep_mask = 0 and the image where keep_mask = 1: a blend of two tensors with "
            "the mask and its complement."),
     hint="return x0_pred * (1 - keep_mask) + image * keep_mask",
