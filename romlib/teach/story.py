@@ -25,7 +25,7 @@ from ..pipeline import MIN_IMAGE_SIDE
 from ..plots import _box as draw, _full_mask, _imshow, as_array, box_legend, overlay_mask
 from ..rank import ranking_inputs
 from ..sampling.diffusion import create_diffusion
-from ..shapes.demo import select_case
+from ..shapes import demo as shapes_cases
 from ..shapes.oracle import describe_region, judge, object_region, removed, rim_left
 from ..shapes.scenes import COLOURS, SHAPES
 from ..specs import backend_spec
@@ -154,9 +154,10 @@ def targets_figure(pipe, image=None, ref: str | None = None, targets=None, *, ca
 
 
     spec = backend_spec(pipe.backend.name)
-    if (spec.oracle or spec.example == "world") and image is None:
-        case = case or (world_cases.select_case("both") if spec.example == "world" else select_case("both"))
-        image, ref = (case.pil(), case.ref) if spec.example == "world" else (case.scene.pil(), case.ref)
+    world = spec.example == "world"
+    if (spec.oracle or world) and image is None:
+        case = case or (world_cases if world else shapes_cases).select_case("both")
+        image, ref = (case.pil() if world else case.scene.pil()), case.ref
     if image is None or ref is None:
         raise ValueError("targets_figure needs image= and ref= on the "
                          f"{pipe.backend.name!r} backend (an embedded world picks its example case itself)")

@@ -13,13 +13,11 @@ See docs/world.md and docs/world_training.md.
 """
 
 import importlib as _importlib
-
-#: the submodules ``rl.world.<name>`` reaches without an import of its own (loaded on first use)
-_SUBMODULES = ("scene", "render", "language", "cases", "oracle", "data", "preview", "models", "segmenter", "backend",
-               "bench", "dilstudy", "guidestudy", "rankstudy", "segstudy", "studies", "recipes", "train")
+import importlib.util as _importlib_util
 
 
 def __getattr__(name: str):
-    if name in _SUBMODULES:
+    """``rl.world.<submodule>`` without an import of its own: any module of this package, loaded on first use."""
+    if not name.startswith("_") and _importlib_util.find_spec(f"{__name__}.{name}") is not None:
         return _importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
