@@ -93,6 +93,10 @@ BACKENDS: dict[str, BackendSpec] = {s.name: s for s in (
                 "romlib.world.backend:load_spec", frame=64, base_frame=32, segmenter="world", example="world",
                 best_anyway=True, real=True, demo=True, env=("ROMLIB_WORLD_WEIGHTS",),
                 demo_knobs={"upsample_top": 4, "sampler": "dpmpp-2m", "steps": "20"}),  # within 10 s: the 4 it shows upsampled, the preview sampler
+    BackendSpec("world-latent", "latent", "the embedded world's latent model (offline): SD's classes (a VAE ÷4 and a "
+                "9-channel UNet with a CLIP text encoder) trained on the world, its segmenter and ranker (pip install "
+                "romlib[sd])", "romlib.world.backend:load_latent_spec", frame=64, base_frame=64, segmenter="world",
+                example="world", real=True, env=("ROMLIB_WORLD_WEIGHTS",), requires=("diffusers",)),
     BackendSpec("tiny", "pixel", "tiny random models (tests)", "romlib.backends:load_tiny", frame=256,
                 base_frame=64, segmenter="mdetr", segmenters=("clipseg",), baselines=True, stand_in="shapes"),
     BackendSpec("sd", "latent", "Stable Diffusion 1.5 inpainting + CLIPSeg + CLIP ViT-B/16 (~3.3 GB, pip install "

@@ -63,9 +63,10 @@ class LatentInpainter(torch.nn.Module):
         super().__init__()
         self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
         self.scheduler_config = dict(scheduler_config or SCHEDULER_CONFIG)
-        if unet.config.in_channels != 9:
-            raise ValueError(f"an inpainting UNet takes 9 input channels (latents, mask, masked-image latents), "
-                             f"not in_channels={unet.config.in_channels}")
+        c = int(vae.config.latent_channels)
+        if unet.config.in_channels != 2 * c + 1:
+            raise ValueError(f"an inpainting UNet on {c}-channel latents takes {2 * c + 1} input channels (latents, "
+                             f"mask, masked-image latents), not in_channels={unet.config.in_channels}")
         vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         side = int(unet.config.sample_size)
         self.cfg = LatentConfig(image_size=side, frame_size=side * vae_factor,

@@ -1,7 +1,9 @@
 """Notebook 07's helpers: the paper's guidance on a latent model (Stable Diffusion 1.5 inpainting).
 
-* :func:`latent_backend` — ``"sd"`` on a GPU whose files are reachable, else ``"tiny-sd"`` (random tiny
-  models of the same classes: the mechanics, offline, in seconds — not the pictures);
+* :func:`latent_backend` — ``"sd"`` on a GPU whose files are reachable, else ``"world-latent"`` (the embedded
+  world's latent model: SD's classes, a small VAE and UNet trained on the world, :mod:`romlib.world.latent`);
+* :func:`vae_figure` — what the VAE keeps of a frame (the round trip, its error, the latents themselves);
+* :func:`pixel_vs_latent` — one case, mask and seeds on the world's pixel model and on its latent model;
 * :func:`anatomy` — what a pixel model and a latent model denoise, in numbers;
 * :func:`conformance` — romlib's loop against diffusers' ``StableDiffusionInpaintPipeline`` on the same
   model, seeds and scheduler (CF: the plain pipeline; CCF: ``negative_prompt=ref`` and
@@ -22,7 +24,7 @@ from ..sampling.latent import prepare_latent, sample_latent
 from ..specs import backend_spec
 from .nb import chosen_case, example as nb_example, pipeline
 
-__all__ = ["latent_backend", "anatomy", "conformance", "example", "guidance_lines", "T4_ESTIMATE", "gpu_numbers",
+__all__ = ["latent_backend", "OFFLINE_LATENT", "vae_figure", "pixel_vs_latent", "comparison", "anatomy", "conformance", "example", "guidance_lines", "T4_ESTIMATE", "gpu_numbers",
            "coincide_at_scale", "comparison_setup", "RULES4"]
 
 #: CF, CCF and CCF's two changes taken one at a time (the order of notebook 04)
@@ -36,10 +38,79 @@ T4_ESTIMATE = ("about 5 s per sample at 25 DPM-Solver++ steps (B = 4: about 20-2
                "ViT-B/16 about 0.5 GB, activations of a batch of 8); estimated, not measured on a T4")
 
 
+#: the latent model notebook 07 runs where Stable Diffusion is not at hand (offline, CPU)
+OFFLINE_LATENT = "world-latent"
+
+
 def latent_backend() -> str:
     """``$ROMLIB_LATENT_BACKEND`` if set; else ``"sd"`` on a GPU when every sd file is cached or a mirror is set
-    (or the network is allowed), else ``"tiny-sd"``."""
-    return choose("sd", "tiny-sd", env="ROMLIB_LATENT_BACKEND", probe=False)
+    (or the network is allowed), else :data:`OFFLINE_LATENT`."""
+    return choose("sd", OFFLINE_LATENT, env="ROMLIB_LATENT_BACKEND", probe=False)
+
+
+def _world_case():
+    """Notebook 04's first example (a shape target; the referring text silent on the colour)."""
+    from ..world.guidestudy import example_case
+
+    return example_case("shape", ref_names_colour=False)
+
+
+@torch.no_grad()
+def vae_figure(pipe, image=None):
+    """What a latent pipeline's VAE keeps of a frame: the frame, its round trip (encode to the latents' mean,
+    decode), the error ×4, and the latent channels the UNet denoises. ``image``: uint8 [S, S, 3] at the model's frame
+    (default: notebook 04's example scene on the world's latent model, else the backend's example resized to the
+    frame). Returns ``(figure, numbers)``: PSNR of the round trip over the frame (and over the world case's object),
+    and the values per frame in pixels and in latents."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    model = pipe.backend.base_model
+    S = model.cfg.frame_size
+    case = _world_case() if image is None and pipe.backend.name == OFFLINE_LATENT else None
+    if image is None:
+        image = case.image if case is not None else np.asarray(example(pipe)[0].convert("RGB").resize((S, S)))
+    image = np.asarray(image)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    z = model.encode_image(x.to(next(model.vae.parameters()).device))
+    rec = model.decode(z).cpu()
+    err = (rec - x)[0].pow(2).mean(0)  # per-pixel MSE in [-1, 1]
+    psnr = lambda m: float(10 * torch.log10(4 / m.clamp_min(1e-10)))  # noqa: E731
+    numbers = {"psnr_db": round(psnr(err.mean()), 1), "values_pixels": x[0].numel(), "values_latents": z[0].numel()}
+    if case is not None:
+        numbers["object_psnr_db"] = round(psnr(err[torch.from_numpy(case.mask)].mean()), 1)
+    c = z.shape[1]
+    fig, ax = plt.subplots(1, 3 + c, figsize=(2.1 * (3 + c), 2.5))
+    ax[0].imshow(image, interpolation="nearest")
+    ax[0].set_title(f"frame {image.shape[0]}x{image.shape[1]}x3\n{numbers['values_pixels']} values", fontsize=8)
+    ax[1].imshow(((rec[0].permute(1, 2, 0) + 1) * 127.5).clamp(0, 255).byte().numpy(), interpolation="nearest")
+    ax[1].set_title(f"decode(encode(frame))\nPSNR {numbers['psnr_db']} dB", fontsize=8)
+    ax[2].imshow((rec - x)[0].abs().mean(0).mul(4).clamp(0, 1).numpy(), cmap="magma", vmin=0, vmax=1,
+                 interpolation="nearest")
+    ax[2].set_title("|error| x4\n(bright: lost)", fontsize=8)
+    for k in range(c):
+        ax[3 + k].imshow(z[0, k].cpu().numpy(), cmap="coolwarm", interpolation="nearest")
+        ax[3 + k].set_title(f"latent channel {k}\n{z.shape[-2]}x{z.shape[-1]}", fontsize=8)
+    for a in ax:
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.tight_layout()
+    return fig, numbers
+
+
+def pixel_vs_latent(pixel_pipe, latent_pipe, *, rule: str = "ccf", scales: dict | None = None, case=None):
+    """One case (default: notebook 04's first example), its true mask dilated by 3, the same seeds, ``rule`` on the
+    world's pixel model (32 px base + upsampler) and on its latent model (16x16x4 latents + the VAE): one row each,
+    titled with the oracle's verdicts. ``scales``: per backend name (default: each backend's own for ``rule``).
+    Returns ``(figure, rows)`` (:func:`romlib.world.guidestudy.rows_figure`: per row the seconds and verdicts)."""
+    from ..world.guidestudy import rows_figure
+
+    case = case or _world_case()
+    rows = []
+    for pipe, what in ((pixel_pipe, "pixel"), (latent_pipe, "latent")):
+        s = (scales or {}).get(pipe.backend.name, METHODS[rule].scale(pipe.backend))
+        rows.append((pipe, rule, float(s), f"{what} ({pipe.backend.name}) {rule}"))
+    return rows_figure(case, rows)
 
 
 def anatomy(model) -> dict:
@@ -115,15 +186,42 @@ def example(pipe, index: int = 0) -> tuple:
 
 
 def comparison_setup(latent: str) -> tuple:
-    """Notebook 07's comparison: ``(pipe, (image, ref, target), scale, segmenters)``. ``"sd"``: the SD pipeline,
-    the two cats, s = 7.5 for every rule, CLIPSeg's and MDETR's masks; otherwise ShapesWorld's pixel model,
-    notebook 04's colour-only case, CCF's tuned scale, its own segmenter (the offline stand-in)."""
+    """Notebook 07's comparison: ``(pipe, (image, ref, target), scale, segmenters)``. A trained latent model (``sd``,
+    ``world-latent``): its own pipeline and example, CF's scale for every rule, each of its segmenters (sd: CLIPSeg's
+    and MDETR's masks); a random one (``tiny-sd``): its stand-in's pipeline, notebook 04's colour-only case, CCF's
+    scale, the stand-in's own segmenter."""
     spec = backend_spec(latent)
-    if spec.stand_in is None:  # the real model: the same scale for every rule, both segmenters
+    if spec.stand_in is None:  # a trained model: the same scale for every rule, every segmenter it names
         pipe = pipeline(spec.name)
         return pipe, example(pipe), METHODS["cf"].scale(pipe.backend), (spec.segmenter, *spec.segmenters)
     pipe = pipeline(spec.stand_in)
     return pipe, example(pipe), METHODS["ccf"].scale(pipe.backend), (None,)
+
+
+def comparison(pipe, image, ref: str, target: str, scale: float, segmenters, *, progress: bool = False):
+    """The four rules of :data:`RULES4` on one frame, mask and seeds: ``[(figure, lines)]``. On the world's latent
+    model one figure, notebook 04's first example with its true mask, every sample titled with the world oracle's
+    verdicts (:func:`romlib.world.guidestudy.rows_figure`), and a line per rule counting them; otherwise one
+    :meth:`~romlib.pipeline.ROMPipeline.compare` figure per segmenter, a line of ranking distances per rule (and on
+    a GPU the measured time and memory)."""
+    if pipe.backend.name == OFFLINE_LATENT:
+        from ..world.guidestudy import rows_figure
+
+        fig, rows = rows_figure(_world_case(), [(pipe, g, scale, g) for g in RULES4])
+        lines = [f"{r['rule']:14s} s = {r['scale']:g}: reached {sum(v['reached'] is True for v in r['samples'])}/4, "
+                 f"colour kept {sum(v.get('kept_colour') is True for v in r['samples'])}/4 ({r['seconds']:.1f} s)"
+                 for r in rows]
+        return [(fig, lines)]
+    out = []
+    for seg in segmenters:  # sd: CLIPSeg's mask, then MDETR's; a stand-in: its own segmenter
+        results, fig = pipe.compare(image, ref, target, guidances=RULES4, samples=4, scale=scale, segmenter=seg,
+                                    progress=progress)
+        lines = [f"{pipe.backend.name} ({seg or 'own'} mask): {ref!r} -> {target!r}, s = {scale:g}"]
+        lines += [f"{g:14s} scores {[round(x, 3) for x in r.scores]}" for g, r in results.items()]
+        if torch.cuda.is_available():
+            lines += gpu_numbers(results)  # measured on this GPU
+        out.append((fig, lines))
+    return out
 
 
 def gpu_numbers(results: dict) -> list[str]:

@@ -1,4 +1,6 @@
-"""The ``world`` backend: the embedded world's four trained models loaded into the pipeline's stages.
+"""The ``world`` backend: the embedded world's four trained models loaded into the pipeline's stages; and
+``world-latent`` (:func:`load_latent_backend`), the world's latent model (:mod:`romlib.world.latent`: SD's classes,
+``vae.pt`` + ``latent.pt``) with the same segmenter and ranker (notebook 07 offline).
 
 =============  =========================  =======================================================================
 stage          file (:data:`WEIGHT_FILES`)  model
@@ -37,11 +39,12 @@ from ..specs import BACKENDS
 from . import data
 from .language import WorldTokenizer
 from .models import BASE_SCHEDULE, UPSAMPLE_SCHEDULE, WorldRanker, load_unet
-from .recipes import MODELS, TRAIN_COMMAND, WEIGHT_FILES
+from .recipes import LATENT_MODELS, PIXEL_MODELS, TRAIN_COMMAND, WEIGHT_FILES
 from .segmenter import WorldSegmenter, load_segmenter
 
 __all__ = ["WEIGHTS_DIR", "WEIGHTS_ENV", "WEIGHT_FILES", "BASE_STEPS", "UPSAMPLE_STEPS", "DEFAULT_SCALES", "weights_dir",
-           "check_weights", "load_ranker", "load_backend", "load_spec", "MissingWorldWeights"]
+           "check_weights", "load_ranker", "load_backend", "load_spec", "load_latent_backend", "load_latent_spec",
+           "LATENT_STEPS", "LATENT_SCALES", "MissingWorldWeights"]
 
 log = logging.getLogger(__name__)
 
@@ -77,17 +80,17 @@ def weights_dir(folder: str | Path | None = None) -> tuple[Path, str]:
     return WEIGHTS_DIR, "the shipped weights"
 
 
-def check_weights(folder: str | Path | None = None) -> dict[str, Path]:
-    """Every model's weight file in the weights folder (:func:`weights_dir`), before any is read; raises
+def check_weights(folder: str | Path | None = None, models=PIXEL_MODELS) -> dict[str, Path]:
+    """Each of ``models``' weight file in the weights folder (:func:`weights_dir`), before any is read; raises
     :class:`MissingWorldWeights` naming each missing one with the command that trains it."""
     root, source = weights_dir(folder)
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"the world backend's weights folder {root} ({source}) is a file; give a folder "
-                                 f"holding {', '.join(WEIGHT_FILES.values())}")
-    missing = [m for m in MODELS if not (root / WEIGHT_FILES[m]).is_file()]
+                                 f"holding {', '.join(WEIGHT_FILES[m] for m in models)}")
+    missing = [m for m in models if not (root / WEIGHT_FILES[m]).is_file()]
     if missing:
         raise MissingWorldWeights(root, missing, source)
-    return {m: root / WEIGHT_FILES[m] for m in MODELS}
+    return {m: root / WEIGHT_FILES[m] for m in models}
 
 
 def load_ranker(path, tokenizer, *, device="cpu") -> WorldRanker:
@@ -145,3 +148,30 @@ def load_spec(spec, *, device, **_):
     """The loader of :data:`romlib.specs.BACKENDS` ``["world"]`` (:func:`romlib.backends.load` calls it): the weights
     of ``$ROMLIB_WORLD_WEIGHTS`` or the shipped ones (:func:`load_backend`)."""
     return load_backend(device=device)
+
+
+#: the latent model's default steps (DPM-Solver++(2M)) and provisional scales (the pixel model's, until its own bench)
+LATENT_STEPS = "25"
+LATENT_SCALES = dict(DEFAULT_SCALES)
+
+
+def load_latent_backend(device="cpu", weights: str | Path | None = None) -> Backend:
+    """The ``"world-latent"`` backend: the world's VAE and latent UNet (:mod:`romlib.world.latent`) sampled by
+    :mod:`romlib.sampling.latent` (the code that runs SD 1.5 inpainting), the world's segmenter and ranker."""
+    from .latent import load_latent, load_vae
+
+    paths = check_weights(weights, LATENT_MODELS + ("segmenter", "ranker"))
+    device = torch.device(device)
+    tok = WorldTokenizer()
+    model = load_latent(paths["latent"], load_vae(paths["vae"], device=device), device=device)
+    return Backend(name="world-latent", segmenter=load_segmenter(paths["segmenter"], tok, device=device),
+                   segmenter_name="world", base_model=model, tokenizer=model.tokenizer,
+                   ranker=load_ranker(paths["ranker"], tok, device=device), base_steps=LATENT_STEPS,
+                   extras={"meta": {"vae": model.vae.meta, "latent": model.meta}, "removal": "self",
+                           "weights": str(paths["latent"].parent)},
+                   default_scales=dict(LATENT_SCALES), family="latent")
+
+
+def load_latent_spec(spec, *, device, **_):
+    """The loader of :data:`romlib.specs.BACKENDS` ``["world-latent"]``."""
+    return load_latent_backend(device=device)

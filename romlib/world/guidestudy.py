@@ -39,7 +39,7 @@ from .oracle import MIN_AREA
 from .studies import calls, check_journal, command, mark, num, pct
 
 __all__ = ["RULES", "SCALES", "KINDS", "SAMPLES", "N_CASES", "SEED", "DILATION", "FREE", "EXAMPLES", "EXAMPLE_SCALE", "TABLE_FILE", "cases", "example_case",
-           "study", "annotate", "table", "format_table", "notebook_table", "example_figure", "table_figure"]
+           "study", "annotate", "table", "format_table", "notebook_table", "example_figure", "rows_figure", "table_figure"]
 
 #: CF, CCF's two changes one at a time, CCF (the paper's Fig. 6 order)
 RULES = ("cf", "ccf-direction", "cf-original", "ccf")
@@ -294,24 +294,35 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
                    **knobs):
     """One of the table's :data:`EXAMPLES` (:func:`example_case`) under every rule, each at its scale in ``scales``
     (a number: one scale for all; a dict: e.g. the table's ``"matched"``), with the table's seeds: one row per rule,
-    the image the rule's model is shown (the hole blanked for a masked-input rule; the rest dimmed) first, then every sample in sampling order, titled with the oracle's verdicts (target
-    reached; each free attribute kept). Returns ``(figure, rows)``: per rule its scale and the samples' verdicts
-    (what the table counts for this case). ``knobs``: edit settings on top of the backend's."""
+    the image the rule's model is shown (the hole blanked for a masked-input rule; the rest dimmed) first, then every
+    sample in sampling order, titled with the oracle's verdicts (target reached; each free attribute kept). Returns
+    ``(figure, rows)``: per rule its scale and the samples' verdicts (what the table counts for this case).
+    ``knobs``: edit settings on top of the backend's."""
+    if example not in EXAMPLES:
+        raise ValueError(f"example must be one of {sorted(EXAMPLES)}, got {example!r}")
+    per = {g: float(scales[g] if isinstance(scales, dict) else scales) for g in rules}
+    return rows_figure(example_case("shape", seed, EXAMPLES[example]), [(pipe, g, per[g], g) for g in rules], seed,
+                       **knobs)
+
+
+def rows_figure(case, rows, seed: int = SEED, **knobs):
+    """``case`` edited once per row of ``rows`` — ``(pipe, rule, scale, label)`` — with the table's seeds and mask
+    (:func:`~romlib.world.bench.edit_case`): per row the image the model is shown, then its samples in sampling order
+    titled with the oracle's verdicts. Returns ``(figure, rows)`` (per row: label, rule, scale, seconds, verdicts)."""
+    import time
+
     import matplotlib.pyplot as plt
 
     from ..io import to_pil
     from .segstudy import spotlight
 
-    if example not in EXAMPLES:
-        raise ValueError(f"example must be one of {sorted(EXAMPLES)}, got {example!r}")
-    case = example_case("shape", seed, EXAMPLES[example])
-    named = parse_text(case.target).named
-    free = [a for a in FREE if a not in named]
-    per = {g: float(scales[g] if isinstance(scales, dict) else scales) for g in rules}
-    fig, axes = plt.subplots(len(rules), SAMPLES + 1, figsize=(2.05 * (SAMPLES + 1), 2.35 * len(rules)), squeeze=False)
-    rows = []
-    for row, g in enumerate(rules):
-        result = edit_case(pipe, case, rule=g, scale=per[g], samples=SAMPLES, seed=seed, dilation=DILATION, **knobs)
+    free = [a for a in FREE if a not in parse_text(case.target).named]
+    fig, axes = plt.subplots(len(rows), SAMPLES + 1, figsize=(2.05 * (SAMPLES + 1), 2.35 * len(rows)), squeeze=False)
+    out = []
+    for row, (pipe, g, scale, label) in enumerate(rows):
+        t0 = time.perf_counter()
+        result = edit_case(pipe, case, rule=g, scale=scale, samples=SAMPLES, seed=seed, dilation=DILATION, **knobs)
+        seconds = time.perf_counter() - t0
         recs = annotate(judge_edit(pipe, result, case))
         frames = [None] * SAMPLES
         for j, i in enumerate(result.order):
@@ -322,13 +333,14 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
         if masked:  # what this rule's model is shown: the hole blanked (0 in [-1, 1]: mid-grey)
             seen[hole] = 128
         axes[row, 0].imshow(spotlight(seen, hole, dim=0.45), interpolation="nearest")
-        axes[row, 0].set_title(f"{g}, s = {per[g]:g}\nmodel input: {'masked' if masked else 'original'} image",
+        axes[row, 0].set_title(f"{label}, s = {scale:g}\nmodel input: {'masked' if masked else 'original'} image",
                                fontsize=8)
         for s, r in enumerate(recs):
             axes[row, s + 1].imshow(to_pil(frames[s]), interpolation="nearest")
             kept = ", ".join(f"{a} {mark(r[f'kept_{a}'])}" for a in free)
             axes[row, s + 1].set_title(f"sample {s}: reached {mark(r['success'])}\nkept: {kept}", fontsize=7.5)
-        rows.append({"rule": g, "scale": per[g], "samples": [_verdict(r) for r in recs]})
+        out.append({"label": label, "rule": g, "scale": scale, "seconds": round(seconds, 2),
+                    "samples": [_verdict(r) for r in recs]})
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -336,7 +348,7 @@ def example_figure(pipe, scales: dict | float = 3.0, example: str = "ref_silent"
     fig.suptitle(f"{case.ref!r} ({o.colour} {o.material} {o.shape}) -> {case.target!r} (case {case.index}): "
                  f"free, so to be kept: {', '.join(free)}", fontsize=9)
     fig.tight_layout()
-    return fig, rows
+    return fig, out
 
 
 def table_figure(t: dict):

@@ -9,9 +9,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-__all__ = ["MODELS", "RUN_FILES", "WEIGHT_FILES", "Recipe", "RECIPES", "TRAIN_COMMAND", "add_train_args"]
+__all__ = ["MODELS", "PIXEL_MODELS", "LATENT_MODELS", "RUN_FILES", "WEIGHT_FILES", "Recipe", "RECIPES", "TRAIN_COMMAND", "add_train_args"]
 
-MODELS = ("base", "upsampler", "segmenter", "ranker")
+#: the ``world`` backend's models (pixel GLIDE pair, segmenter, ranker) and the latent pair of ``world-latent``
+#: (notebook 07: SD's classes, trained on the world; it shares the segmenter and the ranker)
+PIXEL_MODELS = ("base", "upsampler", "segmenter", "ranker")
+LATENT_MODELS = ("vae", "latent")
+MODELS = PIXEL_MODELS + LATENT_MODELS
 #: the files a run writes per model: the weights, the resumable checkpoint, the loss log and its curve
 RUN_FILES = {m: (f"{m}.pt", f"{m}_checkpoint.pt", f"{m}_loss.csv", f"{m}_loss.png") for m in MODELS}
 #: the weight file of each model (what the ``world`` backend reads from its weights folder)
@@ -34,13 +38,14 @@ class Recipe:
     minutes: float | None = None
 
 
-#: the shipped recipes: steps from the step times measured on the 2-core CPU, caps summing to 240 min
-#: (docs/world_training.md)
+#: the shipped recipes: steps from the step times measured on the 2-core CPU (docs/world_training.md)
 RECIPES = {
     "base": Recipe(steps=7000, batch_size=32, lr=1e-3, minutes=105),
     "upsampler": Recipe(steps=7000, batch_size=32, lr=1e-3, minutes=105),
     "segmenter": Recipe(steps=1500, batch_size=32, lr=1e-3, warmup=100, ema=0.995, weight_decay=1e-4, minutes=20),
     "ranker": Recipe(steps=1500, batch_size=64, lr=2e-3, warmup=50, ema=0.99, weight_decay=1e-4, minutes=10),
+    "vae": Recipe(steps=2000, batch_size=32, lr=1e-3, warmup=100, ema=0.995, minutes=20),
+    "latent": Recipe(steps=4000, batch_size=32, lr=5e-4, warmup=200, ema=0.999, minutes=45),
 }
 
 

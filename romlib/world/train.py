@@ -350,7 +350,84 @@ def setup_ranker(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 512
     return Setup(ranker, loss_fn, save, {})
 
 
-SETUPS = {"base": setup_base, "upsampler": setup_upsampler, "segmenter": setup_segmenter, "ranker": setup_ranker}
+def _vae_inputs(batches, rng, batch_size: int) -> torch.Tensor:
+    """What the VAE encodes at sampling: scenes (half the batch) and the images a model is shown (the other half:
+    the blanked hole or a paired source)."""
+    b = batches.inpaint_batch(rng, batch_size, size=M.FULL_SIZE)
+    half = batch_size // 2
+    return torch.cat([b["image"][:batch_size - half], b["source"][batch_size - half:]])
+
+
+def setup_vae(batches=None, *, device="cpu", seed: int = 0, eval_n: int = 64) -> Setup:
+    """The latent model's VAE (:func:`romlib.world.latent.vae_config`): L1 + MSE reconstruction + 1e-6 KL. Saving
+    measures its ``scaling_factor`` (1 / the std of the latents of ``eval_n`` held-out images, seed 10 000) and
+    their reconstruction PSNR."""
+    from . import latent as LM
+
+    batches = batches or _default_batches()
+    torch.manual_seed(seed)
+    vae = LM.build_vae()
+
+    def loss_fn(model, rng, batch_size):
+        x = _vae_inputs(batches, rng, batch_size).to(device)
+        post = model.encode(x).latent_dist
+        rec = model.decode(post.sample()).sample
+        l1, mse, kl = (rec - x).abs().mean(), ((rec - x) ** 2).mean(), post.kl().mean()
+        return {"loss": l1 + mse + 1e-6 * kl, "mse": mse.detach(), "kl": kl.detach()}
+
+    def save(path, ema_vae, meta):
+        if eval_n:
+            with torch.no_grad():
+                x = _vae_inputs(batches, np.random.default_rng(10_000), eval_n).to(device)
+                z = ema_vae.encode(x).latent_dist.mode()
+                rec = ema_vae.decode(z).sample.clamp(-1, 1)
+            ema_vae.register_to_config(scaling_factor=round(1 / float(z.std()), 5))
+            psnr = 10 * torch.log10(4 / ((rec - x) ** 2).mean((1, 2, 3)))
+            meta["heldout_psnr_db"] = round(float(psnr.median()), 2)
+        LM.save_vae(path, ema_vae, meta, atomic_write)
+
+    return Setup(vae, loss_fn, save, {})
+
+
+def setup_latent(batches=None, *, device="cpu", seed: int = 0, vae=None) -> Setup:
+    """The latent inpainting UNet and its text encoder (:mod:`romlib.world.latent`) on a trained VAE (``vae``: a
+    ``vae.pt`` path or the module): ε-prediction MSE on SD's schedule, weight 1 in the hole and 0.1 outside, the
+    image latents of the data's ``source`` (the pixel base model's recipe)."""
+    from . import latent as LM
+
+    batches = batches or _default_batches()
+    if vae is None:
+        raise ValueError("the latent model trains on a trained VAE: pass vae= (a vae.pt path or the module)")
+    vae = LM.load_vae(vae, device=device) if isinstance(vae, (str, Path)) else vae
+    torch.manual_seed(seed)
+    model = LM.build_latent(vae)
+    ac = LM.alphas_cumprod().to(device)
+    sf = float(vae.config.scaling_factor)
+
+    def loss_fn(model, rng, batch_size):
+        b = batches.inpaint_batch(rng, batch_size, size=M.FULL_SIZE)
+        with torch.no_grad():
+            z0 = sf * model.vae.encode(b["image"].to(device)).latent_dist.sample()
+            shown = sf * model.vae.encode(b["source"].to(device)).latent_dist.sample()
+        ids = model.tokenizer(b["text"], padding="max_length", max_length=model.tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids.to(device)
+        states = model.text_encoder(ids)[0]
+        t = torch.randint(0, len(ac), (batch_size,), device=device)
+        a = ac[t].view(-1, 1, 1, 1)
+        noise = torch.randn_like(z0)
+        edit = LM.latent_mask(b["keep"].to(device))
+        eps = model.unet(torch.cat([a.sqrt() * z0 + (1 - a).sqrt() * noise, edit, shown], 1), t,
+                         encoder_hidden_states=states).sample
+        weight = edit + 0.1 * (1 - edit)
+        mse = ((eps - noise) ** 2 * weight).sum() / (weight.sum() * eps.shape[1])
+        return {"loss": mse}
+
+    return Setup(model, loss_fn, lambda path, ema, meta: LM.save_latent(path, ema, meta, atomic_write),
+                 {"vae_meta": dict(getattr(vae, "meta", {}))})
+
+
+SETUPS = {"base": setup_base, "upsampler": setup_upsampler, "segmenter": setup_segmenter, "ranker": setup_ranker,
+          "vae": setup_vae, "latent": setup_latent}
 
 
 def train(name: str, out_dir, *, batches=None, device="cpu", seed: int = 0, setup_options: dict | None = None,
@@ -359,7 +436,13 @@ def train(name: str, out_dir, *, batches=None, device="cpu", seed: int = 0, setu
     (e.g. ``crop``, ``recipe_options``, ``eval_n``), the rest to :func:`train_model`."""
     if name not in SETUPS:
         raise ValueError(f"unknown model {name!r}; accepted: {', '.join(MODELS)}")
-    s = SETUPS[name](batches, device=device, seed=seed, **(setup_options or {}))
+    options = dict(setup_options or {})
+    if name == "latent" and "vae" not in options:  # the latent model trains on the VAE of the same run
+        options["vae"] = Path(out_dir) / RUN_FILES["vae"][0]
+        if not options["vae"].is_file():
+            raise FileNotFoundError(f"the latent model trains on a trained VAE, and {options['vae']} is missing: train "
+                                    f"it first ({TRAIN_COMMAND} --out {out_dir} --what vae)")
+    s = SETUPS[name](batches, device=device, seed=seed, **options)
     return train_model(name, out_dir, s.model, s.loss_fn, s.save, recipe=RECIPES[name], device=device, seed=seed,
                        meta=s.meta, **kw)
 
@@ -372,7 +455,9 @@ def write_untrained(out_dir, models=MODELS, *, seed: int = 0) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     paths = {}
     for m in models:
-        options = {"eval_n": 0} if m in ("segmenter", "ranker") else {}
+        options = {"eval_n": 0} if m in ("segmenter", "ranker", "vae") else {}
+        if m == "latent":
+            options["vae"] = out / RUN_FILES["vae"][0] if (out / RUN_FILES["vae"][0]).is_file() else SETUPS["vae"]().model
         s = SETUPS[m](seed=seed, **options)
         paths[m] = out / RUN_FILES[m][0]
         s.save(paths[m], s.model.eval(), {**s.meta, "steps": 0, "untrained": True})
