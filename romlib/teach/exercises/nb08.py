@@ -210,8 +210,8 @@ STEP = Exercise(
     id="08.step", title="one reverse step", function="reverse_step", paper="§3.1, eq. 2 (the reverse process)",
     prompt="Write reverse_step(x_t, eps, abar_t, abar_prev, noise, denoised_fn=None, clip=False) -> (x0_pred, x_prev): "
            "x̂_0 from x_t and ε; then, if given, denoised_fn(x̂_0) (the known-region step goes there later), clip to "
-           "[−1, 1] if clip; then x_{t−1} = μ̃(x_t, x̂_0) + σ_t·noise with σ_t² = β̃_t, where (Ho et al. 2020, eq. 7) "
-           "μ̃ = √ᾱ_prev·β_t/(1 − ᾱ_t)·x̂_0 + √α_t·(1 − ᾱ_prev)/(1 − ᾱ_t)·x_t and β̃_t = β_t·(1 − ᾱ_prev)/(1 − ᾱ_t). "
+           "[−1, 1] if clip; then x_{t−1} = μ̃(x_t, x̂_0) + σ_t·noise with σ_t² = β̃_t, the mean and variance of the "
+           "posterior q(x_{t−1} | x_t, x_0) (Ho et al. 2020, eq. 6–7: derive them, or let rl.hint's later calls give them). "
            "abar_t, abar_prev are the ᾱ of this step and of the next kept step (1 after the last: then no noise is "
            "added).",
     stub='''def reverse_step(x_t, eps, abar_t, abar_prev, noise, denoised_fn=None, clip=False):
@@ -328,7 +328,7 @@ LOOP = Exercise(
     """Ancestral sampling; returns [(ε̂, x̂_0, x_{t-1}) for each step]."""
     steps, x = [], x_T
     for k, t in enumerate(timesteps):
-        abar_prev = ...    # TODO: ᾱ of the next kept timestep, or 1.0 after the last one
+        abar_prev = ...    # TODO: ᾱ of the next kept timestep (and after the last one?)
         eps = ...          # TODO: the model's noise prediction at this x and t
         x0_pred, x = reverse_step(x, eps, alphas_cumprod[t], abar_prev, noises[k], denoised_fn, clip)
         steps.append((eps, x0_pred, x))
