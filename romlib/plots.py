@@ -94,12 +94,13 @@ def _imshow(ax, img, size=None):
     ax.imshow(a, interpolation="nearest", extent=(-0.5, W - 0.5, H - 0.5, -0.5))
 
 
-def box_legend(fig_or_ax, colours=("yellow", "cyan"), extra: dict | None = None, **kw):
-    """A legend naming every box colour drawn (:data:`BOX_COLOURS`) and the mask outline."""
+def box_legend(fig_or_ax, colours=("yellow", "cyan"), extra: dict | None = None,
+               mask: str = "edit mask (outline; inside: the pixels edited)", **kw):
+    """A legend naming every box colour drawn (:data:`BOX_COLOURS`) and the mask outline (``mask``: what it is)."""
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=c, lw=2, label=BOX_COLOURS[c]) for c in colours]
-    handles.append(Line2D([], [], color=np.array(MASK_COLOUR) / 255, lw=2, label="edit mask (outline; inside: the pixels edited)"))
+    handles.append(Line2D([], [], color=np.array(MASK_COLOUR) / 255, lw=2, label=mask))
     for label, c in (extra or {}).items():
         handles.append(Line2D([], [], color=c, lw=2, label=label))
     kw.setdefault("fontsize", 7)
@@ -300,7 +301,8 @@ def segmentation_figure(image, seg, top: int = 5):
     for a in ax:
         a.set_xticks([]), a.set_yticks([])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    box_legend(fig, ("yellow", "white"), loc="lower center", ncol=3)
+    box_legend(fig, ("yellow", "white"), loc="lower center", ncol=3,
+               mask="the segmenter's mask (outline; at the image's resolution, before resizing and dilation)")
     return fig, rows
 
 

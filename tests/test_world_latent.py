@@ -126,3 +126,9 @@ def test_the_backend_edits_with_the_latent_loop_and_names_missing_files(latent_w
     (tmp_path / "segmenter.pt").symlink_to(WB.WEIGHTS_DIR / "segmenter.pt")
     with pytest.raises(FileNotFoundError, match=r"lacks vae.pt, latent.pt, ranker.pt.*--what vae"):
         WB.load_latent_backend(weights=tmp_path)
+
+
+def test_an_inpainter_refuses_a_unet_that_does_not_read_its_vaes_latents():
+    cfg = {**L.unet_config(), "in_channels": 9, "out_channels": 4}  # SD's 4-channel layout on the 8-channel VAE
+    with pytest.raises(ValueError, match="8-channel latents takes 17 input channels.*not in_channels=9"):
+        L.build_latent(L.build_vae(), cfg)

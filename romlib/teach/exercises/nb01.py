@@ -43,12 +43,12 @@ def _abar(x0, t, alphas_cumprod):
 Q_SAMPLE = Exercise(
     id="01.q-sample", title="the forward process in one line", function="q_sample",
     paper="§3.1, eq. 1 in closed form (Ho et al. 2020)",
-    prompt="Write q_sample(x0, t, noise, alphas_cumprod): the noisy image x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε. "
-           "x0 and noise are [B, C, H, W], t is [B] (one timestep per row), alphas_cumprod is ᾱ as a [T] tensor.",
+    prompt="Write q_sample(x0, t, noise, alphas_cumprod): a draw x_t of q(x_t | x_0) (section 1) made from x0 and the "
+           "given noise ε. x0 and noise are [B, C, H, W], t is [B] (one timestep per row: each row its own ᾱ_t), "
+           "alphas_cumprod is ᾱ as a [T] tensor.",
     stub='''def q_sample(x0, t, noise, alphas_cumprod):
     """x_t ~ q(x_t | x_0) for a batch: x0, noise [B, C, H, W]; t [B]; alphas_cumprod [T] (ᾱ)."""
-    abar = alphas_cumprod[t].view(-1, 1, 1, 1)   # ᾱ_t of each row, ready to broadcast
-    return ...  # TODO: mix x0 and noise (eq. 1 in closed form)
+    return ...  # TODO: mix x0 and noise with the weights of q(x_t | x_0), each row at its own t
 ''',
     reference=_q_reference, solution=q_sample, cases=_q_cases,
     mistakes=(
@@ -66,7 +66,7 @@ Q_SAMPLE = Exercise(
     ),
     checks="x_t against sqrt(ᾱ_t)x_0 + sqrt(1−ᾱ_t)ε on linear and cosine schedules, mixed t per batch (t = 0 and 999 included)",
     hints=('§3.1 of the paper (eq. 1–2) and the first section of this notebook: what are ᾱ_t and 1 − ᾱ_t the variances of?',
-           'x_t is a weighted sum of x_0 and ε, one weight each; the weights are the standard deviations that go with ᾱ_t and 1 − ᾱ_t, and `abar` already has the shape [B, 1, 1, 1].'),
+           'x_t is a weighted sum of x_0 and ε, one weight each; the weights are the standard deviations that go with ᾱ_t and 1 − ᾱ_t; index alphas_cumprod with the whole t and reshape it to [B, 1, 1, 1] to broadcast.'),
     hint="ᾱ_t = alphas_cumprod[t] per row; x_t = sqrt(ᾱ_t)·x_0 + sqrt(1 − ᾱ_t)·ε.",
 )
 
