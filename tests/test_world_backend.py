@@ -74,9 +74,9 @@ def test_missing_weights_name_each_file_and_the_command_that_trains_it(tmp_path,
 
 def test_the_four_models_are_shipped_trained_and_small(monkeypatch):
     """The shipped folder has every model, each trained (its meta: steps > 0, not the untrained stand-in), all
-    four within the issue's 25 MB, and the backend loads from it with nothing set."""
+    six (the world's four, the latent pair) within the issue's 25 MB, and the backend loads from it with nothing set."""
     monkeypatch.delenv(WB.WEIGHTS_ENV, raising=False)
-    paths = WB.check_weights()
+    paths = {**WB.check_weights(), **WB.check_weights(models=WB.LATENT_MODELS)}  # world's four, world-latent's two
     assert set(paths) == set(WEIGHT_FILES) and all(p.parent == WB.WEIGHTS_DIR for p in paths.values())
     assert sum(p.stat().st_size for p in paths.values()) <= 25e6
     for m, p in paths.items():

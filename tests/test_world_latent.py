@@ -132,3 +132,13 @@ def test_an_inpainter_refuses_a_unet_that_does_not_read_its_vaes_latents():
     cfg = {**L.unet_config(), "in_channels": 9, "out_channels": 4}  # SD's 4-channel layout on the 8-channel VAE
     with pytest.raises(ValueError, match="8-channel latents takes 17 input channels.*not in_channels=9"):
         L.build_latent(L.build_vae(), cfg)
+
+
+def test_the_shipped_latent_pair_is_trained_and_loads_with_nothing_set(monkeypatch):
+    monkeypatch.delenv(WB.WEIGHTS_ENV, raising=False)
+    b = WB.load_latent_backend()
+    model = b.base_model
+    assert b.family == "latent" and b.segmenter_name == "world" and b.default_scales == WB.LATENT_SCALES
+    assert model.meta["steps"] > 1000 and model.vae.meta["steps"] > 1000
+    assert model.vae.meta["heldout_psnr_db"] > 25  # the round trip the notebook shows (28.4 dB when shipped)
+    assert model.cfg.scaling_factor != 1.0

@@ -79,7 +79,7 @@ def vae_figure(pipe, image=None):
     numbers = {"psnr_db": round(psnr(err.mean()), 1), "values_pixels": x[0].numel(), "values_latents": z[0].numel()}
     if case is not None:
         numbers["object_psnr_db"] = round(psnr(err[torch.from_numpy(case.mask)].mean()), 1)
-    c = z.shape[1]
+    c = min(4, z.shape[1])  # the first four channels (of 8 on the world's latent model)
     fig, ax = plt.subplots(1, 3 + c, figsize=(2.1 * (3 + c), 2.5))
     ax[0].imshow(image, interpolation="nearest")
     ax[0].set_title(f"frame {image.shape[0]}x{image.shape[1]}x3\n{numbers['values_pixels']} values", fontsize=8)
@@ -90,7 +90,7 @@ def vae_figure(pipe, image=None):
     ax[2].set_title("|error| x4\n(bright: lost)", fontsize=8)
     for k in range(c):
         ax[3 + k].imshow(z[0, k].cpu().numpy(), cmap="coolwarm", interpolation="nearest")
-        ax[3 + k].set_title(f"latent channel {k}\n{z.shape[-2]}x{z.shape[-1]}", fontsize=8)
+        ax[3 + k].set_title(f"latent channel {k} of {z.shape[1]}\n{z.shape[-2]}x{z.shape[-1]}", fontsize=8)
     for a in ax:
         a.set_xticks([])
         a.set_yticks([])
@@ -200,14 +200,16 @@ def comparison_setup(latent: str) -> tuple:
 
 def comparison(pipe, image, ref: str, target: str, scale: float, segmenters, *, progress: bool = False):
     """The four rules of :data:`RULES4` on one frame, mask and seeds: ``[(figure, lines)]``. On the world's latent
-    model one figure, notebook 04's first example with its true mask, every sample titled with the world oracle's
-    verdicts (:func:`romlib.world.guidestudy.rows_figure`), and a line per rule counting them; otherwise one
+    model one figure, notebook 04's first example with its true mask, each rule at its own tuned scale (``scale`` is
+    not read), every sample titled with the world oracle's verdicts (:func:`romlib.world.guidestudy.rows_figure`),
+    and a line per rule counting them; otherwise one
     :meth:`~romlib.pipeline.ROMPipeline.compare` figure per segmenter, a line of ranking distances per rule (and on
     a GPU the measured time and memory)."""
     if pipe.backend.name == OFFLINE_LATENT:
         from ..world.guidestudy import rows_figure
 
-        fig, rows = rows_figure(_world_case(), [(pipe, g, scale, g) for g in RULES4])
+        rows = [(pipe, g, METHODS[g].scale(pipe.backend), g) for g in RULES4]  # each rule at its tuned scale
+        fig, rows = rows_figure(_world_case(), rows)
         lines = [f"{r['rule']:14s} s = {r['scale']:g}: reached {sum(v['reached'] is True for v in r['samples'])}/4, "
                  f"colour kept {sum(v.get('kept_colour') is True for v in r['samples'])}/4 ({r['seconds']:.1f} s)"
                  for r in rows]

@@ -317,7 +317,7 @@ def rows_figure(case, rows, seed: int = SEED, **knobs):
     from .segstudy import spotlight
 
     free = [a for a in FREE if a not in parse_text(case.target).named]
-    fig, axes = plt.subplots(len(rows), SAMPLES + 1, figsize=(2.05 * (SAMPLES + 1), 2.35 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), SAMPLES + 1, figsize=(2.05 * (SAMPLES + 1), 2.6 * len(rows)), squeeze=False)
     out = []
     for row, (pipe, g, scale, label) in enumerate(rows):
         t0 = time.perf_counter()
