@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..backends import choose
@@ -25,7 +26,7 @@ from ..specs import backend_spec
 from .nb import chosen_case, example as nb_example, pipeline
 
 __all__ = ["latent_backend", "OFFLINE_LATENT", "vae_figure", "pixel_vs_latent", "comparison", "anatomy", "conformance", "example", "guidance_lines", "T4_ESTIMATE", "gpu_numbers",
-           "coincide_at_scale", "comparison_setup", "RULES4"]
+           "coincide_at_scale", "comparison_setup", "explorer_case", "RULES4"]
 
 #: CF, CCF and CCF's two changes taken one at a time (the order of notebook 04)
 RULES4 = ("cf", "ccf-direction", "cf-original", "ccf")
@@ -48,6 +49,11 @@ def latent_backend() -> str:
     return choose("sd", OFFLINE_LATENT, env="ROMLIB_LATENT_BACKEND", probe=False)
 
 
+def _on_world(pipe) -> bool:
+    """Whether ``pipe``'s backend is one of the embedded world's (its spec's example is the world's)."""
+    return backend_spec(pipe.backend.name).example == "world"
+
+
 def _world_case():
     """Notebook 04's first example (a shape target; the referring text silent on the colour)."""
     from ..world.guidestudy import example_case
@@ -67,7 +73,7 @@ def vae_figure(pipe, image=None):
 
     model = pipe.backend.base_model
     S = model.cfg.frame_size
-    case = _world_case() if image is None and pipe.backend.name == OFFLINE_LATENT else None
+    case = _world_case() if image is None and _on_world(pipe) else None
     if image is None:
         image = case.image if case is not None else np.asarray(example(pipe)[0].convert("RGB").resize((S, S)))
     image = np.asarray(image)
@@ -98,31 +104,81 @@ def vae_figure(pipe, image=None):
     return fig, numbers
 
 
-def pixel_vs_latent(pixel_pipe, latent_pipe, *, rule: str = "ccf", scales: dict | None = None, case=None):
-    """One case (default: notebook 04's first example), its true mask dilated by 3, the same seeds, ``rule`` on the
-    world's pixel model (32 px base + upsampler) and on its latent model (16x16x4 latents + the VAE): one row each,
-    titled with the oracle's verdicts. ``scales``: per backend name (default: each backend's own for ``rule``).
-    Returns ``(figure, rows)`` (:func:`romlib.world.guidestudy.rows_figure`: per row the seconds and verdicts)."""
-    from ..world.guidestudy import rows_figure
+def pixel_vs_latent(pixel_pipe, latent_pipe, *, rule: str = "ccf", scale: float = 3.0, case=None):
+    """One case (default: notebook 04's first example), its true mask dilated by 3, the same seeds, ``rule`` at
+    ``scale`` on the world's pixel model (32 px base + upsampler) and on its latent model, three rows: the pixel
+    model's samples; the same samples sent through the latent model's VAE (``decode(encode(·))``: what the VAE alone
+    loses); the latent model's samples as decoded (the known region included) — the first and last titled with the
+    world oracle's verdicts. Returns ``(figure, rows)``: per model its seconds, steps, values denoised per step and
+    verdicts (yes/no/? counted by the caller)."""
+    import time
+
+    import matplotlib.pyplot as plt
+
+    from ..io import to_pil
+    from ..world.bench import edit_case, judge_edit
+    from ..world.guidestudy import DILATION, SAMPLES, SEED, mark
 
     case = case or _world_case()
-    rows = []
+    vae_model = latent_pipe.backend.base_model
+    rows, frames = [], {}
     for pipe, what in ((pixel_pipe, "pixel"), (latent_pipe, "latent")):
-        s = (scales or {}).get(pipe.backend.name, METHODS[rule].scale(pipe.backend))
-        rows.append((pipe, rule, float(s), f"{what} ({pipe.backend.name}) {rule}"))
-    return rows_figure(case, rows)
+        t0 = time.perf_counter()
+        r = edit_case(pipe, case, rule=rule, scale=scale, samples=SAMPLES, seed=SEED, dilation=DILATION)
+        seconds = time.perf_counter() - t0
+        recs = judge_edit(pipe, r, case)
+        order = torch.empty(len(r.order), dtype=torch.long)
+        order[torch.tensor(r.order)] = torch.arange(len(r.order))
+        frames[what] = r.images[order]  # sampling order
+        b = pipe.backend
+        steps = str(r.settings.get("steps"))
+        if b.upsampler is not None:
+            steps += f" + {b.upsample_steps} (upsampler)"
+        cfg = b.base_model.cfg
+        values = (f"{3 * cfg.image_size ** 2} at {cfg.image_size}x{cfg.image_size}, then {3 * cfg.image_size ** 2 * 4} "
+                  f"(upsampler)" if b.upsampler is not None else f"{cfg.latent_channels * cfg.image_size ** 2}")
+        rows.append({"label": f"{what} ({b.name}) {rule}", "seconds": round(seconds, 2), "steps": steps,
+                     "values per step": values, "samples": [{"reached": x["success"], "colour": x["colour"],
+                                                             "shape": x["shape"]} for x in recs]})
+    with torch.no_grad():
+        z = vae_model.encode_image(frames["pixel"].to(next(vae_model.vae.parameters()).device))
+        through = vae_model.decode(z).cpu()
+    fig, axes = plt.subplots(3, SAMPLES, figsize=(2.05 * SAMPLES, 2.6 * 3), squeeze=False)
+    titled = {0: rows[0], 2: rows[1]}
+    for k, (imgs, label) in enumerate(((frames["pixel"], "pixel"), (through, "pixel through the VAE"),
+                                       (frames["latent"], "latent (decoded)"))):
+        for s in range(SAMPLES):
+            ax = axes[k, s]
+            ax.imshow(to_pil(imgs[s]), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k in titled:
+                v = titled[k]["samples"][s]
+                ax.set_title(f"{label}, sample {s}\nreached {mark(v['reached'])}: {v['colour'] or '?'} {v['shape'] or '?'}",
+                             fontsize=7.5)
+            else:
+                err = float((imgs[s] - frames["pixel"][s]).pow(2).mean())
+                ax.set_title(f"{label}, sample {s}\nPSNR {10 * np.log10(4 / max(err, 1e-10)):.1f} dB", fontsize=7.5)
+    fig.suptitle(f"{case.ref!r} -> {case.target!r} (case {case.index}), {rule} s = {scale:g}, the same seeds and mask",
+                 fontsize=9)
+    fig.tight_layout()
+    return fig, rows
 
 
-def anatomy(model) -> dict:
-    """What the latent model denoises, against GLIDE's 64x64 pixels: sizes and the UNet's input channels."""
+def anatomy(model, pixel: str = "glide") -> dict:
+    """What the latent model denoises, against a pixel model's (``pixel``: "glide", or "world" for the embedded
+    world's pair): sizes and the UNets' input channels."""
     cfg = model.cfg
+    spec = backend_spec(pixel)
+    b, f = spec.base_frame, spec.frame
     return {"frame (pixels)": f"{cfg.frame_size}x{cfg.frame_size}x3",
             "latents z_t": f"{cfg.latent_channels}x{cfg.image_size}x{cfg.image_size}",
             "values per sample": cfg.latent_channels * cfg.image_size ** 2,
             "pixel values per sample": 3 * cfg.frame_size ** 2,
             "UNet input channels": f"{model.unet.config.in_channels} = {cfg.latent_channels} (z_t) + 1 (mask) + "
                                    f"{cfg.latent_channels} (image latents)",
-            "GLIDE base (pixels)": "64x64x3 = 12288 values, input 3 (x_t) + 3 (image) + 1 (mask)"}
+            f"{pixel} base (pixels)": f"{b}x{b}x3 = {3 * b * b} values, input 3 (x_t) + 3 (image) + 1 (mask)",
+            f"{pixel} upsampler": f"{f}x{f}x3 = {3 * f * f} values"}
 
 
 def guidance_lines() -> str:
@@ -205,14 +261,18 @@ def comparison(pipe, image, ref: str, target: str, scale: float, segmenters, *, 
     and a line per rule counting them; otherwise one
     :meth:`~romlib.pipeline.ROMPipeline.compare` figure per segmenter, a line of ranking distances per rule (and on
     a GPU the measured time and memory)."""
-    if pipe.backend.name == OFFLINE_LATENT:
+    if _on_world(pipe):
         from ..world.guidestudy import rows_figure
 
         rows = [(pipe, g, METHODS[g].scale(pipe.backend), g) for g in RULES4]  # each rule at its tuned scale
         fig, rows = rows_figure(_world_case(), rows)
-        lines = [f"{r['rule']:14s} s = {r['scale']:g}: reached {sum(v['reached'] is True for v in r['samples'])}/4, "
-                 f"colour kept {sum(v.get('kept_colour') is True for v in r['samples'])}/4 ({r['seconds']:.1f} s)"
-                 for r in rows]
+        def counts(values):
+            values = list(values)
+            return f"yes {values.count(True)}, no {values.count(False)}, ? {values.count(None)}"
+
+        lines = [f"{r['rule']:14s} s = {r['scale']:g}: reached {counts(v['reached'] for v in r['samples'])}; colour kept "
+                 f"{counts(v.get('kept_colour') for v in r['samples'])} ({r['seconds']:.1f} s; the first row's time "
+                 f"includes warm-up)" for r in rows]
         return [(fig, lines)]
     out = []
     for seg in segmenters:  # sd: CLIPSeg's mask, then MDETR's; a stand-in: its own segmenter
@@ -224,6 +284,15 @@ def comparison(pipe, image, ref: str, target: str, scale: float, segmenters, *, 
             lines += gpu_numbers(results)  # measured on this GPU
         out.append((fig, lines))
     return out
+
+
+def explorer_case(pipe, example: tuple) -> tuple:
+    """``(image, ref, target)`` the explorer opens on: notebook 04's first example on the embedded world's latent
+    model (the comparison's case), else ``example`` (the backend's own, e.g. the cats)."""
+    if _on_world(pipe):
+        case = _world_case()
+        return case.pil(), case.ref, case.target
+    return example
 
 
 def gpu_numbers(results: dict) -> list[str]:
