@@ -24,6 +24,16 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module's tests: on a shared 2-core machine two threads spin against each other
+    (docs/world_training.md)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
 def untrained_world(tmp_path_factory):
     """The world backend's pipeline on untrained weights of the shipped sizes, one torch thread (a module's tests)."""
     from romlib.pipeline import ROMPipeline

@@ -16,12 +16,7 @@ from romlib.world import train as T  # noqa: E402
 from romlib.world.language import VOCAB  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_every_world_word_is_one_clip_token_and_texts_read_back():

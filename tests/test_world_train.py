@@ -19,13 +19,7 @@ from romlib.world.segmenter import (WorldSegmenter, WorldSegmenterNet, assignmen
 from romlib.world import data as batches
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: on a shared 2-core machine two threads spin against each other (docs/world_training.md)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _fixed_loss(setup, batch_size):

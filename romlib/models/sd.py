@@ -25,7 +25,7 @@ from ..checks import parse_latent_steps
 from .tiny import randomize_
 
 __all__ = ["LatentConfig", "LatentInpainter", "require_diffusers", "parse_steps", "link_layout", "load_inpainter", "make_scheduler",
-           "tiny_sd_configs", "tiny_clip_vocab", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
+           "tiny_sd_configs", "tiny_clip_vocab", "clip_tokenizer", "tiny_clip_tokenizer", "tiny_inpainter", "save_layout", "SCHEDULER_CONFIG"]
 
 #: scheduler/scheduler_config.json of stable-diffusion-v1-5/stable-diffusion-inpainting (a PNDM config; romlib
 #: builds DDIM or DPM-Solver++ from it, as ``Scheduler.from_config`` does in diffusers)
@@ -221,17 +221,21 @@ def tiny_clip_vocab() -> tuple[dict, str]:
     return vocab, "#version: 0.2\nq x</w>\n"
 
 
-def tiny_clip_tokenizer(max_length: int = 16):
-    """A CLIPTokenizer over :func:`tiny_clip_vocab`: the real tokenizer's class and special tokens, small enough
-    for tests."""
+def clip_tokenizer(vocab: dict, merges: str, max_length: int):
+    """transformers' ``CLIPTokenizer`` over a vocabulary and merges in CLIP's format (``<|endoftext|>`` pads)."""
     from transformers import CLIPTokenizer
 
-    vocab, merges = tiny_clip_vocab()
     with tempfile.TemporaryDirectory() as d:
         Path(d, "vocab.json").write_text(json.dumps(vocab))
         Path(d, "merges.txt").write_text(merges)
         return CLIPTokenizer(str(Path(d, "vocab.json")), str(Path(d, "merges.txt")), model_max_length=max_length,
                              unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+
+
+def tiny_clip_tokenizer(max_length: int = 16):
+    """A CLIPTokenizer over :func:`tiny_clip_vocab`: the real tokenizer's class and special tokens, small enough
+    for tests."""
+    return clip_tokenizer(*tiny_clip_vocab(), max_length)
 
 
 def tiny_inpainter(seed: int = 0, frame_size: int = 64) -> LatentInpainter:

@@ -22,14 +22,12 @@ each word one token through BPE merges built for it). The sampling loop and the 
 """
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from ..models.sd import SCHEDULER_CONFIG, LatentInpainter, require_diffusers
+from ..models.sd import SCHEDULER_CONFIG, LatentInpainter, clip_tokenizer, require_diffusers
 from ..shapes.backend import read_weights
 from .language import VOCAB
 from .models import FULL_SIZE
@@ -112,14 +110,7 @@ def _bpe(word: str, ranks: dict) -> list[str]:
 
 def world_clip_tokenizer():
     """transformers' ``CLIPTokenizer`` over :func:`world_clip_vocab` (one token per world word)."""
-    from transformers import CLIPTokenizer
-
-    vocab, merges = world_clip_vocab()
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "vocab.json").write_text(json.dumps(vocab))
-        Path(d, "merges.txt").write_text(merges)
-        return CLIPTokenizer(str(Path(d, "vocab.json")), str(Path(d, "merges.txt")), model_max_length=MAX_TOKENS,
-                             unk_token="<|endoftext|>", pad_token="<|endoftext|>")
+    return clip_tokenizer(*world_clip_vocab(), MAX_TOKENS)
 
 
 def build_vae(config: dict | None = None):
