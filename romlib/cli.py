@@ -117,7 +117,7 @@ def _run_edit(args) -> int:
     from .config import from_args
     from .guidance.methods import get
     from .pipeline import ROMPipeline
-    from .runs import hold, new_run_dir, run_dir_name
+    from .runs import commits, committed, hold, new_run_dir, run_dir_name
 
     started = _time.time()
     cfg = from_args(args, mask=args.mask, progress=True).validate()  # every setting checked before any work
@@ -132,26 +132,28 @@ def _run_edit(args) -> int:
     frame = backend_spec(args.backend or default_backend()).frame_size(cfg.upsample)
     _check_out(args.out, _need_bytes(W, H, cfg.samples, args.top, frame), overwrite=args.overwrite,
                inputs=(args.image, args.mask), run_folder=not args.overwrite)
-    with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
-        pipe = ROMPipeline.from_pretrained(args.backend, device=args.device, baselines=get(cfg.guidance).needs is not None,
-                                           compile=args.compile, segmenter=cfg.segmenter)  # its files too, in one check
-        result = pipe.edit(args.image, args.ref, args.target, cfg)
-        folder = Path(args.out)
-        try:
-            if not args.overwrite:
-                folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
-            written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
-        except BaseException:
-            if not args.overwrite:
-                try:
-                    folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
-                except OSError:
-                    pass
-            raise
+    folder, before = Path(args.out), commits()
     try:
+        with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
+            pipe = ROMPipeline.from_pretrained(args.backend, device=args.device,
+                                               baselines=get(cfg.guidance).needs is not None, compile=args.compile,
+                                               segmenter=cfg.segmenter)  # its files too, in one check
+            result = pipe.edit(args.image, args.ref, args.target, cfg)
+            try:
+                if not args.overwrite:
+                    folder = new_run_dir(args.out, run_dir_name(cfg.guidance, args.ref or args.target or "mask", started))
+                written = result.save(folder, top=args.top, summary="summary.png", overwrite=args.overwrite)
+            except BaseException:
+                if not args.overwrite and committed(folder, before) is None:
+                    try:
+                        folder.rmdir()  # the new run folder, empty after a failed save: leave nothing behind
+                    except OSError:
+                        pass
+                raise
         _summarise(result, folder, written)
     except KeyboardInterrupt as e:
-        e.kept = f"the new run, saved whole in {folder}"
+        if committed(folder, before) is not None:  # at any moment after the commit (the swap's return, the lock's release, ...)
+            e.kept = f"the new run, saved whole in {folder}"
         raise
     return 0
 
@@ -179,22 +181,23 @@ def _short(text) -> str:
 def _run_demo(args) -> int:
     from pathlib import Path
 
-    from .runs import hold
+    from .runs import commits, committed, hold
     from .shapes import demo
     from .specs import backend_spec
 
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), commits()
     _check_out(args.out, _need_bytes(256, 256, args.samples, 4, frame=backend_spec(args.backend).frame),
                overwrite=args.overwrite, run_folder=not args.overwrite)
-    with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
-        result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
-                                               progress=not args.quiet, overwrite=args.overwrite, with_files=True,
-                                               new_folder=not args.overwrite, backend=args.backend)
-    folder = Path(image_path).parent
     try:
-        _summarise_demo(result, image_path, written, folder, time.perf_counter() - t0)
+        with hold(args.out) if args.overwrite else contextlib.nullcontext():  # a second --overwrite: refused before work
+            result, image_path, written = demo.run(out_dir=args.out, seed=args.seed, samples=args.samples,
+                                                   progress=not args.quiet, overwrite=args.overwrite, with_files=True,
+                                                   new_folder=not args.overwrite, backend=args.backend)
+        _summarise_demo(result, image_path, written, Path(image_path).parent, time.perf_counter() - t0)
     except KeyboardInterrupt as e:
-        e.kept = f"the new demo run, saved whole in {folder}"
+        folder = committed(args.out, before)  # the run this command committed, at whatever moment the signal came after it
+        if folder is not None:
+            e.kept = f"the new demo run, saved whole in {folder}"
         raise
     return 0
 

@@ -59,7 +59,7 @@ from typing import Callable
 
 from .interrupts import deferred
 
-__all__ = ["RunWriter", "new_run_dir", "run_dir_name", "read_run", "load_run", "Run", "RunChanging", "unrecorded_outputs",
+__all__ = ["RunWriter", "commits", "committed", "new_run_dir", "run_dir_name", "read_run", "load_run", "Run", "RunChanging", "unrecorded_outputs",
            "recover", "refuse_broken_link", "hold", "FolderBusy", "owner", "OUTPUT_PATTERN", "LOCK"]
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,26 @@ _HELD: dict[str, int] = {}  # folders this process holds the lock of (re-entrant
 _SHAPE = 'a JSON object whose "files" maps each kind to a list of file names in the folder'
 _seq = itertools.count(1)
 _ACTIVE: set[str] = set()  # tokens of this process's writers now at work (never recovered under them)
+#: the folders whose run this process committed (recorded with signals deferred, so a caller interrupted at any moment
+#: after the commit can tell: :func:`committed`)
+_COMMITTED: list[str] = []
+
+
+def commits() -> int:
+    """How many runs this process has committed so far (pass it to :func:`committed` as ``since``)."""
+    return len(_COMMITTED)
+
+
+def committed(folder=None, since: int = 0) -> Path | None:
+    """The folder of the last whole run this process committed (its ``result.json`` swapped in) after its first
+    ``since`` commits (:func:`commits`), if it is ``folder`` or a run folder directly inside it (``None``: any);
+    else None."""
+    if len(_COMMITTED) <= since:
+        return None
+    last = Path(_COMMITTED[-1])
+    if folder is None or last == Path(folder).resolve() or last.parent == Path(folder).resolve():
+        return last
+    return None
 
 
 def run_dir_name(guidance: str, text: str, when: float | None = None) -> str:
@@ -600,6 +620,7 @@ class RunWriter:
                     self._undo()
                     raise
                 self.written = [self.folder / n for n in self._names]
+                _COMMITTED.append(str(self.folder.resolve()))
                 self._cleanup()
                 self._unlock()
         except KeyboardInterrupt as e:
