@@ -16,7 +16,7 @@ import torch
 from .runs import refuse_broken_link
 from .shapes.backend import read_weights
 
-__all__ = ["DiffusionArrays", "hybrid_loss", "lr_at", "atomic_write", "write_csv", "plot_loss_curve", "save_weights",
+__all__ = ["DiffusionArrays", "hybrid_loss", "lr_at", "atomic_write", "write_csv", "plot_loss_curve", "half_state", "save_weights",
            "checkpoint_step", "check_run_folder"]
 
 log = logging.getLogger(__name__)
@@ -129,9 +129,14 @@ def plot_loss_curve(csv_path: str | Path, png_path: str | Path | None = None, co
     return fig
 
 
+def half_state(model) -> dict:
+    """``model``'s state dict on the CPU, floating tensors in float16 (how every shipped weight file stores them)."""
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
+
+
 def save_weights(path: Path, model, meta: dict) -> None:
     """The EMA weights in float16 (≈ half the size; loaded back as float32) with the config."""
-    state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
+    state = half_state(model)
     atomic_write(path, lambda tmp: torch.save({"config": model.cfg.to_dict(), "state_dict": state, "meta": meta}, tmp))
 
 

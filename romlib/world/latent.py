@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from ..models.sd import SCHEDULER_CONFIG, LatentInpainter, clip_tokenizer, require_diffusers
 from ..shapes.backend import read_weights
+from ..training import half_state
 from .language import VOCAB
 from .models import FULL_SIZE
 
@@ -145,21 +146,17 @@ def latent_mask(keep: torch.Tensor, size: int = LATENT_SIZE) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- weight files
-def _half(module) -> dict:
-    return {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in module.state_dict().items()}
-
-
 def save_vae(path: Path, vae, meta: dict, atomic_write) -> None:
     cfg = {**dict(vae.config), "scaling_factor": float(vae.config.scaling_factor)}
     cfg = {k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k in vae_config()}
-    atomic_write(path, lambda tmp: torch.save({"config": cfg, "state_dict": _half(vae), "meta": meta}, tmp))
+    atomic_write(path, lambda tmp: torch.save({"config": cfg, "state_dict": half_state(vae), "meta": meta}, tmp))
 
 
 def save_latent(path: Path, model: LatentInpainter, meta: dict, atomic_write) -> None:
     cfg = {"unet": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(model.unet.config).items()
                     if k in unet_config()},
            "text_encoder": text_config(), "vocab": list(VOCAB)}
-    state = {"unet": _half(model.unet), "text_encoder": _half(model.text_encoder)}
+    state = {"unet": half_state(model.unet), "text_encoder": half_state(model.text_encoder)}
     atomic_write(path, lambda tmp: torch.save({"config": cfg, "state_dict": state, "meta": meta}, tmp))
 
 

@@ -47,7 +47,7 @@ from ..sampling.diffusion import GaussianDiffusion, get_named_beta_schedule
 from ..sampling.inpaint import round_to_uint8_levels
 from ..shapes.backend import read_weights
 from ..shapes.measure import wilson
-from ..training import (DiffusionArrays, atomic_write, check_run_folder, checkpoint_step, hybrid_loss, lr_at,
+from ..training import (DiffusionArrays, atomic_write, check_run_folder, checkpoint_step, half_state, hybrid_loss, lr_at,
                         plot_loss_curve, save_weights, write_csv)
 from . import data
 from . import models as M
@@ -292,7 +292,7 @@ def setup_upsampler(batches=None, *, device="cpu", seed: int = 0, crop: int | No
 
 def _save_plain(config: dict):
     def save(path: Path, model, meta: dict) -> None:
-        state = {k: v.detach().cpu().half() if v.is_floating_point() else v.cpu() for k, v in model.state_dict().items()}
+        state = half_state(model)
         atomic_write(path, lambda tmp: torch.save({"config": config, "state_dict": state, "meta": meta}, tmp))
     return save
 
